@@ -1,0 +1,44 @@
+/**
+ * The one transport seam (STYLE.md §3.3). `Deno.Conn` and `Deno.TlsConn` fit it as they are;
+ * `node_tls_conn.ts` adapts a `node:tls` socket, used where client certificates must be verified.
+ * @module
+ */
+import type { HostPort } from "../role.ts";
+
+/** A bidirectional byte stream with half-close. */
+export interface ByteConn {
+  /** Reads into `buf`; resolves to the count, or null at EOF. */
+  read(buf: Uint8Array): Promise<number | null>;
+  /** Writes some of `buf`; resolves to the count written. */
+  write(buf: Uint8Array): Promise<number>;
+  /** Sends EOF to the peer; reading goes on. */
+  closeWrite(): Promise<void>;
+  /** Closes both directions and releases the resource. Throws if already closed (Deno.Conn). */
+  close(): void;
+  readonly remoteAddr: Deno.Addr;
+}
+
+/** Closes a connection, ignoring "already closed". */
+export function tryClose(conn: { close(): void }): void {
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
+}
+
+/** The remote address of a connection as `host:port` for logs. */
+export function remoteText(conn: ByteConn): string {
+  const a = conn.remoteAddr;
+  if (a.transport === "tcp" || a.transport === "udp") {
+    return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
+  }
+  return a.transport;
+}
+
+/** The remote address of a connection as a HostPort (hostname only for non-IP transports). */
+export function remoteHostPort(conn: ByteConn): HostPort {
+  const a = conn.remoteAddr;
+  if (a.transport === "tcp" || a.transport === "udp") return { hostname: a.hostname, port: a.port };
+  return { hostname: a.transport, port: 0 };
+}

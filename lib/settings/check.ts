@@ -1,0 +1,184 @@
+/**
+ * Field checkers. Each takes a value, its key path and a problem list; it returns the value (or a
+ * placeholder) and pushes `key.path: problem` for anything wrong, so that a parser reports every
+ * problem at once. Pure: no I/O.
+ * @module
+ */
+import type { HostPort } from "../role.ts";
+
+export type Problems = string[];
+type Obj = Record<string, unknown>;
+
+function show(v: unknown): string {
+  if (v === undefined) return "nothing";
+  const s = JSON.stringify(v);
+  return s === undefined ? String(v) : s.length > 60 ? `${s.slice(0, 57)}...` : s;
+}
+
+/** Joins a key path: `join("a", "b")` = `a.b`, `join("", "b")` = `b`, `join("a", 0)` = `a[0]`. */
+export function join(prefix: string, key: string | number): string {
+  if (typeof key === "number") return `${prefix}[${key}]`;
+  return prefix === "" ? key : `${prefix}.${key}`;
+}
+
+/** A mapping (plain object); an absent value is an empty mapping. */
+export function mapping(v: unknown, path: string, problems: Problems): Obj {
+  if (v === undefined || v === null) return {};
+  if (typeof v === "object" && !Array.isArray(v)) return v as Obj;
+  problems.push(`${path || "(top level)"}: must be a mapping, got ${show(v)}`);
+  return {};
+}
+
+/** Reports every key of `obj` that is not in `known`. */
+export function onlyKeys(
+  obj: Obj,
+  known: readonly string[],
+  prefix: string,
+  problems: Problems,
+): void {
+  for (const k of Object.keys(obj)) {
+    if (!known.includes(k)) {
+      problems.push(`${join(prefix, k)}: unknown key (known: ${known.join(", ")})`);
+    }
+  }
+}
+
+/** Reports `path` as missing when `v` is undefined; returns whether it is present. */
+export function required(v: unknown, path: string, problems: Problems): boolean {
+  if (v !== undefined && v !== null) return true;
+  problems.push(`${path}: is required`);
+  return false;
+}
+
+export function string(v: unknown, path: string, problems: Problems): string {
+  if (typeof v === "string" && v.length > 0) return v;
+  problems.push(`${path}: must be a non-empty string, got ${show(v)}`);
+  return "";
+}
+
+export function boolean(v: unknown, path: string, problems: Problems): boolean {
+  if (typeof v === "boolean") return v;
+  problems.push(`${path}: must be true or false, got ${show(v)}`);
+  return false;
+}
+
+/** An integer in [min, max]. */
+export function integer(
+  v: unknown,
+  path: string,
+  problems: Problems,
+  min = 0,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
+  if (Number.isInteger(v) && (v as number) >= min && (v as number) <= max) return v as number;
+  problems.push(`${path}: must be an integer from ${min} to ${max}, got ${show(v)}`);
+  return min;
+}
+
+export function port(v: unknown, path: string, problems: Problems): number {
+  return integer(v, path, problems, 0, 65535);
+}
+
+/** A duration in milliseconds, 1 ms to 30 days. */
+export function durationMs(
+  v: unknown,
+  path: string,
+  problems: Problems,
+  max = 30 * 86_400_000,
+): number {
+  return integer(v, path, problems, 1, max);
+}
+
+/** A size in bytes, at least `min`. */
+export function bytes(
+  v: unknown,
+  path: string,
+  problems: Problems,
+  min = 1,
+  max = 2 ** 31,
+): number {
+  return integer(v, path, problems, min, max);
+}
+
+/** One of the given strings. */
+export function oneOf<T extends string>(
+  v: unknown,
+  allowed: readonly T[],
+  path: string,
+  problems: Problems,
+): T {
+  if (typeof v === "string" && (allowed as readonly string[]).includes(v)) return v as T;
+  problems.push(
+    `${path}: must be one of ${allowed.map((a) => `"${a}"`).join(", ")}, got ${show(v)}`,
+  );
+  return allowed[0]!;
+}
+
+/** A list; each element is checked by `each`. An absent list is `fallback`. */
+export function list<T>(
+  v: unknown,
+  path: string,
+  problems: Problems,
+  each: (item: unknown, path: string, problems: Problems) => T,
+): T[] {
+  if (!Array.isArray(v)) {
+    problems.push(`${path}: must be a list, got ${show(v)}`);
+    return [];
+  }
+  return v.map((item, i) => each(item, join(path, i), problems));
+}
+
+const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
+
+/** Normalises a DNS host name: lower case, no trailing dot; returns null when invalid. */
+export function normalizeHostName(name: string): string | null {
+  let n = name.toLowerCase();
+  if (n.endsWith(".")) n = n.slice(0, -1);
+  if (n.length === 0 || n.length > 253) return null;
+  for (const label of n.split(".")) if (!LABEL.test(label)) return null;
+  return n;
+}
+
+/** A DNS host name, normalised; `*.` in front is allowed when `wildcard`. */
+export function hostName(v: unknown, path: string, problems: Problems, wildcard = false): string {
+  if (typeof v === "string") {
+    const star = wildcard && v.startsWith("*.");
+    const n = normalizeHostName(star ? v.slice(2) : v);
+    if (n !== null) return star ? `*.${n}` : n;
+  }
+  problems.push(
+    `${path}: must be a host name${wildcard ? " (or *.name)" : ""}, got ${show(v)}`,
+  );
+  return "";
+}
+
+/** A host: an IP literal or a host name. */
+export function host(v: unknown, path: string, problems: Problems): string {
+  if (typeof v === "string") {
+    if (isIp(v)) return v;
+    const n = normalizeHostName(v);
+    if (n !== null) return n;
+  }
+  problems.push(`${path}: must be an IP address or host name, got ${show(v)}`);
+  return "";
+}
+
+function isIp(s: string): boolean {
+  if (/^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/.test(s)) return true;
+  return s.includes(":") && /^[0-9a-fA-F:.]+$/.test(s) && s.split("::").length <= 2;
+}
+
+/** `host:port` or `[v6]:port`, as a HostPort. */
+export function address(v: unknown, path: string, problems: Problems): HostPort {
+  if (typeof v === "string") {
+    const m = /^\[([^\]]+)\]:(\d+)$/.exec(v) ?? /^([^:[\]]+):(\d+)$/.exec(v);
+    if (m) {
+      const p: Problems = [];
+      const hostname = host(m[1], path, p);
+      const portNum = port(Number(m[2]), path, p);
+      if (p.length === 0) return { hostname, port: portNum };
+    }
+  }
+  problems.push(`${path}: must be "host:port" (IPv6 as "[::1]:port"), got ${show(v)}`);
+  return { hostname: "", port: 0 };
+}
