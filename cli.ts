@@ -1,0 +1,315 @@
+/**
+ * The tls-pass executable: every role, the demo, the certificate tool.
+ *
+ *   tls-pass run public|private|eps|internal-server [--settings PATH]... [--log-level L] [--log-format text|json]
+ *   tls-pass demo [--keep]
+ *   tls-pass certs [--out DIR] [--force]
+ *   tls-pass check ROLE [--settings PATH]...
+ *   tls-pass version | --help | help [COMMAND]
+ *
+ * Exit codes: 0 done, 1 fault, 2 usage or settings error.
+ * @module
+ */
+import { parseArgs } from "node:util";
+import {
+  configure,
+  dispose,
+  getJsonLinesFormatter,
+  getStreamSink,
+  getTextFormatter,
+  type LogLevel,
+} from "@logtape/logtape";
+import { SettingsError } from "./lib/errors.ts";
+import { formatHostPort } from "./lib/role.ts";
+import { NotBuiltError, ROLE_NAMES, type RoleName, roleSpec } from "./lib/roles.ts";
+import { loadSettings, settingsSources } from "./lib/settings/loader.ts";
+import denoJson from "./deno.json" with { type: "json" };
+
+const VERSION = denoJson.version;
+
+const USAGE: Record<string, string> = {
+  main: `tls-pass ${VERSION}: TLS-passthrough reverse tunnel
+
+Usage:
+  tls-pass run ROLE [--settings PATH]... [--log-level LEVEL] [--log-format text|json]
+  tls-pass demo [--keep]
+  tls-pass certs [--out DIR] [--force]
+  tls-pass check ROLE [--settings PATH]...
+  tls-pass version
+  tls-pass help [COMMAND]
+
+Roles: public, private, eps, internal-server
+Run "tls-pass help COMMAND" for the options of a command.`,
+  run: `Usage: tls-pass run ROLE [--settings PATH]... [--log-level LEVEL] [--log-format text|json]
+
+Starts one role: public, private, eps or internal-server.
+  --settings PATH   a settings file or folder (*.yml, *.yaml, *.json in name order); repeatable,
+                    later files deep-merge into earlier ones. Without it: PROXY_SETTINGS (public,
+                    private) or EPS_SETTINGS (eps), colon-separated; internal-server falls back to
+                    settings/dev/roles/internal-server.
+  --log-level L     trace, debug, info (default), warning, error, fatal
+  --log-format F    text (default) or json (one JSON object per line)
+When the role is ready it prints one JSON line on stdout:
+  {"event":"ready","role":"public","addrs":{"public":"127.0.0.1:4433",...}}
+Logs go to stderr. SIGINT or SIGTERM stops it gracefully (exit 0).`,
+  demo: `Usage: tls-pass demo [--keep]
+
+Creates the dev certificates if missing (settings/dev/certs), starts all five roles from
+settings/dev, sends one real HTTPS request through both proxies and prints the answer.
+  --keep   stay up after the request, print the curl command to try, stop on Ctrl-C`,
+  certs: `Usage: tls-pass certs [--out DIR] [--force]
+
+Writes a dev PKI: root CA, intermediate CA, and a leaf certificate and key for public-proxy-1,
+private-proxy-1 and internal-server, and the directory pins (settings/dev/directory/pins.yml).
+  --out DIR   where to write (default settings/dev/certs); pins are written only for the default
+  --force     overwrite existing files`,
+  check: `Usage: tls-pass check ROLE [--settings PATH]...
+
+Loads and validates the settings of ROLE as "run" would, and prints the merged result as JSON
+(key material is shown as file paths, never as contents). Exit 2 on any problem.`,
+  version: `Usage: tls-pass version
+
+Prints the version.`,
+};
+
+const MAIN_USAGE_LINE = "Usage: tls-pass run|demo|certs|check|version|help [OPTIONS]";
+
+class UsageError extends Error {
+  override name = "UsageError";
+  constructor(message: string, readonly command = "main") {
+    super(message);
+  }
+}
+
+const LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "fatal"] as const;
+
+function out(line: string): void {
+  // deno-lint-ignore no-console
+  console.log(line);
+}
+
+function err(line: string): void {
+  // deno-lint-ignore no-console
+  console.error(line);
+}
+
+type Options = Record<string, { type: "string" | "boolean"; multiple?: boolean; short?: string }>;
+type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+function parse(
+  command: string,
+  args: string[],
+  options: Options,
+): { values: Values; positionals: string[] } {
+  try {
+    const { values, positionals } = parseArgs({
+      args,
+      options: { ...options, help: { type: "boolean", short: "h" } },
+      allowPositionals: true,
+      strict: true,
+    });
+    return { values: values as Values, positionals };
+  } catch (e) {
+    if (isParseArgsError(e)) throw new UsageError(e.message.split(". ")[0]!, command);
+    throw e;
+  }
+}
+
+function roleOf(name: string | undefined, command: string): RoleName {
+  if (name === undefined) {
+    throw new UsageError(`Missing ROLE: expected one of ${ROLE_NAMES.join(", ")}`, command);
+  }
+  if (!(ROLE_NAMES as readonly string[]).includes(name)) {
+    throw new UsageError(
+      `Unknown role "${name}": expected one of ${ROLE_NAMES.join(", ")}`,
+      command,
+    );
+  }
+  return name as RoleName;
+}
+
+async function setupLogging(level: string, format: string): Promise<void> {
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+    throw new UsageError(
+      `Invalid --log-level "${level}": expected one of ${LOG_LEVELS.join(", ")}`,
+      "run",
+    );
+  }
+  if (format !== "text" && format !== "json") {
+    throw new UsageError(`Invalid --log-format "${format}": expected "text" or "json"`, "run");
+  }
+  const formatter = format === "json"
+    ? getJsonLinesFormatter()
+    : getTextFormatter({ timestamp: "date-time-tz" });
+  await configure({
+    sinks: { stderr: getStreamSink(Deno.stderr.writable, { formatter }) },
+    loggers: [
+      { category: ["tls-pass"], lowestLevel: level as LogLevel, sinks: ["stderr"] },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
+    ],
+  });
+}
+
+async function load(role: RoleName, settingsFlags: string[]) {
+  const spec = await roleSpec(role);
+  const sources = settingsSources(settingsFlags, spec.envVar, spec.fallback);
+  if (sources.length === 0) {
+    throw new UsageError(
+      `No settings for role "${role}": pass --settings PATH${
+        spec.envVar ? ` or set ${spec.envVar}` : ""
+      }`,
+      "run",
+    );
+  }
+  return { spec, settings: await loadSettings(sources, spec.parse) };
+}
+
+async function cmdRun(args: string[]): Promise<number> {
+  const { values, positionals } = parse("run", args, {
+    settings: { type: "string", multiple: true },
+    "log-level": { type: "string" },
+    "log-format": { type: "string" },
+  });
+  if (values.help) return help("run");
+  if (positionals.length > 1) {
+    throw new UsageError(`Unexpected argument "${positionals[1]}"`, "run");
+  }
+  const role = roleOf(positionals[0], "run");
+  await setupLogging(String(values["log-level"] ?? "info"), String(values["log-format"] ?? "text"));
+  const { spec, settings } = await load(role, (values.settings as string[] | undefined) ?? []);
+
+  const shutdown = new AbortController();
+  const onSignal = () => shutdown.abort();
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  try {
+    const handle = await spec.start(settings, shutdown.signal);
+    await Promise.race([handle.ready ?? Promise.resolve(), handle.finished]);
+    if (!shutdown.signal.aborted) {
+      const addrs = Object.fromEntries(
+        Object.entries(handle.addrs).map(([k, a]) => [k, formatHostPort(a)]),
+      );
+      out(JSON.stringify({ event: "ready", role, pid: Deno.pid, addrs }));
+    }
+    await handle.finished;
+    return 0;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+  }
+}
+
+async function cmdCheck(args: string[]): Promise<number> {
+  const { values, positionals } = parse("check", args, {
+    settings: { type: "string", multiple: true },
+  });
+  if (values.help) return help("check");
+  if (positionals.length > 1) {
+    throw new UsageError(`Unexpected argument "${positionals[1]}"`, "check");
+  }
+  const role = roleOf(positionals[0], "check");
+  const { settings } = await load(role, (values.settings as string[] | undefined) ?? []);
+  out(JSON.stringify(settings, null, 2));
+  return 0;
+}
+
+async function cmdCerts(args: string[]): Promise<number> {
+  const { values, positionals } = parse("certs", args, {
+    out: { type: "string" },
+    force: { type: "boolean" },
+  });
+  if (values.help) return help("certs");
+  if (positionals.length > 0) {
+    throw new UsageError(`Unexpected argument "${positionals[0]}"`, "certs");
+  }
+  const { runCerts } = await import("./lib/certs/command.ts");
+  const written = await runCerts({
+    out: values.out as string | undefined,
+    force: values.force === true,
+  });
+  for (const path of written) out(path);
+  return 0;
+}
+
+async function cmdDemo(args: string[]): Promise<number> {
+  const { values, positionals } = parse("demo", args, {
+    keep: { type: "boolean" },
+    "log-level": { type: "string" },
+  });
+  if (values.help) return help("demo");
+  if (positionals.length > 0) {
+    throw new UsageError(`Unexpected argument "${positionals[0]}"`, "demo");
+  }
+  await setupLogging(String(values["log-level"] ?? "warning"), "text");
+  const { runDemo } = await import("./lib/demo.ts");
+  return await runDemo({ keep: values.keep === true, print: out });
+}
+
+function help(command = "main"): number {
+  out(USAGE[command] ?? USAGE.main!);
+  return 0;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "run":
+      return await cmdRun(rest);
+    case "check":
+      return await cmdCheck(rest);
+    case "certs":
+      return await cmdCerts(rest);
+    case "demo":
+      return await cmdDemo(rest);
+    case "version":
+    case "--version":
+    case "-V":
+      if (rest.length > 0) throw new UsageError(`Unexpected argument "${rest[0]}"`, "version");
+      out(`tls-pass ${VERSION}`);
+      return 0;
+    case "help":
+      if (rest.length > 1) throw new UsageError(`Unexpected argument "${rest[1]}"`);
+      if (rest[0] !== undefined && !(rest[0] in USAGE)) {
+        throw new UsageError(`Unknown command "${rest[0]}"`);
+      }
+      return help(rest[0]);
+    case "--help":
+    case "-h":
+      return help();
+    case undefined:
+      throw new UsageError("Missing COMMAND");
+    default:
+      throw new UsageError(`Unknown command "${command}"`);
+  }
+}
+
+function isParseArgsError(e: unknown): e is Error & { code: string } {
+  if (!(e instanceof Error) || !("code" in e)) return false;
+  return typeof e.code === "string" && e.code.startsWith("ERR_PARSE_ARGS_");
+}
+
+if (import.meta.main) {
+  let code: number;
+  try {
+    code = await main(Deno.args);
+  } catch (e) {
+    if (e instanceof UsageError || isParseArgsError(e)) {
+      err(`tls-pass: ${e.message}`);
+      const command = e instanceof UsageError ? e.command : "main";
+      err(command === "main" ? MAIN_USAGE_LINE : USAGE[command]!.split("\n")[0]!);
+      err(`Run "tls-pass --help" for more.`);
+      code = 2;
+    } else if (e instanceof SettingsError) {
+      err(e.message);
+      code = 2;
+    } else if (e instanceof NotBuiltError || e instanceof Deno.errors.AlreadyExists) {
+      err(`tls-pass: ${e.message}`);
+      code = 1;
+    } else {
+      err(`tls-pass: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      code = 1;
+    }
+  }
+  await dispose();
+  Deno.exit(code);
+}
