@@ -247,6 +247,22 @@ Deno.test("ClientHelloReader.push() reads a hello re-fragmented into 1-byte reco
   assert.deepEqual(summary(info(feed(input, cuts))), summary(whole));
 });
 
+Deno.test("readClientHello() reads a ClientHello larger than one record", async () => {
+  // Post-quantum key shares make hellos grow; a 20,000-byte one needs two full-size records.
+  const padding = ext(21, Array(20_000 - 80).fill(0));
+  const message = handshake(body({ extensions: [...sni(HOST), ...alpn("h2"), ...padding] }));
+  const input = records(message, [16_384]);
+  assert.equal(input.length, message.length + 10);
+  assertProtocolError(() => parseClientHello(input), "client-hello-too-large");
+  const chunks: Uint8Array[] = [];
+  for (let off = 0; off < input.length; off += 1000) chunks.push(input.subarray(off, off + 1000));
+  const r = await readClientHello(chunkConn(chunks), 32_768);
+  assert.equal(r.hello.serverName, HOST);
+  assert.deepEqual(r.hello.alpn, ["h2"]);
+  assert.deepEqual(r.hello.bytes, input);
+  assert.equal(r.extra.length, 0);
+});
+
 Deno.test("ClientHelloReader.push() reads several records and trailing data in one chunk", () => {
   const message = messageOf(fixture("node_alpn"));
   const hello2 = records(message, [100, 200]); // three records
@@ -287,20 +303,18 @@ Deno.test("ClientHelloReader.extra is empty before and after a hello with nothin
 });
 
 Deno.test("ClientHelloReader.push() reports the bytes needed", () => {
-  const bytes = fixture("openssl_tls12"); // one record of 218 bytes, message of 218 bytes
-  const cases: [number, number][] = [
-    [0, 9], // record header and handshake header
+  const bytes = fixture("openssl_tls12"); // one record: 5-byte header, 218-byte payload
+  const cases: [have: number, need: number][] = [
+    [0, 9], // a record header and a handshake header at least
     [1, 8],
-    [5, 4], // header in, record length known: the rest of the record
-    [6, 218 - 1],
-    [100, 223 - 100],
+    [4, 5],
+    [5, 218], // record length known: the rest of the record
+    [6, 217],
+    [100, 123],
     [222, 1],
   ];
   for (const [have, need] of cases) {
-    assert.deepEqual(new ClientHelloReader().push(bytes.subarray(0, have)), {
-      done: false,
-      need: have === 5 ? 218 : need,
-    });
+    assert.deepEqual(new ClientHelloReader().push(bytes.subarray(0, have)), { done: false, need });
   }
   // A message spanning records: after the first record, the next header plus the rest.
   const two = records(messageOf(bytes), [100]);
@@ -765,6 +779,13 @@ Deno.test("ClientHelloReader throws only ProtocolError on 5,000 mutated captures
     const chunked = outcome(() => feed(input, cuts, maxBytes));
     assert.deepEqual(chunked, whole, `iteration ${i}, cuts ${cuts}`);
     counts[whole.kind]++;
+    if (whole.kind === "done") {
+      // need is a lower bound: a prefix never claims more bytes than the hello really took.
+      const total = whole.hello.bytes.length;
+      const have = pick(total);
+      const r = new ClientHelloReader(maxBytes).push(input.subarray(0, have));
+      assert.ok(!r.done && r.need >= 1 && r.need <= total - have, `iteration ${i}, prefix ${have}`);
+    }
   }
   // The mutations reach every outcome, so the fuzz exercises more than the first check.
   assert.ok(counts.done > 100 && counts.error > 100 && counts.need > 10, JSON.stringify(counts));
