@@ -1,0 +1,170 @@
+/**
+ * Settings of the private proxy (`tls-pass run private`), DESIGN.md §4.
+ *
+ * ```yaml
+ * operator: private-proxy-1
+ * eps: {address: 127.0.0.1:7776, certificate_file: …, key_file: …, ca_certificate_files: […]}
+ * announce_to: [public-proxy-1]                 # public operators
+ * endpoints: {public-proxy-1: 127.0.0.1:9999}   # the only address dialled for that operator
+ * announcements:
+ *   - {domain: test.internal-server.local, internal: 127.0.0.1:8888}
+ * ```
+ * @module
+ */
+import type { HostPort } from "../role.ts";
+import { type EpsClientSettings, parseEpsClientSettings } from "../eps/client.ts";
+import * as check from "./check.ts";
+import { loadSettings } from "./loader.ts";
+import { operatorName } from "./public.ts";
+
+/** One announced domain and the internal server behind it. */
+export interface PrivateAnnouncement {
+  /** A host name or `*.name`, normalised. */
+  domain: string;
+  internal: HostPort;
+  /** Lifetime of each announcement; default 3 × reannounce_interval_ms, at most 7 days. */
+  expiresInMs: number;
+}
+
+export interface PrivateSettings {
+  operator: string;
+  eps: EpsClientSettings;
+  /** The public operators to announce to; notices are accepted only from them. */
+  announceTo: string[];
+  /** Per public operator, the private port it may be dialled at. */
+  endpoints: Record<string, HostPort>;
+  announcements: PrivateAnnouncement[];
+  reannounceIntervalMs: number;
+  /** First retry delay while an announcement is not acknowledged; doubles up to 20 s. */
+  retryMs: number;
+  /** Deadline of the dial-back connect (and of writing the token). */
+  dialTimeoutMs: number;
+  /** Deadline of the connect to the internal server. */
+  connectTimeoutMs: number;
+  /** Spliced connections open at once; a notice over it is refused. */
+  maxConnections: number;
+  /** On a graceful stop, how long live splices may go on (withdrawing is bounded by the call deadline). */
+  graceMs: number;
+}
+
+export const PRIVATE_DEFAULTS = {
+  reannounceIntervalMs: 600_000,
+  retryMs: 200,
+  dialTimeoutMs: 5000,
+  connectTimeoutMs: 5000,
+  maxConnections: 16_384,
+  graceMs: 5000,
+} as const;
+
+const MAX_EXPIRY_MS = 7 * 86_400_000;
+
+const KEYS = [
+  "operator",
+  "eps",
+  "announce_to",
+  "endpoints",
+  "announcements",
+  "reannounce_interval_ms",
+  "retry_ms",
+  "dial_timeout_ms",
+  "connect_timeout_ms",
+  "max_connections",
+  "grace_ms",
+] as const;
+const ANNOUNCEMENT_KEYS = ["domain", "internal", "expires_in_ms"] as const;
+
+/** Validates merged private proxy settings, reporting every problem (STYLE.md §3.7). */
+export function parsePrivateSettings(
+  data: Record<string, unknown>,
+  problems: check.Problems,
+): PrivateSettings {
+  check.onlyKeys(data, KEYS, "", problems);
+  const D = PRIVATE_DEFAULTS;
+  const ms = (key: string, fallback: number) =>
+    check.durationMs(data[key] ?? fallback, key, problems);
+  const reannounceIntervalMs = ms("reannounce_interval_ms", D.reannounceIntervalMs);
+  const announceTo = check.required(data.announce_to, "announce_to", problems)
+    ? check.list(data.announce_to, "announce_to", problems, operatorName)
+    : [];
+  if (data.announce_to !== undefined && announceTo.length === 0) {
+    problems.push("announce_to: must name at least one public operator");
+  }
+  const endpoints: Record<string, HostPort> = {};
+  const rawEndpoints = check.mapping(data.endpoints, "endpoints", problems);
+  for (const [name, v] of Object.entries(rawEndpoints)) {
+    const path = check.join("endpoints", name);
+    operatorName(name, path, problems);
+    endpoints[name] = check.address(v, path, problems);
+    if (!announceTo.includes(name)) {
+      problems.push(`${path}: operator "${name}" is not in announce_to`);
+    }
+  }
+  for (const name of announceTo) {
+    if (name !== "" && endpoints[name] === undefined) {
+      problems.push(
+        `endpoints.${name}: is required (the private port this proxy may dial for "${name}")`,
+      );
+    }
+  }
+  const announcements = check.required(data.announcements, "announcements", problems)
+    ? check.list(data.announcements, "announcements", problems, (v, path, pr) => {
+      const m = check.mapping(v, path, pr);
+      check.onlyKeys(m, ANNOUNCEMENT_KEYS, path, pr);
+      const k = (key: string) => check.join(path, key);
+      const a: PrivateAnnouncement = {
+        domain: check.required(m.domain, k("domain"), pr)
+          ? check.hostName(m.domain, k("domain"), pr, true)
+          : "",
+        internal: check.required(m.internal, k("internal"), pr)
+          ? check.address(m.internal, k("internal"), pr)
+          : { hostname: "", port: 0 },
+        expiresInMs: check.integer(
+          m.expires_in_ms ?? Math.min(3 * reannounceIntervalMs, MAX_EXPIRY_MS),
+          k("expires_in_ms"),
+          pr,
+          1,
+          MAX_EXPIRY_MS,
+        ),
+      };
+      if (m.expires_in_ms !== undefined && a.expiresInMs <= reannounceIntervalMs) {
+        pr.push(
+          `${
+            k("expires_in_ms")
+          }: ${a.expiresInMs} must exceed reannounce_interval_ms (${reannounceIntervalMs}), or the announcement lapses between renewals`,
+        );
+      }
+      return a;
+    })
+    : [];
+  const seen = new Set<string>();
+  announcements.forEach((a, i) => {
+    if (a.domain !== "" && seen.has(a.domain)) {
+      problems.push(`announcements[${i}].domain: "${a.domain}" is announced twice`);
+    }
+    seen.add(a.domain);
+  });
+  return {
+    operator: operatorName(data.operator, "operator", problems),
+    eps: parseEpsClientSettings(data.eps, "eps", problems),
+    announceTo,
+    endpoints,
+    announcements,
+    reannounceIntervalMs,
+    retryMs: ms("retry_ms", D.retryMs),
+    dialTimeoutMs: ms("dial_timeout_ms", D.dialTimeoutMs),
+    connectTimeoutMs: ms("connect_timeout_ms", D.connectTimeoutMs),
+    maxConnections: check.integer(
+      data.max_connections ?? D.maxConnections,
+      "max_connections",
+      problems,
+      1,
+      1_000_000,
+    ),
+    graceMs: check.integer(data.grace_ms ?? D.graceMs, "grace_ms", problems, 0, 3_600_000),
+  };
+}
+
+/** Loads and validates private proxy settings from files and folders. */
+export function loadPrivateSettings(sources: readonly string[]): Promise<PrivateSettings> {
+  return loadSettings(sources, parsePrivateSettings);
+}

@@ -1,0 +1,89 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { SettingsError } from "../errors.ts";
+import { loadPrivateSettings } from "./private.ts";
+
+const EPS_BLOCK = `eps:
+  address: 127.0.0.1:5556
+  certificate_file: a.crt
+  key_file: a.key
+  ca_certificate_files: [root.crt]
+`;
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(join(dir, "directory"));
+    for (const f of ["a.crt", "a.key", "root.crt"]) await Deno.writeTextFile(join(dir, f), "x");
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function problemsOf(err: unknown): string {
+  assert.ok(err instanceof SettingsError, `expected SettingsError, got ${err}`);
+  return err.problems.join("\n");
+}
+
+Deno.test("loadPrivateSettings() reads announcements and defaults", async () => {
+  await withDir(async (dir) => {
+    await Deno.writeTextFile(
+      join(dir, "settings.yml"),
+      `operator: private-proxy-1
+${EPS_BLOCK}announce_to: [public-proxy-1]
+endpoints: {public-proxy-1: 127.0.0.1:9999}
+announcements:
+  - {domain: Test.Internal-Server.local, internal: 127.0.0.1:8888}
+  - {domain: "*.wild.local", internal: 127.0.0.1:8889, expires_in_ms: 7200000}
+`,
+    );
+    const s = await loadPrivateSettings([join(dir, "settings.yml")]);
+    assert.deepEqual(s.announceTo, ["public-proxy-1"]);
+    assert.deepEqual(s.endpoints, { "public-proxy-1": { hostname: "127.0.0.1", port: 9999 } });
+    assert.deepEqual(s.announcements, [
+      {
+        domain: "test.internal-server.local",
+        internal: { hostname: "127.0.0.1", port: 8888 },
+        expiresInMs: 1_800_000,
+      },
+      {
+        domain: "*.wild.local",
+        internal: { hostname: "127.0.0.1", port: 8889 },
+        expiresInMs: 7_200_000,
+      },
+    ]);
+    assert.equal(s.reannounceIntervalMs, 600_000);
+    assert.equal(s.dialTimeoutMs, 5000);
+    assert.equal(s.connectTimeoutMs, 5000);
+  });
+});
+
+Deno.test("loadPrivateSettings() reports every problem at once", async () => {
+  await withDir(async (dir) => {
+    await Deno.writeTextFile(
+      join(dir, "settings.yml"),
+      `operator: private-proxy-1
+${EPS_BLOCK}announce_to: [public-proxy-1]
+endpoints: {other-proxy: 127.0.0.1:9999}
+reannounce_interval_ms: 60000
+announcements:
+  - {domain: "bad name", internal: 127.0.0.1:8888}
+  - {domain: a.local, internal: 8888, expires_in_ms: 1000}
+  - {domain: a.local, internal: 127.0.0.1:1, extra: 1}
+`,
+    );
+    const text = problemsOf(await loadPrivateSettings([join(dir, "settings.yml")]).catch((e) => e));
+    for (
+      const part of [
+        'endpoints.other-proxy: operator "other-proxy" is not in announce_to',
+        "endpoints.public-proxy-1: is required",
+        "announcements[0].domain: must be a host name",
+        "announcements[1].internal: must be",
+        "announcements[1].expires_in_ms: 1000 must exceed reannounce_interval_ms",
+        "announcements[2].extra: unknown key",
+        'announcements[2].domain: "a.local" is announced twice',
+      ]
+    ) assert.ok(text.includes(part), `missing "${part}" in:\n${text}`);
+  });
+});

@@ -1,0 +1,169 @@
+/**
+ * Settings of the public proxy (`tls-pass run public`), DESIGN.md §4.
+ *
+ * ```yaml
+ * operator: public-proxy-1
+ * public_listen: 127.0.0.1:4433      # clients' TLS
+ * private_listen: 127.0.0.1:9999     # dial-backs from private proxies
+ * private_endpoint: 127.0.0.1:9999   # what notices tell private proxies (default: the directory's
+ *                                    # proxy.private_endpoint, else private_listen's bound address)
+ * eps: {address: 127.0.0.1:5556, certificate_file: …, key_file: …, ca_certificate_files: […]}
+ * directory_dir: ../../directory
+ * store: file                        # or memory; file needs store_path
+ * store_path: ../../../../.state/public-proxy-1/announcements.jsonl
+ * ```
+ * @module
+ */
+import type { HostPort } from "../role.ts";
+import type { StoreSettings } from "../proxy/store.ts";
+import { type EpsClientSettings, parseEpsClientSettings } from "../eps/client.ts";
+import * as check from "./check.ts";
+import { loadSettings } from "./loader.ts";
+
+export interface PublicSettings {
+  /** This operator (the public proxy attaches to its EPS as it). */
+  operator: string;
+  publicListen: HostPort;
+  privateListen: HostPort;
+  /** The private port as private proxies dial it; see the module doc for the default. */
+  privateEndpoint?: HostPort;
+  eps: EpsClientSettings;
+  directoryDir: string;
+  store: StoreSettings;
+  helloTimeoutMs: number;
+  maxClientHelloBytes: number;
+  dialBackTimeoutMs: number;
+  tokenTimeoutMs: number;
+  maxPending: number;
+  maxPendingPerOperator: number;
+  maxPendingPerClient: number;
+  /** Deadline of the notice call. */
+  noticeTimeoutMs: number;
+  /** Client connections open at once (reading hello, pending or spliced); over it → closed at once. */
+  maxConnections: number;
+  /** On a graceful stop, how long live splices may go on. */
+  graceMs: number;
+}
+
+export const PUBLIC_DEFAULTS = {
+  helloTimeoutMs: 10_000,
+  maxClientHelloBytes: 16_384,
+  dialBackTimeoutMs: 10_000,
+  tokenTimeoutMs: 5000,
+  maxPending: 1024,
+  maxPendingPerOperator: 512,
+  maxPendingPerClient: 64,
+  noticeTimeoutMs: 5000,
+  maxConnections: 16_384,
+  graceMs: 5000,
+} as const;
+
+const KEYS = [
+  "operator",
+  "public_listen",
+  "private_listen",
+  "private_endpoint",
+  "eps",
+  "directory_dir",
+  "store",
+  "store_path",
+  "hello_timeout_ms",
+  "max_client_hello_bytes",
+  "dial_back_timeout_ms",
+  "token_timeout_ms",
+  "max_pending",
+  "max_pending_per_operator",
+  "max_pending_per_client",
+  "notice_timeout_ms",
+  "max_connections",
+  "grace_ms",
+] as const;
+
+/** An operator name: a lower-case host name, as in the directory. */
+export function operatorName(v: unknown, path: string, problems: check.Problems): string {
+  if (!check.required(v, path, problems)) return "";
+  if (typeof v === "string" && check.normalizeHostName(v) === v) return v;
+  problems.push(
+    `${path}: must be a lower-case host name (an operator name), got ${JSON.stringify(v)}`,
+  );
+  return "";
+}
+
+/** Checks that `path` is an existing folder. */
+export function existingDir(path: string, key: string, problems: check.Problems): void {
+  if (path === "") return;
+  try {
+    if (!Deno.statSync(path).isDirectory) problems.push(`${key}: "${path}" is not a folder`);
+  } catch (err) {
+    problems.push(
+      `${key}: cannot read "${path}": ${err instanceof Error ? err.message : String(err)}`,
+    );
+  }
+}
+
+/** Validates merged public proxy settings, reporting every problem (STYLE.md §3.7). */
+export function parsePublicSettings(
+  data: Record<string, unknown>,
+  problems: check.Problems,
+): PublicSettings {
+  check.onlyKeys(data, KEYS, "", problems);
+  const req = (key: string) => check.required(data[key], key, problems);
+  const ms = (key: string, fallback: number) =>
+    check.durationMs(data[key] ?? fallback, key, problems);
+  const count = (key: string, fallback: number, max = 1_000_000) =>
+    check.integer(data[key] ?? fallback, key, problems, 1, max);
+  const D = PUBLIC_DEFAULTS;
+  const kind = check.oneOf(data.store ?? "file", ["file", "memory"] as const, "store", problems);
+  let store: StoreSettings = { kind: "memory" };
+  if (kind === "file") {
+    store = {
+      kind: "file",
+      path: check.required(data.store_path, "store_path", problems)
+        ? check.string(data.store_path, "store_path", problems)
+        : "",
+    };
+  }
+  const s: PublicSettings = {
+    operator: operatorName(data.operator, "operator", problems),
+    publicListen: req("public_listen")
+      ? check.address(data.public_listen, "public_listen", problems)
+      : { hostname: "", port: 0 },
+    privateListen: req("private_listen")
+      ? check.address(data.private_listen, "private_listen", problems)
+      : { hostname: "", port: 0 },
+    eps: parseEpsClientSettings(data.eps, "eps", problems),
+    directoryDir: req("directory_dir")
+      ? check.string(data.directory_dir, "directory_dir", problems)
+      : "",
+    store,
+    helloTimeoutMs: ms("hello_timeout_ms", D.helloTimeoutMs),
+    maxClientHelloBytes: check.bytes(
+      data.max_client_hello_bytes ?? D.maxClientHelloBytes,
+      "max_client_hello_bytes",
+      problems,
+      512,
+      65_536,
+    ),
+    dialBackTimeoutMs: ms("dial_back_timeout_ms", D.dialBackTimeoutMs),
+    tokenTimeoutMs: ms("token_timeout_ms", D.tokenTimeoutMs),
+    maxPending: count("max_pending", D.maxPending),
+    maxPendingPerOperator: count("max_pending_per_operator", D.maxPendingPerOperator),
+    maxPendingPerClient: count("max_pending_per_client", D.maxPendingPerClient),
+    noticeTimeoutMs: ms("notice_timeout_ms", D.noticeTimeoutMs),
+    maxConnections: count("max_connections", D.maxConnections),
+    graceMs: check.integer(data.grace_ms ?? D.graceMs, "grace_ms", problems, 0, 3_600_000),
+  };
+  if (data.private_endpoint !== undefined) {
+    s.privateEndpoint = check.address(data.private_endpoint, "private_endpoint", problems);
+  }
+  if (kind === "memory" && data.store_path !== undefined) {
+    problems.push('store_path: is only used with store "file"');
+  }
+  existingDir(s.directoryDir, "directory_dir", problems);
+  return s;
+}
+
+/** Loads and validates public proxy settings from files and folders. */
+export function loadPublicSettings(sources: readonly string[]): Promise<PublicSettings> {
+  return loadSettings(sources, parsePublicSettings);
+}

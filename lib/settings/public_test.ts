@@ -1,0 +1,85 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { SettingsError } from "../errors.ts";
+import { loadPublicSettings } from "./public.ts";
+
+const EPS_BLOCK = `eps:
+  address: 127.0.0.1:5556
+  certificate_file: a.crt
+  key_file: a.key
+  ca_certificate_files: [root.crt]
+`;
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(join(dir, "directory"));
+    for (const f of ["a.crt", "a.key", "root.crt"]) await Deno.writeTextFile(join(dir, f), "x");
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function problemsOf(err: unknown): string {
+  assert.ok(err instanceof SettingsError, `expected SettingsError, got ${err}`);
+  return err.problems.join("\n");
+}
+
+Deno.test("loadPublicSettings() fills defaults and resolves paths against the file", async () => {
+  await withDir(async (dir) => {
+    await Deno.writeTextFile(
+      join(dir, "settings.yml"),
+      `operator: public-proxy-1
+public_listen: 127.0.0.1:4433
+private_listen: 127.0.0.1:9999
+${EPS_BLOCK}directory_dir: directory
+store_path: state/announcements.jsonl
+`,
+    );
+    const s = await loadPublicSettings([join(dir, "settings.yml")]);
+    assert.equal(s.operator, "public-proxy-1");
+    assert.deepEqual(s.publicListen, { hostname: "127.0.0.1", port: 4433 });
+    assert.equal(s.privateEndpoint, undefined);
+    assert.equal(s.eps.certificateFile, join(dir, "a.crt"));
+    assert.equal(s.directoryDir, join(dir, "directory"));
+    assert.deepEqual(s.store, { kind: "file", path: join(dir, "state/announcements.jsonl") });
+    assert.equal(s.helloTimeoutMs, 10_000);
+    assert.equal(s.maxClientHelloBytes, 16_384);
+    assert.equal(s.dialBackTimeoutMs, 10_000);
+    assert.equal(s.tokenTimeoutMs, 5000);
+    assert.equal(s.maxPending, 1024);
+    assert.equal(s.maxPendingPerOperator, 512);
+    assert.equal(s.maxPendingPerClient, 64);
+    assert.equal(s.graceMs, 5000);
+  });
+});
+
+Deno.test("loadPublicSettings() reports every problem at once", async () => {
+  await withDir(async (dir) => {
+    await Deno.writeTextFile(
+      join(dir, "settings.yml"),
+      `operator: Public Proxy
+public_listen: nowhere
+hello_timeout_ms: 0
+store: redis
+colour: blue
+eps: {address: 127.0.0.1:1, certificate_file: missing.crt}
+`,
+    );
+    const text = problemsOf(await loadPublicSettings([join(dir, "settings.yml")]).catch((e) => e));
+    for (
+      const part of [
+        "operator: must be a lower-case host name",
+        "public_listen: must be",
+        "private_listen: is required",
+        "hello_timeout_ms: must be",
+        "store: must be one of",
+        "colour: unknown key",
+        "eps.certificate_file: cannot read",
+        "eps.key_file: is required",
+        "directory_dir: is required",
+      ]
+    ) assert.ok(text.includes(part), `missing "${part}" in:\n${text}`);
+  });
+});
