@@ -1,0 +1,187 @@
+/**
+ * Writes the settings of a complete tls-pass path for the benchmark into one folder: the
+ * directory, the two EPS servers (operators `public-proxy-1` and `private-proxy-1`), the public
+ * proxy and the private proxy, whose internal server is the bench backend. Used by run.ts and by
+ * tls_pass_topology.sh:
+ *
+ *   deno run -A bench/make_settings.ts --out DIR --pki DIR [--public-port 4433]
+ *     [--private-port 4434] [--public-eps-port 4435] [--private-eps-port 4436]
+ *     [--internal 127.0.0.1:8888] [--domain test.internal-server.local] [--store-dir DIR]
+ *
+ * Layout written (each role is one folder, pass it as `--settings`):
+ *   DIR/directory/directory.yml
+ *   DIR/roles/public-proxy-eps-1/settings.yml   DIR/roles/private-proxy-eps-1/settings.yml
+ *   DIR/roles/public-proxy-1/settings.yml       DIR/roles/private-proxy-1/settings.yml
+ * Paths inside are absolute. The PKI folder is what `tls-pass certs --out DIR` writes.
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { join, resolve } from "node:path";
+import { stringify } from "yaml";
+
+/** The role folders, by the role name used with `tls-pass run`. */
+export const ROLE_DIRS = {
+  publicEps: "roles/public-proxy-eps-1",
+  privateEps: "roles/private-proxy-eps-1",
+  public: "roles/public-proxy-1",
+  private: "roles/private-proxy-1",
+} as const;
+
+export const PUBLIC_OPERATOR = "public-proxy-1";
+export const PRIVATE_OPERATOR = "private-proxy-1";
+
+/** Where the path listens and what it reaches. */
+export interface PathPorts {
+  host: string;
+  publicPort: number;
+  privatePort: number;
+  publicEpsPort: number;
+  privateEpsPort: number;
+  /** The internal server, `host:port`. */
+  internal: string;
+  domain: string;
+}
+
+export const DEFAULT_PORTS: PathPorts = {
+  host: "127.0.0.1",
+  publicPort: 4433,
+  privatePort: 4434,
+  publicEpsPort: 4435,
+  privateEpsPort: 4436,
+  internal: "127.0.0.1:8888",
+  domain: "test.internal-server.local",
+};
+
+/** The suffix rule that allows `domain` and its siblings: `a.b.c` → `.b.c`. */
+function suffixOf(domain: string): string {
+  const i = domain.indexOf(".");
+  return i < 0 ? domain : domain.slice(i);
+}
+
+/** The settings documents, by file path relative to the output folder. */
+export function settingsDocuments(
+  out: string,
+  pki: string,
+  p: PathPorts,
+  storeDir: string,
+): Record<string, unknown> {
+  const cert = (name: string) => join(pki, `${name}.crt`);
+  const key = (name: string) => join(pki, `${name}.key`);
+  const ca = [join(pki, "root.crt")];
+  const directoryDir = join(out, "directory");
+  const at = (port: number) => `${p.host}:${port}`;
+  const eps = (operator: string, port: number) => ({
+    address: at(port),
+    certificate_file: cert(operator),
+    key_file: key(operator),
+    ca_certificate_files: ca,
+  });
+  return {
+    "directory/directory.yml": {
+      ca_certificate_files: ca,
+      operators: {
+        [PUBLIC_OPERATOR]: {
+          address: at(p.publicEpsPort),
+          permissions: [
+            { method: "announceConnections", from: [PRIVATE_OPERATOR] },
+            { method: "withdrawConnections", from: [PRIVATE_OPERATOR] },
+            { method: "getAnnouncements", from: [PRIVATE_OPERATOR] },
+          ],
+          proxy: { private_endpoint: at(p.privatePort) },
+        },
+        [PRIVATE_OPERATOR]: {
+          address: at(p.privateEpsPort),
+          permissions: [{ method: "incomingConnection", from: [PUBLIC_OPERATOR] }],
+          proxy: { allowed_domains: [suffixOf(p.domain)] },
+        },
+      },
+    },
+    [`${ROLE_DIRS.publicEps}/settings.yml`]: {
+      operator: PUBLIC_OPERATOR,
+      listen: at(p.publicEpsPort),
+      certificate_file: cert(PUBLIC_OPERATOR),
+      key_file: key(PUBLIC_OPERATOR),
+      directory_dir: directoryDir,
+    },
+    [`${ROLE_DIRS.privateEps}/settings.yml`]: {
+      operator: PRIVATE_OPERATOR,
+      listen: at(p.privateEpsPort),
+      certificate_file: cert(PRIVATE_OPERATOR),
+      key_file: key(PRIVATE_OPERATOR),
+      directory_dir: directoryDir,
+    },
+    [`${ROLE_DIRS.public}/settings.yml`]: {
+      operator: PUBLIC_OPERATOR,
+      public_listen: at(p.publicPort),
+      private_listen: at(p.privatePort),
+      eps: eps(PUBLIC_OPERATOR, p.publicEpsPort),
+      directory_dir: directoryDir,
+      store: { file: join(storeDir, "announcements.jsonl") },
+    },
+    [`${ROLE_DIRS.private}/settings.yml`]: {
+      operator: PRIVATE_OPERATOR,
+      eps: eps(PRIVATE_OPERATOR, p.privateEpsPort),
+      announce_to: [PUBLIC_OPERATOR],
+      endpoints: { [PUBLIC_OPERATOR]: at(p.privatePort) },
+      announcements: [{ domain: p.domain, internal: p.internal }],
+    },
+  };
+}
+
+/** Writes every settings file under `out` (absolute paths inside); returns the role folders. */
+export async function makeSettings(
+  out: string,
+  pki: string,
+  ports: PathPorts = DEFAULT_PORTS,
+  storeDir: string = join(out, "store"),
+): Promise<Record<keyof typeof ROLE_DIRS, string>> {
+  const absOut = resolve(out);
+  const docs = settingsDocuments(absOut, resolve(pki), ports, resolve(storeDir));
+  await Deno.mkdir(resolve(storeDir), { recursive: true });
+  for (const [rel, doc] of Object.entries(docs)) {
+    const file = join(absOut, rel);
+    await Deno.mkdir(join(file, ".."), { recursive: true });
+    await Deno.writeTextFile(file, `# written by bench/make_settings.ts\n${stringify(doc)}`);
+  }
+  return {
+    publicEps: join(absOut, ROLE_DIRS.publicEps),
+    privateEps: join(absOut, ROLE_DIRS.privateEps),
+    public: join(absOut, ROLE_DIRS.public),
+    private: join(absOut, ROLE_DIRS.private),
+  };
+}
+
+if (import.meta.main) {
+  const { values: a } = parseArgs({
+    args: Deno.args,
+    strict: true,
+    options: {
+      out: { type: "string" },
+      pki: { type: "string" },
+      host: { type: "string", default: DEFAULT_PORTS.host },
+      "public-port": { type: "string", default: String(DEFAULT_PORTS.publicPort) },
+      "private-port": { type: "string", default: String(DEFAULT_PORTS.privatePort) },
+      "public-eps-port": { type: "string", default: String(DEFAULT_PORTS.publicEpsPort) },
+      "private-eps-port": { type: "string", default: String(DEFAULT_PORTS.privateEpsPort) },
+      internal: { type: "string", default: DEFAULT_PORTS.internal },
+      domain: { type: "string", default: DEFAULT_PORTS.domain },
+      "store-dir": { type: "string" },
+    },
+  });
+  if (!a.out || !a.pki) {
+    // deno-lint-ignore no-console
+    console.error("usage: make_settings.ts --out DIR --pki DIR [--public-port N] ... (see file)");
+    Deno.exit(2);
+  }
+  const dirs = await makeSettings(a.out, a.pki, {
+    host: a.host,
+    publicPort: Number(a["public-port"]),
+    privatePort: Number(a["private-port"]),
+    publicEpsPort: Number(a["public-eps-port"]),
+    privateEpsPort: Number(a["private-eps-port"]),
+    internal: a.internal,
+    domain: a.domain,
+  }, a["store-dir"] ?? join(a.out, "store"));
+  // deno-lint-ignore no-console
+  console.log(JSON.stringify(dirs));
+}

@@ -1,0 +1,464 @@
+// deno-lint-ignore-file camelcase -- the JSON keys match ../shared/bench results.json
+/**
+ * Turns the raw records of a run (one per topology and round) into medians, paired ratios and
+ * the Markdown tables. Medians are over rounds; W3 pools every download of every round. A ratio
+ * is the median of the per-round ratios (topology / reference in the same round), so slow drifts
+ * of a noisy machine cancel out. Same rules as ../shared/bench/tools/report.mjs.
+ * @module
+ */
+
+// deno-lint-ignore no-explicit-any
+export type Row = Record<string, any>;
+type Better = "higher" | "lower";
+type Metric = [label: string, get: (r: Row) => unknown, better: Better];
+
+export function median(xs: readonly unknown[]): number | null {
+  const v = xs.filter((x): x is number => typeof x === "number" && Number.isFinite(x))
+    .sort((a, b) => a - b);
+  if (v.length === 0) return null;
+  const m = Math.floor(v.length / 2);
+  return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
+}
+const finite = (xs: readonly unknown[]) =>
+  xs.filter((x): x is number => typeof x === "number" && Number.isFinite(x));
+const min = (xs: readonly unknown[]) => (finite(xs).length ? Math.min(...finite(xs)) : null);
+const max = (xs: readonly unknown[]) => (finite(xs).length ? Math.max(...finite(xs)) : null);
+const mib = (x: unknown) => (typeof x === "number" ? x / 1024 : null);
+
+const errorsOf = (r: Row): number =>
+  (r.W1 ? (r.W1.failed ?? 0) + (r.W1.non2xx ?? 0) : 0) +
+  (r.W2 ? (r.W2.socket_errors ?? 0) + (r.W2.non2xx ?? 0) : 0) +
+  (r.W3 ? r.W3.failed ?? 0 : 0) + (r.W5 ? r.W5.failed ?? 0 : 0) +
+  (r.W4 ? r.W4.failed ?? 0 : 0) + (r.W4?.error || r.W5?.error ? 1 : 0) +
+  (r.relays_alive_at_end === false ? 1 : 0);
+
+/** metric key → label, extractor, which direction is better. */
+export const METRICS: Record<string, Metric> = {
+  w1_rps: ["W1 req/s", (r) => r.W1?.rps, "higher"],
+  w1_p50_ms: ["W1 p50 ms", (r) => r.W1?.p50_ms, "lower"],
+  w1_p99_ms: ["W1 p99 ms", (r) => r.W1?.p99_ms, "lower"],
+  w1_relay_cpu_us_per_req: ["W1 CPU µs/req", (r) => r.W1?.relay_cpu_us_per_req, "lower"],
+  w1_relay_sys_share: ["W1 kernel share", (r) => r.W1?.relay_cpu_sys_share, "lower"],
+  w2_rps: ["W2 req/s", (r) => r.W2?.rps, "higher"],
+  w2_p50_ms: ["W2 p50 ms", (r) => r.W2?.p50_ms, "lower"],
+  w2_p99_ms: ["W2 p99 ms", (r) => r.W2?.p99_ms, "lower"],
+  w2_relay_cpu_us_per_req: ["W2 CPU µs/req", (r) => r.W2?.relay_cpu_us_per_req, "lower"],
+  w2_relay_sys_share: ["W2 kernel share", (r) => r.W2?.relay_cpu_sys_share, "lower"],
+  w3_mb_per_s: ["W3 MB/s", (r) => median(r.W3?.mb_per_s ?? []), "higher"],
+  w3_relay_cpu_s_per_gb: ["W3 CPU s/GB", (r) => r.W3?.relay_cpu_s_per_gb, "lower"],
+  w3_relay_sys_share: ["W3 kernel share", (r) => r.W3?.relay_cpu_sys_share, "lower"],
+  w4_ok: ["W4 ok", (r) => r.W4?.ok, "higher"],
+  w4_alive: ["W4 alive", (r) => r.W4?.alive_at_release, "higher"],
+  w4_open_s: ["W4 open s", (r) => r.W4?.open_s, "lower"],
+  w4_relay_idle_rss_mib: ["idle RSS MiB", (r) => mib(r.W4?.relay_idle?.rss_kib), "lower"],
+  w4_relay_held_rss_mib: ["W4 held RSS MiB", (r) => mib(r.W4?.relay_held?.rss_kib), "lower"],
+  w4_relay_rss_per_conn_kib: ["W4 KiB/conn", (r) => r.W4?.relay_rss_per_conn_kib, "lower"],
+  w4_relay_pss_per_conn_kib: ["W4 PSS KiB/conn", (r) => r.W4?.relay_pss_per_conn_kib, "lower"],
+  w4_relay_after_close_rss_mib: [
+    "W4 RSS after close MiB",
+    (r) => mib(r.W4?.relay_after_close?.rss_kib),
+    "lower",
+  ],
+  w4_retained_after_close_kib_per_conn: [
+    "W4 kept after close KiB/conn",
+    (r) =>
+      r.W4?.ok > 0 && r.W4?.relay_held?.procs > 0
+        ? (r.W4.relay_after_close.rss_kib - r.W4.relay_idle.rss_kib) / r.W4.ok
+        : null,
+    "lower",
+  ],
+  w4_backend_rss_per_conn_kib: ["backend KiB/conn", (r) => r.W4?.backend_rss_per_conn_kib, "lower"],
+  w5_p50_ms: ["W5 p50 ms", (r) => r.W5?.p50_ms, "lower"],
+  w5_p99_ms: ["W5 p99 ms", (r) => r.W5?.p99_ms, "lower"],
+  rss_at_start_mib: ["RSS at start MiB", (r) => mib(r.relay_rss_kib_at_start), "lower"],
+  rss_after_w1_mib: ["RSS after W1 MiB", (r) => mib(r.W1?.relay_rss_kib_after), "lower"],
+  rss_after_w2_mib: ["RSS after W2 MiB", (r) => mib(r.W2?.relay_rss_kib_after), "lower"],
+  rss_after_w3_mib: ["RSS after W3 MiB", (r) => mib(r.W3?.relay_rss_kib_after), "lower"],
+  relay_procs: ["relay procs", (r) => r.relay_procs, "lower"],
+  start_s: ["start s", (r) => r.start_s, "lower"],
+  errors: ["errors", errorsOf, "lower"],
+};
+
+const RATIO_KEYS = [
+  "w1_rps",
+  "w1_p50_ms",
+  "w1_p99_ms",
+  "w1_relay_cpu_us_per_req",
+  "w2_rps",
+  "w2_p50_ms",
+  "w2_p99_ms",
+  "w2_relay_cpu_us_per_req",
+  "w3_mb_per_s",
+  "w3_relay_cpu_s_per_gb",
+  "w4_relay_rss_per_conn_kib",
+  "w4_relay_held_rss_mib",
+  "w5_p50_ms",
+  "w5_p99_ms",
+];
+
+/** The issue-6 targets, as ratios to haproxy2 in the same run (W4: absolute). */
+const TARGETS: {
+  key: string;
+  label: string;
+  ok: (ratio: number | null, abs: number | null) => boolean | null;
+  want: string;
+  absolute?: boolean;
+}[] = [
+  { key: "w2_rps", label: "W2 req/s", want: "≥ 0.9 ×", ok: (r) => (r === null ? null : r >= 0.9) },
+  {
+    key: "w3_mb_per_s",
+    label: "W3 MB/s",
+    want: "≥ 0.9 ×",
+    ok: (r) => (r === null ? null : r >= 0.9),
+  },
+  { key: "w1_rps", label: "W1 req/s", want: "≥ 0.6 ×", ok: (r) => (r === null ? null : r >= 0.6) },
+  { key: "w5_p50_ms", label: "W5 p50", want: "≤ 1.3 ×", ok: (r) => (r === null ? null : r <= 1.3) },
+  {
+    key: "w4_relay_rss_per_conn_kib",
+    label: "W4 RSS per held connection",
+    want: "≤ 32 KiB",
+    absolute: true,
+    ok: (_r, a) => (a === null ? null : a <= 32),
+  },
+  {
+    key: "w4_retained_after_close_kib_per_conn",
+    label: "W4 memory returned after close",
+    want: "returned or reused: read with the RSS columns",
+    absolute: true,
+    ok: () => null,
+  },
+];
+
+export interface Meta {
+  date: string;
+  host: string;
+  cpus: number;
+  cpu: string;
+  mem: string;
+  rounds: number;
+  workloads: string[];
+  versions: Record<string, string>;
+  params: Record<string, unknown>;
+  /** topology → why it did not run ("not installed"). */
+  unavailable: Record<string, string>;
+  quick: boolean;
+  /** /proc/loadavg (1, 5, 15 min) when the run started and ended: other load skews results. */
+  loadavg: { start: string; end: string };
+}
+
+export interface Report {
+  json: Record<string, unknown>;
+  markdown: string;
+}
+
+export function buildReport(rows: Row[], topologies: string[], meta: Meta): Report {
+  const ran = topologies.filter((t) => !meta.unavailable[t]);
+  const byTopo = Object.fromEntries(ran.map((t) => [t, rows.filter((r) => r.topology === t)]));
+
+  const summary: Record<string, Row> = {};
+  for (const t of ran) {
+    const rs = byTopo[t]!;
+    const ok = rs.filter((r) => !r.error);
+    const s: Row = {
+      rounds: rs.length,
+      failed_rounds: rs.filter((r) => r.error).map((r) => ({ round: r.round, error: r.error })),
+    };
+    for (const [k, [, f]] of Object.entries(METRICS)) {
+      const vals = ok.map(f).map((x) => (typeof x === "number" ? x : null));
+      s[k] = { median: median(vals), min: min(vals), max: max(vals), samples: vals };
+    }
+    const pooled = ok.flatMap((r) => r.W3?.mb_per_s ?? []);
+    s.w3_mb_per_s = {
+      median: median(pooled),
+      min: min(pooled),
+      max: max(pooled),
+      downloads: pooled,
+    };
+    s.w4_ok.worst = s.w4_ok.min;
+    s.w4_attempted = ok.find((r) => r.W4)?.W4?.attempted ?? null;
+    s.errors.total = s.errors.samples.reduce((a: number, b: number | null) => a + (b ?? 0), 0) +
+      s.failed_rounds.length;
+    summary[t] = s;
+  }
+
+  const ratios: Record<string, Record<string, Record<string, unknown>>> = {};
+  for (const ref of ["direct", "haproxy2"].filter((x) => byTopo[x])) {
+    ratios[ref] = {};
+    for (const t of ran) {
+      const per: Record<string, unknown> = {};
+      for (const k of RATIO_KEYS) {
+        const f = METRICS[k]![1];
+        const xs: number[] = [];
+        for (const r of byTopo[t]!) {
+          const q = byTopo[ref]!.find((x) => x.round === r.round);
+          if (!q || r.error || q.error) continue;
+          const a = f(r);
+          const b = f(q);
+          if (typeof a === "number" && typeof b === "number" && b !== 0) xs.push(a / b);
+        }
+        per[k] = { median: median(xs), per_round: xs };
+      }
+      ratios[ref]![t] = per;
+    }
+  }
+
+  const targets: Row[] = [];
+  if (summary["tls-pass"]) {
+    for (const tg of TARGETS) {
+      const ratio = tg.absolute
+        ? null
+        : ((ratios.haproxy2?.["tls-pass"]?.[tg.key] as Row | undefined)?.median ?? null);
+      const abs = summary["tls-pass"][tg.key]?.median ?? null;
+      const haproxyMissing = !tg.absolute && !ratios.haproxy2;
+      targets.push({
+        target: tg.label,
+        want: tg.want,
+        ratio_vs_haproxy2: ratio,
+        tls_pass: abs,
+        met: haproxyMissing ? null : tg.ok(ratio, abs),
+      });
+    }
+  }
+
+  const json = {
+    meta,
+    topologies,
+    summary,
+    ratios,
+    targets,
+    metrics: Object.fromEntries(
+      Object.entries(METRICS).map(([k, [label, , better]]) => [k, { label, better }]),
+    ),
+  };
+  return { json, markdown: markdown(topologies, ran, summary, ratios, targets, meta) };
+}
+
+const fmt = (x: unknown, d = 1) => typeof x === "number" && Number.isFinite(x) ? x.toFixed(d) : "–";
+
+function table(head: string[], lines: string[][]): string {
+  return [
+    `| ${head.join(" | ")} |`,
+    `| ${head.map((_, i) => (i ? "---:" : "---")).join(" | ")} |`,
+    ...lines.map((l) => `| ${l.join(" | ")} |`),
+  ].join("\n");
+}
+
+function markdown(
+  all: string[],
+  ran: string[],
+  summary: Record<string, Row>,
+  ratios: Record<string, Record<string, Record<string, unknown>>>,
+  targets: Row[],
+  meta: Meta,
+): string {
+  const m = (t: string, k: string, d: number) => fmt(summary[t]![k].median, d);
+  const p = meta.params as Record<string, number>;
+  const out: string[] = [];
+  const missing = (t: string, width: number) => [t, meta.unavailable[t]!, ...Array(width).fill("")];
+  out.push(`# tls-pass benchmark ${meta.date}${meta.quick ? " (quick)" : ""}`);
+  out.push("");
+  out.push(
+    `Machine: ${meta.cpus} × ${meta.cpu}, ${meta.mem}, ${meta.host}. Versions: ` +
+      Object.entries(meta.versions).map(([k, v]) => `${k} ${v}`).join(", ") + ".",
+  );
+  out.push(
+    `Rounds: ${meta.rounds} (topology order rotated each round); medians over rounds. ` +
+      `Workloads ${
+        meta.workloads.join(",")
+      }; concurrency ${p.concurrency}; W1 ${p.w1Seconds} s × ` +
+      `${p.w1Procs} ab; W2 ${p.w2Seconds} s wrk; W3 ${p.w3Repeats} × ${p.blobMib} MiB per round; ` +
+      `W4 ${p.w4Conns} connections; W5 ${p.w5Count} handshakes per round. Load average ` +
+      `(1/5/15 min) at start ${meta.loadavg.start}, at end ${meta.loadavg.end}: anything else ` +
+      "running on the machine skews the figures; the ratios (same run) less so.",
+  );
+  out.push("");
+  out.push("## Results (medians)");
+  out.push("");
+  const head = [
+    "topology",
+    "W1 req/s",
+    "W1 p50 ms",
+    "W1 p99 ms",
+    "W2 req/s",
+    "W2 p50 ms",
+    "W2 p99 ms",
+    "W3 MB/s",
+    "W4 ok",
+    "W4 RSS MiB",
+    "W4 KiB/conn",
+    "W4 after close MiB",
+    "W5 p50 ms",
+    "W5 p99 ms",
+    "errors",
+  ];
+  out.push(table(
+    head,
+    all.map((t) =>
+      meta.unavailable[t] ? missing(t, head.length - 2) : [
+        t,
+        m(t, "w1_rps", 0),
+        m(t, "w1_p50_ms", 1),
+        m(t, "w1_p99_ms", 1),
+        m(t, "w2_rps", 0),
+        m(t, "w2_p50_ms", 2),
+        m(t, "w2_p99_ms", 2),
+        m(t, "w3_mb_per_s", 0),
+        `${fmt(summary[t]!.w4_ok.worst, 0)}/${fmt(summary[t]!.w4_attempted, 0)}`,
+        m(t, "w4_relay_held_rss_mib", 1),
+        m(t, "w4_relay_rss_per_conn_kib", 1),
+        m(t, "w4_relay_after_close_rss_mib", 1),
+        m(t, "w5_p50_ms", 2),
+        m(t, "w5_p99_ms", 2),
+        fmt(summary[t]!.errors.total, 0),
+      ]
+    ),
+  ));
+  out.push("");
+  out.push(
+    "W4 ok = connections whose TLS handshake completed, worst round. W4 RSS = all relay " +
+      "processes (and their descendants) while holding them; KiB/conn = (held − idle) / ok, on " +
+      "freshly started relays (W4 runs first in each round); after close = 1 s after the " +
+      "connections closed.",
+  );
+  out.push("");
+  out.push("## Relay cost");
+  out.push("");
+  const costHead = [
+    "topology",
+    "relay procs",
+    "W1 CPU µs/req",
+    "W2 CPU µs/req",
+    "W3 CPU s/GB",
+    "kernel share W1/W2/W3",
+    "RSS MiB: start",
+    "after W4",
+    "after W1",
+    "after W2",
+    "after W3",
+    "W4 PSS KiB/conn",
+  ];
+  out.push(table(
+    costHead,
+    all.map((t) =>
+      meta.unavailable[t] ? missing(t, costHead.length - 2) : [
+        t,
+        m(t, "relay_procs", 0),
+        m(t, "w1_relay_cpu_us_per_req", 0),
+        m(t, "w2_relay_cpu_us_per_req", 1),
+        m(t, "w3_relay_cpu_s_per_gb", 2),
+        `${m(t, "w1_relay_sys_share", 2)} / ${m(t, "w2_relay_sys_share", 2)} / ${
+          m(t, "w3_relay_sys_share", 2)
+        }`,
+        m(t, "rss_at_start_mib", 1),
+        m(t, "w4_relay_after_close_rss_mib", 1),
+        m(t, "rss_after_w1_mib", 1),
+        m(t, "rss_after_w2_mib", 1),
+        m(t, "rss_after_w3_mib", 1),
+        m(t, "w4_relay_pss_per_conn_kib", 1),
+      ]
+    ),
+  ));
+  out.push("");
+  out.push(
+    "CPU = user+system time of all relay processes (for tls-pass: both proxies and both EPS " +
+      "servers) during the workload, per request or per GB.",
+  );
+  const refs = ["direct", "haproxy2"];
+  for (const ref of refs) {
+    out.push("");
+    out.push(
+      `## Ratios vs ${ref} (median of per-round ratios; >1 means more: better for req/s and ` +
+        "MB/s, worse for ms, CPU, KiB)",
+    );
+    out.push("");
+    if (meta.unavailable[ref] || !ratios[ref]) {
+      out.push(`${ref}: ${meta.unavailable[ref] ?? "not measured in this run"}.`);
+      continue;
+    }
+    const keys = ref === "direct"
+      ? [
+        "w1_rps",
+        "w1_p50_ms",
+        "w1_p99_ms",
+        "w2_rps",
+        "w2_p50_ms",
+        "w2_p99_ms",
+        "w3_mb_per_s",
+        "w5_p50_ms",
+        "w5_p99_ms",
+      ]
+      : [
+        "w1_rps",
+        "w1_p50_ms",
+        "w1_p99_ms",
+        "w2_rps",
+        "w2_p50_ms",
+        "w2_p99_ms",
+        "w3_mb_per_s",
+        "w5_p50_ms",
+        "w5_p99_ms",
+        "w1_relay_cpu_us_per_req",
+        "w2_relay_cpu_us_per_req",
+        "w3_relay_cpu_s_per_gb",
+        "w4_relay_rss_per_conn_kib",
+      ];
+    const rows = all.filter((t) => t !== ref && !(ref === "haproxy2" && t === "direct"));
+    if (rows.length === 0) {
+      out.push(`No other topology to compare with ${ref} in this run.`);
+      continue;
+    }
+    out.push(table(
+      ["topology", ...keys.map((k) => METRICS[k]![0])],
+      rows.map((t) =>
+        meta.unavailable[t] || !ratios[ref]![t]
+          ? missing(t, keys.length - 1)
+          : [t, ...keys.map((k) => fmt((ratios[ref]![t]![k] as Row).median, 2))]
+      ),
+    ));
+  }
+  if (targets.length) {
+    out.push("");
+    out.push("## Targets (issue 6, DESIGN.md §9): tls-pass vs haproxy2 in this run");
+    out.push("");
+    out.push(table(
+      ["target", "wanted", "ratio vs haproxy2", "tls-pass", "met"],
+      targets.map((t) => [
+        t.target,
+        t.want,
+        fmt(t.ratio_vs_haproxy2, 2),
+        fmt(t.tls_pass, 1),
+        t.met === null ? "–" : t.met ? "yes" : "no",
+      ]),
+    ));
+    out.push("");
+    out.push(
+      "Noise on these machines is about ±8 % for request rates and ±15 % for MB/s: repeat a " +
+        "run before calling a close result.",
+    );
+  }
+  out.push("");
+  out.push("## Spread (min–max over rounds)");
+  out.push("");
+  const mm = (t: string, k: string, d: number) =>
+    `${fmt(summary[t]![k].min, d)}–${fmt(summary[t]![k].max, d)}`;
+  out.push(table(
+    ["topology", "W1 req/s", "W2 req/s", "W3 MB/s (all downloads)", "W5 p50 ms", "W1 CPU µs/req"],
+    ran.map((t) => [
+      t,
+      mm(t, "w1_rps", 0),
+      mm(t, "w2_rps", 0),
+      mm(t, "w3_mb_per_s", 0),
+      mm(t, "w5_p50_ms", 2),
+      mm(t, "w1_relay_cpu_us_per_req", 0),
+    ]),
+  ));
+  const failed = ran.flatMap((t) =>
+    (summary[t]!.failed_rounds as Row[]).map((f) => `${t} round ${f.round}: ${f.error}`)
+  );
+  if (failed.length) {
+    out.push("");
+    out.push("Failed rounds: " + failed.join("; "));
+  }
+  out.push("");
+  return out.join("\n");
+}

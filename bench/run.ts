@@ -1,0 +1,377 @@
+// deno-lint-ignore-file no-console camelcase -- console is this CLI's output; JSON keys match ../shared/bench
+/**
+ * The tls-pass benchmark: `deno task bench` (= `deno run -A bench/run.ts`). Never part of the
+ * test command. See bench/README.md.
+ *
+ *   deno task bench [--quick] [--rounds N] [--workloads W1,W2,W3,W4,W5]
+ *     [--topologies tls-pass,haproxy2,direct] [--out DIR] [--save NAME] [--state DIR]
+ *     [--max-minutes 10] [--extra-settings ROLE=FILE]... [--log-level warning]
+ *
+ * Starts the backend (nginx HTTPS on 127.0.0.1:8888), then for each round runs every topology
+ * in turn (order rotated each round): start → smoke test → W4 → warm-up → W1 → W2 → W3 → W5 →
+ * stop. Writes raw.jsonl, results.json and results.md to bench/results/raw/<UTC time>/ (or
+ * --out) and prints the Markdown. Loopback only; every load is bounded in count and time.
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { type Backend, BACKEND_PORT, ensureCerts, SNI, startBackend } from "./backend.ts";
+import { memOf, portOpen, round, run, which } from "./proc.ts";
+import { buildReport, type Meta, type Row } from "./report.ts";
+import {
+  LISTEN_PORT,
+  type Running,
+  type TlsPassRole,
+  TOPOLOGIES,
+  type TopologyContext,
+  waitRoute,
+} from "./topologies.ts";
+import {
+  FULL,
+  type Params,
+  QUICK,
+  warmup,
+  type WorkloadContext,
+  type WorkloadName,
+  WORKLOADS,
+} from "./workloads.ts";
+
+const HELP = `usage: deno task bench [options]
+  --quick                 1 round, W1/W2 4 s each, W3 one download (about 1.5 min for 3 topologies)
+  --rounds N              rounds (default 3; --quick: 1)
+  --workloads LIST        subset of W1,W2,W3,W4,W5 (default all)
+  --topologies LIST       subset of tls-pass,haproxy2,direct (default all three)
+  --out DIR               where this run's files go (default bench/results/raw/<UTC time>)
+  --save NAME             also copy results.md/.json to bench/results/NAME.{md,json}
+  --state DIR             scratch folder (default $TMPDIR/tls-pass-bench-run)
+  --max-minutes M         stop starting new topology rounds after M minutes (default 10)
+  --extra-settings R=FILE extra --settings file for tls-pass role R (eps|public|private), repeatable
+  --log-level L           tls-pass --log-level (default warning)
+Environment: TLS_PASS_BIN runs that binary instead of 'deno run -A cli.ts'.`;
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, "..");
+
+function log(msg: string): void {
+  console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
+}
+
+function die(msg: string): never {
+  console.error(`bench: ${msg}`);
+  Deno.exit(2);
+}
+
+const { values: a } = (() => {
+  try {
+    return parseArgs({
+      args: Deno.args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        quick: { type: "boolean", default: false },
+        rounds: { type: "string" },
+        workloads: { type: "string", default: "W1,W2,W3,W4,W5" },
+        topologies: { type: "string", default: "tls-pass,haproxy2,direct" },
+        out: { type: "string" },
+        save: { type: "string" },
+        state: { type: "string" },
+        "max-minutes": { type: "string", default: "10" },
+        "extra-settings": { type: "string", multiple: true, default: [] },
+        "log-level": { type: "string", default: "warning" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  } catch (err) {
+    die(`${err instanceof Error ? err.message : String(err)}\n${HELP}`);
+  }
+})();
+if (a.help) {
+  console.log(HELP);
+  Deno.exit(0);
+}
+
+const rounds = Number(a.rounds ?? (a.quick ? 1 : 3));
+if (!Number.isInteger(rounds) || rounds < 1) {
+  die(`--rounds wants a positive integer, got ${a.rounds}`);
+}
+const workloads = a.workloads.split(",").map((w) => w.trim().toUpperCase()).filter(Boolean);
+for (const w of workloads) if (!(w in WORKLOADS)) die(`unknown workload "${w}" (known: W1..W5)`);
+const topoNames = a.topologies.split(",").map((t) => t.trim()).filter(Boolean);
+for (const t of topoNames) {
+  if (!TOPOLOGIES[t]) die(`unknown topology "${t}" (known: ${Object.keys(TOPOLOGIES).join(", ")})`);
+}
+const maxMs = Number(a["max-minutes"]) * 60_000;
+const extraSettings: Partial<Record<TlsPassRole, string[]>> = {};
+for (const e of a["extra-settings"]) {
+  const [role, file] = e.split("=", 2);
+  if (!file || !["eps", "public", "private"].includes(role!)) {
+    die(`--extra-settings wants ROLE=FILE with ROLE eps|public|private, got "${e}"`);
+  }
+  (extraSettings[role as TlsPassRole] ??= []).push(resolve(file));
+}
+const params: Params = a.quick ? QUICK : FULL;
+const t0 = Date.now();
+const loadAtStart = (await Deno.readTextFile("/proc/loadavg").catch(() => "")).split(" ").slice(
+  0,
+  3,
+)
+  .join(" ");
+
+// --- preflight ------------------------------------------------------------------------------
+for (const tool of ["ab", "wrk", "curl", "openssl", "nginx", "bash", "getconf"]) {
+  if (!which(tool)) {
+    die(`${tool} not found; apt-get install apache2-utils wrk curl openssl nginx (and haproxy)`);
+  }
+}
+const js = which("node") ? ["node"] : [Deno.execPath(), "run", "-A"];
+const hosts = await Deno.readTextFile("/etc/hosts").catch(() => "");
+if (
+  !new RegExp(`^\\s*127\\.0\\.0\\.1\\s+(.*\\s)?${SNI.replaceAll(".", "\\.")}(\\s|$)`, "m").test(
+    hosts,
+  )
+) {
+  // wrk and ab take the SNI from the URL's host name, so the name must resolve to loopback.
+  try {
+    await Deno.writeTextFile("/etc/hosts", `127.0.0.1 ${SNI} # tls-pass bench\n`, { append: true });
+    log(`added '127.0.0.1 ${SNI}' to /etc/hosts (wrk and ab send the URL host as SNI)`);
+  } catch {
+    die(`${SNI} must resolve to 127.0.0.1: add '127.0.0.1 ${SNI}' to /etc/hosts`);
+  }
+}
+for (const port of [LISTEN_PORT, BACKEND_PORT, 4434, 4435, 4436]) {
+  if (await portOpen("127.0.0.1", port)) {
+    die(`127.0.0.1:${port} is already in use; stop whatever listens there`);
+  }
+}
+
+const tlsPassCmd = Deno.env.get("TLS_PASS_BIN")
+  ? [Deno.env.get("TLS_PASS_BIN")!]
+  : [Deno.execPath(), "run", "-A", join(repo, "cli.ts")];
+const unavailable: Record<string, string> = {};
+for (const t of topoNames) {
+  const why = await TOPOLOGIES[t]!.unavailable({ repo, tlsPass: tlsPassCmd });
+  if (why) {
+    unavailable[t] = why;
+    log(`${t}: ${why}; its column says so`);
+  }
+}
+
+const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+const outdir = resolve(a.out ?? join(here, "results", "raw", stamp));
+const logs = join(outdir, "logs");
+await Deno.mkdir(logs, { recursive: true });
+const stateRoot = resolve(a.state ?? join(Deno.env.get("TMPDIR") ?? "/tmp", "tls-pass-bench-run"));
+await Deno.mkdir(stateRoot, { recursive: true });
+const rawFile = join(outdir, "raw.jsonl");
+await Deno.writeTextFile(rawFile, "");
+
+// --- backend and cleanup --------------------------------------------------------------------
+let backend: Backend | undefined;
+let current: Running | undefined;
+let stopping = false;
+async function cleanup(): Promise<void> {
+  const c = current;
+  current = undefined;
+  if (c) await c.stop().catch(() => {});
+  const b = backend;
+  backend = undefined;
+  if (b) await b.stop().catch(() => {});
+}
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  Deno.addSignalListener(sig, () => {
+    if (stopping) return;
+    stopping = true;
+    log(`${sig}: stopping what this run started`);
+    cleanup().finally(() => Deno.exit(130));
+  });
+}
+
+const certs = await ensureCerts(join(stateRoot, "certs"));
+log(
+  `backend: starting nginx on 127.0.0.1:${BACKEND_PORT} (writes a ${params.blobMib} MiB blob once)`,
+);
+backend = await startBackend(join(stateRoot, "backend"), certs, { blobMib: params.blobMib });
+
+// --- main loop ------------------------------------------------------------------------------
+const rows: Row[] = [];
+const runnable = topoNames.filter((t) => !unavailable[t]);
+let timeUp = false;
+try {
+  for (let r = 1; r <= rounds && !timeUp; r++) {
+    for (let k = 0; k < runnable.length; k++) {
+      if (Date.now() - t0 > maxMs) {
+        log(`time budget of ${a["max-minutes"]} min used up: no further rounds`);
+        timeUp = true;
+        break;
+      }
+      const name = runnable[(k + r - 1) % runnable.length]!;
+      const row = await oneRound(name, r);
+      rows.push(row);
+      await Deno.writeTextFile(rawFile, JSON.stringify(row) + "\n", { append: true });
+    }
+  }
+} finally {
+  await cleanup();
+}
+
+async function oneRound(name: string, r: number): Promise<Row> {
+  log(`round ${r}/${rounds}: ${name}`);
+  const state = join(stateRoot, "topo", name);
+  await Deno.remove(state, { recursive: true }).catch(() => {});
+  await Deno.mkdir(state, { recursive: true });
+  const cache = join(stateRoot, "cache", name);
+  await Deno.mkdir(cache, { recursive: true });
+  const ctx: TopologyContext = {
+    state,
+    cache,
+    certs,
+    repo,
+    tlsPass: tlsPassCmd,
+    extraSettings,
+    logLevel: a["log-level"],
+    log,
+  };
+  const tStart = Date.now();
+  let running: Running;
+  try {
+    running = await TOPOLOGIES[name]!.start(ctx);
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    log(`${name}: start failed: ${msg}`);
+    await Deno.writeTextFile(join(logs, `${name}.start.log`), `round ${r}: ${msg}\n`, {
+      append: true,
+    });
+    await copyStateLogs(state, name, r);
+    return { topology: name, round: r, error: `start failed: ${msg.split("\n")[0]}` };
+  }
+  current = running;
+  try {
+    const startS = round((Date.now() - tStart) / 1000, 2);
+    const why = await waitRoute(running.port, certs.caCrt, Date.now() + 10_000);
+    if (why) {
+      log(`${name}: smoke test failed: ${why}`);
+      return { topology: name, round: r, error: `smoke test failed: ${why}` };
+    }
+    const work = join(state, "work");
+    await Deno.mkdir(work, { recursive: true });
+    const wctx: WorkloadContext = {
+      port: running.port,
+      caCrt: certs.caCrt,
+      relayPids: () => running.pids(),
+      backendPids: () => backend?.pids() ?? [],
+      work,
+      logRaw: (w, text) =>
+        Deno.writeTextFile(
+          join(logs, `${w.toLowerCase()}.log`),
+          `== ${name} round ${r}\n${text}\n`,
+          {
+            append: true,
+          },
+        ),
+      js,
+      tools: join(here, "tools"),
+      params,
+    };
+    const pids = running.pids();
+    const row: Row = {
+      topology: name,
+      round: r,
+      start_s: startS,
+      port: running.port,
+      relay_pids: running.rolePids(),
+      relay_procs: memOf(pids).procs,
+      relay_rss_kib_at_start: memOf(pids).rssKib,
+    };
+    // W4 first, on freshly started relays, so that its idle baseline is not inflated by garbage
+    // from the other workloads; the warm-up (both request shapes) comes after it.
+    for (const w of ["W4", "warmup", "W1", "W2", "W3", "W5"]) {
+      if (w === "warmup") {
+        await warmup(wctx);
+        continue;
+      }
+      if (!workloads.includes(w)) continue;
+      const res = await WORKLOADS[w as WorkloadName](wctx);
+      res.relay_rss_kib_after = memOf(running.pids()).rssKib;
+      row[w] = res;
+      log(`  ${w} ${JSON.stringify(res).slice(0, 220)}`);
+    }
+    row.relays_alive_at_end = running.pids().length === running.procs.length;
+    return row;
+  } finally {
+    current = undefined;
+    await running.stop();
+    await copyStateLogs(state, name, r);
+    for (const port of [LISTEN_PORT, 4434, 4435, 4436]) {
+      const end = Date.now() + 10_000;
+      while (Date.now() < end && await portOpen("127.0.0.1", port)) {
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    }
+  }
+}
+
+/** Keeps the topology's own logs (*.log, *.out) with the run. */
+async function copyStateLogs(state: string, name: string, r: number): Promise<void> {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(state));
+  } catch {
+    return;
+  }
+  for (const e of entries) {
+    if (!e.isFile || !/\.(log|out|cfg)$/.test(e.name)) continue;
+    await Deno.copyFile(join(state, e.name), join(logs, `${name}.r${r}.${e.name}`)).catch(() => {});
+  }
+}
+
+// --- report ---------------------------------------------------------------------------------
+async function version(argv: string[], re: RegExp): Promise<string> {
+  if (!which(argv[0]!)) return "not installed";
+  const o = await run(argv, 5000).catch(() => undefined);
+  return re.exec(`${o?.stdout ?? ""}${o?.stderr ?? ""}`)?.[1] ?? "?";
+}
+const cpuinfo = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
+const meminfo = await Deno.readTextFile("/proc/meminfo").catch(() => "");
+const uname = await run(["uname", "-srm"], 5000);
+const meta: Meta = {
+  date: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+  host: uname.stdout.trim(),
+  cpus: navigator.hardwareConcurrency,
+  cpu: /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1] ?? "?",
+  mem: `${(Number(/MemTotal:\s+(\d+)/.exec(meminfo)?.[1] ?? 0) / 1048576).toFixed(1)} GiB`,
+  rounds,
+  workloads,
+  versions: {
+    HAProxy: await version(["haproxy", "-v"], /version (\S+)/),
+    nginx: await version(["nginx", "-v"], /nginx\/(\S+)/),
+    Deno: Deno.version.deno,
+    Node: js[0] === "node" ? await version(["node", "--version"], /v(\S+)/) : "not installed",
+    OpenSSL: await version(["openssl", "version"], /OpenSSL (\S+)/),
+  },
+  params: { ...params },
+  unavailable,
+  quick: a.quick,
+  loadavg: {
+    start: loadAtStart,
+    end: (await Deno.readTextFile("/proc/loadavg").catch(() => "")).split(" ").slice(0, 3).join(
+      " ",
+    ),
+  },
+};
+const report = buildReport(rows, topoNames, meta);
+await Deno.writeTextFile(join(outdir, "results.json"), JSON.stringify(report.json, null, 2) + "\n");
+await Deno.writeTextFile(join(outdir, "results.md"), report.markdown);
+if (!a.out) {
+  const latest = join(here, "results", "raw", "latest");
+  await Deno.remove(latest).catch(() => {});
+  await Deno.symlink(outdir, latest).catch(() => {});
+}
+if (a.save) {
+  await Deno.copyFile(join(outdir, "results.md"), join(here, "results", `${a.save}.md`));
+  await Deno.copyFile(join(outdir, "results.json"), join(here, "results", `${a.save}.json`));
+  log(`saved as bench/results/${a.save}.{md,json}`);
+}
+console.log(report.markdown);
+log(`results: ${outdir}/results.md and results.json (${Math.round((Date.now() - t0) / 1000)} s)`);
+Deno.exit(0);

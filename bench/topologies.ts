@@ -1,0 +1,263 @@
+/**
+ * The topologies the benchmark compares: `direct` (no relay), `haproxy2` (two chained HAProxies
+ * in tcp mode routing on req.ssl_sni, the reference) and `tls-pass` (the real roles: public
+ * proxy, private proxy and their two EPS servers, each its own process).
+ * @module
+ */
+import { join } from "node:path";
+import { BACKEND_PORT, type BenchCerts, SNI } from "./backend.ts";
+import { makeSettings } from "./make_settings.ts";
+import { type Proc, run, sleep, spawn, stop, waitPort, which } from "./proc.ts";
+
+export const LISTEN_HOST = "127.0.0.1";
+export const LISTEN_PORT = 4433;
+
+/** What every topology gets. */
+export interface TopologyContext {
+  /** This topology's state folder for this round (configs, logs). */
+  state: string;
+  /** A folder shared by all rounds of this topology (e.g. a PKI made once). */
+  cache: string;
+  certs: BenchCerts;
+  repo: string;
+  /** `[deno, "run", "-A", cli.ts]` or `[$TLS_PASS_BIN]`. */
+  tlsPass: string[];
+  /** Extra settings files per role (appended as further `--settings`). */
+  extraSettings: Partial<Record<TlsPassRole, string[]>>;
+  logLevel: string;
+  log(msg: string): void;
+}
+
+/** A started topology. */
+export interface Running {
+  /** The port clients connect to (SNI test.internal-server.local). */
+  port: number;
+  /** The relay processes, by role name. */
+  procs: Proc[];
+  /** Live relay PIDs (their descendants are added when measuring). */
+  pids(): number[];
+  /** PIDs by role name, for the per-role breakdown. */
+  rolePids(): Record<string, number[]>;
+  stop(): Promise<void>;
+}
+
+export interface Topology {
+  name: string;
+  /** Why it cannot run here (e.g. "not installed"), or undefined. */
+  unavailable(ctx: Pick<TopologyContext, "repo" | "tlsPass">): Promise<string | undefined>;
+  start(ctx: TopologyContext): Promise<Running>;
+}
+
+function running(port: number, procs: Proc[]): Running {
+  return {
+    port,
+    procs,
+    pids: () => procs.filter((p) => !p.exited).map((p) => p.pid),
+    rolePids: () => Object.fromEntries(procs.map((p) => [p.name, p.exited ? [] : [p.pid]])),
+    stop: async () => {
+      // Newest first: the public hop stops before what it forwards to.
+      for (const p of [...procs].reverse()) await stop(p);
+    },
+  };
+}
+
+async function tail(file: string, lines = 20): Promise<string> {
+  const text = await Deno.readTextFile(file).catch(() => "");
+  return text.split("\n").slice(-lines).join("\n");
+}
+
+export const direct: Topology = {
+  name: "direct",
+  unavailable: () => Promise.resolve(undefined),
+  start: () => Promise.resolve(running(BACKEND_PORT, [])),
+};
+
+export const haproxy2: Topology = {
+  name: "haproxy2",
+  unavailable: () => Promise.resolve(which("haproxy") ? undefined : "not installed"),
+  async start(ctx) {
+    const hop = 4434;
+    const common = (name: string) =>
+      `global
+  maxconn 8000
+  pidfile ${ctx.state}/${name}.haproxy.pid
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 5m
+  timeout server 5m
+`;
+    const privateCfg = common("private") + `frontend private
+  bind 127.0.0.1:${hop}
+  default_backend internal
+backend internal
+  server internal 127.0.0.1:${BACKEND_PORT}
+`;
+    const publicCfg = common("public") + `frontend public
+  bind ${LISTEN_HOST}:${LISTEN_PORT}
+  tcp-request inspect-delay 5s
+  tcp-request content accept if { req.ssl_hello_type 1 }
+  use_backend private if { req.ssl_sni -i ${SNI} }
+backend private
+  server private 127.0.0.1:${hop}
+`;
+    await Deno.writeTextFile(join(ctx.state, "private.cfg"), privateCfg);
+    await Deno.writeTextFile(join(ctx.state, "public.cfg"), publicCfg);
+    const procs: Proc[] = [];
+    const r = running(LISTEN_PORT, procs);
+    for (const [name, port] of [["private", hop], ["public", LISTEN_PORT]] as const) {
+      const cfg = join(ctx.state, `${name}.cfg`);
+      const check = await run(["haproxy", "-c", "-q", "-f", cfg], 10_000);
+      if (check.code !== 0) throw new Error(`haproxy config ${cfg} is invalid: ${check.stderr}`);
+      const log = join(ctx.state, `${name}.log`);
+      procs.push(spawn(name, ["haproxy", "-db", "-f", cfg], { stdoutFile: log }));
+      if (!(await waitPort("127.0.0.1", port, 10_000))) {
+        await r.stop();
+        throw new Error(`haproxy ${name} does not listen on :${port}\n${await tail(log)}`);
+      }
+    }
+    return r;
+  },
+};
+
+export type TlsPassRole = "eps" | "public" | "private";
+
+/** Waits for `{"event":"ready"}` on a process's stdout file; returns the parsed line. */
+async function waitReady(p: Proc, deadline: number): Promise<Record<string, unknown>> {
+  while (Date.now() < deadline) {
+    const text = await Deno.readTextFile(p.stdoutFile).catch(() => "");
+    for (const line of text.split("\n")) {
+      if (!line.includes('"ready"')) continue;
+      try {
+        const v = JSON.parse(line);
+        if (v?.event === "ready") return v;
+      } catch {
+        // a partial line; read again
+      }
+    }
+    if (p.exited) {
+      throw new Error(
+        `${p.name} exited with code ${p.exited.code} before it was ready:\n${await tail(
+          p.stderrFile,
+        )}`,
+      );
+    }
+    await sleep(50);
+  }
+  throw new Error(`${p.name} printed no ready line in time:\n${await tail(p.stderrFile)}`);
+}
+
+/** Waits until POST /jsonrpc through LISTEN_PORT answers {"message":"success"}. */
+export async function waitRoute(
+  port: number,
+  caCrt: string,
+  deadline: number,
+): Promise<string> {
+  let last = "";
+  while (Date.now() < deadline) {
+    const r = await run([
+      "curl",
+      "-sS",
+      "--max-time",
+      "2",
+      "--cacert",
+      caCrt,
+      "--resolve",
+      `${SNI}:${port}:127.0.0.1`,
+      "-X",
+      "POST",
+      "-H",
+      "Content-Type: application/json",
+      "-d",
+      '{"jsonrpc":"2.0","method":"demo.ping","params":[],"id":1}',
+      `https://${SNI}:${port}/jsonrpc`,
+    ], 5000);
+    if (r.stdout.trim() === '{"message":"success"}') return "";
+    last = (r.stdout + r.stderr).trim();
+    await sleep(200);
+  }
+  return last || "no answer";
+}
+
+export const tlsPass: Topology = {
+  name: "tls-pass",
+  async unavailable(ctx) {
+    const bin = Deno.env.get("TLS_PASS_BIN");
+    if (bin) {
+      return which(bin) || (await Deno.stat(bin).catch(() => null))
+        ? undefined
+        : `${bin} not found`;
+    }
+    try {
+      await Deno.stat(join(ctx.repo, "cli.ts"));
+      return undefined;
+    } catch {
+      return "cli.ts not found";
+    }
+  },
+  async start(ctx) {
+    const pki = join(ctx.cache, "pki");
+    try {
+      await Deno.stat(join(pki, "root.crt"));
+    } catch {
+      const r = await run([...ctx.tlsPass, "certs", "--out", pki], 60_000, { cwd: ctx.repo });
+      if (r.code !== 0) {
+        throw new Error(`tls-pass certs --out ${pki} failed (${r.code}):\n${r.stderr}${r.stdout}`);
+      }
+    }
+    const dirs = await makeSettings(join(ctx.state, "settings"), pki, {
+      host: "127.0.0.1",
+      publicPort: LISTEN_PORT,
+      privatePort: 4434,
+      publicEpsPort: 4435,
+      privateEpsPort: 4436,
+      internal: `127.0.0.1:${BACKEND_PORT}`,
+      domain: SNI,
+    }, join(ctx.state, "store"));
+    const roles: [string, TlsPassRole, string][] = [
+      ["public-eps", "eps", dirs.publicEps],
+      ["private-eps", "eps", dirs.privateEps],
+      ["private", "private", dirs.private],
+      ["public", "public", dirs.public],
+    ];
+    const procs: Proc[] = [];
+    const r = running(LISTEN_PORT, procs);
+    const deadline = Date.now() + 60_000;
+    try {
+      for (const [name, role, dir] of roles) {
+        const extra = (ctx.extraSettings[role] ?? []).flatMap((f) => ["--settings", f]);
+        const argv = [
+          ...ctx.tlsPass,
+          "run",
+          role,
+          "--settings",
+          dir,
+          ...extra,
+          "--log-level",
+          ctx.logLevel,
+        ];
+        procs.push(spawn(name, argv, {
+          stdoutFile: join(ctx.state, `${name}.out`),
+          stderrFile: join(ctx.state, `${name}.log`),
+          cwd: ctx.repo,
+        }));
+      }
+      for (const p of procs) {
+        const ready = await waitReady(p, deadline);
+        ctx.log(`  ${p.name} ready ${JSON.stringify(ready.addrs ?? {})}`);
+      }
+      const why = await waitRoute(LISTEN_PORT, ctx.certs.caCrt, deadline);
+      if (why) throw new Error(`no route through :${LISTEN_PORT} after 60 s: ${why}`);
+    } catch (err) {
+      await r.stop();
+      throw err;
+    }
+    return r;
+  },
+};
+
+export const TOPOLOGIES: Record<string, Topology> = {
+  direct,
+  haproxy2,
+  "tls-pass": tlsPass,
+};

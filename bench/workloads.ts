@@ -1,0 +1,364 @@
+/**
+ * The five workloads (W1–W5) and the warm-up, as in the shared harness (../shared/bench/run.sh):
+ * the same clients (ab, wrk, curl, and the Node clients hold.mjs and handshake.mjs copied into
+ * bench/tools/), the same request, the same bounds, the same CPU and memory accounting.
+ * @module
+ */
+import { join } from "node:path";
+import { SNI } from "./backend.ts";
+import { cpuDelta, cpuOf, type Mem, memOf, round, run, sleep, spawn, stop } from "./proc.ts";
+
+/** The W1/W2 request body: a small JSON-RPC POST like the demo's curl call (59 bytes). */
+export const JSONRPC_BODY = '{"jsonrpc":"2.0","method":"demo.ping","params":[],"id":1}';
+
+export interface Params {
+  concurrency: number;
+  w1Seconds: number;
+  w1Procs: number;
+  w2Seconds: number;
+  w2Threads: number;
+  w3Repeats: number;
+  blobMib: number;
+  w4Conns: number;
+  w4Parallel: number;
+  w4SettleS: number;
+  w5Count: number;
+  warmupS: number;
+}
+
+export const FULL: Params = {
+  concurrency: 25,
+  w1Seconds: 8,
+  w1Procs: 2,
+  w2Seconds: 8,
+  w2Threads: 2,
+  w3Repeats: 3,
+  blobMib: 256,
+  w4Conns: 2000,
+  w4Parallel: 100,
+  w4SettleS: 2,
+  w5Count: 500,
+  warmupS: 1,
+};
+
+export const QUICK: Params = { ...FULL, w1Seconds: 4, w2Seconds: 4, w3Repeats: 1 };
+
+/** What every workload gets. */
+export interface WorkloadContext {
+  port: number;
+  caCrt: string;
+  /** Live relay PIDs (descendants are added by the measuring helpers). */
+  relayPids(): number[];
+  backendPids(): number[];
+  /** Scratch folder for this topology and round. */
+  work: string;
+  /** Appends raw tool output to the run's log for this workload. */
+  logRaw(workload: string, text: string): Promise<void>;
+  /** `[node]` or `[deno, run, -A]`: runs the .mjs clients. */
+  js: string[];
+  tools: string;
+  params: Params;
+}
+
+const url = (port: number, path: string) => `https://${SNI}:${port}${path}`;
+
+/** Nearest-rank percentile of unsorted numbers; null when empty. */
+export function percentile(xs: number[], p: number): number | null {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  const i = Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1));
+  return s[i] ?? null;
+}
+
+function num(re: RegExp, text: string): number {
+  const m = re.exec(text);
+  return m?.[1] === undefined ? 0 : Number(m[1]);
+}
+
+/** wrk's duration (12.3us | 4.5ms | 1.2s | 2m) in milliseconds. */
+export function wrkMs(v: string): number | null {
+  const m = /^([0-9.]+)(us|ms|s|m)$/.exec(v.trim());
+  if (!m) return null;
+  const x = Number(m[1]);
+  const unit = m[2];
+  return round(
+    unit === "us" ? x / 1000 : unit === "ms" ? x : unit === "s" ? x * 1000 : x * 60000,
+    3,
+  );
+}
+
+async function bodyFile(ctx: WorkloadContext): Promise<string> {
+  const f = join(ctx.work, "jsonrpc-body.json");
+  await Deno.writeTextFile(f, JSONRPC_BODY);
+  return f;
+}
+
+function cpuPer(seconds: number, n: number, scale: number): number | null {
+  return n > 0 ? round((seconds * scale) / n, 1) : null;
+}
+
+export async function warmup(ctx: WorkloadContext): Promise<void> {
+  const s = ctx.params.warmupS;
+  const body = await bodyFile(ctx);
+  const u = url(ctx.port, "/jsonrpc");
+  const c = String(ctx.params.concurrency);
+  await run(
+    ["ab", "-q", "-t", String(s), "-n", "100000", "-c", c, "-p", body, "-T", "application/json", u],
+    (s + 20) * 1000,
+  );
+  await run(
+    ["wrk", "-t", "1", "-c", c, "-d", `${s}s`, "-s", join(ctx.tools, "post.lua"), u],
+    (s + 20) * 1000,
+  );
+}
+
+/** W1: a new TLS connection per request (ab without -k), concurrency split over ab processes. */
+export async function w1(ctx: WorkloadContext): Promise<Record<string, unknown>> {
+  const { w1Procs, w1Seconds, concurrency } = ctx.params;
+  const body = await bodyFile(ctx);
+  const c0 = cpuOf(ctx.relayPids());
+  const b0 = cpuOf(ctx.backendPids());
+  let rest = concurrency;
+  const jobs = [];
+  for (let i = 0; i < w1Procs; i++) {
+    const c = Math.ceil(rest / (w1Procs - i));
+    rest -= c;
+    const tsv = join(ctx.work, `w1.${i}.tsv`);
+    jobs.push(
+      run([
+        "ab",
+        "-q",
+        "-t",
+        String(w1Seconds),
+        "-n",
+        "1000000",
+        "-c",
+        String(c),
+        "-p",
+        body,
+        "-T",
+        "application/json",
+        "-g",
+        tsv,
+        url(ctx.port, "/jsonrpc"),
+      ], (w1Seconds + 30) * 1000).then((r) => ({ ...r, tsv })),
+    );
+  }
+  const outs = await Promise.all(jobs);
+  const c1 = cpuOf(ctx.relayPids());
+  const b1 = cpuOf(ctx.backendPids());
+  let rps = 0;
+  let requests = 0;
+  let failed = 0;
+  let non2xx = 0;
+  const total: number[] = [];
+  const connect: number[] = [];
+  for (const o of outs) {
+    await ctx.logRaw("W1", o.stdout + o.stderr);
+    rps += num(/Requests per second:\s+([0-9.]+)/, o.stdout);
+    requests += num(/Complete requests:\s+(\d+)/, o.stdout);
+    failed += num(/Failed requests:\s+(\d+)/, o.stdout);
+    non2xx += num(/Non-2xx responses:\s+(\d+)/, o.stdout);
+    // gnuplot columns (tab-separated): starttime seconds ctime dtime ttime wait (milliseconds)
+    const text = await Deno.readTextFile(o.tsv).catch(() => "");
+    for (const line of text.split("\n").slice(1)) {
+      const f = line.split("\t");
+      if (f.length < 6) continue;
+      total.push(Number(f[4]));
+      connect.push(Number(f[2]));
+    }
+  }
+  const cpu = cpuDelta(c0, c1);
+  return {
+    rps: round(rps, 1),
+    requests,
+    failed,
+    non2xx,
+    p50_ms: percentile(total, 50),
+    p99_ms: percentile(total, 99),
+    connect_p50_ms: percentile(connect, 50),
+    relay_cpu_us_per_req: cpuPer(cpu.seconds, requests, 1e6),
+    relay_cpu_sys_share: cpu.sysShare,
+    backend_cpu_us_per_req: cpuPer(cpuDelta(b0, b1).seconds, requests, 1e6),
+  };
+}
+
+/** W2: keep-alive small requests (wrk), concurrency 25. */
+export async function w2(ctx: WorkloadContext): Promise<Record<string, unknown>> {
+  const { w2Seconds, w2Threads, concurrency } = ctx.params;
+  const c0 = cpuOf(ctx.relayPids());
+  const b0 = cpuOf(ctx.backendPids());
+  const o = await run([
+    "wrk",
+    "-t",
+    String(w2Threads),
+    "-c",
+    String(concurrency),
+    "-d",
+    `${w2Seconds}s`,
+    "--timeout",
+    "10s",
+    "--latency",
+    "-s",
+    join(ctx.tools, "post.lua"),
+    url(ctx.port, "/jsonrpc"),
+  ], (w2Seconds + 30) * 1000);
+  const c1 = cpuOf(ctx.relayPids());
+  const b1 = cpuOf(ctx.backendPids());
+  const out = o.stdout + o.stderr;
+  await ctx.logRaw("W2", out);
+  const requests = num(/^\s*(\d+) requests in/m, out);
+  const socketErrors = (/Socket errors: (.*)/.exec(out)?.[1] ?? "")
+    .split(/\D+/).filter(Boolean).reduce((s, x) => s + Number(x), 0);
+  const cpu = cpuDelta(c0, c1);
+  return {
+    rps: num(/Requests\/sec:\s+([0-9.]+)/, out),
+    requests,
+    socket_errors: socketErrors,
+    non2xx: num(/Non-2xx or 3xx responses:\s+(\d+)/, out),
+    p50_ms: wrkMs(/^\s+50%\s+(\S+)/m.exec(out)?.[1] ?? ""),
+    p99_ms: wrkMs(/^\s+99%\s+(\S+)/m.exec(out)?.[1] ?? ""),
+    relay_cpu_us_per_req: cpuPer(cpu.seconds, requests, 1e6),
+    relay_cpu_sys_share: cpu.sysShare,
+    backend_cpu_us_per_req: cpuPer(cpuDelta(b0, b1).seconds, requests, 1e6),
+  };
+}
+
+/** W3: bulk download of the blob through the path, one at a time. */
+export async function w3(ctx: WorkloadContext): Promise<Record<string, unknown>> {
+  const { w3Repeats, blobMib } = ctx.params;
+  const c0 = cpuOf(ctx.relayPids());
+  const speeds: number[] = [];
+  let bytes = 0;
+  let failed = 0;
+  for (let i = 0; i < w3Repeats; i++) {
+    const o = await run([
+      "curl",
+      "-sS",
+      "-o",
+      "/dev/null",
+      "--max-time",
+      "60",
+      "--cacert",
+      ctx.caCrt,
+      "-w",
+      "%{http_code} %{size_download} %{speed_download}",
+      url(ctx.port, "/blob"),
+    ], 70_000);
+    const [code, size, speed] = o.stdout.trim().split(" ");
+    if (code === "200" && Number(size) === blobMib * 1048576) {
+      speeds.push(round(Number(speed) / 1e6, 1));
+      bytes += Number(size);
+    } else {
+      failed++;
+      await ctx.logRaw("W3", `download failed: '${o.stdout}' ${o.stderr}`);
+    }
+  }
+  const cpu = cpuDelta(c0, cpuOf(ctx.relayPids()));
+  return {
+    mb_per_s: speeds,
+    failed,
+    relay_cpu_s_per_gb: bytes > 0 ? round(cpu.seconds / (bytes / 1e9), 3) : null,
+    relay_cpu_sys_share: cpu.sysShare,
+  };
+}
+
+const memJson = (m: Mem) => ({ rss_kib: m.rssKib, pss_kib: m.pssKib, procs: m.procs });
+
+/** W4: hold 2,000 TLS connections; relay memory idle, held and after they close. */
+export async function w4(ctx: WorkloadContext): Promise<Record<string, unknown>> {
+  const { w4Conns, w4Parallel, w4SettleS } = ctx.params;
+  const ready = join(ctx.work, "w4.ready");
+  const release = join(ctx.work, "w4.release");
+  const done = join(ctx.work, "w4.done");
+  for (const f of [ready, release, done]) await Deno.remove(f).catch(() => {});
+  const idle = memOf(ctx.relayPids());
+  const bIdle = memOf(ctx.backendPids());
+  const log = join(ctx.work, "w4.log");
+  const client = spawn("hold.mjs", [
+    ...ctx.js,
+    join(ctx.tools, "hold.mjs"),
+    "--port",
+    String(ctx.port),
+    "--sni",
+    SNI,
+    "--ca",
+    ctx.caCrt,
+    "--count",
+    String(w4Conns),
+    "--parallel",
+    String(w4Parallel),
+    "--ready",
+    ready,
+    "--release",
+    release,
+    "--done",
+    done,
+    "--hold-max-s",
+    "60",
+  ], { stdoutFile: log });
+  try {
+    const end = Date.now() + 60_000;
+    let opened: Record<string, unknown> | undefined;
+    while (Date.now() < end && !client.exited) {
+      const text = await Deno.readTextFile(ready).catch(() => "");
+      if (text) {
+        opened = JSON.parse(text);
+        break;
+      }
+      await sleep(50);
+    }
+    if (!opened) return { error: "hold client did not report" };
+    await sleep(w4SettleS * 1000);
+    const held = memOf(ctx.relayPids());
+    const bHeld = memOf(ctx.backendPids());
+    await Deno.writeTextFile(release, "");
+    const stopEnd = Date.now() + 10_000;
+    while (!client.exited && Date.now() < stopEnd) await sleep(50);
+    await sleep(1000);
+    const after = memOf(ctx.relayPids());
+    const closed = JSON.parse(await Deno.readTextFile(done).catch(() => "{}"));
+    const ok = Number(opened.ok ?? 0);
+    const perConn = (a: number, b: number) => (ok > 0 ? round((b - a) / ok, 1) : null);
+    return {
+      ...opened,
+      alive_at_release: closed.alive ?? null,
+      relay_idle: memJson(idle),
+      relay_held: memJson(held),
+      relay_after_close: memJson(after),
+      relay_rss_per_conn_kib: held.procs > 0 ? perConn(idle.rssKib, held.rssKib) : null,
+      relay_pss_per_conn_kib: held.procs > 0 ? perConn(idle.pssKib, held.pssKib) : null,
+      backend_rss_per_conn_kib: perConn(bIdle.rssKib, bHeld.rssKib),
+    };
+  } finally {
+    await ctx.logRaw("W4", await Deno.readTextFile(log).catch(() => ""));
+    if (!client.exited) await stop(client, 2000);
+  }
+}
+
+/** W5: 500 sequential handshakes, connect() to secureConnect. */
+export async function w5(ctx: WorkloadContext): Promise<Record<string, unknown>> {
+  const o = await run([
+    ...ctx.js,
+    join(ctx.tools, "handshake.mjs"),
+    "--port",
+    String(ctx.port),
+    "--sni",
+    SNI,
+    "--ca",
+    ctx.caCrt,
+    "--count",
+    String(ctx.params.w5Count),
+    "--max-s",
+    "60",
+  ], 90_000);
+  await ctx.logRaw("W5", o.stderr);
+  try {
+    return JSON.parse(o.stdout);
+  } catch {
+    return { error: "handshake client failed" };
+  }
+}
+
+export const WORKLOADS = { W1: w1, W2: w2, W3: w3, W4: w4, W5: w5 } as const;
+export type WorkloadName = keyof typeof WORKLOADS;
