@@ -58,13 +58,27 @@ function suffixOf(domain: string): string {
   return i < 0 ? domain : domain.slice(i);
 }
 
-/** The settings documents, by file path relative to the output folder. */
+/** SHA-256 of the DER of the first certificate in a PEM text, lowercase hex (a directory pin). */
+export async function fingerprintOfPem(pem: string): Promise<string> {
+  const m = /-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+)-----END CERTIFICATE-----/.exec(pem);
+  if (!m) throw new TypeError("Cannot compute fingerprint: no PEM certificate found");
+  const der = Uint8Array.from(atob(m[1]!.replace(/\s+/g, "")), (c) => c.charCodeAt(0));
+  const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", der));
+  return Array.from(hash, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * The settings documents, by file path relative to the output folder. `pins` maps an operator to
+ * its leaf certificate's fingerprint (optional: without it the directory pins nothing).
+ */
 export function settingsDocuments(
   out: string,
   pki: string,
   p: PathPorts,
   storeDir: string,
+  pins: Record<string, string> = {},
 ): Record<string, unknown> {
+  const pin = (op: string) => (pins[op] ? { fingerprints: [pins[op]] } : {});
   const cert = (name: string) => join(pki, `${name}.crt`);
   const key = (name: string) => join(pki, `${name}.key`);
   const ca = [join(pki, "root.crt")];
@@ -82,6 +96,7 @@ export function settingsDocuments(
       operators: {
         [PUBLIC_OPERATOR]: {
           address: at(p.publicEpsPort),
+          ...pin(PUBLIC_OPERATOR),
           permissions: [
             { method: "announceConnections", from: [PRIVATE_OPERATOR] },
             { method: "withdrawConnections", from: [PRIVATE_OPERATOR] },
@@ -91,6 +106,7 @@ export function settingsDocuments(
         },
         [PRIVATE_OPERATOR]: {
           address: at(p.privateEpsPort),
+          ...pin(PRIVATE_OPERATOR),
           permissions: [{ method: "incomingConnection", from: [PUBLIC_OPERATOR] }],
           proxy: { allowed_domains: [suffixOf(p.domain)] },
         },
@@ -114,9 +130,11 @@ export function settingsDocuments(
       operator: PUBLIC_OPERATOR,
       public_listen: at(p.publicPort),
       private_listen: at(p.privatePort),
+      private_endpoint: at(p.privatePort),
       eps: eps(PUBLIC_OPERATOR, p.publicEpsPort),
       directory_dir: directoryDir,
-      store: { file: join(storeDir, "announcements.jsonl") },
+      store: "file",
+      store_path: join(storeDir, "announcements.jsonl"),
     },
     [`${ROLE_DIRS.private}/settings.yml`]: {
       operator: PRIVATE_OPERATOR,
@@ -136,7 +154,11 @@ export async function makeSettings(
   storeDir: string = join(out, "store"),
 ): Promise<Record<keyof typeof ROLE_DIRS, string>> {
   const absOut = resolve(out);
-  const docs = settingsDocuments(absOut, resolve(pki), ports, resolve(storeDir));
+  const pins: Record<string, string> = {};
+  for (const op of [PUBLIC_OPERATOR, PRIVATE_OPERATOR]) {
+    pins[op] = await fingerprintOfPem(await Deno.readTextFile(join(resolve(pki), `${op}.crt`)));
+  }
+  const docs = settingsDocuments(absOut, resolve(pki), ports, resolve(storeDir), pins);
   await Deno.mkdir(resolve(storeDir), { recursive: true });
   for (const [rel, doc] of Object.entries(docs)) {
     const file = join(absOut, rel);
