@@ -1,0 +1,372 @@
+/**
+ * The private proxy (DESIGN.md §4): listens on nothing. It announces its domains to public
+ * operators through its EPS, and on each notice dials the public proxy's private port, sends the
+ * token, connects the internal server and splices.
+ *
+ * A notice is accepted only from an operator in `announce_to`, only for an announced domain
+ * (exact, then `*.parent`), and only for the endpoint the settings allow for that operator: an
+ * address from the network is never dialled unchecked.
+ * @module
+ */
+import { RpcCode, RpcError } from "../errors.ts";
+import { errorText, logger, redact } from "../log.ts";
+import { formatHostPort, type HostPort, makeHandle, type RoleHandle } from "../role.ts";
+import { type ByteConn, tryClose } from "../net/conn.ts";
+import { withDeadline, writeAll } from "../net/io.ts";
+import { BufferPool, setNoDelay, splice } from "../net/splice.ts";
+import { connectEps, type EpsClient } from "../eps/client.ts";
+import { address, normalizeHostName } from "../settings/check.ts";
+import type { PrivateAnnouncement, PrivateSettings } from "../settings/private.ts";
+import { TOKEN_BYTES } from "./pending.ts";
+
+/** Counters of the private proxy, for tests and diagnostics. */
+export interface PrivateStats {
+  /** Notices accepted (answered ok). */
+  notices: number;
+  /** Notices refused (caller, domain, endpoint, token or cap). */
+  refusedNotices: number;
+  /** Dial-backs or internal connects that failed. */
+  failedConnections: number;
+  /** Connections spliced. */
+  spliced: number;
+  /** Announcements acknowledged (one per public operator and round). */
+  announced: number;
+}
+
+/** The handle of a running private proxy; it listens on nothing. */
+export interface PrivateHandle extends RoleHandle<never> {
+  /** Resolves once every operator in `announce_to` acknowledged an announcement. */
+  readonly ready: Promise<void>;
+  readonly stats: Readonly<PrivateStats>;
+}
+
+/** Longest wait between two announcement attempts while the EPS or the public side is not there. */
+const MAX_RETRY_MS = 20_000;
+/** Longest a withdrawal may hold up a graceful stop. */
+const WITHDRAW_TIMEOUT_MS = 2000;
+
+/** Connects to `to` within `ms`; the deadline and `signal` only concern the connect itself. */
+async function connectWithin(to: HostPort, ms: number, signal: AbortSignal): Promise<Deno.TcpConn> {
+  const ctl = new AbortController();
+  const onAbort = () => ctl.abort(signal.reason);
+  signal.addEventListener("abort", onAbort, { once: true });
+  const timer = setTimeout(
+    () =>
+      ctl.abort(
+        new DOMException(
+          `Cannot connect to ${formatHostPort(to)}: no answer within ${ms} ms`,
+          "TimeoutError",
+        ),
+      ),
+    ms,
+  );
+  try {
+    signal.throwIfAborted();
+    return await Deno.connect({ hostname: to.hostname, port: to.port, signal: ctl.signal });
+  } catch (err) {
+    if (ctl.signal.aborted) throw ctl.signal.reason;
+    throw err;
+  } finally {
+    clearTimeout(timer);
+    signal.removeEventListener("abort", onAbort);
+  }
+}
+
+/** Waits `ms`, or until `wake` is called or `signal` aborts; never rejects. */
+function pause(ms: number, signal: AbortSignal, wakers: Set<() => void>): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      wakers.delete(done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+    wakers.add(done);
+  });
+}
+
+function decodeToken(v: unknown): Uint8Array | null {
+  if (typeof v !== "string") return null;
+  try {
+    const s = atob(v);
+    if (s.length !== TOKEN_BYTES) return null;
+    return Uint8Array.from(s, (c) => c.charCodeAt(0));
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Starts the private proxy. Resolves at once (roles may start in any order); `ready` resolves
+ * once its first announcements are acknowledged. Until then it retries and logs that it waits.
+ */
+export function startPrivate(
+  settings: PrivateSettings,
+  signal?: AbortSignal,
+): Promise<PrivateHandle> {
+  const log = logger("proxy", "private");
+  const stop = new AbortController(); // no new notices, announcing ends
+  const kill = new AbortController(); // live splices end (after grace_ms)
+  const epsStop = new AbortController(); // the EPS client, closed last (after the withdrawal)
+  const stats: PrivateStats = {
+    notices: 0,
+    refusedNotices: 0,
+    failedConnections: 0,
+    spliced: 0,
+    announced: 0,
+  };
+  const pool = new BufferPool();
+  const byDomain = new Map<string, PrivateAnnouncement>(
+    settings.announcements.map((a) => [a.domain, a]),
+  );
+  const eps: EpsClient = connectEps(settings.eps, epsStop.signal);
+  const live = new Set<Promise<void>>();
+
+  function matchDomain(name: string): PrivateAnnouncement | undefined {
+    const exact = byDomain.get(name);
+    if (exact) return exact;
+    const dot = name.indexOf(".");
+    return dot < 0 ? undefined : byDomain.get(`*${name.slice(dot)}`);
+  }
+
+  function refuse(message: string, code: number, props: Record<string, unknown>): never {
+    stats.refusedNotices++;
+    log.warn("Refused notice: {why}", { ...props, why: message });
+    throw new RpcError(message, code);
+  }
+
+  eps.serve("incomingConnection", (params, ctx) => {
+    const caller = ctx.caller;
+    if (stop.signal.aborted) {
+      refuse("Cannot accept notice: stopping", RpcCode.Unavailable, { caller });
+    }
+    if (!settings.announceTo.includes(caller)) {
+      refuse(
+        `Cannot accept notice from "${caller}": not an operator this proxy announces to`,
+        RpcCode.NotPermitted,
+        { caller },
+      );
+    }
+    const domain = typeof params.domain === "string" ? normalizeHostName(params.domain) : null;
+    const announcement = domain === null ? undefined : matchDomain(domain);
+    if (domain === null || announcement === undefined) {
+      refuse(
+        `Cannot accept notice from "${caller}": domain ${
+          JSON.stringify(params.domain)
+        } is not announced here`,
+        RpcCode.InvalidParams,
+        { caller },
+      );
+    }
+    const allowed = settings.endpoints[caller]!;
+    const problems: string[] = [];
+    const endpoint = address(params.endpoint, "endpoint", problems);
+    if (
+      problems.length > 0 || endpoint.port !== allowed.port ||
+      endpoint.hostname !== allowed.hostname
+    ) {
+      refuse(
+        `Cannot accept notice from "${caller}": endpoint ${
+          JSON.stringify(params.endpoint)
+        } is not the allowed "${formatHostPort(allowed)}"`,
+        RpcCode.NotPermitted,
+        { caller },
+      );
+    }
+    const token = decodeToken(params.token);
+    if (token === null) {
+      refuse(
+        `Cannot accept notice from "${caller}": token must be ${TOKEN_BYTES} bytes of base64`,
+        RpcCode.InvalidParams,
+        { caller },
+      );
+    }
+    if (live.size >= settings.maxConnections) {
+      refuse(
+        `Cannot accept notice from "${caller}": ${settings.maxConnections} connections open`,
+        RpcCode.Unavailable,
+        { caller },
+      );
+    }
+    stats.notices++;
+    const task = connect(caller, domain, announcement, allowed, token, params.token as string)
+      .catch((err) => {
+        log.error("Connection task failed: {error}", { error: errorText(err) });
+      })
+      .finally(() => live.delete(task));
+    live.add(task);
+    return { ok: true };
+  });
+
+  async function connect(
+    operator: string,
+    domain: string,
+    announcement: PrivateAnnouncement,
+    endpoint: HostPort,
+    token: Uint8Array,
+    tokenText: string,
+  ): Promise<void> {
+    const started = performance.now();
+    let dialBack: ByteConn | undefined;
+    let internal: ByteConn | undefined;
+    try {
+      try {
+        const conn = await connectWithin(endpoint, settings.dialTimeoutMs, stop.signal);
+        dialBack = conn;
+        setNoDelay(conn);
+        await withDeadline(
+          settings.dialTimeoutMs,
+          stop.signal,
+          () => tryClose(conn),
+          () => writeAll(conn, token),
+        );
+      } catch (err) {
+        stats.failedConnections++;
+        log.warn("Cannot dial back {endpoint} for {domain} of {operator} ({token}): {error}", {
+          endpoint: formatHostPort(endpoint),
+          domain,
+          operator,
+          token: redact(tokenText),
+          error: errorText(err),
+        });
+        return;
+      }
+      try {
+        internal = await connectWithin(
+          announcement.internal,
+          settings.connectTimeoutMs,
+          stop.signal,
+        );
+      } catch (err) {
+        stats.failedConnections++;
+        log.warn("Cannot connect internal server {internal} for {domain}: {error}", {
+          internal: formatHostPort(announcement.internal),
+          domain,
+          error: errorText(err),
+        });
+        return;
+      }
+      stats.spliced++;
+      const result = await splice(dialBack, internal, {
+        signal: kill.signal,
+        pool,
+        names: ["dial-back", "internal"],
+      });
+      log.info(
+        "Closed {domain} from {operator} to {internal}: {up} bytes up, {down} down, {ms} ms, {reason}",
+        {
+          domain,
+          operator,
+          internal: formatHostPort(announcement.internal),
+          up: result.aToB,
+          down: result.bToA,
+          ms: Math.round(performance.now() - started),
+          reason: result.reason,
+        },
+      );
+    } finally {
+      if (dialBack) tryClose(dialBack);
+      if (internal) tryClose(internal);
+    }
+  }
+
+  // announcing: at start, every reannounce_interval_ms, and whenever the EPS link comes back
+  const wakers = new Set<() => void>();
+  const unsubscribe = eps.onAttach(() => {
+    for (const wake of [...wakers]) wake();
+  });
+  const acknowledged = new Set<string>();
+  let resolveReady!: () => void;
+  const ready = new Promise<void>((resolve) => resolveReady = resolve);
+
+  async function announceLoop(operator: string): Promise<void> {
+    let retryMs = settings.retryMs;
+    let waitingLogged = false;
+    while (!stop.signal.aborted) {
+      const now = Date.now();
+      try {
+        await eps.call(`${operator}.announceConnections`, {
+          connections: settings.announcements.map((a) => ({
+            domain: a.domain,
+            expires_at: new Date(now + a.expiresInMs).toISOString(),
+          })),
+        }, { signal: stop.signal });
+        stats.announced++;
+        retryMs = settings.retryMs;
+        waitingLogged = false;
+        log.info("Announced {domains} to {operator}", {
+          operator,
+          domains: settings.announcements.map((a) => a.domain),
+        });
+        acknowledged.add(operator);
+        if (acknowledged.size === settings.announceTo.length) resolveReady();
+        await pause(settings.reannounceIntervalMs, stop.signal, wakers);
+      } catch (err) {
+        if (stop.signal.aborted) break;
+        const refused = err instanceof RpcError &&
+          (err.code === RpcCode.DomainNotAllowed || err.code === RpcCode.Conflict ||
+            err.code === RpcCode.NotPermitted || err.code === RpcCode.InvalidParams);
+        if (refused) {
+          log.error("Announcement refused by {operator}: {error}; retrying in {ms} ms", {
+            operator,
+            error: errorText(err),
+            ms: MAX_RETRY_MS,
+          });
+          retryMs = MAX_RETRY_MS;
+        } else if (!waitingLogged) {
+          log.info("Waiting for {operator} to acknowledge the announcement: {error}", {
+            operator,
+            error: errorText(err),
+          });
+          waitingLogged = true;
+        } else {
+          log.debug("Still waiting for {operator}: {error}", { operator, error: errorText(err) });
+        }
+        await pause(retryMs, stop.signal, wakers);
+        retryMs = Math.min(retryMs * 2, MAX_RETRY_MS);
+      }
+    }
+  }
+
+  const loops = settings.announceTo.map((op) => announceLoop(op));
+
+  const finished = (async () => {
+    await new Promise<void>((resolve) => {
+      if (stop.signal.aborted) resolve();
+      else stop.signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+    unsubscribe();
+    for (const wake of [...wakers]) wake();
+    await Promise.all(loops);
+    // withdraw, bounded: a public proxy that is gone must not hold up the stop
+    await Promise.all(settings.announceTo.map(async (operator) => {
+      if (!eps.attached) return;
+      try {
+        await eps.call(`${operator}.withdrawConnections`, {
+          domains: settings.announcements.map((a) => a.domain),
+        }, { timeoutMs: WITHDRAW_TIMEOUT_MS });
+        log.info("Withdrew announcements from {operator}", { operator });
+      } catch (err) {
+        log.warn("Cannot withdraw announcements from {operator}: {error}", {
+          operator,
+          error: errorText(err),
+        });
+      }
+    }));
+    const grace = setTimeout(() => kill.abort(), settings.graceMs);
+    try {
+      while (live.size > 0) await Promise.all(live);
+    } finally {
+      clearTimeout(grace);
+      kill.abort();
+      epsStop.abort();
+      await eps.close().catch(() => {});
+      log.info("Stopped");
+    }
+  })();
+
+  const handle = makeHandle({} as Record<never, HostPort>, finished, () => stop.abort(), signal);
+  return Promise.resolve(Object.assign(handle, { ready, stats }));
+}

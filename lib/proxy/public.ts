@@ -1,0 +1,438 @@
+/**
+ * The public proxy (DESIGN.md §4): routes a client's TLS connection by its SNI, without
+ * terminating TLS, to the private proxy that announced the name.
+ *
+ * Public port, per connection: read the ClientHello under `hello_timeout_ms` (the deadline is
+ * cleared once it is read), match an announcement, admit (pending caps), mint a token, park, send
+ * the notice `<operator>.incomingConnection {domain, token, endpoint}` through the EPS, wait for the
+ * dial-back, replay the hello to it, splice. Private port, per connection: read the 32-byte token
+ * under `token_timeout_ms`, claim the pending entry once, hand the connection over.
+ * @module
+ */
+import type { Logger } from "@logtape/logtape";
+import { ProtocolError, RpcError } from "../errors.ts";
+import { errorText, logger, RateLimitedCounter, redact } from "../log.ts";
+import { formatHostPort, type HostPort, hostPortOf, makeHandle, type RoleHandle } from "../role.ts";
+import { type ByteConn, remoteText, tryClose } from "../net/conn.ts";
+import { readExact, withDeadline, writeAll } from "../net/io.ts";
+import { BufferPool, setNoDelay, splice } from "../net/splice.ts";
+import { connectEps, type EpsClient } from "../eps/client.ts";
+import { domainAllowed, loadDirectory } from "../eps/directory.ts";
+import type { PublicSettings } from "../settings/public.ts";
+import {
+  ALERT_DECODE_ERROR,
+  ALERT_INTERNAL_ERROR,
+  ALERT_UNRECOGNIZED_NAME,
+  type ClientHelloInfo,
+  readClientHello,
+  tlsAlert,
+} from "./client_hello.ts";
+import {
+  Announcements,
+  parseAnnounceParams,
+  parseWithdrawParams,
+  viewOf,
+} from "./announcements.ts";
+import { openStore } from "./store.ts";
+import { PendingExpiredError, PendingTable, TOKEN_BYTES, tokenText } from "./pending.ts";
+
+/** Counters of the public proxy, for tests and diagnostics. */
+export interface PublicStats {
+  /** Client connections accepted on the public port. */
+  accepted: number;
+  /** Refused because `max_connections` client connections were open. */
+  refusedConnections: number;
+  /** Hellos that were malformed, too large or cut off. */
+  badHellos: number;
+  /** Hellos not complete within `hello_timeout_ms`. */
+  helloTimeouts: number;
+  /** Hellos without SNI or for a name nobody announced. */
+  unknownNames: number;
+  /** Refused by a pending cap (total, per operator, per client). */
+  refusedPending: number;
+  /** Notices that failed (operator unreachable, refused, deadline). */
+  failedNotices: number;
+  /** Pending connections whose dial-back did not come in time. */
+  expired: number;
+  /** Dial-backs refused: unknown, expired or reused token, short read or timeout. */
+  badTokens: number;
+  /** Connections spliced to a dial-back. */
+  spliced: number;
+}
+
+/** The handle of a running public proxy. */
+export interface PublicHandle extends RoleHandle<"public" | "private"> {
+  readonly stats: Readonly<PublicStats>;
+  /** The endpoint notices name. */
+  readonly privateEndpoint: HostPort;
+  readonly announcements: Announcements;
+}
+
+/** How long a refused client gets to read its alert before the socket is closed. */
+const LINGER_MS = 1000;
+const LINGER_BYTES = 64 * 1024;
+
+/** Sends a TLS alert, half-closes, drains what the client still sends (bounded), then closes. */
+async function alertAndClose(conn: ByteConn, description: number, signal: AbortSignal) {
+  try {
+    await writeAll(conn, tlsAlert(description));
+    await conn.closeWrite();
+    // closing with unread input would send RST, which can discard the alert at the client
+    await withDeadline(LINGER_MS, signal, () => tryClose(conn), async () => {
+      const buf = new Uint8Array(4096);
+      let total = 0;
+      for (let n; total < LINGER_BYTES && (n = await conn.read(buf)) !== null;) total += n;
+    });
+  } catch {
+    // the client is gone or too slow: nothing more to tell it
+  } finally {
+    tryClose(conn);
+  }
+}
+
+function isTimeout(err: unknown): boolean {
+  return err instanceof DOMException && err.name === "TimeoutError";
+}
+
+class Counters {
+  #counters = new Map<string, RateLimitedCounter>();
+  constructor(readonly log: Logger) {}
+  /** Counts an event and logs a warning at most once per interval with the count since. */
+  warn(kind: string, message: string, props: Record<string, unknown>): void {
+    let c = this.#counters.get(kind);
+    if (!c) this.#counters.set(kind, c = new RateLimitedCounter());
+    const n = c.hit();
+    if (n !== undefined) this.log.warn(message, { ...props, count: n });
+  }
+}
+
+/**
+ * Starts the public proxy: loads the directory and the announcement store, binds both ports,
+ * attaches to the EPS (in the background: it retries until the EPS is up) and serves.
+ */
+export async function startPublic(
+  settings: PublicSettings,
+  signal?: AbortSignal,
+): Promise<PublicHandle> {
+  const log = logger("proxy", "public");
+  const directory = await loadDirectory([settings.directoryDir]);
+  const store = await openStore(settings.store);
+  const announcements = new Announcements(
+    store,
+    (operator, domain) => domainAllowed(directory, operator, domain),
+  );
+  let publicListener: Deno.TcpListener;
+  let privateListener: Deno.TcpListener;
+  try {
+    publicListener = Deno.listen({ ...settings.publicListen, transport: "tcp" });
+    try {
+      privateListener = Deno.listen({ ...settings.privateListen, transport: "tcp" });
+    } catch (err) {
+      tryClose(publicListener);
+      throw err;
+    }
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  const addrs = {
+    public: hostPortOf(publicListener.addr),
+    private: hostPortOf(privateListener.addr),
+  };
+  const privateEndpoint = settings.privateEndpoint ??
+    directory.operators.get(settings.operator)?.proxy.privateEndpoint ?? addrs.private;
+  const endpointText = formatHostPort(privateEndpoint);
+
+  const stop = new AbortController(); // no new work; waits (hello, token, dial-back) end
+  const kill = new AbortController(); // live splices end (after grace_ms)
+  const stats: PublicStats = {
+    accepted: 0,
+    refusedConnections: 0,
+    badHellos: 0,
+    helloTimeouts: 0,
+    unknownNames: 0,
+    refusedPending: 0,
+    failedNotices: 0,
+    expired: 0,
+    badTokens: 0,
+    spliced: 0,
+  };
+  const counters = new Counters(log);
+  const pending = new PendingTable({
+    maxTotal: settings.maxPending,
+    maxPerOperator: settings.maxPendingPerOperator,
+    maxPerClient: settings.maxPendingPerClient,
+    timeoutMs: settings.dialBackTimeoutMs,
+  });
+  const pool = new BufferPool();
+  const eps: EpsClient = connectEps(settings.eps, stop.signal);
+
+  eps.serve("announceConnections", async (params, ctx) => {
+    const requests = parseAnnounceParams(params, Date.now());
+    try {
+      const added = await announcements.announce(ctx.caller, requests);
+      log.info("Accepted announcement of {domains} from {operator}", {
+        operator: ctx.caller,
+        domains: added.map((a) => a.domain),
+      });
+      return { connections: viewOf(added) };
+    } catch (err) {
+      log.warn("Refused announcement from {operator}: {error}", {
+        operator: ctx.caller,
+        error: errorText(err),
+      });
+      throw err;
+    }
+  });
+  eps.serve("withdrawConnections", async (params, ctx) => {
+    const withdrawn = await announcements.withdraw(ctx.caller, parseWithdrawParams(params));
+    log.info("Withdrew {domains} of {operator}", { operator: ctx.caller, domains: withdrawn });
+    return { withdrawn };
+  });
+  eps.serve("getAnnouncements", (_params, ctx) => ({
+    connections: viewOf(announcements.list(ctx.caller)),
+  }));
+
+  /** Live per-connection tasks and their client connections. */
+  const live = new Map<Promise<void>, ByteConn>();
+
+  async function handleClient(conn: Deno.TcpConn): Promise<void> {
+    const started = performance.now();
+    const client = remoteText(conn);
+    const clientHost = conn.remoteAddr.hostname;
+    setNoDelay(conn);
+    let hello: ClientHelloInfo;
+    let extra: Uint8Array;
+    try {
+      ({ hello, extra } = await withDeadline(
+        settings.helloTimeoutMs,
+        stop.signal,
+        () => tryClose(conn),
+        () => readClientHello(conn, settings.maxClientHelloBytes),
+      ));
+    } catch (err) {
+      if (err instanceof ProtocolError) {
+        stats.badHellos++;
+        log.debug("Refused client {client}: {error}", { client, error: err.message });
+        await alertAndClose(conn, ALERT_DECODE_ERROR, stop.signal);
+      } else if (isTimeout(err)) {
+        stats.helloTimeouts++;
+        log.debug("Dropped client {client}: no ClientHello within {ms} ms", {
+          client,
+          ms: settings.helloTimeoutMs,
+        });
+      } else if (!stop.signal.aborted) {
+        log.debug("Dropped client {client}: {error}", { client, error: errorText(err) });
+      }
+      return;
+    }
+    // the hello deadline is over: from here on the connection lives as long as its splice
+    const domain = hello.serverName;
+    const announcement = domain === null ? undefined : announcements.match(domain);
+    if (domain === null || announcement === undefined) {
+      stats.unknownNames++;
+      log.debug("Refused client {client}: {why}", {
+        client,
+        why: domain === null ? "no SNI" : `no announcement for "${domain}"`,
+      });
+      await alertAndClose(conn, ALERT_UNRECOGNIZED_NAME, stop.signal);
+      return;
+    }
+    const operator = announcement.operator;
+    const parked = pending.park(operator, clientHost);
+    if (!parked.ok) {
+      stats.refusedPending++;
+      counters.warn(
+        `pending-${parked.cap}`,
+        "Refused clients: pending cap {cap} reached ({count} since last report), last {client} for {domain}",
+        { cap: parked.cap, client, domain },
+      );
+      tryClose(conn);
+      return;
+    }
+    const { token } = parked.parked;
+    log.debug("Parked {client} for {domain} of {operator} as {token}", {
+      client,
+      domain,
+      operator,
+      token: redact(token),
+    });
+    eps.call(
+      `${operator}.incomingConnection`,
+      { domain, token, endpoint: endpointText },
+      { timeoutMs: settings.noticeTimeoutMs, signal: stop.signal },
+    ).catch((err) => {
+      // no dial-back will come: let the client go now, not at the dial-back deadline
+      parked.parked.release(
+        new RpcError(
+          `Cannot notify "${operator}" of a connection for "${domain}": ${errorText(err)}`,
+          err instanceof RpcError ? err.code : -32603,
+          undefined,
+          { cause: err },
+        ),
+      );
+    });
+    let dialBack: ByteConn;
+    try {
+      dialBack = await parked.parked.dialBack;
+    } catch (err) {
+      if (err instanceof PendingExpiredError) {
+        if (!stop.signal.aborted) {
+          stats.expired++;
+          counters.warn(
+            "expired",
+            "Closed clients: no dial-back within {ms} ms ({count} since last report), last {client} for {domain} of {operator}",
+            { ms: settings.dialBackTimeoutMs, client, domain, operator },
+          );
+        }
+      } else {
+        stats.failedNotices++;
+        counters.warn(
+          "notice",
+          "Closed clients: notice failed ({count} since last report), last {client}: {error}",
+          { client, error: errorText(err) },
+        );
+      }
+      await alertAndClose(conn, ALERT_INTERNAL_ERROR, stop.signal);
+      return;
+    }
+    stats.spliced++;
+    let result;
+    try {
+      await writeAll(dialBack, hello.bytes);
+      if (extra.length > 0) await writeAll(dialBack, extra);
+      result = await splice(conn, dialBack, {
+        signal: kill.signal,
+        pool,
+        names: ["client", "dial-back"],
+      });
+    } catch (err) {
+      result = { aToB: 0, bToA: 0, reason: `dial-back write failed: ${errorText(err)}` };
+    } finally {
+      tryClose(dialBack);
+    }
+    log.info(
+      "Closed {client} for {domain} via {operator}: {up} bytes up, {down} down, {ms} ms, {reason}",
+      {
+        client,
+        domain,
+        operator,
+        up: result.aToB + hello.bytes.length + extra.length,
+        down: result.bToA,
+        ms: Math.round(performance.now() - started),
+        reason: result.reason,
+      },
+    );
+  }
+
+  async function handleDialBack(conn: Deno.TcpConn): Promise<boolean> {
+    const peer = remoteText(conn);
+    setNoDelay(conn);
+    const buf = new Uint8Array(TOKEN_BYTES);
+    let why: string;
+    try {
+      const ok = await withDeadline(
+        settings.tokenTimeoutMs,
+        stop.signal,
+        () => tryClose(conn),
+        () => readExact(conn, buf),
+      );
+      if (ok) {
+        const operator = pending.claim(tokenText(buf), conn);
+        if (operator !== null) {
+          log.debug("Dial-back from {peer} for {operator}", { peer, operator });
+          return true; // the client's task owns the connection now
+        }
+        why = "unknown, expired or reused token";
+      } else {
+        why = "closed before sending a token";
+      }
+    } catch (err) {
+      if (stop.signal.aborted) return false;
+      why = isTimeout(err)
+        ? `no token within ${settings.tokenTimeoutMs} ms`
+        : `token read failed: ${errorText(err)}`;
+    }
+    stats.badTokens++;
+    counters.warn(
+      "token",
+      "Refused dial-backs ({count} since last report), last from {peer}: {why}",
+      { peer, why },
+    );
+    return false;
+  }
+
+  function track(conn: Deno.TcpConn, task: () => Promise<boolean | void>): void {
+    const p: Promise<void> = task()
+      .then((keep) => {
+        if (keep !== true) tryClose(conn);
+      }, (err) => {
+        log.warn("Dropped {peer}: {error}", { peer: remoteText(conn), error: errorText(err) });
+        tryClose(conn);
+      })
+      .finally(() => live.delete(p));
+    live.set(p, conn);
+  }
+
+  async function acceptLoop(
+    listener: Deno.TcpListener,
+    onConn: (conn: Deno.TcpConn) => void,
+  ): Promise<void> {
+    try {
+      for await (const conn of listener) onConn(conn);
+    } catch (err) {
+      if (!stop.signal.aborted) throw err;
+    }
+  }
+
+  log.info("Listening on {public} (public) and {private} (private), notices name {endpoint}", {
+    public: formatHostPort(addrs.public),
+    private: formatHostPort(addrs.private),
+    endpoint: endpointText,
+  });
+
+  const finished = (async () => {
+    try {
+      await Promise.all([
+        acceptLoop(publicListener, (conn) => {
+          stats.accepted++;
+          if (live.size >= settings.maxConnections) {
+            stats.refusedConnections++;
+            counters.warn(
+              "connections",
+              "Refused clients: {max} connections open ({count} since last report)",
+              { max: settings.maxConnections },
+            );
+            tryClose(conn);
+            return;
+          }
+          track(conn, () => handleClient(conn));
+        }),
+        acceptLoop(privateListener, (conn) => track(conn, () => handleDialBack(conn))),
+      ]);
+    } finally {
+      // listeners are closed: end the waits, give live splices their grace, then cut them
+      stop.abort();
+      tryClose(publicListener);
+      tryClose(privateListener);
+      pending.releaseAll(new PendingExpiredError("Cannot complete pending connection: stopping"));
+      const grace = setTimeout(() => kill.abort(), settings.graceMs);
+      try {
+        while (live.size > 0) await Promise.all(live.keys());
+      } finally {
+        clearTimeout(grace);
+        kill.abort();
+        await eps.close().catch(() => {});
+        await store.close();
+        log.info("Stopped");
+      }
+    }
+  })();
+
+  const handle = makeHandle(addrs, finished, () => {
+    stop.abort();
+    tryClose(publicListener);
+    tryClose(privateListener);
+  }, signal);
+  return Object.assign(handle, { stats, privateEndpoint, announcements });
+}
