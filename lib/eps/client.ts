@@ -4,9 +4,16 @@
  * This is the only module of lib/eps that lib/proxy imports.
  * @module
  */
-import type { HostPort } from "../role.ts";
+import { LinkClosedError, RpcCode, RpcError } from "../errors.ts";
+import { errorText, logger } from "../log.ts";
+import type { NodeTlsConn } from "../net/node_tls_conn.ts";
+import { formatHostPort, type HostPort } from "../role.ts";
 import * as check from "../settings/check.ts";
 import { checkReadable } from "../settings/loader.ts";
+import { commonNameOf, keepDialling, Link, loadLinkTls, untilSettledOrAborted } from "./link.ts";
+import { callOnStream, serveStream } from "./rpc.ts";
+import { splitMethod } from "./router.ts";
+import type { Stream } from "./session.ts";
 
 export interface EpsClientSettings {
   /** The EPS server's link address. */
@@ -103,6 +110,214 @@ export function parseEpsClientSettings(
 }
 
 /** Connects to the own EPS server. Implemented with the link and session modules. */
-export function connectEps(_settings: EpsClientSettings, _signal?: AbortSignal): EpsClient {
-  throw new Error("Cannot connect to EPS: not built yet");
+export function connectEps(settings: EpsClientSettings, signal?: AbortSignal): EpsClient {
+  return new Client(settings, signal);
+}
+
+const log = logger("proxy", "eps-client");
+
+/** The proxy's side of its link to the own EPS (see {@linkcode EpsClient}). */
+class Client implements EpsClient {
+  readonly #settings: EpsClientSettings;
+  readonly #stop = new AbortController();
+  readonly #handlers = new Map<string, Handler>();
+  readonly #attachListeners = new Set<() => void>();
+  readonly #tasks = new Set<Promise<void>>();
+  readonly #ready = Promise.withResolvers<void>();
+  readonly #loop: Promise<void>;
+  #operator = "";
+  #link: Link | undefined;
+  #state: "connecting" | "down" | "up" = "connecting";
+  #reason = "not connected yet";
+  #changed = Promise.withResolvers<void>();
+  #nextId = 1;
+  #closing: Promise<void> | undefined;
+
+  constructor(settings: EpsClientSettings, signal?: AbortSignal) {
+    this.#settings = settings;
+    this.#ready.promise.catch(() => {}); // rejected only by close(); nobody has to await it
+    if (signal) {
+      if (signal.aborted) this.#stop.abort();
+      else signal.addEventListener("abort", () => void this.close(), { once: true });
+    }
+    this.#loop = this.#run().catch((err) => {
+      log.error("EPS client stopped: {error}", { error: errorText(err) });
+      this.#setState("down", errorText(err));
+      this.#ready.reject(err);
+    });
+  }
+
+  get attached(): boolean {
+    return this.#state === "up";
+  }
+
+  get ready(): Promise<void> {
+    return this.#ready.promise;
+  }
+
+  onAttach(listener: () => void): () => void {
+    this.#attachListeners.add(listener);
+    return () => this.#attachListeners.delete(listener);
+  }
+
+  serve(method: string, handler: Handler): void {
+    this.#handlers.set(method, handler);
+  }
+
+  #setState(state: "connecting" | "down" | "up", reason = ""): void {
+    this.#state = state;
+    if (reason) this.#reason = reason;
+    const c = this.#changed;
+    this.#changed = Promise.withResolvers();
+    c.resolve();
+  }
+
+  async #run(): Promise<void> {
+    const s = this.#settings;
+    const tls = await loadLinkTls(s.certificateFile, s.keyFile, s.caCertificateFiles);
+    this.#operator = commonNameOf(tls.cert);
+    await keepDialling(this.#operator, s.address, tls, {
+      signal: this.#stop.signal,
+      what: "EPS",
+      needed: async () => {
+        while (this.#link && !this.#link.isClosed && !this.#stop.signal.aborted) {
+          await untilSettledOrAborted(this.#link.closed, this.#stop.signal);
+        }
+        if (this.#state !== "down") this.#setState("connecting");
+      },
+      onDown: (reason) => this.#setState("down", reason),
+      onConn: (conn) => this.#attach(conn),
+    });
+  }
+
+  #attach(conn: NodeTlsConn): Link {
+    const own = this.#operator;
+    const link = new Link(conn, own, own, true, {
+      onStream: (stream) => this.#serveStream(stream),
+    });
+    this.#link = link;
+    this.#setState("up");
+    log.info("Attached to EPS of {operator} at {remote}", { operator: own, remote: link.remote });
+    this.#ready.resolve();
+    for (const l of [...this.#attachListeners]) {
+      try {
+        l();
+      } catch (err) {
+        log.error("onAttach listener failed: {error}", { error: errorText(err) });
+      }
+    }
+    this.#track(link.closed.then(() => {
+      if (this.#link !== link) return;
+      this.#link = undefined;
+      this.#setState("connecting", "link closed");
+      if (!this.#stop.signal.aborted) {
+        log.info("Link to EPS at {remote} down; reconnecting", { remote: link.remote });
+      }
+    }));
+    return link;
+  }
+
+  #serveStream(stream: Stream): void {
+    const own = this.#operator;
+    this.#track(serveStream(stream, async (request, signal) => {
+      const parts = splitMethod(request.method);
+      const handler = parts && parts.operator === own
+        ? this.#handlers.get(parts.method)
+        : undefined;
+      if (!handler) {
+        throw new RpcError(`Method "${request.method}" is not served here`, RpcCode.MethodNotFound);
+      }
+      const client = request.params._client;
+      const caller = typeof client === "object" && client !== null &&
+          typeof (client as { name?: unknown }).name === "string"
+        ? (client as { name: string }).name
+        : "";
+      return await handler(request.params, { caller, signal });
+    }, {
+      maxMessageBytes: this.#settings.maxMessageBytes,
+      timeoutMs: this.#settings.callTimeoutMs,
+      signal: this.#stop.signal,
+      onProblem: (err) => {
+        if (err instanceof LinkClosedError) return;
+        log.warn("Call from EPS failed: {reason}", { reason: errorText(err) });
+      },
+    }));
+  }
+
+  async #linkFor(method: string, signal: AbortSignal, timeoutMs: number): Promise<Link> {
+    for (;;) {
+      if (this.#stop.signal.aborted) {
+        throw new RpcError(
+          `Cannot call "${method}": the EPS client is closed`,
+          RpcCode.Unavailable,
+        );
+      }
+      const link = this.#link;
+      if (link && !link.isClosed) return link;
+      if (this.#state === "down") {
+        throw new RpcError(
+          `Cannot call "${method}": EPS at ${
+            formatHostPort(this.#settings.address)
+          } is unavailable (${this.#reason})`,
+          RpcCode.Unavailable,
+        );
+      }
+      if (signal.aborted) {
+        throw new RpcError(
+          `Cannot call "${method}": not attached to the EPS within ${timeoutMs} ms`,
+          RpcCode.Timeout,
+        );
+      }
+      await untilSettledOrAborted(this.#changed.promise, signal);
+    }
+  }
+
+  async call<T = unknown>(
+    method: string,
+    params: Record<string, unknown>,
+    options: CallOptions = {},
+  ): Promise<T> {
+    const timeoutMs = options.timeoutMs ?? this.#settings.callTimeoutMs;
+    const deadline = AbortSignal.timeout(timeoutMs);
+    const signal = options.signal ? AbortSignal.any([options.signal, deadline]) : deadline;
+    const link = await this.#linkFor(method, signal, timeoutMs);
+    let stream: Stream;
+    try {
+      stream = link.open();
+    } catch (err) {
+      throw new RpcError(
+        `Cannot call "${method}": cannot open a stream to the EPS (${errorText(err)})`,
+        RpcCode.Unavailable,
+      );
+    }
+    return await callOnStream(stream, { jsonrpc: "2.0", id: this.#nextId++, method, params }, {
+      maxMessageBytes: this.#settings.maxMessageBytes,
+      timeoutMs,
+      signal,
+    }) as T;
+  }
+
+  #track(p: Promise<unknown>): void {
+    const t = p.then(() => {}, (err) => {
+      log.error("EPS client task failed: {error}", { error: errorText(err) });
+    });
+    this.#tasks.add(t);
+    void t.finally(() => this.#tasks.delete(t));
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#stop.abort();
+      this.#ready.reject(new LinkClosedError("Cannot attach to EPS: the client was closed"));
+      this.#setState("down", "closed");
+      await this.#link?.close();
+      await this.#loop;
+      while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);
+    })();
+    return this.#closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
 }

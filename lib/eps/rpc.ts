@@ -1,0 +1,356 @@
+/**
+ * Calls: one JSON-RPC 2.0 request and its response, one stream each (DESIGN.md §5). The caller
+ * writes the request and half-closes; the callee writes the response and half-closes. Every
+ * message is bounded by `maxMessageBytes`, every call by a deadline that resets the stream.
+ * @module
+ */
+import { LinkClosedError, RpcCode, RpcError } from "../errors.ts";
+import { writeAll } from "../net/io.ts";
+
+/** What a call needs from a stream (a yamux Stream fits). */
+export interface CallStream {
+  read(buf: Uint8Array): Promise<number | null>;
+  write(buf: Uint8Array): Promise<number>;
+  closeWrite(): Promise<void>;
+  /** Abandons the stream at once (yamux RST). */
+  reset(): void;
+  /** Resolves when both directions are done or the stream was reset (a yamux Stream has it). */
+  readonly closed?: Promise<void>;
+}
+
+export type RpcId = string | number;
+
+export interface RpcRequest {
+  jsonrpc: "2.0";
+  id: RpcId;
+  method: string;
+  params: Record<string, unknown>;
+}
+
+export interface RpcErrorObject {
+  code: number;
+  message: string;
+  data?: unknown;
+}
+
+export type RpcResponse =
+  | { jsonrpc: "2.0"; id: RpcId | null; result: unknown }
+  | { jsonrpc: "2.0"; id: RpcId | null; error: RpcErrorObject };
+
+export interface MessageOptions {
+  maxMessageBytes: number;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** A message that did not fit `maxMessageBytes`; the stream has been reset. */
+export class MessageTooLargeError extends RangeError {
+  override name = "MessageTooLargeError";
+}
+
+/** A request that is not valid JSON-RPC 2.0; `requestId` is its id when it had a usable one. */
+export class InvalidRequestError extends RpcError {
+  override name = "InvalidRequestError";
+  constructor(message: string, code: number, readonly requestId: RpcId | null = null) {
+    super(message, code);
+  }
+}
+
+/** Encodes a message as UTF-8 JSON. */
+export function encodeMessage(message: RpcRequest | RpcResponse): Uint8Array {
+  return encoder.encode(JSON.stringify(message));
+}
+
+/**
+ * Reads one message: everything up to the peer's half-close. More than `maxBytes` resets the
+ * stream and throws {@linkcode MessageTooLargeError}.
+ */
+export async function readMessage(stream: CallStream, maxBytes: number): Promise<Uint8Array> {
+  let buf = new Uint8Array(Math.min(4096, maxBytes + 1));
+  let len = 0;
+  for (;;) {
+    if (len === buf.length) {
+      if (len > maxBytes) {
+        stream.reset();
+        throw new MessageTooLargeError(
+          `Cannot read message: more than ${maxBytes} bytes (max_message_bytes)`,
+        );
+      }
+      const next = new Uint8Array(Math.min(buf.length * 2, maxBytes + 1));
+      next.set(buf);
+      buf = next;
+    }
+    const n = await stream.read(buf.subarray(len));
+    if (n === null) return buf.subarray(0, len);
+    len += n;
+  }
+}
+
+/** Writes one message and half-closes. A message over `maxBytes` is refused before any write. */
+export async function writeMessage(
+  stream: CallStream,
+  bytes: Uint8Array,
+  maxBytes: number,
+): Promise<void> {
+  if (bytes.length > maxBytes) {
+    throw new MessageTooLargeError(
+      `Cannot write message: ${bytes.length} bytes exceeds ${maxBytes} (max_message_bytes)`,
+    );
+  }
+  await writeAll(stream, bytes);
+  await stream.closeWrite();
+}
+
+function isObj(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function parseJson(bytes: Uint8Array, what: string): unknown {
+  try {
+    return JSON.parse(decoder.decode(bytes));
+  } catch {
+    throw new InvalidRequestError(`Cannot parse ${what}: not UTF-8 JSON`, RpcCode.ParseError);
+  }
+}
+
+/**
+ * Parses and checks a request. Throws RpcError -32700 (not JSON) or -32600 (not a JSON-RPC 2.0
+ * request with an id, a method and by-name params); `id` on the error is the request id if known.
+ */
+export function parseRequest(bytes: Uint8Array): RpcRequest {
+  const v = parseJson(bytes, "request");
+  if (!isObj(v)) throw new RpcError("Invalid request: not a JSON object", RpcCode.InvalidRequest);
+  const id = typeof v.id === "string" || typeof v.id === "number" ? v.id : null;
+  const bad = (why: string) =>
+    new RpcError(
+      `Invalid request: ${why}`,
+      RpcCode.InvalidRequest,
+      id === null ? undefined : { id },
+    );
+  if (v.jsonrpc !== "2.0") throw bad(`jsonrpc is ${JSON.stringify(v.jsonrpc)}, expected "2.0"`);
+  if (id === null) throw bad("id must be a string or a number (every call gets a response)");
+  if (typeof v.method !== "string" || v.method.length === 0) {
+    throw bad("method must be a non-empty string");
+  }
+  if (v.params !== undefined && !isObj(v.params)) {
+    throw bad("params must be an object (by-name parameters)");
+  }
+  return { jsonrpc: "2.0", id, method: v.method, params: isObj(v.params) ? v.params : {} };
+}
+
+/** Parses and checks a response. Throws RpcError on anything that is not one. */
+export function parseResponse(bytes: Uint8Array): RpcResponse {
+  const v = parseJson(bytes, "response");
+  const bad = (why: string) => new RpcError(`Invalid response: ${why}`, RpcCode.InternalError);
+  if (!isObj(v) || v.jsonrpc !== "2.0") throw bad('not a JSON-RPC "2.0" object');
+  const id = typeof v.id === "string" || typeof v.id === "number" ? v.id : null;
+  if ("error" in v) {
+    const e = v.error;
+    if (!isObj(e) || !Number.isInteger(e.code) || typeof e.message !== "string") {
+      throw bad("error must have an integer code and a message");
+    }
+    const error: RpcErrorObject = { code: e.code as number, message: e.message };
+    if (e.data !== undefined) error.data = e.data;
+    return { jsonrpc: "2.0", id, error };
+  }
+  if (!("result" in v)) throw bad("neither result nor error");
+  return { jsonrpc: "2.0", id, result: v.result };
+}
+
+/** The response carrying `err` (an RpcError keeps its code; anything else is -32603). */
+export function errorResponse(id: RpcId | null, err: unknown): RpcResponse {
+  const e = err instanceof RpcError
+    ? err.toJSON()
+    : { code: RpcCode.InternalError, message: "Internal error" };
+  return { jsonrpc: "2.0", id, error: e };
+}
+
+/** The result of a response, or its error as a thrown RpcError. */
+export function resultOf(response: RpcResponse): unknown {
+  if ("error" in response) {
+    const e = response.error;
+    throw new RpcError(e.message, e.code, e.data);
+  }
+  return response.result;
+}
+
+/** A deadline signal: `timeoutMs` from now, or `parent` aborting, whichever comes first. */
+export function deadlineSignal(timeoutMs: number, parent?: AbortSignal): AbortSignal {
+  const t = AbortSignal.timeout(timeoutMs);
+  return parent ? AbortSignal.any([parent, t]) : t;
+}
+
+/**
+ * Runs `fn` on `stream` until `signal` aborts; then resets the stream (which wakes any pending
+ * read or write) and throws RpcError -32004 (deadline) or the abort reason (caller's signal).
+ */
+export async function withStreamDeadline<T>(
+  stream: CallStream,
+  signal: AbortSignal,
+  what: string,
+  timeoutMs: number,
+  fn: () => Promise<T>,
+): Promise<T> {
+  const onAbort = () => stream.reset();
+  const abortError = () => {
+    const reason: unknown = signal.reason;
+    if (reason instanceof DOMException && reason.name === "TimeoutError") {
+      return new RpcError(`Cannot ${what}: no answer within ${timeoutMs} ms`, RpcCode.Timeout);
+    }
+    return reason;
+  };
+  if (signal.aborted) {
+    stream.reset();
+    throw abortError();
+  }
+  signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    return await fn();
+  } catch (err) {
+    if (signal.aborted) throw abortError();
+    throw err;
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
+}
+
+/**
+ * Sends the request bytes and reads the response bytes on a fresh stream, under `signal`. Stream
+ * failures become RpcError -32003 (unavailable), the deadline -32004.
+ */
+export function exchange(
+  stream: CallStream,
+  request: Uint8Array,
+  what: string,
+  options: MessageOptions & { signal: AbortSignal; timeoutMs: number },
+): Promise<Uint8Array> {
+  return withStreamDeadline(stream, options.signal, what, options.timeoutMs, async () => {
+    try {
+      await writeMessage(stream, request, options.maxMessageBytes);
+      return await readMessage(stream, options.maxMessageBytes);
+    } catch (err) {
+      if (options.signal.aborted) throw err;
+      stream.reset();
+      if (err instanceof MessageTooLargeError) {
+        throw new RpcError(`Cannot ${what}: ${err.message}`, RpcCode.InvalidRequest, undefined, {
+          cause: err,
+        });
+      }
+      throw new RpcError(
+        `Cannot ${what}: the stream was closed before the answer (${errText(err)})`,
+        RpcCode.Unavailable,
+        undefined,
+        { cause: err },
+      );
+    }
+  });
+}
+
+function errText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Makes one call on `stream`: writes the request, half-closes, reads the response. Returns the
+ * result; throws RpcError (the callee's error, -32003 when the stream failed, -32004 at the
+ * deadline).
+ */
+export async function callOnStream(
+  stream: CallStream,
+  request: RpcRequest,
+  options: MessageOptions & { signal: AbortSignal; timeoutMs: number },
+): Promise<unknown> {
+  const what = `call "${request.method}"`;
+  const bytes = encodeMessage(request);
+  if (bytes.length > options.maxMessageBytes) {
+    stream.reset();
+    throw new RpcError(
+      `Cannot ${what}: request is ${bytes.length} bytes, more than ${options.maxMessageBytes} (max_message_bytes)`,
+      RpcCode.InvalidRequest,
+    );
+  }
+  const answer = await exchange(stream, bytes, what, options);
+  return resultOf(parseResponse(answer));
+}
+
+/** Writes a response and half-closes; a response over the limit becomes an error response. */
+export async function respond(
+  stream: CallStream,
+  response: RpcResponse,
+  maxBytes: number,
+): Promise<void> {
+  let bytes = encodeMessage(response);
+  if (bytes.length > maxBytes) {
+    bytes = encodeMessage(errorResponse(
+      response.id,
+      new RpcError(
+        `Cannot answer: response is ${bytes.length} bytes, more than ${maxBytes} (max_message_bytes)`,
+        RpcCode.InternalError,
+      ),
+    ));
+  }
+  await writeAll(stream, bytes);
+  await stream.closeWrite();
+}
+
+/** Serves one call: the callee's work for `request`, under `signal`; returns the result. */
+export type CallHandler = (request: RpcRequest, signal: AbortSignal) => unknown | Promise<unknown>;
+
+/**
+ * Serves one call on an accepted stream: reads the request (bounded), runs `handler` under the
+ * deadline, writes the response and half-closes. Bad JSON gets -32700, a bad request -32600, a
+ * request over the limit a reset; at the deadline the stream is reset. Never throws: failures go
+ * to `onProblem` (for a warning log) and the stream is reset.
+ */
+export async function serveStream(
+  stream: CallStream,
+  handler: CallHandler,
+  options: MessageOptions & {
+    timeoutMs: number;
+    signal?: AbortSignal;
+    onProblem?: (err: unknown) => void;
+  },
+): Promise<void> {
+  // the caller resetting its stream (it gave up) cancels the work done for it
+  const gone = new AbortController();
+  let answered = false;
+  void stream.closed?.then(() => {
+    if (!answered) {
+      gone.abort(new LinkClosedError("Cannot serve call: the caller reset the stream"));
+    }
+  });
+  const signal = AbortSignal.any([deadlineSignal(options.timeoutMs, options.signal), gone.signal]);
+  try {
+    await withStreamDeadline(stream, signal, "serve call", options.timeoutMs, async () => {
+      const bytes = await readMessage(stream, options.maxMessageBytes);
+      let request: RpcRequest;
+      try {
+        request = parseRequest(bytes);
+      } catch (err) {
+        options.onProblem?.(err);
+        const id =
+          err instanceof RpcError && typeof (err.data as { id?: RpcId })?.id !== "undefined"
+            ? (err.data as { id: RpcId }).id
+            : null;
+        await respond(stream, errorResponse(id, err), options.maxMessageBytes);
+        return;
+      }
+      let response: RpcResponse;
+      try {
+        const result = await handler(request, signal);
+        response = { jsonrpc: "2.0", id: request.id, result: result === undefined ? null : result };
+      } catch (err) {
+        if (signal.aborted) throw err;
+        if (!(err instanceof RpcError)) options.onProblem?.(err);
+        response = errorResponse(request.id, err);
+      }
+      await respond(stream, response, options.maxMessageBytes);
+    });
+  } catch (err) {
+    stream.reset();
+    options.onProblem?.(err);
+  } finally {
+    answered = true;
+  }
+}
