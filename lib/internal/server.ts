@@ -1,0 +1,211 @@
+/**
+ * The demo internal server (`tls-pass run internal-server`), the backend the private proxy
+ * forwards to: `GET` → `{"message":"success"}`, `POST` of a JSON object → the object back
+ * (compact, keys sorted), anything else → an error, always as JSON.
+ *
+ * Built on `node:http`/`node:https` rather than `Deno.serve`: `Deno.serve`'s shutdown waits for
+ * a client that stalls inside its request body and has no way to cut it off (measured on Deno
+ * 2.9.6), while `closeAllConnections()` ends every connection at once.
+ * @module
+ */
+import http from "node:http";
+import https from "node:https";
+import type { AddressInfo } from "node:net";
+import { errorText, logger } from "../log.ts";
+import { makeHandle, type RoleHandle } from "../role.ts";
+import type { InternalServerSettings } from "../settings/internal_server.ts";
+
+const log = logger("internal-server", "http");
+
+const JSON_TYPE = "application/json; charset=utf-8";
+/** A request must arrive whole (head and body) within this time. */
+const REQUEST_TIMEOUT_MS = 30_000;
+const HEADERS_TIMEOUT_MS = 10_000;
+
+/** Sorts object keys recursively, so the echo is canonical; arrays keep their order. */
+export function sortKeys(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(sortKeys);
+  if (typeof v === "object" && v !== null) {
+    // fromEntries defines own properties, so a "__proto__" key stays a key
+    return Object.fromEntries(
+      Object.keys(v).sort().map((k) => [k, sortKeys((v as Record<string, unknown>)[k])]),
+    );
+  }
+  return v;
+}
+
+interface Answer {
+  status: number;
+  body: unknown;
+  headers?: Record<string, string>;
+  /** Close the connection after the answer (the rest of the request body is not read). */
+  close?: boolean;
+}
+
+const SUCCESS: Answer = { status: 200, body: { message: "success" } };
+const FAILED: Answer = { status: 500, body: { message: "internal server error" } };
+const TOO_LARGE: Answer = { status: 413, body: { message: "payload too large" }, close: true };
+const NOT_ALLOWED: Answer = {
+  status: 405,
+  body: { message: "method not allowed" },
+  headers: { allow: "GET, HEAD, POST" },
+};
+
+/** Reads the body up to `max` bytes; null as soon as it is larger (the rest is left unread). */
+function readBody(req: http.IncomingMessage, max: number): Promise<Uint8Array | null> {
+  return new Promise((resolve, reject) => {
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    const done = (v: Uint8Array | null) => {
+      req.off("data", onData).off("end", onEnd).off("error", onError).off("close", onClose);
+      resolve(v);
+    };
+    const onData = (chunk: Uint8Array) => {
+      total += chunk.byteLength;
+      if (total > max) {
+        req.pause();
+        done(null);
+      } else {
+        chunks.push(chunk);
+      }
+    };
+    const onEnd = () => {
+      const out = new Uint8Array(total);
+      let off = 0;
+      for (const c of chunks) {
+        out.set(c, off);
+        off += c.byteLength;
+      }
+      done(out);
+    };
+    const onError = (err: unknown) => {
+      req.off("data", onData).off("end", onEnd).off("close", onClose);
+      reject(err);
+    };
+    const onClose = () => {
+      if (!req.complete) onError(new Error("Cannot read request body: connection closed"));
+    };
+    req.on("data", onData).on("end", onEnd).on("error", onError).on("close", onClose);
+  });
+}
+
+async function echo(req: http.IncomingMessage, max: number): Promise<Answer> {
+  const declared = req.headers["content-length"];
+  if (declared !== undefined && Number(declared) > max) return TOO_LARGE;
+  const body = await readBody(req, max);
+  if (body === null) return TOO_LARGE;
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body));
+  } catch {
+    return FAILED;
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return FAILED;
+  return { status: 200, body: sortKeys(value) };
+}
+
+function route(req: http.IncomingMessage, max: number): Answer | Promise<Answer> {
+  switch (req.method) {
+    case "GET":
+    case "HEAD":
+      return SUCCESS;
+    case "POST":
+      return echo(req, max);
+    default:
+      return NOT_ALLOWED;
+  }
+}
+
+function send(req: http.IncomingMessage, res: http.ServerResponse, a: Answer): void {
+  const text = JSON.stringify(a.body);
+  const headers: Record<string, string | number> = {
+    ...a.headers,
+    "content-type": JSON_TYPE,
+    "content-length": new TextEncoder().encode(text).byteLength,
+  };
+  if (a.close) headers.connection = "close";
+  res.writeHead(a.status, headers);
+  res.end(req.method === "HEAD" ? undefined : text);
+  if (a.close) res.on("finish", () => req.socket.destroySoon());
+}
+
+/**
+ * Starts the internal server: HTTPS when `settings.tls`, else plain HTTP. The handle's one
+ * address is `addrs.main`. Fails at once when the port is taken or the key material is unusable.
+ */
+export async function startInternalServer(
+  settings: InternalServerSettings,
+  signal?: AbortSignal,
+): Promise<RoleHandle<"main">> {
+  signal?.throwIfAborted();
+  const max = settings.maxBodyBytes;
+
+  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const client = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
+    const path = (req.url ?? "/").split("?")[0];
+    Promise.resolve(route(req, max)).then(
+      (a) => {
+        log.debug("{method} {path} from {client}: {status}", {
+          method: req.method,
+          path,
+          client,
+          status: a.status,
+        });
+        send(req, res, a);
+      },
+      (err: unknown) => {
+        log.debug("{method} {path} from {client} failed: {error}", {
+          method: req.method,
+          path,
+          client,
+          error: errorText(err),
+        });
+        if (!res.headersSent && res.writable) send(req, res, { ...FAILED, close: true });
+        else req.socket.destroy();
+      },
+    );
+  };
+
+  let server: http.Server;
+  if (settings.tls) {
+    if (!settings.certificateFile || !settings.keyFile) {
+      throw new TypeError(
+        "Cannot start internal server: tls is on but certificate_file or key_file is missing",
+      );
+    }
+    server = https.createServer({
+      cert: await Deno.readTextFile(settings.certificateFile),
+      key: await Deno.readTextFile(settings.keyFile),
+      ALPNProtocols: ["http/1.1"],
+    }, onRequest);
+  } else {
+    server = http.createServer(onRequest);
+  }
+  server.requestTimeout = REQUEST_TIMEOUT_MS;
+  server.headersTimeout = HEADERS_TIMEOUT_MS;
+
+  const closed = new Promise<void>((resolve) => server.once("close", () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error) => reject(err);
+    server.once("error", onError);
+    server.listen(settings.listen.port, settings.listen.hostname, () => {
+      server.off("error", onError);
+      resolve();
+    });
+  });
+  server.on("error", (err) => {
+    log.warning("Internal server error: {error}", { error: errorText(err) });
+  });
+  const info = server.address() as AddressInfo;
+  const addr = { hostname: info.address, port: info.port };
+  const scheme = settings.tls ? "https" : "http";
+  log.info("Internal server listening on {scheme}://{hostname}:{port}", { scheme, ...addr });
+
+  const finished = closed.then(() => {
+    log.info("Internal server stopped");
+  });
+  return makeHandle({ main: addr }, finished, () => {
+    server.close(); // stops accepting; idle keep-alive connections close too
+    server.closeAllConnections(); // including a client stalled inside its request
+  }, signal);
+}
