@@ -254,7 +254,13 @@ function markdown(
   const m = (t: string, k: string, d: number) => fmt(summary[t]![k].median, d);
   const p = meta.params as Record<string, number>;
   const out: string[] = [];
-  const missing = (t: string, width: number) => [t, meta.unavailable[t]!, ...Array(width).fill("")];
+  // A topology that did not run, or failed every round, gets one cell saying why.
+  const why = (t: string) =>
+    meta.unavailable[t] ??
+      (summary[t] && summary[t].rounds === summary[t].failed_rounds.length
+        ? `failed: ${summary[t].failed_rounds[0]?.error ?? "no round ran"}`
+        : undefined);
+  const missing = (t: string, width: number) => [t, why(t) ?? "", ...Array(width).fill("")];
   out.push(`# tls-pass benchmark ${meta.date}${meta.quick ? " (quick)" : ""}`);
   out.push("");
   out.push(
@@ -294,7 +300,7 @@ function markdown(
   out.push(table(
     head,
     all.map((t) =>
-      meta.unavailable[t] ? missing(t, head.length - 2) : [
+      why(t) ? missing(t, head.length - 2) : [
         t,
         m(t, "w1_rps", 0),
         m(t, "w1_p50_ms", 1),
@@ -340,7 +346,7 @@ function markdown(
   out.push(table(
     costHead,
     all.map((t) =>
-      meta.unavailable[t] ? missing(t, costHead.length - 2) : [
+      why(t) ? missing(t, costHead.length - 2) : [
         t,
         m(t, "relay_procs", 0),
         m(t, "w1_relay_cpu_us_per_req", 0),
@@ -410,7 +416,7 @@ function markdown(
     out.push(table(
       ["topology", ...keys.map((k) => METRICS[k]![0])],
       rows.map((t) =>
-        meta.unavailable[t] || !ratios[ref]![t]
+        why(t) || !ratios[ref]![t]
           ? missing(t, keys.length - 1)
           : [t, ...keys.map((k) => fmt((ratios[ref]![t]![k] as Row).median, 2))]
       ),
@@ -443,7 +449,7 @@ function markdown(
     `${fmt(summary[t]![k].min, d)}–${fmt(summary[t]![k].max, d)}`;
   out.push(table(
     ["topology", "W1 req/s", "W2 req/s", "W3 MB/s (all downloads)", "W5 p50 ms", "W1 CPU µs/req"],
-    ran.map((t) => [
+    ran.filter((t) => !why(t)).map((t) => [
       t,
       mm(t, "w1_rps", 0),
       mm(t, "w2_rps", 0),

@@ -136,10 +136,10 @@ async function waitReady(p: Proc, deadline: number): Promise<Record<string, unkn
       }
     }
     if (p.exited) {
+      const err = (await tail(p.stderrFile)).trim();
+      const last = err.split("\n").at(-1) ?? "";
       throw new Error(
-        `${p.name} exited with code ${p.exited.code} before it was ready:\n${await tail(
-          p.stderrFile,
-        )}`,
+        `${p.name} exited with code ${p.exited.code} before it was ready: ${last}\n${err}`,
       );
     }
     await sleep(50);
