@@ -1,0 +1,299 @@
+/**
+ * An in-process cluster for the data-path tests: a temporary PKI and directory, the internal
+ * server, the EPS servers of public-proxy-1 and private-proxy-1 (and optionally private-proxy-2),
+ * the public proxy and the private proxy, all on loopback port 0. Disposal stops everything in
+ * reverse order and removes the folder.
+ * @module
+ */
+import { join } from "node:path";
+import { stringify } from "yaml";
+import { createPki, type Pki, writePki } from "../lib/certs/pki.ts";
+import { connectEps, type EpsClient, type EpsClientSettings } from "../lib/eps/client.ts";
+import { startEps } from "../lib/eps/server.ts";
+import { startInternalServer } from "../lib/internal/server.ts";
+import { httpsRequest, type HttpsResponse } from "../lib/internal/https_request.ts";
+import { type PublicHandle, startPublic } from "../lib/proxy/public.ts";
+import { type PrivateHandle, startPrivate } from "../lib/proxy/private.ts";
+import { formatHostPort, type HostPort, type RoleHandle } from "../lib/role.ts";
+import { EPS_DEFAULTS, type EpsSettings } from "../lib/settings/eps.ts";
+import { PUBLIC_DEFAULTS, type PublicSettings } from "../lib/settings/public.ts";
+import { PRIVATE_DEFAULTS, type PrivateSettings } from "../lib/settings/private.ts";
+
+export const LOOPBACK: HostPort = { hostname: "127.0.0.1", port: 0 };
+export const DOMAIN = "test.internal-server.local";
+export const NAMES = ["public-proxy-1", "private-proxy-1", "private-proxy-2", "internal-server"];
+
+/**
+ * Short timeouts, so that a test holding a connection for a little over a second outlives every
+ * one of them (the original cut every connection at its 5 s hello deadline).
+ */
+export const SHORT = {
+  helloTimeoutMs: 300,
+  dialBackTimeoutMs: 600,
+  tokenTimeoutMs: 300,
+  noticeTimeoutMs: 600,
+  callTimeoutMs: 1000,
+  dialTimeoutMs: 500,
+  connectTimeoutMs: 500,
+  graceMs: 200,
+} as const;
+/** Longer than every timeout in {@linkcode SHORT}. */
+export const HOLD_MS = 1500;
+
+export interface ClusterOptions {
+  public?: Partial<PublicSettings>;
+  private?: Partial<PrivateSettings>;
+  /** Start the EPS of private-proxy-2 too (a second private operator). */
+  secondPrivate?: boolean;
+  /** Start the private proxy (default true). */
+  startPrivate?: boolean;
+}
+
+/** Rejects when `p` does not settle within `ms`. */
+export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export class Cluster implements AsyncDisposable {
+  internal!: RoleHandle<"main">;
+  epsPublic!: RoleHandle<"links" | "proxy">;
+  epsPrivate!: RoleHandle<"links" | "proxy">;
+  epsPrivate2: RoleHandle<"links" | "proxy"> | undefined;
+  pub!: PublicHandle;
+  priv: PrivateHandle | undefined;
+  #clients: EpsClient[] = [];
+
+  private constructor(readonly dir: string, readonly pki: Pki, readonly options: ClusterOptions) {}
+
+  static async start(options: ClusterOptions = {}): Promise<Cluster> {
+    const dir = await Deno.makeTempDir({ prefix: "tls-pass-cluster-" });
+    let c: Cluster | undefined;
+    try {
+      const pki = await createPki(NAMES);
+      await writePki(pki, join(dir, "certs"));
+      await Deno.mkdir(join(dir, "directory"));
+      c = new Cluster(dir, pki, options);
+      await c.#writeDirectory();
+      c.internal = await startInternalServer({
+        listen: LOOPBACK,
+        tls: true,
+        certificateFile: c.cert("internal-server"),
+        keyFile: c.key("internal-server"),
+        maxBodyBytes: 1024 * 1024,
+      });
+      c.epsPublic = await startEps(c.epsSettings("public-proxy-1"));
+      // now the public EPS has a port: peers dial it from the directory
+      await c.#writeDirectory(c.epsPublic.addrs.links);
+      c.epsPrivate = await startEps(c.epsSettings("private-proxy-1"));
+      if (options.secondPrivate) c.epsPrivate2 = await startEps(c.epsSettings("private-proxy-2"));
+      c.pub = await startPublic(c.publicSettings());
+      if (options.startPrivate ?? true) await c.startPrivate();
+      return c;
+    } catch (err) {
+      if (c) await c[Symbol.asyncDispose]();
+      else await Deno.remove(dir, { recursive: true });
+      throw err;
+    }
+  }
+
+  cert(name: string): string {
+    return join(this.dir, "certs", `${name}.crt`);
+  }
+  key(name: string): string {
+    return join(this.dir, "certs", `${name}.key`);
+  }
+  get rootFile(): string {
+    return join(this.dir, "certs", "root.crt");
+  }
+  get storePath(): string {
+    return join(this.dir, "state", "announcements.jsonl");
+  }
+
+  async #writeDirectory(publicEps?: HostPort): Promise<void> {
+    const perms = (method: string[], from: string[]) => method.map((m) => ({ method: m, from }));
+    const directory = {
+      "ca_certificate_files": [this.rootFile],
+      operators: {
+        "public-proxy-1": {
+          ...(publicEps ? { address: formatHostPort(publicEps) } : {}),
+          fingerprints: [this.pki.leaves["public-proxy-1"]!.fingerprint],
+          permissions: perms(
+            ["announceConnections", "withdrawConnections", "getAnnouncements"],
+            ["private-proxy-1", "private-proxy-2"],
+          ),
+        },
+        "private-proxy-1": {
+          permissions: perms(["incomingConnection"], ["public-proxy-1"]),
+          proxy: { "allowed_domains": [".internal-server.local"] },
+        },
+        "private-proxy-2": {
+          permissions: perms(["incomingConnection"], ["public-proxy-1"]),
+          proxy: { "allowed_domains": [".internal-server.local", "two.example.com"] },
+        },
+      },
+    };
+    await Deno.writeTextFile(join(this.dir, "directory", "operators.yml"), stringify(directory));
+  }
+
+  epsSettings(operator: string): EpsSettings {
+    return {
+      operator,
+      listen: LOOPBACK,
+      certificateFile: this.cert(operator),
+      keyFile: this.key(operator),
+      directoryDir: join(this.dir, "directory"),
+      ...EPS_DEFAULTS,
+      callTimeoutMs: SHORT.callTimeoutMs,
+      keepaliveIntervalMs: 60_000,
+    };
+  }
+
+  epsClientSettings(operator: string, address: HostPort): EpsClientSettings {
+    return {
+      address,
+      certificateFile: this.cert(operator),
+      keyFile: this.key(operator),
+      caCertificateFiles: [this.rootFile],
+      callTimeoutMs: SHORT.callTimeoutMs,
+      maxMessageBytes: 1024 * 1024,
+    };
+  }
+
+  publicSettings(): PublicSettings {
+    return {
+      ...PUBLIC_DEFAULTS,
+      ...SHORT,
+      operator: "public-proxy-1",
+      publicListen: LOOPBACK,
+      privateListen: LOOPBACK,
+      eps: this.epsClientSettings("public-proxy-1", this.epsPublic.addrs.links),
+      directoryDir: join(this.dir, "directory"),
+      store: { kind: "file", path: this.storePath },
+      ...this.options.public,
+    };
+  }
+
+  privateSettings(): PrivateSettings {
+    return {
+      ...PRIVATE_DEFAULTS,
+      ...SHORT,
+      retryMs: 50,
+      operator: "private-proxy-1",
+      eps: this.epsClientSettings("private-proxy-1", this.epsPrivate.addrs.links),
+      announceTo: ["public-proxy-1"],
+      endpoints: { "public-proxy-1": this.pub.addrs.private },
+      announcements: [{
+        domain: DOMAIN,
+        internal: this.internal.addrs.main,
+        expiresInMs: 3_600_000,
+      }],
+      ...this.options.private,
+    };
+  }
+
+  /** Starts the private proxy and waits until its announcement is acknowledged. */
+  async startPrivate(): Promise<PrivateHandle> {
+    const priv = await startPrivate(this.privateSettings());
+    this.priv = priv;
+    await within(priv.ready, 10_000, "first announcement of the private proxy");
+    return priv;
+  }
+
+  async stopPrivate(): Promise<void> {
+    await this.priv?.close();
+    this.priv = undefined;
+  }
+
+  /** Stops the public proxy and starts it again on the same ports. */
+  async restartPublic(): Promise<PublicHandle> {
+    const addrs = this.pub.addrs;
+    await this.pub.close();
+    this.pub = await startPublic({
+      ...this.publicSettings(),
+      publicListen: addrs.public,
+      privateListen: addrs.private,
+    });
+    return this.pub;
+  }
+
+  /** An EPS client attached as `operator` (e.g. private-proxy-2 to make raw calls). */
+  async attach(operator: string, eps: RoleHandle<"links" | "proxy">): Promise<EpsClient> {
+    const c = connectEps(this.epsClientSettings(operator, eps.addrs.links));
+    this.#clients.push(c);
+    await within(c.ready, 10_000, `attach of ${operator}`);
+    return c;
+  }
+
+  /** One HTTPS request through the public port with SNI `serverName`, trusting only the root. */
+  async request(
+    path: string,
+    body?: string,
+    serverName = DOMAIN,
+    signal: AbortSignal = AbortSignal.timeout(10_000),
+  ): Promise<HttpsResponse> {
+    return await httpsRequest({
+      connect: this.pub.addrs.public,
+      serverName,
+      caCerts: [await Deno.readTextFile(this.rootFile)],
+      method: body === undefined ? "GET" : "POST",
+      path,
+      ...(body === undefined ? {} : { body }),
+      signal,
+    });
+  }
+
+  /** A TLS connection through the public port (handshake done), for keep-alive and half-close tests. */
+  async connectTls(serverName = DOMAIN): Promise<Deno.TlsConn> {
+    const tcp = await Deno.connect({ ...this.pub.addrs.public, transport: "tcp" });
+    try {
+      return await within(
+        Deno.startTls(tcp, {
+          hostname: serverName,
+          caCerts: [await Deno.readTextFile(this.rootFile)],
+        }),
+        10_000,
+        "TLS handshake through the proxies",
+      );
+    } catch (err) {
+      try {
+        tcp.close();
+      } catch { /* closed */ }
+      throw err;
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    const errors: unknown[] = [];
+    const stop = async (h: { close(): Promise<void> } | undefined) => {
+      try {
+        await h?.close();
+      } catch (err) {
+        errors.push(err);
+      }
+    };
+    for (const c of this.#clients.reverse()) await stop(c);
+    await stop(this.priv);
+    await stop(this.pub);
+    await stop(this.epsPrivate2);
+    await stop(this.epsPrivate);
+    await stop(this.epsPublic);
+    await stop(this.internal);
+    await Deno.remove(this.dir, { recursive: true });
+    if (errors.length > 0) throw new AggregateError(errors, "Cannot stop the cluster cleanly");
+  }
+}
+
+/** Starts a cluster (see {@linkcode Cluster}); use with `await using`. */
+export function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
+  return Cluster.start(options);
+}
