@@ -7,6 +7,24 @@
 
 const decoder = new TextDecoder();
 
+/** Every child this process started and that has not exited yet (for a stop on Ctrl-C). */
+const live = new Set<Deno.ChildProcess>();
+function track(child: Deno.ChildProcess): void {
+  live.add(child);
+  child.status.finally(() => live.delete(child));
+}
+
+/** Sends SIGTERM to every child started by {@link spawn} or {@link run} that is still running. */
+export function terminateAllStarted(): void {
+  for (const child of live) {
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // already gone
+    }
+  }
+}
+
 /** A process started by {@link spawn}. */
 export interface Proc {
   readonly name: string;
@@ -44,6 +62,7 @@ export function spawn(name: string, argv: readonly string[], options: SpawnOptio
     ...(options.cwd ? { cwd: options.cwd } : {}),
     ...(options.env ? { env: options.env } : {}),
   }).spawn();
+  track(child);
   const proc: Proc = {
     name,
     pid: child.pid,
@@ -264,7 +283,7 @@ export async function run(
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(), timeoutMs);
   try {
-    const out = await new Deno.Command(cmd, {
+    const child = new Deno.Command(cmd, {
       args,
       stdin: "null",
       stdout: "piped",
@@ -272,7 +291,9 @@ export async function run(
       signal: ac.signal,
       ...(options.cwd ? { cwd: options.cwd } : {}),
       ...(options.env ? { env: options.env } : {}),
-    }).output();
+    }).spawn();
+    track(child);
+    const out = await child.output();
     return {
       code: out.code,
       stdout: decoder.decode(out.stdout),

@@ -17,7 +17,7 @@ import { parseArgs } from "node:util";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Backend, BACKEND_PORT, ensureCerts, SNI, startBackend } from "./backend.ts";
-import { memOf, portOpen, round, run, which } from "./proc.ts";
+import { memOf, portOpen, round, run, terminateAllStarted, which } from "./proc.ts";
 import { buildReport, type Meta, type Row } from "./report.ts";
 import {
   LISTEN_PORT,
@@ -177,6 +177,7 @@ async function cleanup(): Promise<void> {
   const b = backend;
   backend = undefined;
   if (b) await b.stop().catch(() => {});
+  terminateAllStarted(); // clients (ab, wrk, curl, hold.mjs) of an interrupted workload
 }
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
   Deno.addSignalListener(sig, () => {
