@@ -293,6 +293,102 @@ export class Cluster implements AsyncDisposable {
   }
 }
 
+/**
+ * A raw EPS client attached as a private operator that answers notices "ok" and keeps their
+ * params, but never dials back: for tokens, expiry and pending caps.
+ */
+export class NoticeInbox implements AsyncDisposable {
+  #queue: Record<string, unknown>[] = [];
+  #waiters: ((p: Record<string, unknown>) => void)[] = [];
+  private constructor(readonly client: EpsClient) {}
+
+  static async attach(c: Cluster, operator = "private-proxy-1"): Promise<NoticeInbox> {
+    const eps = operator === "private-proxy-2" ? c.epsPrivate2! : c.epsPrivate;
+    const client = await c.attach(operator, eps);
+    const inbox = new NoticeInbox(client);
+    client.serve("incomingConnection", (params) => {
+      const w = inbox.#waiters.shift();
+      if (w) w(params);
+      else inbox.#queue.push(params);
+      return { ok: true };
+    });
+    return inbox;
+  }
+
+  /** Announces `domains` to public-proxy-1 as this operator. */
+  announce(domains: string[] = [DOMAIN]): Promise<unknown> {
+    return this.client.call("public-proxy-1.announceConnections", {
+      connections: domains.map((domain) => ({ domain })),
+    });
+  }
+
+  /** The next notice's params. */
+  next(ms = 5000): Promise<Record<string, unknown>> {
+    const p = this.#queue.shift();
+    if (p) return Promise.resolve(p);
+    return within(new Promise((resolve) => this.#waiters.push(resolve)), ms, "a notice");
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.client.close();
+  }
+}
+
+/** A ClientHello record sequence for `serverName` (none when null), padded by `padding` bytes. */
+export function clientHello(serverName: string | null, padding = 0): Uint8Array {
+  const u16 = (v: number) => [(v >> 8) & 0xff, v & 0xff];
+  const ext: number[] = [];
+  if (serverName !== null) {
+    const name = [...new TextEncoder().encode(serverName)];
+    const entry = [0, ...u16(name.length), ...name];
+    ext.push(...u16(0), ...u16(entry.length + 2), ...u16(entry.length), ...entry);
+  }
+  if (padding > 0) ext.push(...u16(21), ...u16(padding), ...new Array<number>(padding).fill(0));
+  const random = [...crypto.getRandomValues(new Uint8Array(32))];
+  const body = [
+    3,
+    3,
+    ...random,
+    0, // legacy version, random, empty session id
+    ...u16(2),
+    0x13,
+    0x01, // one cipher suite
+    1,
+    0, // null compression
+    ...u16(ext.length),
+    ...ext,
+  ];
+  const hs = [1, (body.length >> 16) & 0xff, ...u16(body.length & 0xffff), ...body];
+  const out: number[] = [];
+  for (let off = 0; off < hs.length; off += 16_384) {
+    const chunk = hs.slice(off, off + 16_384);
+    out.push(22, 3, 1, ...u16(chunk.length), ...chunk);
+  }
+  return Uint8Array.from(out);
+}
+
+/** Reads until EOF (a reset counts as the end too), bounded by `ms`. */
+export async function readToEnd(
+  conn: Deno.Conn,
+  ms = 5000,
+): Promise<{ bytes: Uint8Array; reset: boolean }> {
+  const chunks: number[] = [];
+  const buf = new Uint8Array(4096);
+  const run = async () => {
+    try {
+      for (let n; (n = await conn.read(buf)) !== null;) chunks.push(...buf.subarray(0, n));
+      return false;
+    } catch (err) {
+      if (err instanceof Deno.errors.ConnectionReset || err instanceof Deno.errors.BrokenPipe) {
+        return true;
+      }
+      throw err;
+    }
+  };
+  const reset = await within(run(), ms, "the end of the connection");
+  return { bytes: Uint8Array.from(chunks), reset };
+}
+
 /** Starts a cluster (see {@linkcode Cluster}); use with `await using`. */
 export function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
   return Cluster.start(options);
