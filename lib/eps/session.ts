@@ -1,0 +1,657 @@
+/**
+ * A yamux session (hashicorp/yamux spec.md) over one ByteConn: many {@linkcode Stream}s, one
+ * reader loop, one serialised writer.
+ *
+ * Bounds: a Data frame is checked against the stream's receive window on its header, before
+ * any payload is buffered (over it: GoAway protocol error, "window-exceeded"); no Data frame may
+ * exceed the largest window ("frame-too-large"); at most `maxStreams` streams each way (an
+ * inbound SYN over the cap is answered with RST); at most `maxPendingSyns` inbound streams
+ * waiting for accept(); a capped writer queue. A protocol violation sends GoAway (protocol
+ * error), closes the connection, and `closed` resolves with the ProtocolError.
+ * @module
+ */
+import { LinkClosedError, ProtocolError } from "../errors.ts";
+import { errorText, logger, RateLimitedCounter } from "../log.ts";
+import { type ByteConn, remoteText, tryClose } from "../net/conn.ts";
+import { writeAll } from "../net/io.ts";
+import {
+  encodeHeader,
+  Flag,
+  type Frame,
+  FrameDecoder,
+  type FrameHeader,
+  FrameType,
+  GoAwayCode,
+  HEADER_LENGTH,
+  INITIAL_STREAM_WINDOW,
+  MAX_U32,
+} from "./frame.ts";
+import { MAX_DATA_FRAME, Stream, type StreamControl, type StreamHost } from "./stream.ts";
+
+export { GoAwayCode } from "./frame.ts";
+export { Stream } from "./stream.ts";
+
+export interface SessionOptions {
+  /** True for the dialler (odd stream ids), false for the listener (even ids). */
+  client: boolean;
+  /** The peer's name for messages and logs, e.g. "eps-b"; default its address. */
+  name?: string;
+  /** Receive window per stream (≥ 256 KiB, the spec's initial window); default 256 KiB. */
+  initialWindow?: number;
+  /** Streams open at once in each direction; default 256. */
+  maxStreams?: number;
+  /** Inbound streams waiting for accept(); default 64. */
+  maxPendingSyns?: number;
+  /** Keepalive ping interval; default 15 000; 0 disables keepalive. */
+  keepaliveIntervalMs?: number;
+  /** Unanswered keepalive pings after which the session is closed; default 2. */
+  keepaliveMisses?: number;
+  /** Called with each inbound stream; if absent, inbound streams wait for accept(). */
+  onStream?: (stream: Stream) => void;
+}
+
+const READ_BUFFER = 64 * 1024;
+const WRITE_BUFFER = 2 * (HEADER_LENGTH + MAX_DATA_FRAME);
+/** How long close() waits for its GoAway to be written before closing the connection. */
+const GOAWAY_FLUSH_MS = 500;
+const MAX_PINGS = 64;
+
+interface OutFrame extends FrameHeader {
+  payload: Uint8Array | undefined;
+  done: PromiseWithResolvers<void> | undefined;
+}
+
+interface Entry {
+  stream: Stream;
+  control: StreamControl;
+  inbound: boolean;
+  drainingSince: number; // keepalive tick at which close() left it draining, or -1
+}
+
+interface PendingPing {
+  start: number;
+  resolve: (rtt: number) => void;
+  reject: (err: unknown) => void;
+}
+
+const log = logger("eps", "yamux");
+
+function checkCount(v: number, key: string, min: number): number {
+  if (!Number.isInteger(v) || v < min || v > MAX_U32) {
+    throw new RangeError(`Cannot create session: ${key} is ${v}, expected an integer ≥ ${min}`);
+  }
+  return v;
+}
+
+/** A yamux session over one connection. The read loop starts in the constructor. */
+export class Session implements AsyncDisposable {
+  readonly #conn: ByteConn;
+  readonly #client: boolean;
+  readonly #name: string;
+  readonly #window: number;
+  readonly #maxStreams: number;
+  readonly #maxPending: number;
+  readonly #keepaliveMisses: number;
+  readonly #onStream: ((stream: Stream) => void) | undefined;
+  readonly #host: StreamHost;
+
+  #streams = new Map<number, Entry>();
+  #inbound = 0;
+  #outbound = 0;
+  #nextId: number;
+  #pending = new Set<Entry>(); // inbound, not yet accepted (insertion order)
+  #acceptWaiters: PromiseWithResolvers<Stream | null>[] = [];
+  #draining = new Set<Entry>();
+  #refused = new RateLimitedCounter();
+
+  // writer
+  #queue: (OutFrame | undefined)[] = [];
+  #qHead = 0;
+  #maxQueue: number;
+  #wbuf = new Uint8Array(WRITE_BUFFER);
+  #writing: Promise<void> | undefined;
+  #writeError: Error | undefined;
+
+  // pings and keepalive
+  #pings = new Map<number, PendingPing>();
+  #nextPing = 1;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #tick = 0;
+  #interval: number;
+  #keepaliveId = -1;
+  #keepaliveSent = 0;
+  #misses = 0;
+
+  // lifecycle
+  #localGoAway = false;
+  #remoteGoAway = false;
+  #shutdown: Promise<void> | undefined;
+  #closed = Promise.withResolvers<Error | undefined>();
+  #reading: Promise<void>;
+
+  constructor(conn: ByteConn, options: SessionOptions) {
+    this.#conn = conn;
+    this.#client = options.client;
+    this.#name = options.name ?? safeRemoteText(conn);
+    this.#window = checkCount(
+      options.initialWindow ?? INITIAL_STREAM_WINDOW,
+      "initialWindow",
+      INITIAL_STREAM_WINDOW,
+    );
+    this.#maxStreams = checkCount(options.maxStreams ?? 256, "maxStreams", 1);
+    this.#maxPending = checkCount(options.maxPendingSyns ?? 64, "maxPendingSyns", 1);
+    const interval = options.keepaliveIntervalMs ?? 15_000;
+    if (!Number.isFinite(interval) || interval < 0) {
+      throw new RangeError(
+        `Cannot create session: keepaliveIntervalMs is ${interval}, expected ≥ 0`,
+      );
+    }
+    this.#interval = interval;
+    this.#keepaliveMisses = checkCount(options.keepaliveMisses ?? 2, "keepaliveMisses", 1);
+    this.#onStream = options.onStream;
+    this.#nextId = this.#client ? 1 : 2;
+    // SYN/FIN/RST/window updates of every stream, ping answers: generous, but finite.
+    this.#maxQueue = 4 * this.#maxStreams + 256;
+    this.#host = {
+      peer: this.#name,
+      maxWindow: this.#window,
+      send: (type, flags, id, length, payload) =>
+        this.#enqueue(type, flags, id, length, payload, true),
+      post: (type, flags, id, length) => {
+        void this.#enqueue(type, flags, id, length, undefined, false);
+      },
+      release: (id) => this.#release(id),
+      draining: (id) => {
+        const e = this.#streams.get(id);
+        if (e && e.drainingSince < 0) {
+          e.drainingSince = this.#tick;
+          this.#draining.add(e);
+        }
+      },
+    };
+    if (interval > 0) this.#timer = setInterval(() => this.#keepalive(), interval);
+    this.#reading = this.#readLoop();
+  }
+
+  /** Resolves (never rejects) when the session has ended: undefined, or the fault that ended it. */
+  get closed(): Promise<Error | undefined> {
+    return this.#closed.promise;
+  }
+
+  /** True once the session is closing or closed. */
+  get isClosed(): boolean {
+    return this.#shutdown !== undefined;
+  }
+
+  /** Streams in the table: open, waiting for accept(), or draining after close(). */
+  get streamCount(): number {
+    return this.#streams.size;
+  }
+
+  /**
+   * Opens a stream: the SYN is queued at once, and data may follow before the peer's ACK, up to
+   * the initial window. Throws LinkClosedError once either side sent GoAway or the session ended,
+   * ProtocolError "too-many-streams" when `maxStreams` outbound streams are open.
+   */
+  open(): Stream {
+    if (this.#shutdown || this.#localGoAway || this.#remoteGoAway) {
+      throw new LinkClosedError(
+        `Cannot open stream to "${this.#name}": the session is ${
+          this.#shutdown ? "closed" : "going away"
+        }`,
+      );
+    }
+    if (this.#outbound >= this.#maxStreams) {
+      throw new ProtocolError(
+        `Cannot open stream to "${this.#name}": ${this.#outbound} streams open, the limit is ${this.#maxStreams}`,
+        "too-many-streams",
+      );
+    }
+    const id = this.#nextId;
+    if (id > MAX_U32) {
+      throw new LinkClosedError(`Cannot open stream to "${this.#name}": stream ids are used up`);
+    }
+    this.#nextId += 2;
+    const entry = this.#add(id, false);
+    this.#grant(entry, Flag.SYN);
+    return entry.stream;
+  }
+
+  /** The next inbound stream (its ACK is sent now), or null once the session is closed. */
+  accept(): Promise<Stream | null> {
+    for (const entry of this.#pending) {
+      this.#pending.delete(entry);
+      this.#grant(entry, Flag.ACK);
+      return Promise.resolve(entry.stream);
+    }
+    if (this.#shutdown) return Promise.resolve(null);
+    const w = Promise.withResolvers<Stream | null>();
+    this.#acceptWaiters.push(w);
+    return w.promise;
+  }
+
+  /** Sends a Ping and resolves to the round-trip time in milliseconds. */
+  async ping(signal?: AbortSignal): Promise<number> {
+    signal?.throwIfAborted();
+    if (this.#shutdown) {
+      throw new LinkClosedError(`Cannot ping "${this.#name}": the session is closed`);
+    }
+    if (this.#pings.size >= MAX_PINGS) {
+      throw new RangeError(`Cannot ping "${this.#name}": ${MAX_PINGS} pings are in flight`);
+    }
+    const id = this.#pingId();
+    const p = Promise.withResolvers<number>();
+    this.#pings.set(id, { start: performance.now(), resolve: p.resolve, reject: p.reject });
+    const onAbort = () => {
+      this.#pings.delete(id);
+      p.reject(signal!.reason);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    this.#post(FrameType.Ping, Flag.SYN, 0, id);
+    try {
+      return await p.promise;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /**
+   * Sends GoAway: the peer may open no more streams (their SYNs are answered with RST), and
+   * open() here refuses too; open streams go on. Resolves once the frame is handed to the writer.
+   */
+  async goAway(code: GoAwayCode = GoAwayCode.Normal): Promise<void> {
+    if (this.#localGoAway || this.#shutdown) return;
+    this.#localGoAway = true;
+    await this.#enqueue(FrameType.GoAway, 0, 0, code, undefined, true);
+  }
+
+  /** Sends GoAway (normal), resets every open stream and closes the connection. Idempotent. */
+  close(): Promise<void> {
+    return this.#end(undefined, GoAwayCode.Normal);
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  // ---- streams ----------------------------------------------------------------------------
+
+  #add(id: number, inbound: boolean): Entry {
+    let control: StreamControl | undefined;
+    const stream = new Stream(id, this.#host, INITIAL_STREAM_WINDOW, (c) => control = c);
+    const entry: Entry = { stream, control: control!, inbound, drainingSince: -1 };
+    this.#streams.set(id, entry);
+    if (inbound) this.#inbound++;
+    else this.#outbound++;
+    return entry;
+  }
+
+  /** Sends SYN or ACK with the window beyond the spec's initial one. */
+  #grant(entry: Entry, flag: number): void {
+    const delta = this.#window - INITIAL_STREAM_WINDOW;
+    entry.control.grant(delta);
+    this.#post(FrameType.WindowUpdate, flag, entry.stream.id, delta);
+  }
+
+  #release(id: number): void {
+    const entry = this.#streams.get(id);
+    if (!entry) return;
+    this.#streams.delete(id);
+    if (entry.inbound) this.#inbound--;
+    else this.#outbound--;
+    this.#pending.delete(entry);
+    this.#draining.delete(entry);
+  }
+
+  #inboundSyn(id: number): Entry | undefined {
+    if (this.#client === (id % 2 === 1)) {
+      throw new ProtocolError(
+        `Cannot accept stream ${id} from "${this.#name}": its id has the wrong parity for a ${
+          this.#client ? "listener" : "dialler"
+        }`,
+      );
+    }
+    let why: string | undefined;
+    if (this.#localGoAway) why = "the session is going away";
+    else if (this.#inbound >= this.#maxStreams) {
+      why = `${this.#inbound} streams open, the limit is ${this.#maxStreams}`;
+    } else if (this.#pending.size >= this.#maxPending) {
+      why = `${this.#pending.size} streams wait for accept, the limit is ${this.#maxPending}`;
+    }
+    if (why !== undefined) {
+      this.#post(FrameType.WindowUpdate, Flag.RST, id, 0);
+      const n = this.#refused.hit();
+      if (n !== undefined) {
+        log.warning("Refused {count} streams from {peer}: {reason}", {
+          count: n,
+          peer: this.#name,
+          reason: why,
+        });
+      }
+      return undefined;
+    }
+    const entry = this.#add(id, true);
+    const w = this.#acceptWaiters.shift();
+    if (this.#onStream) {
+      this.#grant(entry, Flag.ACK);
+      try {
+        this.#onStream(entry.stream);
+      } catch (err) {
+        log.warning("Stream handler for {peer} threw: {error}", {
+          peer: this.#name,
+          error: errorText(err),
+        });
+        entry.stream.reset();
+      }
+    } else if (w) {
+      this.#grant(entry, Flag.ACK);
+      w.resolve(entry.stream);
+    } else {
+      this.#pending.add(entry);
+    }
+    return entry;
+  }
+
+  // ---- reading ----------------------------------------------------------------------------
+
+  async #readLoop(): Promise<void> {
+    const decoder = new FrameDecoder(this.#window, (h) => this.#checkHeader(h));
+    const buf = new Uint8Array(READ_BUFFER);
+    let end: Error | undefined;
+    try {
+      for (;;) {
+        const n = await this.#conn.read(buf);
+        if (this.#shutdown) return;
+        if (n === null) {
+          if (!this.#remoteGoAway) {
+            end = new LinkClosedError(`Session with "${this.#name}" ended: connection closed`);
+          }
+          break;
+        }
+        decoder.push(buf.subarray(0, n));
+        for (let f: Frame | undefined; (f = decoder.next()) !== undefined;) {
+          this.#handle(f);
+          if (this.#shutdown) return;
+        }
+      }
+    } catch (err) {
+      if (this.#shutdown) return;
+      if (err instanceof ProtocolError) {
+        log.warning("Closing session with {peer}: {error}", {
+          peer: this.#name,
+          error: err.message,
+        });
+        void this.#end(err, GoAwayCode.ProtocolError);
+      } else {
+        void this.#end(
+          new LinkClosedError(`Cannot read from "${this.#name}": ${errorText(err)}`, {
+            cause: err,
+          }),
+          undefined,
+        );
+      }
+      return;
+    }
+    void this.#end(end, undefined);
+  }
+
+  /** Runs on each header before its payload is buffered. */
+  #checkHeader(h: FrameHeader): void {
+    if (h.type !== FrameType.Data || h.length === 0) return;
+    const entry = this.#streams.get(h.streamId);
+    let limit: number;
+    if (entry) limit = entry.control.recvWindow();
+    else if (h.flags & Flag.SYN) limit = INITIAL_STREAM_WINDOW;
+    else return; // unknown stream: discarded, bounded by the decoder's maxData
+    if (h.length > limit) {
+      throw new ProtocolError(
+        `Cannot accept frame on stream ${h.streamId} from "${this.#name}": length ${h.length} exceeds the window ${limit}`,
+        "window-exceeded",
+      );
+    }
+  }
+
+  #handle(f: Frame): void {
+    const h = f.header;
+    switch (h.type) {
+      case FrameType.Ping:
+        if (h.flags & Flag.SYN) this.#post(FrameType.Ping, Flag.ACK, 0, h.length);
+        else if (h.flags & Flag.ACK) this.#pong(h.length);
+        return;
+      case FrameType.GoAway:
+        return this.#onGoAway(h.length);
+    }
+    const id = h.streamId;
+    if (id === 0) {
+      throw new ProtocolError(
+        `Cannot accept ${
+          h.type === FrameType.Data ? "Data" : "WindowUpdate"
+        } frame on stream 0 from "${this.#name}"`,
+      );
+    }
+    let entry = this.#streams.get(id);
+    if (h.flags & Flag.SYN) {
+      if (entry) {
+        throw new ProtocolError(
+          `Cannot accept stream ${id} from "${this.#name}": it is already open`,
+        );
+      }
+      entry = this.#inboundSyn(id);
+    }
+    if (!entry) return; // unknown, refused or already gone: ignore (spec)
+    const c = entry.control;
+    if (h.type === FrameType.Data) c.receive(f.payload, f.owned);
+    else if (h.length > 0) c.windowUpdate(h.length);
+    if (h.flags & Flag.FIN) c.remoteFin();
+    if (h.flags & Flag.RST) c.remoteReset();
+  }
+
+  #onGoAway(code: number): void {
+    if (code === GoAwayCode.Normal) {
+      this.#remoteGoAway = true;
+      return;
+    }
+    const what = code === GoAwayCode.ProtocolError
+      ? "protocol error"
+      : code === GoAwayCode.InternalError
+      ? "internal error"
+      : "unknown code";
+    void this.#end(
+      new LinkClosedError(`Session with "${this.#name}" ended: GoAway ${code} (${what})`),
+      undefined,
+    );
+  }
+
+  #pong(id: number): void {
+    if (id === this.#keepaliveId) {
+      this.#keepaliveId = -1;
+      this.#misses = 0;
+      return;
+    }
+    const p = this.#pings.get(id);
+    if (!p) return; // unasked or abandoned: ignore
+    this.#pings.delete(id);
+    p.resolve(performance.now() - p.start);
+  }
+
+  #pingId(): number {
+    do {
+      this.#nextPing = this.#nextPing >= MAX_U32 ? 1 : this.#nextPing + 1;
+    } while (this.#pings.has(this.#nextPing) || this.#nextPing === this.#keepaliveId);
+    return this.#nextPing;
+  }
+
+  #keepalive(): void {
+    if (this.#shutdown) return;
+    this.#tick++;
+    const now = performance.now();
+    if (this.#keepaliveId !== -1) {
+      // Ticks that fire back to back after a busy event loop do not count as a whole interval.
+      if (now - this.#keepaliveSent < this.#interval / 2) return;
+      if (++this.#misses >= this.#keepaliveMisses) {
+        void this.#end(
+          new LinkClosedError(
+            `Session with "${this.#name}" ended: ${this.#misses} keepalive pings unanswered`,
+          ),
+          undefined,
+        );
+        return;
+      }
+    }
+    this.#keepaliveId = this.#pingId();
+    this.#keepaliveSent = now;
+    this.#post(FrameType.Ping, Flag.SYN, 0, this.#keepaliveId);
+    // Streams closed locally whose peer never sent FIN: reset after two more ticks.
+    for (const e of this.#draining) {
+      if (this.#tick - e.drainingSince > 2) e.stream.reset();
+    }
+  }
+
+  // ---- writing ----------------------------------------------------------------------------
+
+  #post(type: FrameType, flags: number, id: number, length: number): void {
+    void this.#enqueue(type, flags, id, length, undefined, false);
+  }
+
+  #enqueue(
+    type: FrameType,
+    flags: number,
+    id: number,
+    length: number,
+    payload: Uint8Array | undefined,
+    wait: boolean,
+  ): Promise<void> {
+    if (this.#writeError || this.#shutdown) {
+      if (!wait) return Promise.resolve();
+      return Promise.reject(
+        this.#writeError ??
+          new LinkClosedError(`Cannot write to "${this.#name}": the session is closed`),
+      );
+    }
+    if (this.#queue.length - this.#qHead >= this.#maxQueue) {
+      void this.#end(
+        new ProtocolError(
+          `Cannot queue frame for "${this.#name}": ${this.#maxQueue} frames wait, the peer does not read`,
+        ),
+        undefined,
+      );
+      return wait ? Promise.reject(this.#closedError()) : Promise.resolve();
+    }
+    const done = wait ? Promise.withResolvers<void>() : undefined;
+    this.#queue.push({ type, flags, streamId: id, length, payload, done });
+    if (!this.#writing) {
+      // Start on a microtask: frames queued in the same turn go out in one write.
+      this.#writing = Promise.resolve().then(() => this.#flush());
+    }
+    return done ? done.promise : Promise.resolve();
+  }
+
+  async #flush(): Promise<void> {
+    const buf = this.#wbuf;
+    try {
+      while (this.#qHead < this.#queue.length) {
+        let used = 0;
+        while (this.#qHead < this.#queue.length) {
+          const f = this.#queue[this.#qHead]!;
+          const size = HEADER_LENGTH + (f.payload?.length ?? 0);
+          if (used + size > buf.length) break;
+          encodeHeader(f, buf, used);
+          used += HEADER_LENGTH;
+          if (f.payload) {
+            buf.set(f.payload, used);
+            used += f.payload.length;
+          }
+          this.#queue[this.#qHead++] = undefined;
+          f.done?.resolve(); // copied: the caller's buffer is free again
+        }
+        if (this.#qHead === this.#queue.length) {
+          this.#queue.length = 0;
+          this.#qHead = 0;
+        }
+        await writeAll(this.#conn, buf.subarray(0, used));
+      }
+    } catch (err) {
+      this.#writeError = new LinkClosedError(
+        `Cannot write to "${this.#name}": ${errorText(err)}`,
+        { cause: err },
+      );
+      this.#dropQueue(this.#writeError);
+      if (!this.#shutdown) void this.#end(this.#writeError, undefined);
+    } finally {
+      this.#writing = undefined;
+    }
+  }
+
+  #dropQueue(err: Error): void {
+    for (let i = this.#qHead; i < this.#queue.length; i++) this.#queue[i]?.done?.reject(err);
+    this.#queue.length = 0;
+    this.#qHead = 0;
+  }
+
+  #closedError(): LinkClosedError {
+    return new LinkClosedError(`Session with "${this.#name}" is closed`);
+  }
+
+  // ---- ending -----------------------------------------------------------------------------
+
+  /** Ends the session once: optional GoAway, fail everything, close the connection. */
+  #end(err: Error | undefined, goAway: GoAwayCode | undefined): Promise<void> {
+    if (this.#shutdown) return this.#shutdown;
+    let resolveShutdown!: () => void;
+    this.#shutdown = new Promise((r) => resolveShutdown = r);
+    void (async () => {
+      if (this.#timer !== undefined) clearInterval(this.#timer);
+      this.#timer = undefined;
+      const streamErr = err ??
+        new LinkClosedError(`Session with "${this.#name}" closed`);
+      const ended = new LinkClosedError(`Session with "${this.#name}" closed`, { cause: err });
+      for (const p of this.#pings.values()) p.reject(ended);
+      this.#pings.clear();
+      for (const w of this.#acceptWaiters) w.resolve(null);
+      this.#acceptWaiters = [];
+      for (const e of [...this.#streams.values()]) e.control.fail(streamErr);
+      this.#pending.clear();
+      this.#dropQueue(ended);
+      if (goAway !== undefined && !this.#writeError) {
+        // Bypass #enqueue (it refuses once shutting down); wait briefly for the writer.
+        const done = Promise.withResolvers<void>();
+        this.#queue.push({
+          type: FrameType.GoAway,
+          flags: 0,
+          streamId: 0,
+          length: goAway,
+          payload: undefined,
+          done,
+        });
+        this.#writing ??= Promise.resolve().then(() => this.#flush());
+        const flushed = (async () => {
+          await done.promise.catch(() => {});
+          await this.#writing;
+        })();
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          flushed,
+          new Promise<void>((r) => timer = setTimeout(r, GOAWAY_FLUSH_MS)),
+        ]);
+        clearTimeout(timer);
+      }
+      tryClose(this.#conn);
+      await this.#reading;
+      await this.#writing;
+      if (err) {
+        log.debug("Session with {peer} ended: {error}", { peer: this.#name, error: err.message });
+      }
+      this.#closed.resolve(err);
+      resolveShutdown();
+    })();
+    return this.#shutdown;
+  }
+}
+
+function safeRemoteText(conn: ByteConn): string {
+  try {
+    return remoteText(conn);
+  } catch {
+    return "peer";
+  }
+}

@@ -1,0 +1,325 @@
+/**
+ * One yamux stream: a bidirectional byte stream inside a {@linkcode Session}, shaped like the
+ * read/write half of `ByteConn` (read, write, closeWrite, close).
+ *
+ * Flow control: the peer may send at most our receive window; credit (WindowUpdate) is granted
+ * only as {@linkcode Stream.read} consumes bytes, never when they arrive, so a stream holds at
+ * most one window of unread data. Writes wait for the peer's credit.
+ * @module
+ */
+import { LinkClosedError, ProtocolError } from "../errors.ts";
+import { Flag, FrameType } from "./frame.ts";
+
+/** Largest Data payload this side sends in one frame. */
+export const MAX_DATA_FRAME = 64 * 1024;
+
+/** What a stream needs from its session (internal seam between stream.ts and session.ts). */
+export interface StreamHost {
+  /** The peer's name, for messages. */
+  readonly peer: string;
+  /** The receive window a stream grows back to as its reader consumes. */
+  readonly maxWindow: number;
+  /** Queues a frame; resolves once the writer holds it. Rejects once the session has ended. */
+  send(
+    type: FrameType,
+    flags: number,
+    id: number,
+    length: number,
+    payload?: Uint8Array,
+  ): Promise<void>;
+  /** Queues a control frame without waiting (a failure ends the session, not the caller). */
+  post(type: FrameType, flags: number, id: number, length: number): void;
+  /** The stream is done: drop it from the session's table. Called once. */
+  release(id: number): void;
+  /** The stream was closed locally while the peer may still send: discard, and sweep later. */
+  draining(id: number): void;
+}
+
+/** The session's handle on a stream's receive side and lifecycle (internal). */
+export interface StreamControl {
+  /** Bytes the peer may still send before it needs more credit. */
+  recvWindow(): number;
+  /** Raises the receive window by `delta` (the session announces it in a WindowUpdate). */
+  grant(delta: number): void;
+  /** A Data payload arrived (already checked against recvWindow). Throws ProtocolError after FIN. */
+  receive(payload: Uint8Array, owned: boolean): void;
+  /** The peer granted `delta` more bytes of send window. */
+  windowUpdate(delta: number): void;
+  /** The peer sent FIN: no more data will come. */
+  remoteFin(): void;
+  /** The peer sent RST. */
+  remoteReset(): void;
+  /** The session ended (or the stream was swept): fail everything with `err`, do not send. */
+  fail(err: Error): void;
+}
+
+interface Waiter {
+  promise: Promise<void>;
+  resolve: () => void;
+}
+
+function waiter(): Waiter {
+  const { promise, resolve } = Promise.withResolvers<void>();
+  return { promise, resolve };
+}
+
+/** A bidirectional stream of a yamux session. Created by `Session.open()` / `accept()`. */
+export class Stream {
+  /** The yamux stream id (odd: opened by the dialler, even: by the listener). */
+  readonly id: number;
+  #host: StreamHost;
+  // receive side
+  #chunks: Uint8Array[] = [];
+  #head = 0; // index of the first unread chunk
+  #offset = 0; // read position inside it
+  #buffered = 0;
+  #recvWindow: number;
+  #uncredited = 0; // consumed (or discarded) but not yet granted back
+  #readEnded = false; // FIN received
+  #readWait: Waiter | undefined;
+  // send side
+  #sendWindow: number;
+  #sendWait: Waiter | undefined;
+  #writeEnded = false; // FIN queued
+  #tail: Promise<unknown> = Promise.resolve(); // serialises write()/closeWrite()
+  // lifecycle
+  #localClosed = false; // close() called
+  #error: Error | undefined; // reset or session end
+  #released = false;
+  #closed = Promise.withResolvers<void>();
+
+  /** @internal Use `Session.open()` or `Session.accept()`. */
+  constructor(
+    id: number,
+    host: StreamHost,
+    window: number,
+    attach: (control: StreamControl) => void,
+  ) {
+    this.id = id;
+    this.#host = host;
+    this.#recvWindow = window;
+    this.#sendWindow = window;
+    attach({
+      recvWindow: () => this.#recvWindow,
+      grant: (delta) => {
+        this.#recvWindow += delta;
+      },
+      receive: (payload, owned) => this.#receive(payload, owned),
+      windowUpdate: (delta) => {
+        this.#sendWindow += delta;
+        this.#wakeSend();
+      },
+      remoteFin: () => this.#remoteFin(),
+      remoteReset: () => {
+        this.#fail(new LinkClosedError(`Stream ${this.id} was reset by "${this.#host.peer}"`));
+      },
+      fail: (err) => this.#fail(err),
+    });
+  }
+
+  /** Resolves when both directions are done or the stream was reset. Never rejects. */
+  get closed(): Promise<void> {
+    return this.#closed.promise;
+  }
+
+  /**
+   * Reads into `buf`; resolves to the count, or null once the peer has sent FIN and every byte
+   * was read. Throws LinkClosedError after a reset, close() or the end of the session.
+   */
+  async read(buf: Uint8Array): Promise<number | null> {
+    for (;;) {
+      if (this.#error) throw this.#error;
+      if (this.#localClosed) throw this.#closedError("read from");
+      if (this.#buffered > 0) {
+        if (buf.length === 0) return 0;
+        return this.#take(buf);
+      }
+      if (this.#readEnded) return null;
+      if (buf.length === 0) return 0;
+      this.#readWait ??= waiter();
+      await this.#readWait.promise;
+    }
+  }
+
+  /**
+   * Writes all of `buf`, in frames of at most the peer's window; waits for credit when the
+   * window is used up (backpressure). Resolves to `buf.length`. Nothing is buffered beyond the
+   * frame being written: `buf` must not change until the promise settles.
+   */
+  write(buf: Uint8Array): Promise<number> {
+    return this.#serial(async () => {
+      let off = 0;
+      while (off < buf.length) {
+        this.#checkWritable();
+        if (this.#sendWindow <= 0) {
+          this.#sendWait ??= waiter();
+          await this.#sendWait.promise;
+          continue;
+        }
+        const n = Math.min(buf.length - off, this.#sendWindow, MAX_DATA_FRAME);
+        this.#sendWindow -= n;
+        await this.#host.send(FrameType.Data, 0, this.id, n, buf.subarray(off, off + n));
+        off += n;
+      }
+      return buf.length;
+    });
+  }
+
+  /** Sends FIN after any pending write: the peer reads EOF, reading here goes on. Idempotent. */
+  closeWrite(): Promise<void> {
+    return this.#serial(async () => {
+      if (this.#writeEnded) return;
+      if (this.#error) throw this.#error;
+      this.#writeEnded = true;
+      await this.#host.send(FrameType.WindowUpdate, Flag.FIN, this.id, 0);
+      if (this.#readEnded) this.#release();
+    });
+  }
+
+  /**
+   * Closes the stream: FIN after any pending write if not sent yet; unread data is dropped and
+   * further data from the peer discarded (with credit, so the peer is never stuck) until its FIN.
+   * Pending and later reads throw. Idempotent; a no-op after a reset.
+   */
+  close(): void {
+    if (this.#localClosed || this.#error) return;
+    this.#localClosed = true;
+    this.#discardBuffered();
+    this.#wakeRead();
+    if (!this.#writeEnded) {
+      this.#writeEnded = true;
+      // Queued behind pending writes so the FIN follows their data.
+      this.#tail = this.#tail.then(
+        () =>
+          this.#error ? undefined : this.#host.send(FrameType.WindowUpdate, Flag.FIN, this.id, 0),
+      ).catch(() => {});
+    }
+    if (this.#readEnded) this.#release();
+    else this.#host.draining(this.id);
+  }
+
+  /** Sends RST: both directions end at once on both sides. Idempotent. */
+  reset(): void {
+    if (this.#error || this.#released) return;
+    this.#host.post(FrameType.WindowUpdate, Flag.RST, this.id, 0);
+    this.#fail(new LinkClosedError(`Stream ${this.id} to "${this.#host.peer}" was reset`));
+  }
+
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#tail.then(fn);
+    this.#tail = run.catch(() => {});
+    return run;
+  }
+
+  #checkWritable(): void {
+    if (this.#error) throw this.#error;
+    if (this.#writeEnded) throw this.#closedError("write to");
+  }
+
+  #closedError(action: string): LinkClosedError {
+    return new LinkClosedError(
+      `Cannot ${action} stream ${this.id} to "${this.#host.peer}": it is closed`,
+    );
+  }
+
+  #take(buf: Uint8Array): number {
+    let n = 0;
+    while (n < buf.length && this.#head < this.#chunks.length) {
+      const chunk = this.#chunks[this.#head]!;
+      const k = Math.min(buf.length - n, chunk.length - this.#offset);
+      buf.set(chunk.subarray(this.#offset, this.#offset + k), n);
+      n += k;
+      this.#offset += k;
+      if (this.#offset === chunk.length) {
+        this.#chunks[this.#head++] = undefined as unknown as Uint8Array; // let it be collected
+        this.#offset = 0;
+      }
+    }
+    if (this.#head === this.#chunks.length) {
+      this.#chunks.length = 0;
+      this.#head = 0;
+    } else if (this.#head > 64) {
+      this.#chunks.splice(0, this.#head);
+      this.#head = 0;
+    }
+    this.#buffered -= n;
+    this.#credit(n);
+    return n;
+  }
+
+  #discardBuffered(): void {
+    const n = this.#buffered;
+    this.#chunks = [];
+    this.#head = 0;
+    this.#offset = 0;
+    this.#buffered = 0;
+    if (n > 0) this.#credit(n);
+  }
+
+  /** Grants consumed bytes back to the peer once they add up to half a window. */
+  #credit(n: number): void {
+    this.#uncredited += n;
+    if (this.#readEnded || this.#error || this.#released) return;
+    if (this.#uncredited < this.#host.maxWindow / 2) return;
+    const delta = this.#uncredited;
+    this.#uncredited = 0;
+    this.#recvWindow += delta;
+    this.#host.post(FrameType.WindowUpdate, 0, this.id, delta);
+  }
+
+  #receive(payload: Uint8Array, owned: boolean): void {
+    const n = payload.length;
+    if (n === 0) return;
+    if (this.#readEnded) {
+      throw new ProtocolError(
+        `Cannot accept data on stream ${this.id} from "${this.#host.peer}": it was closed by FIN`,
+      );
+    }
+    this.#recvWindow -= n; // the session checked n <= recvWindow before buffering
+    if (this.#localClosed) { // draining: drop it, but keep the peer's window open
+      this.#credit(n);
+      return;
+    }
+    this.#chunks.push(owned ? payload : payload.slice());
+    this.#buffered += n;
+    this.#wakeRead();
+  }
+
+  #remoteFin(): void {
+    if (this.#readEnded) return;
+    this.#readEnded = true;
+    this.#wakeRead();
+    if (this.#writeEnded) this.#release(); // our FIN is queued: both directions are done
+  }
+
+  #fail(err: Error): void {
+    if (this.#error) return;
+    this.#error = err;
+    this.#chunks = [];
+    this.#head = 0;
+    this.#offset = 0;
+    this.#buffered = 0;
+    this.#wakeRead();
+    this.#wakeSend();
+    this.#release();
+  }
+
+  #release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#host.release(this.id);
+    this.#closed.resolve();
+  }
+
+  #wakeRead(): void {
+    const w = this.#readWait;
+    this.#readWait = undefined;
+    w?.resolve();
+  }
+
+  #wakeSend(): void {
+    const w = this.#sendWait;
+    this.#sendWait = undefined;
+    w?.resolve();
+  }
+}
