@@ -120,14 +120,12 @@ function parseJson(bytes: Uint8Array, what: string): unknown {
  */
 export function parseRequest(bytes: Uint8Array): RpcRequest {
   const v = parseJson(bytes, "request");
-  if (!isObj(v)) throw new RpcError("Invalid request: not a JSON object", RpcCode.InvalidRequest);
+  if (!isObj(v)) {
+    throw new InvalidRequestError("Invalid request: not a JSON object", RpcCode.InvalidRequest);
+  }
   const id = typeof v.id === "string" || typeof v.id === "number" ? v.id : null;
   const bad = (why: string) =>
-    new RpcError(
-      `Invalid request: ${why}`,
-      RpcCode.InvalidRequest,
-      id === null ? undefined : { id },
-    );
+    new InvalidRequestError(`Invalid request: ${why}`, RpcCode.InvalidRequest, id);
   if (v.jsonrpc !== "2.0") throw bad(`jsonrpc is ${JSON.stringify(v.jsonrpc)}, expected "2.0"`);
   if (id === null) throw bad("id must be a string or a number (every call gets a response)");
   if (typeof v.method !== "string" || v.method.length === 0) {
@@ -329,10 +327,7 @@ export async function serveStream(
         request = parseRequest(bytes);
       } catch (err) {
         options.onProblem?.(err);
-        const id =
-          err instanceof RpcError && typeof (err.data as { id?: RpcId })?.id !== "undefined"
-            ? (err.data as { id: RpcId }).id
-            : null;
+        const id = err instanceof InvalidRequestError ? err.requestId : null;
         await respond(stream, errorResponse(id, err), options.maxMessageBytes);
         return;
       }
