@@ -1,30 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { SettingsError } from "../errors.ts";
+import { devRoleCopy, EPS_BLOCK, problemsOf, withDir } from "./_proxy_fixtures.ts";
 import { loadPrivateSettings } from "./private.ts";
-
-const EPS_BLOCK = `eps:
-  address: 127.0.0.1:5556
-  certificate_file: a.crt
-  key_file: a.key
-  ca_certificate_files: [root.crt]
-`;
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir();
-  try {
-    await Deno.mkdir(join(dir, "directory"));
-    for (const f of ["a.crt", "a.key", "root.crt"]) await Deno.writeTextFile(join(dir, f), "x");
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-function problemsOf(err: unknown): string {
-  assert.ok(err instanceof SettingsError, `expected SettingsError, got ${err}`);
-  return err.problems.join("\n");
-}
 
 Deno.test("loadPrivateSettings() reads announcements and defaults", async () => {
   await withDir(async (dir) => {
@@ -85,5 +62,16 @@ announcements:
         'announcements[2].domain: "a.local" is announced twice',
       ]
     ) assert.ok(text.includes(part), `missing "${part}" in:\n${text}`);
+  });
+});
+
+Deno.test("loadPrivateSettings() accepts the dev settings of private-proxy-1", async () => {
+  await withDir(async (dir) => {
+    const s = await loadPrivateSettings([await devRoleCopy(dir, "private-proxy-1")]);
+    assert.equal(s.operator, "private-proxy-1");
+    assert.deepEqual(s.announceTo, ["public-proxy-1"]);
+    assert.deepEqual(s.endpoints, { "public-proxy-1": { hostname: "127.0.0.1", port: 9999 } });
+    assert.deepEqual(s.announcements.map((a) => a.domain), ["test.internal-server.local"]);
+    assert.deepEqual(s.eps.address, { hostname: "127.0.0.1", port: 7776 });
   });
 });

@@ -1,30 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { SettingsError } from "../errors.ts";
+import { devRoleCopy, EPS_BLOCK, problemsOf, withDir } from "./_proxy_fixtures.ts";
 import { loadPublicSettings } from "./public.ts";
-
-const EPS_BLOCK = `eps:
-  address: 127.0.0.1:5556
-  certificate_file: a.crt
-  key_file: a.key
-  ca_certificate_files: [root.crt]
-`;
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir();
-  try {
-    await Deno.mkdir(join(dir, "directory"));
-    for (const f of ["a.crt", "a.key", "root.crt"]) await Deno.writeTextFile(join(dir, f), "x");
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-function problemsOf(err: unknown): string {
-  assert.ok(err instanceof SettingsError, `expected SettingsError, got ${err}`);
-  return err.problems.join("\n");
-}
 
 Deno.test("loadPublicSettings() fills defaults and resolves paths against the file", async () => {
   await withDir(async (dir) => {
@@ -81,5 +58,17 @@ eps: {address: 127.0.0.1:1, certificate_file: missing.crt}
         "directory_dir: is required",
       ]
     ) assert.ok(text.includes(part), `missing "${part}" in:\n${text}`);
+  });
+});
+
+Deno.test("loadPublicSettings() accepts the dev settings of public-proxy-1", async () => {
+  await withDir(async (dir) => {
+    const s = await loadPublicSettings([await devRoleCopy(dir, "public-proxy-1")]);
+    assert.equal(s.operator, "public-proxy-1");
+    assert.deepEqual(s.publicListen, { hostname: "127.0.0.1", port: 4433 });
+    assert.deepEqual(s.privateListen, { hostname: "127.0.0.1", port: 9999 });
+    assert.equal(s.eps.certificateFile, join(dir, "certs", "public-proxy-1.crt"));
+    assert.equal(s.directoryDir, join(dir, "directory"));
+    assert.equal(s.store.kind, "file");
   });
 });
