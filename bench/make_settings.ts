@@ -135,6 +135,10 @@ export function settingsDocuments(
       directory_dir: directoryDir,
       store: "file",
       store_path: join(storeDir, "announcements.jsonl"),
+      // Every bench client connects from 127.0.0.1, and W4 keeps 100 handshakes in flight: the
+      // per-client admission cap (default 64) would refuse a third of them. The other caps keep
+      // their defaults.
+      max_pending_per_client: 1024,
     },
     [`${ROLE_DIRS.private}/settings.yml`]: {
       operator: PRIVATE_OPERATOR,

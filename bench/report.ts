@@ -230,7 +230,7 @@ export function buildReport(rows: Row[], topologies: string[], meta: Meta): Repo
       Object.entries(METRICS).map(([k, [label, , better]]) => [k, { label, better }]),
     ),
   };
-  return { json, markdown: markdown(topologies, ran, summary, ratios, targets, meta) };
+  return { json, markdown: markdown(rows, topologies, ran, summary, ratios, targets, meta) };
 }
 
 const fmt = (x: unknown, d = 1) => typeof x === "number" && Number.isFinite(x) ? x.toFixed(d) : "–";
@@ -244,6 +244,7 @@ function table(head: string[], lines: string[][]): string {
 }
 
 function markdown(
+  rows: Row[],
   all: string[],
   ran: string[],
   summary: Record<string, Row>,
@@ -369,6 +370,64 @@ function markdown(
     "CPU = user+system time of all relay processes (for tls-pass: both proxies and both EPS " +
       "servers) during the workload, per request or per GB.",
   );
+  const roleRows: string[][] = [];
+  for (const t of ran.filter((t) => !why(t))) {
+    const ok = rows.filter((r) => r.topology === t && !r.error);
+    const roles = Object.keys(ok[0]?.relay_pids ?? {});
+    for (const role of roles) {
+      const per = (w: string, n: (r: Row) => number | null, scale: number) =>
+        median(ok.map((r) => {
+          const s = r[w]?.relay_cpu_s_by_role?.[role];
+          const d = n(r);
+          return typeof s === "number" && d ? (s * scale) / d : null;
+        }));
+      const w4 = (r: Row, k: string) => r.W4?.relay_rss_kib_by_role?.[k]?.[role];
+      roleRows.push([
+        t,
+        role,
+        fmt(per("W1", (r) => r.W1?.requests ?? null, 1e6), 0),
+        fmt(per("W2", (r) => r.W2?.requests ?? null, 1e6), 1),
+        fmt(
+          per(
+            "W3",
+            (
+              r,
+            ) => (r.W3?.mb_per_s?.length
+              ? r.W3.mb_per_s.length * (p.blobMib ?? 256) * 1.048576e-3
+              : null),
+            1,
+          ),
+          2,
+        ),
+        fmt(median(ok.map((r) => mib(w4(r, "idle")))), 1),
+        fmt(
+          median(ok.map((r) => (r.W4?.ok ? (w4(r, "held") - w4(r, "idle")) / r.W4.ok : null))),
+          1,
+        ),
+        fmt(median(ok.map((r) => mib(w4(r, "after_close")))), 1),
+      ]);
+    }
+  }
+  if (roleRows.length) {
+    out.push("");
+    out.push(
+      "### By relay process (medians; CPU per request or GB, RSS of that process and its descendants)",
+    );
+    out.push("");
+    out.push(table(
+      [
+        "topology",
+        "process",
+        "W1 CPU µs/req",
+        "W2 CPU µs/req",
+        "W3 CPU s/GB",
+        "idle RSS MiB",
+        "W4 KiB/conn",
+        "W4 after close MiB",
+      ],
+      roleRows,
+    ));
+  }
   const refs = ["direct", "haproxy2"];
   for (const ref of refs) {
     out.push("");

@@ -260,6 +260,7 @@ async function oneRound(name: string, r: number): Promise<Row> {
       port: running.port,
       caCrt: certs.caCrt,
       relayPids: () => running.pids(),
+      rolePids: () => running.rolePids(),
       backendPids: () => backend?.pids() ?? [],
       work,
       logRaw: (w, text) =>

@@ -6,7 +6,18 @@
  */
 import { join } from "node:path";
 import { SNI } from "./backend.ts";
-import { cpuDelta, cpuOf, type Mem, memOf, round, run, sleep, spawn, stop } from "./proc.ts";
+import {
+  cpuDelta,
+  cpuOf,
+  type CpuTime,
+  type Mem,
+  memOf,
+  round,
+  run,
+  sleep,
+  spawn,
+  stop,
+} from "./proc.ts";
 
 /** The W1/W2 request body: a small JSON-RPC POST like the demo's curl call (59 bytes). */
 export const JSONRPC_BODY = '{"jsonrpc":"2.0","method":"demo.ping","params":[],"id":1}';
@@ -49,6 +60,8 @@ export interface WorkloadContext {
   caCrt: string;
   /** Live relay PIDs (descendants are added by the measuring helpers). */
   relayPids(): number[];
+  /** Relay PIDs by role (for the per-role breakdown in the JSON). */
+  rolePids(): Record<string, number[]>;
   backendPids(): number[];
   /** Scratch folder for this topology and round. */
   work: string;
@@ -93,6 +106,25 @@ async function bodyFile(ctx: WorkloadContext): Promise<string> {
   return f;
 }
 
+/** CPU seconds so far, per role. */
+function cpuByRole(ctx: WorkloadContext): Record<string, CpuTime> {
+  return Object.fromEntries(Object.entries(ctx.rolePids()).map(([k, p]) => [k, cpuOf(p)]));
+}
+
+/** CPU seconds used per role between two {@link cpuByRole} readings. */
+function roleCpuDelta(
+  a: Record<string, CpuTime>,
+  b: Record<string, CpuTime>,
+): Record<string, number> {
+  return Object.fromEntries(
+    Object.keys(a).map((k) => [k, round(b[k] ? cpuDelta(a[k]!, b[k]!).seconds : 0, 2)]),
+  );
+}
+
+function memByRole(ctx: WorkloadContext): Record<string, number> {
+  return Object.fromEntries(Object.entries(ctx.rolePids()).map(([k, p]) => [k, memOf(p).rssKib]));
+}
+
 function cpuPer(seconds: number, n: number, scale: number): number | null {
   return n > 0 ? round((seconds * scale) / n, 1) : null;
 }
@@ -116,6 +148,7 @@ export async function warmup(ctx: WorkloadContext): Promise<void> {
 export async function w1(ctx: WorkloadContext): Promise<Record<string, unknown>> {
   const { w1Procs, w1Seconds, concurrency } = ctx.params;
   const body = await bodyFile(ctx);
+  const r0 = cpuByRole(ctx);
   const c0 = cpuOf(ctx.relayPids());
   const b0 = cpuOf(ctx.backendPids());
   let rest = concurrency;
@@ -146,6 +179,7 @@ export async function w1(ctx: WorkloadContext): Promise<Record<string, unknown>>
   }
   const outs = await Promise.all(jobs);
   const c1 = cpuOf(ctx.relayPids());
+  const r1 = cpuByRole(ctx);
   const b1 = cpuOf(ctx.backendPids());
   let rps = 0;
   let requests = 0;
@@ -180,12 +214,14 @@ export async function w1(ctx: WorkloadContext): Promise<Record<string, unknown>>
     relay_cpu_us_per_req: cpuPer(cpu.seconds, requests, 1e6),
     relay_cpu_sys_share: cpu.sysShare,
     backend_cpu_us_per_req: cpuPer(cpuDelta(b0, b1).seconds, requests, 1e6),
+    relay_cpu_s_by_role: roleCpuDelta(r0, r1),
   };
 }
 
 /** W2: keep-alive small requests (wrk), concurrency 25. */
 export async function w2(ctx: WorkloadContext): Promise<Record<string, unknown>> {
   const { w2Seconds, w2Threads, concurrency } = ctx.params;
+  const r0 = cpuByRole(ctx);
   const c0 = cpuOf(ctx.relayPids());
   const b0 = cpuOf(ctx.backendPids());
   const o = await run([
@@ -204,6 +240,7 @@ export async function w2(ctx: WorkloadContext): Promise<Record<string, unknown>>
     url(ctx.port, "/jsonrpc"),
   ], (w2Seconds + 30) * 1000);
   const c1 = cpuOf(ctx.relayPids());
+  const r1 = cpuByRole(ctx);
   const b1 = cpuOf(ctx.backendPids());
   const out = o.stdout + o.stderr;
   await ctx.logRaw("W2", out);
@@ -221,12 +258,14 @@ export async function w2(ctx: WorkloadContext): Promise<Record<string, unknown>>
     relay_cpu_us_per_req: cpuPer(cpu.seconds, requests, 1e6),
     relay_cpu_sys_share: cpu.sysShare,
     backend_cpu_us_per_req: cpuPer(cpuDelta(b0, b1).seconds, requests, 1e6),
+    relay_cpu_s_by_role: roleCpuDelta(r0, r1),
   };
 }
 
 /** W3: bulk download of the blob through the path, one at a time. */
 export async function w3(ctx: WorkloadContext): Promise<Record<string, unknown>> {
   const { w3Repeats, blobMib } = ctx.params;
+  const r0 = cpuByRole(ctx);
   const c0 = cpuOf(ctx.relayPids());
   const speeds: number[] = [];
   let bytes = 0;
@@ -260,6 +299,7 @@ export async function w3(ctx: WorkloadContext): Promise<Record<string, unknown>>
     failed,
     relay_cpu_s_per_gb: bytes > 0 ? round(cpu.seconds / (bytes / 1e9), 3) : null,
     relay_cpu_sys_share: cpu.sysShare,
+    relay_cpu_s_by_role: roleCpuDelta(r0, cpuByRole(ctx)),
   };
 }
 
@@ -273,6 +313,7 @@ export async function w4(ctx: WorkloadContext): Promise<Record<string, unknown>>
   const done = join(ctx.work, "w4.done");
   for (const f of [ready, release, done]) await Deno.remove(f).catch(() => {});
   const idle = memOf(ctx.relayPids());
+  const idleByRole = memByRole(ctx);
   const bIdle = memOf(ctx.backendPids());
   const log = join(ctx.work, "w4.log");
   const client = spawn("hold.mjs", [
@@ -311,12 +352,14 @@ export async function w4(ctx: WorkloadContext): Promise<Record<string, unknown>>
     if (!opened) return { error: "hold client did not report" };
     await sleep(w4SettleS * 1000);
     const held = memOf(ctx.relayPids());
+    const heldByRole = memByRole(ctx);
     const bHeld = memOf(ctx.backendPids());
     await Deno.writeTextFile(release, "");
     const stopEnd = Date.now() + 10_000;
     while (!client.exited && Date.now() < stopEnd) await sleep(50);
     await sleep(1000);
     const after = memOf(ctx.relayPids());
+    const afterByRole = memByRole(ctx);
     const closed = JSON.parse(await Deno.readTextFile(done).catch(() => "{}"));
     const ok = Number(opened.ok ?? 0);
     const perConn = (a: number, b: number) => (ok > 0 ? round((b - a) / ok, 1) : null);
@@ -329,6 +372,7 @@ export async function w4(ctx: WorkloadContext): Promise<Record<string, unknown>>
       relay_rss_per_conn_kib: held.procs > 0 ? perConn(idle.rssKib, held.rssKib) : null,
       relay_pss_per_conn_kib: held.procs > 0 ? perConn(idle.pssKib, held.pssKib) : null,
       backend_rss_per_conn_kib: perConn(bIdle.rssKib, bHeld.rssKib),
+      relay_rss_kib_by_role: { idle: idleByRole, held: heldByRole, after_close: afterByRole },
     };
   } finally {
     await ctx.logRaw("W4", await Deno.readTextFile(log).catch(() => ""));
