@@ -35,7 +35,7 @@ export interface PrivateStats {
 
 /** The handle of a running private proxy; it listens on nothing. */
 export interface PrivateHandle extends RoleHandle<never> {
-  /** Resolves once every operator in `announce_to` acknowledged an announcement. */
+  /** Resolves once every operator in `announce_to` acknowledged an announcement; rejects (AbortError) on a stop before that. */
   readonly ready: Promise<void>;
   readonly stats: Readonly<PrivateStats>;
 }
@@ -279,7 +279,12 @@ export function startPrivate(
   });
   const acknowledged = new Set<string>();
   let resolveReady!: () => void;
-  const ready = new Promise<void>((resolve) => resolveReady = resolve);
+  let rejectReady!: (err: unknown) => void;
+  const ready = new Promise<void>((resolve, reject) => {
+    resolveReady = resolve;
+    rejectReady = reject;
+  });
+  ready.catch(() => {}); // nobody has to await it
 
   async function announceLoop(operator: string): Promise<void> {
     let retryMs = settings.retryMs;
@@ -338,6 +343,10 @@ export function startPrivate(
       else stop.signal.addEventListener("abort", () => resolve(), { once: true });
     });
     unsubscribe();
+    // a stop before the first acknowledgement: whoever waits for ready must not wait forever
+    rejectReady(
+      new DOMException("Private proxy stopped before its first announcement", "AbortError"),
+    );
     for (const wake of [...wakers]) wake();
     await Promise.all(loops);
     // withdraw, bounded: a public proxy that is gone must not hold up the stop

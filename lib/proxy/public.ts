@@ -40,7 +40,7 @@ import { PendingExpiredError, PendingTable, TOKEN_BYTES, tokenText } from "./pen
 export interface PublicStats {
   /** Client connections accepted on the public port. */
   accepted: number;
-  /** Refused because `max_connections` client connections were open. */
+  /** Refused because `max_connections` connections were open. */
   refusedConnections: number;
   /** Hellos that were malformed, too large or cut off. */
   badHellos: number;
@@ -201,8 +201,8 @@ export async function startPublic(
     const client = remoteText(conn);
     const clientHost = conn.remoteAddr.hostname;
     setNoDelay(conn);
-    let hello: ClientHelloInfo;
-    let extra: Uint8Array;
+    let hello: ClientHelloInfo | undefined;
+    let extra: Uint8Array | undefined;
     try {
       ({ hello, extra } = await withDeadline(
         settings.helloTimeoutMs,
@@ -297,10 +297,13 @@ export async function startPublic(
       return;
     }
     stats.spliced++;
+    const replayed = hello.bytes.length + extra.length;
     let result;
     try {
       await writeAll(dialBack, hello.bytes);
       if (extra.length > 0) await writeAll(dialBack, extra);
+      // a held connection keeps only the splice's small buffers, not the hello (issue 6)
+      hello = extra = undefined;
       result = await splice(conn, dialBack, {
         signal: kill.signal,
         pool,
@@ -317,7 +320,7 @@ export async function startPublic(
         client,
         domain,
         operator,
-        up: result.aToB + hello.bytes.length + extra.length,
+        up: result.aToB + replayed,
         down: result.bToA,
         ms: Math.round(performance.now() - started),
         reason: result.reason,
@@ -385,6 +388,19 @@ export async function startPublic(
     }
   }
 
+  /** The connection cap over both ports: over it, a new connection is closed at once. */
+  function admitted(conn: Deno.TcpConn): boolean {
+    if (live.size < settings.maxConnections) return true;
+    stats.refusedConnections++;
+    counters.warn(
+      "connections",
+      "Refused connections: {max} open ({count} since last report), last from {peer}",
+      { max: settings.maxConnections, peer: remoteText(conn) },
+    );
+    tryClose(conn);
+    return false;
+  }
+
   log.info("Listening on {public} (public) and {private} (private), notices name {endpoint}", {
     public: formatHostPort(addrs.public),
     private: formatHostPort(addrs.private),
@@ -396,19 +412,11 @@ export async function startPublic(
       await Promise.all([
         acceptLoop(publicListener, (conn) => {
           stats.accepted++;
-          if (live.size >= settings.maxConnections) {
-            stats.refusedConnections++;
-            counters.warn(
-              "connections",
-              "Refused clients: {max} connections open ({count} since last report)",
-              { max: settings.maxConnections },
-            );
-            tryClose(conn);
-            return;
-          }
-          track(conn, () => handleClient(conn));
+          if (admitted(conn)) track(conn, () => handleClient(conn));
         }),
-        acceptLoop(privateListener, (conn) => track(conn, () => handleDialBack(conn))),
+        acceptLoop(privateListener, (conn) => {
+          if (admitted(conn)) track(conn, () => handleDialBack(conn));
+        }),
       ]);
     } finally {
       // listeners are closed: end the waits, give live splices their grace, then cut them

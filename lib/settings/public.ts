@@ -39,7 +39,7 @@ export interface PublicSettings {
   maxPendingPerClient: number;
   /** Deadline of the notice call. */
   noticeTimeoutMs: number;
-  /** Client connections open at once (reading hello, pending or spliced); over it → closed at once. */
+  /** Connections open at once on both ports (reading a hello or token, pending, spliced); over it a new one is closed at once. */
   maxConnections: number;
   /** On a graceful stop, how long live splices may go on. */
   graceMs: number;
