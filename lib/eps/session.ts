@@ -102,7 +102,8 @@ export class Session implements AsyncDisposable {
   #pending = new Set<Entry>(); // inbound, not yet accepted (insertion order)
   #acceptWaiters: PromiseWithResolvers<Stream | null>[] = [];
   #draining = new Set<Entry>();
-  #refused = new RateLimitedCounter();
+  #refusedLog = new RateLimitedCounter();
+  #refused = 0;
 
   // writer
   #queue: (OutFrame | undefined)[] = [];
@@ -181,6 +182,11 @@ export class Session implements AsyncDisposable {
   /** True once the session is closing or closed. */
   get isClosed(): boolean {
     return this.#shutdown !== undefined;
+  }
+
+  /** Inbound streams answered with RST (over maxStreams or maxPendingSyns, or after GoAway). */
+  get refusedStreams(): number {
+    return this.#refused;
   }
 
   /** Streams in the table: open, waiting for accept(), or draining after close(). */
@@ -320,7 +326,8 @@ export class Session implements AsyncDisposable {
     }
     if (why !== undefined) {
       this.#post(FrameType.WindowUpdate, Flag.RST, id, 0);
-      const n = this.#refused.hit();
+      this.#refused++;
+      const n = this.#refusedLog.hit();
       if (n !== undefined) {
         log.warning("Refused {count} streams from {peer}: {reason}", {
           count: n,

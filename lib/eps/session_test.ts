@@ -237,6 +237,20 @@ Deno.test("Stream.close() sends FIN and drains what the peer still sends", async
   assert.equal(p.server.streamCount, 0);
 });
 
+Deno.test("Stream.close() resets a stream whose peer never sends FIN after a few keepalives", async () => {
+  await using p = await sessionPair({ keepaliveIntervalMs: 30 }, { keepaliveIntervalMs: 30 });
+  const st = p.client.open();
+  await st.write(text("x"));
+  const inbound = await acceptOne(p.server);
+  inbound.close(); // FIN; the client never closes its side
+  assert.equal(await within(st.read(new Uint8Array(1))), null);
+  assert.equal(p.server.streamCount, 1); // draining
+  await within(inbound.closed, 5000, "sweep");
+  await within(st.closed, 5000, "the RST"); // the client's stream was reset by the server
+  await assert.rejects(st.write(text("late")), /reset by "server"/);
+  assert.equal(p.server.streamCount, 0);
+});
+
 Deno.test("Stream grants credit only as its reader consumes", async () => {
   const [raw, conn] = await tcpPair();
   await using server = new Session(conn, { client: false, keepaliveIntervalMs: 0 });
@@ -409,6 +423,7 @@ Deno.test("Session answers a SYN over maxStreams with RST and keeps going", asyn
   const b = await acceptOne(p.server);
   assert.deepEqual([a.id, b.id], [1, 3]);
   assert.equal(p.server.streamCount, 2);
+  assert.equal(p.server.refusedStreams, 1);
   // A slot frees up once a stream is done; the next open works.
   streams[0]!.reset();
   await within(a.closed);

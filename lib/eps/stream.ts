@@ -177,9 +177,10 @@ export class Stream {
   }
 
   /**
-   * Closes the stream: FIN after any pending write if not sent yet; unread data is dropped and
-   * further data from the peer discarded (with credit, so the peer is never stuck) until its FIN.
-   * Pending and later reads throw. Idempotent; a no-op after a reset.
+   * Closes the stream: FIN (after the frame being written, if any) unless already sent; unread
+   * data is dropped and further data from the peer discarded (with credit, so the peer is never
+   * stuck) until its FIN. A peer that never sends FIN is reset after about three keepalive
+   * intervals. Pending and later reads and writes throw. Idempotent; a no-op after a reset.
    */
   close(): void {
     if (this.#localClosed || this.#error) return;
