@@ -8,7 +8,7 @@
  *
  * Memory (issue 6): an idle connection always has a read pending in each direction, and the
  * buffer of a pending read stays pinned. So each direction reads into a small buffer
- * (`smallBytes`, 2 KiB by default) and switches to a large one from a shared {@linkcode BufferPool}
+ * (`smallBytes`, 1 KiB by default) and switches to a large one from a shared {@linkcode BufferPool}
  * only while reads fill the buffer (data is flowing faster than one read takes); the first read
  * that comes back short returns the large buffer to the pool.
  * @module
@@ -17,8 +17,14 @@ import type { ByteConn } from "./conn.ts";
 import { tryClose } from "./conn.ts";
 import { errorText } from "../log.ts";
 
-/** Default size of the read buffer each direction keeps while idle. */
-export const SMALL_READ_BYTES = 2048;
+/**
+ * Default size of the read buffer each direction keeps while idle. Measured on one relay process
+ * holding 2,000 idle spliced connections (Deno 2.9.6, RSS per connection, both sockets):
+ * 64 B → 19.3 KiB, 512 B → 19.8, 1 KiB → 21.7, 2 KiB → 24.5, 4 KiB → 28.1, 16 KiB → 51.1.
+ * About 19 KiB is the runtime's own cost of two sockets with a read pending on each (7.5 KiB of
+ * it JS heap); 1 KiB still holds a typical small request or response in one read.
+ */
+export const SMALL_READ_BYTES = 1024;
 /** Default size of the buffers a direction borrows while data flows. */
 export const LARGE_READ_BYTES = 64 * 1024;
 
@@ -54,7 +60,7 @@ export interface SpliceOptions {
   signal?: AbortSignal;
   /** Large buffers for flowing data; without one each direction allocates its own when needed. */
   pool?: BufferPool;
-  /** Size of the idle read buffer of each direction. */
+  /** Size of the idle read buffer of each direction (default {@linkcode SMALL_READ_BYTES}). */
   smallBytes?: number;
   /** Names of the two sides for the close reason, e.g. "client" and "dial-back". */
   names?: [string, string];
