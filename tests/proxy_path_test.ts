@@ -127,3 +127,22 @@ Deno.test("proxies refuse new clients for a private proxy that stopped (withdraw
   assert.equal(c.pub.announcements.match(DOMAIN), undefined);
   await assert.rejects(c.request("/"), /UnrecognisedName|unrecognized.?name/i);
 });
+
+Deno.test("public proxy stops gracefully: listeners close, live splices are cut after grace_ms", async () => {
+  await using c = await startCluster();
+  using tls = await c.connectTls();
+  const pending = { buf: new Uint8Array(0) };
+  await tls.write(post(JSON.stringify({ live: true })));
+  assert.deepEqual(JSON.parse(await within(readResponse(tls, pending), 5000, "response")), {
+    live: true,
+  });
+  const started = performance.now();
+  await within(c.pub.close(), 5000, "close()");
+  const elapsed = performance.now() - started;
+  assert.ok(elapsed >= SHORT.graceMs - 20, `close() took ${elapsed} ms, less than the grace`);
+  // the held connection was cut
+  const end = await within(tls.read(new Uint8Array(16)).catch((err) => err), 5000, "the cut");
+  assert.ok(end === null || end instanceof Error);
+  // and nobody listens any more
+  await assert.rejects(Deno.connect({ ...c.pub.addrs.public, transport: "tcp" }));
+});
