@@ -21,7 +21,7 @@ import {
 } from "@logtape/logtape";
 import { SettingsError } from "./lib/errors.ts";
 import { formatHostPort } from "./lib/role.ts";
-import { NotBuiltError, ROLE_NAMES, type RoleName, roleSpec } from "./lib/roles.ts";
+import { ROLE_NAMES, type RoleName, roleSpec } from "./lib/roles.ts";
 import { loadSettings, settingsSources } from "./lib/settings/loader.ts";
 import denoJson from "./deno.json" with { type: "json" };
 
@@ -184,7 +184,11 @@ async function cmdRun(args: string[]): Promise<number> {
   Deno.addSignalListener("SIGTERM", onSignal);
   try {
     const handle = await spec.start(settings, shutdown.signal);
-    await Promise.race([handle.ready ?? Promise.resolve(), handle.finished]);
+    try {
+      await Promise.race([handle.ready ?? Promise.resolve(), handle.finished]);
+    } catch (e) {
+      if (!shutdown.signal.aborted) throw e; // stopped before it was ready: not a fault
+    }
     if (!shutdown.signal.aborted) {
       const addrs = Object.fromEntries(
         Object.entries(handle.addrs).map(([k, a]) => [k, formatHostPort(a)]),
@@ -283,6 +287,12 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** A listener could not bind: Deno's AddrInUse, or node's EADDRINUSE (the node:tls/http listeners). */
+function isAddrInUse(e: unknown): boolean {
+  if (e instanceof Deno.errors.AddrInUse) return true;
+  return e instanceof Error && "code" in e && e.code === "EADDRINUSE";
+}
+
 function isParseArgsError(e: unknown): e is Error & { code: string } {
   if (!(e instanceof Error) || !("code" in e)) return false;
   return typeof e.code === "string" && e.code.startsWith("ERR_PARSE_ARGS_");
@@ -302,8 +312,11 @@ if (import.meta.main) {
     } else if (e instanceof SettingsError) {
       err(e.message);
       code = 2;
-    } else if (e instanceof NotBuiltError || e instanceof Deno.errors.AlreadyExists) {
+    } else if (e instanceof Deno.errors.AlreadyExists) {
       err(`tls-pass: ${e.message}`);
+      code = 1;
+    } else if (isAddrInUse(e)) {
+      err(`tls-pass: Cannot listen: ${e instanceof Error ? e.message : String(e)}`);
       code = 1;
     } else {
       err(`tls-pass: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);

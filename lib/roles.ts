@@ -18,18 +18,6 @@ export interface RoleSpec<S = unknown> {
   start(settings: S, signal: AbortSignal): Promise<RoleHandle & { ready?: Promise<void> }>;
 }
 
-/** Thrown when a role exists in the CLI but its implementation has not landed. */
-export class NotBuiltError extends Error {
-  override name = "NotBuiltError";
-}
-
-function notBuilt(role: string): RoleSpec {
-  const fail = (): never => {
-    throw new NotBuiltError(`Cannot run role "${role}": it is not built yet`);
-  };
-  return { parse: fail, start: fail };
-}
-
 /** Loads the spec of a role. Role modules are imported on demand so that one role's start-up does not load the others. */
 export async function roleSpec(role: RoleName): Promise<RoleSpec> {
   switch (role) {
@@ -42,9 +30,32 @@ export async function roleSpec(role: RoleName): Promise<RoleSpec> {
         start: startInternalServer,
       } as RoleSpec<unknown> as RoleSpec;
     }
-    case "public":
-    case "private":
-    case "eps":
-      return notBuilt(role);
+    case "public": {
+      const { parsePublicSettings } = await import("./settings/public.ts");
+      const { startPublic } = await import("./proxy/public.ts");
+      return {
+        envVar: "PROXY_SETTINGS",
+        parse: parsePublicSettings,
+        start: startPublic,
+      } as RoleSpec<unknown> as RoleSpec;
+    }
+    case "private": {
+      const { parsePrivateSettings } = await import("./settings/private.ts");
+      const { startPrivate } = await import("./proxy/private.ts");
+      return {
+        envVar: "PROXY_SETTINGS",
+        parse: parsePrivateSettings,
+        start: startPrivate,
+      } as RoleSpec<unknown> as RoleSpec;
+    }
+    case "eps": {
+      const { parseEpsSettings } = await import("./settings/eps.ts");
+      const { startEps } = await import("./eps/server.ts");
+      return {
+        envVar: "EPS_SETTINGS",
+        parse: parseEpsSettings,
+        start: startEps,
+      } as RoleSpec<unknown> as RoleSpec;
+    }
   }
 }
