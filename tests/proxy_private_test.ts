@@ -76,3 +76,16 @@ Deno.test("private proxy announces again when its EPS link comes back", async ()
   assert.equal(c.pub.announcements.match(DOMAIN)?.operator, "private-proxy-1");
   assert.equal((await c.request("/")).status, 200);
 });
+
+Deno.test("private proxy closes the dial-back when the internal server is down", async () => {
+  // a port that nobody listens on: bind, note, close
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const dead = { hostname: "127.0.0.1", port: (l.addr as Deno.NetAddr).port };
+  l.close();
+  await using c = await startCluster({
+    private: { announcements: [{ domain: DOMAIN, internal: dead, expiresInMs: 3_600_000 }] },
+  });
+  await assert.rejects(c.request("/"));
+  assert.equal(c.priv!.stats.failedConnections, 1);
+  assert.equal(c.priv!.stats.spliced, 0);
+});

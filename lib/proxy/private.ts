@@ -212,42 +212,44 @@ export function startPrivate(
     let dialBack: ByteConn | undefined;
     let internal: ByteConn | undefined;
     try {
-      try {
-        const conn = await connectWithin(endpoint, settings.dialTimeoutMs, stop.signal);
-        dialBack = conn;
-        setNoDelay(conn);
-        await withDeadline(
-          settings.dialTimeoutMs,
-          stop.signal,
-          () => tryClose(conn),
-          () => writeAll(conn, token),
-        );
-      } catch (err) {
+      // both connects at once: the dial-back's round trip hides the internal one (W1 latency)
+      const [dialed, connected] = await Promise.allSettled([
+        (async () => {
+          const conn = await connectWithin(endpoint, settings.dialTimeoutMs, stop.signal);
+          dialBack = conn;
+          setNoDelay(conn);
+          await withDeadline(
+            settings.dialTimeoutMs,
+            stop.signal,
+            () => tryClose(conn),
+            () => writeAll(conn, token),
+          );
+        })(),
+        connectWithin(announcement.internal, settings.connectTimeoutMs, stop.signal).then((c) => {
+          internal = c;
+        }),
+      ]);
+      if (dialed.status === "rejected") {
         stats.failedConnections++;
         log.warn("Cannot dial back {endpoint} for {domain} of {operator} ({token}): {error}", {
           endpoint: formatHostPort(endpoint),
           domain,
           operator,
           token: redact(tokenText),
-          error: errorText(err),
+          error: errorText(dialed.reason),
         });
         return;
       }
-      try {
-        internal = await connectWithin(
-          announcement.internal,
-          settings.connectTimeoutMs,
-          stop.signal,
-        );
-      } catch (err) {
+      if (connected.status === "rejected") {
         stats.failedConnections++;
         log.warn("Cannot connect internal server {internal} for {domain}: {error}", {
           internal: formatHostPort(announcement.internal),
           domain,
-          error: errorText(err),
+          error: errorText(connected.reason),
         });
         return;
       }
+      if (dialBack === undefined || internal === undefined) return; // both settled fulfilled
       stats.spliced++;
       const result = await splice(dialBack, internal, {
         signal: kill.signal,
