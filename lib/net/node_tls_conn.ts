@@ -20,8 +20,14 @@ export interface PeerIdentity {
   fingerprint: string;
 }
 
-/** Default cap on bytes received but not yet read; the socket is paused above it. */
-export const DEFAULT_READ_BUFFER_BYTES = 256 * 1024;
+/**
+ * Default cap on bytes received but not yet read; above it the connection is closed with an
+ * error. The socket is never paused: on Deno 2.9.6 a `node:tls` socket that is paused when the
+ * peer's EOF arrives never emits "end" (nor "close"), even after resume(), so pausing would turn
+ * backpressure into hung connections. On an EPS link the yamux windows bound what the peer may
+ * send, so the cap is only a safety net there.
+ */
+export const DEFAULT_READ_BUFFER_BYTES = 32 * 1024 * 1024;
 
 function badResource(what: string): Deno.errors.BadResource {
   return new Deno.errors.BadResource(`Cannot ${what}: connection is closed`);
@@ -50,9 +56,11 @@ export function peerIdentityOf(socket: tls.TLSSocket): PeerIdentity | undefined 
 }
 
 /**
- * Adapts a connected (handshake done) `node:tls` socket. Reads come from a bounded buffer (the
- * socket is paused while it holds more than `maxBufferBytes`); a write resolves once the socket
- * accepted the bytes without going over its high-water mark, else when it drained.
+ * Adapts a connected (handshake done) `node:tls` socket. Reads come from a bounded buffer: more
+ * than `maxBufferBytes` unread closes the connection with a RangeError (see
+ * {@linkcode DEFAULT_READ_BUFFER_BYTES} for why the socket is not paused instead); a write
+ * resolves once the socket accepted the bytes without going over its high-water mark, else when
+ * it drained.
  */
 export class NodeTlsConn implements ByteConn {
   readonly #socket: tls.TLSSocket;
@@ -63,7 +71,6 @@ export class NodeTlsConn implements ByteConn {
   #ended = false;
   #error: Error | undefined;
   #closed = false;
-  #paused = false;
   #wake: (() => void) | undefined;
   #drainWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   readonly #closedPromise: Promise<void>;
@@ -94,11 +101,14 @@ export class NodeTlsConn implements ByteConn {
       else socket.once("close", () => resolve());
     });
     socket.on("data", (chunk: Buffer) => {
+      if (this.#error) return;
       this.#chunks.push(chunk);
       this.#buffered += chunk.length;
-      if (this.#buffered >= this.#max && !this.#paused) {
-        this.#paused = true;
-        socket.pause();
+      if (this.#buffered > this.#max) {
+        this.#error = new RangeError(
+          `Cannot buffer more than ${this.#max} unread bytes from ${this.remoteAddr.hostname}:${this.remoteAddr.port}: the reader is too slow`,
+        );
+        socket.destroy();
       }
       this.#notify();
     });
@@ -161,10 +171,6 @@ export class NodeTlsConn implements ByteConn {
       }
     }
     this.#buffered -= n;
-    if (this.#paused && this.#buffered < this.#max / 2 && !this.#closed) {
-      this.#paused = false;
-      this.#socket.resume();
-    }
     return n;
   }
 

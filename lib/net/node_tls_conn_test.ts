@@ -293,3 +293,46 @@ Deno.test("Deno.connectTls() with a client certificate is accepted by listenNode
     await closeQuietly(server);
   }
 });
+
+Deno.test("NodeTlsConn delivers EOF after a burst that the reader had not read yet", async () => {
+  // regression: a paused node:tls socket loses the peer's EOF on Deno 2.9.6, so none is paused
+  await using pair = await nodePair();
+  const size = 8 * 1024 * 1024;
+  const chunk = new Uint8Array(65536).fill(1);
+  for (let off = 0; off < size; off += chunk.length) await writeAll(pair.client, chunk);
+  await pair.client.closeWrite();
+  assert.equal((await readAll(pair.server)).length, size);
+});
+
+Deno.test("NodeTlsConn closes the connection when unread bytes exceed maxBufferBytes", async () => {
+  const s = pki.leaves["server-a"]!;
+  const c = pki.leaves["client-b"]!;
+  const listener = await listenNodeTls(LOOPBACK, {
+    cert: s.certPem,
+    key: s.keyPem,
+    ca: [pki.rootPem],
+    alpnProtocols: ALPN,
+    maxBufferBytes: 64 * 1024,
+  });
+  const accepted = listener.accept();
+  const client = await connectNodeTls(listener.addr, {
+    servername: "server-a",
+    cert: c.certPem,
+    key: c.keyPem,
+    ca: [pki.rootPem],
+    alpnProtocols: ALPN,
+  });
+  const server = (await accepted)!;
+  try {
+    const sending = (async () => {
+      const chunk = new Uint8Array(65536);
+      for (let i = 0; i < 16; i++) await writeAll(client, chunk);
+    })().catch(() => {}); // the server hangs up part-way
+    await assert.rejects(readAll(server), RangeError);
+    await sending;
+  } finally {
+    await closeQuietly(client);
+    await closeQuietly(server);
+    await listener.close();
+  }
+});
