@@ -1,0 +1,336 @@
+// deno-lint-ignore-file no-console -- console is this script's output
+/**
+ * EPS benchmark: `deno run -A bench/eps_bench.ts [OUT.json]`. Bounded (well under 60 s).
+ *
+ * 1. Calls: two EPS processes (`$TLS_PASS_BIN run eps`, else tests/_eps_main.ts) linked on
+ *    loopback; two proxy clients in this process; `proxy A → EPS A → EPS B → proxy B` echo calls,
+ *    with 1 and 25 concurrent callers: calls/s, p50, p99.
+ * 2. Stream throughput, in this process: one yamux stream over an mTLS link (node:tls, as EPS
+ *    links are) against a plain TLS connection of the same kind, and a Deno.TlsConn for scale.
+ *
+ * Prints a Markdown table; writes the figures as JSON to OUT.json when given.
+ * @module
+ */
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { stringify } from "yaml";
+import { createPki, type Pki, writePki } from "../lib/certs/pki.ts";
+import { connectEps, type EpsClient } from "../lib/eps/client.ts";
+import { Session } from "../lib/eps/session.ts";
+import { connectNodeTls, listenNodeTls } from "../lib/net/node_tls_conn.ts";
+import type { ByteConn } from "../lib/net/conn.ts";
+
+const MAIN = fileURLToPath(new URL("../tests/_eps_main.ts", import.meta.url));
+const LOOPBACK = { hostname: "127.0.0.1", port: 0 };
+const ALPN = ["tls-pass-eps/1"];
+
+interface Child {
+  addrs: Record<string, string>;
+  stop(): Promise<void>;
+}
+
+async function spawnEps(settingsDir: string): Promise<Child> {
+  const bin = Deno.env.get("TLS_PASS_BIN");
+  const [cmd, args] = bin
+    ? [bin, ["run", "eps", "--settings", settingsDir, "--log-level", "warning"]]
+    : [Deno.execPath(), ["run", "-A", MAIN, "--settings", settingsDir]];
+  const child = new Deno.Command(cmd, {
+    args,
+    stdin: "null",
+    stdout: "piped",
+    stderr: Deno.env.get("EPS_BENCH_STDERR") ? "inherit" : "null",
+  })
+    .spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  const deadline = Date.now() + 30_000;
+  while (!buf.includes("\n")) {
+    if (Date.now() > deadline) throw new Error("EPS not ready within 30 s");
+    const { value, done } = await reader.read();
+    if (done) throw new Error("EPS exited before ready");
+    buf += value;
+  }
+  const drained = (async () => {
+    while (!(await reader.read()).done) { /* drain */ }
+  })();
+  const ready = JSON.parse(buf.slice(0, buf.indexOf("\n")));
+  return {
+    addrs: ready.addrs,
+    async stop() {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* gone */ }
+      await child.status;
+      await drained;
+    },
+  };
+}
+
+function hostPort(s: string) {
+  const i = s.lastIndexOf(":");
+  return { hostname: s.slice(0, i), port: Number(s.slice(i + 1)) };
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
+}
+
+interface CallFigures {
+  concurrency: number;
+  calls: number;
+  callsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+async function callLoad(
+  client: EpsClient,
+  concurrency: number,
+  seconds: number,
+  method = "eps-b.echo",
+): Promise<CallFigures> {
+  const lat: number[] = [];
+  const end = performance.now() + seconds * 1000;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async (_, w) => {
+      for (let i = 0; performance.now() < end; i++) {
+        const s = performance.now();
+        await client.call(method, { w, i });
+        lat.push(performance.now() - s);
+      }
+    }),
+  );
+  const elapsed = (performance.now() - t0) / 1000;
+  lat.sort((a, b) => a - b);
+  return {
+    concurrency,
+    calls: lat.length,
+    callsPerSecond: Math.round(lat.length / elapsed),
+    p50Ms: +percentile(lat, 0.5).toFixed(3),
+    p99Ms: +percentile(lat, 0.99).toFixed(3),
+  };
+}
+
+/** Sends `bytes` from `w` to `r` in 64 KiB writes; returns MB/s (10^6 B/s). */
+async function pump(
+  w: Pick<ByteConn, "write" | "closeWrite">,
+  r: Pick<ByteConn, "read">,
+  bytes: number,
+): Promise<number> {
+  const chunk = new Uint8Array(64 * 1024).fill(7);
+  const t0 = performance.now();
+  const send = (async () => {
+    for (let sent = 0; sent < bytes;) {
+      const n = Math.min(chunk.length, bytes - sent);
+      for (let off = 0; off < n;) off += await w.write(chunk.subarray(off, n));
+      sent += n;
+    }
+    await w.closeWrite();
+  })();
+  const rbuf = new Uint8Array(64 * 1024);
+  let got = 0;
+  for (let n; (n = await r.read(rbuf)) !== null;) got += n;
+  await send;
+  if (got !== bytes) throw new Error(`received ${got} of ${bytes} bytes`);
+  return bytes / 1e6 / ((performance.now() - t0) / 1000);
+}
+
+async function nodeTlsPair(pki: Pki) {
+  const s = pki.leaves["eps-a"]!;
+  const c = pki.leaves["eps-b"]!;
+  const listener = await listenNodeTls(LOOPBACK, {
+    cert: s.certPem,
+    key: s.keyPem,
+    ca: [pki.rootPem],
+    alpnProtocols: ALPN,
+    // the plain reference has no flow control of its own: let the receiver buffer the burst
+    maxBufferBytes: 512 * 1024 * 1024,
+  });
+  const accepted = listener.accept();
+  const client = await connectNodeTls(listener.addr, {
+    servername: "eps-a",
+    cert: c.certPem,
+    key: c.keyPem,
+    ca: [pki.rootPem],
+    alpnProtocols: ALPN,
+  });
+  const server = (await accepted)!;
+  return {
+    client,
+    server,
+    async close() {
+      const closing = listener.close();
+      for (const x of [client, server]) {
+        try {
+          x.close();
+        } catch { /* closed */ }
+        await x.closed;
+      }
+      await closing;
+    },
+  };
+}
+
+async function throughput(pki: Pki, bytes: number) {
+  // plain node:tls connection (the kind an EPS link uses)
+  let p = await nodeTlsPair(pki);
+  const plainNode = await pump(p.client, p.server, bytes);
+  await p.close();
+  // one yamux stream over the same kind of connection
+  p = await nodeTlsPair(pki);
+  const a = new Session(p.client, { client: true, keepaliveIntervalMs: 0 });
+  const b = new Session(p.server, { client: false, keepaliveIntervalMs: 0 });
+  const sa = a.open();
+  await sa.write(new Uint8Array(1)); // SYN reaches the peer
+  const sb = (await b.accept())!;
+  await sb.read(new Uint8Array(1));
+  const yamux = await pump(sa, sb, bytes);
+  await a.close();
+  await b.close();
+  await p.close();
+  // Deno's own TLS, for scale (no client certificates: Deno.listenTls cannot ask for them)
+  const leaf = pki.leaves["eps-a"]!;
+  const l = Deno.listenTls({
+    ...LOOPBACK,
+    cert: leaf.certPem,
+    key: leaf.keyPem,
+    alpnProtocols: ALPN,
+  });
+  const acc = l.accept();
+  const dc = await Deno.connectTls({
+    hostname: "127.0.0.1",
+    port: l.addr.port,
+    caCerts: [pki.rootPem],
+    alpnProtocols: ALPN,
+    unsafelyDisableHostnameVerification: true,
+  });
+  const ds = await acc;
+  const denoTls = await pump(dc, ds, bytes);
+  dc.close();
+  ds.close();
+  l.close();
+  return { plainNodeTls: plainNode, yamuxStream: yamux, denoTls };
+}
+
+const step = (what: string) => console.error(`eps bench: ${what}`);
+
+async function main() {
+  const out = Deno.args[0];
+  const dir = await Deno.makeTempDir({ prefix: "tls-pass-eps-bench-" });
+  const children: Child[] = [];
+  const clients: EpsClient[] = [];
+  try {
+    const pki = await createPki(["eps-a", "eps-b"]);
+    await writePki(pki, join(dir, "certs"));
+    await Deno.mkdir(join(dir, "directory"));
+    const writeDirectory = (bAddr?: string) =>
+      Deno.writeTextFile(
+        join(dir, "directory", "operators.yml"),
+        stringify({
+          ca_certificate_files: [join(dir, "certs", "root.crt")],
+          operators: {
+            "eps-a": {},
+            "eps-b": {
+              ...(bAddr ? { address: bAddr } : {}),
+              permissions: [{ method: "echo", from: ["eps-a"] }],
+            },
+          },
+        }),
+      );
+    const writeSettings = async (op: string) => {
+      const d = join(dir, "roles", op);
+      await Deno.mkdir(d, { recursive: true });
+      await Deno.writeTextFile(
+        join(d, "settings.yml"),
+        stringify({
+          operator: op,
+          listen: "127.0.0.1:0",
+          certificate_file: join(dir, "certs", `${op}.crt`),
+          key_file: join(dir, "certs", `${op}.key`),
+          directory_dir: join(dir, "directory"),
+        }),
+      );
+      return d;
+    };
+    await writeDirectory();
+    step("starting two EPS processes");
+    const b = await spawnEps(await writeSettings("eps-b"));
+    children.push(b);
+    await writeDirectory(b.addrs.links);
+    const a = await spawnEps(await writeSettings("eps-a"));
+    children.push(a);
+    const client = (op: string, addr: string) =>
+      connectEps({
+        address: hostPort(addr),
+        certificateFile: join(dir, "certs", `${op}.crt`),
+        keyFile: join(dir, "certs", `${op}.key`),
+        caCertificateFiles: [join(dir, "certs", "root.crt")],
+        callTimeoutMs: 5000,
+        maxMessageBytes: 1 << 20,
+      });
+    const pa = client("eps-a", a.addrs.links!);
+    const pb = client("eps-b", b.addrs.links!);
+    clients.push(pa, pb);
+    pb.serve("echo", (params) => params);
+    await Promise.all([pa.ready, pb.ready]);
+    step("proxies attached");
+    // the A→B link may still be coming up: the first call waits for it
+    await pa.call("eps-b.echo", {}, { timeoutMs: 10_000 });
+    await callLoad(pa, 25, 1); // warm-up
+    step("calls, 1 caller");
+    const calls1 = await callLoad(pa, 1, 3);
+    step("calls, 25 callers");
+    const calls25 = await callLoad(pa, 25, 5);
+    step("stream throughput");
+    const tput = await throughput(pki, 256 * 1024 * 1024);
+
+    const result = {
+      date: new Date().toISOString(),
+      deno: Deno.version.deno,
+      path: "proxy A → EPS A → EPS B → proxy B (two EPS processes, one link, loopback)",
+      calls: [calls1, calls25],
+      throughputMBps: {
+        yamuxStreamOverNodeTls: +tput.yamuxStream.toFixed(1),
+        plainNodeTls: +tput.plainNodeTls.toFixed(1),
+        plainDenoTls: +tput.denoTls.toFixed(1),
+        ratioToPlainNodeTls: +(tput.yamuxStream / tput.plainNodeTls).toFixed(2),
+        ratioToPlainDenoTls: +(tput.yamuxStream / tput.denoTls).toFixed(2),
+      },
+    };
+    const t = result.throughputMBps;
+    console.log(`## EPS benchmark (${result.date}, Deno ${result.deno})
+
+Calls: ${result.path}, echo of a small JSON object.
+
+| concurrent callers | calls | calls/s | p50 ms | p99 ms |
+|---:|---:|---:|---:|---:|
+${
+      result.calls.map((c) =>
+        `| ${c.concurrency} | ${c.calls} | ${c.callsPerSecond} | ${c.p50Ms} | ${c.p99Ms} |`
+      ).join("\n")
+    }
+
+Stream throughput, 256 MiB one way, sender and receiver in one process:
+
+| path | MB/s | ratio |
+|---|---:|---:|
+| one yamux stream over mTLS (node:tls, as EPS links) | ${t.yamuxStreamOverNodeTls} | 1.00 |
+| plain TLS connection, node:tls (same stack) | ${t.plainNodeTls} | ${t.ratioToPlainNodeTls} (stream / plain) |
+| plain TLS connection, Deno.TlsConn | ${t.plainDenoTls} | ${t.ratioToPlainDenoTls} (stream / plain) |
+`);
+    if (out) await Deno.writeTextFile(out, JSON.stringify(result, null, 2) + "\n");
+  } finally {
+    for (const c of clients) await c.close();
+    for (const c of children) await c.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const timer = setTimeout(() => {
+  console.error("EPS benchmark: over 90 s, giving up");
+  Deno.exit(1);
+}, 90_000);
+await main();
+clearTimeout(timer);
