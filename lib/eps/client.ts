@@ -11,7 +11,7 @@ import { formatHostPort, type HostPort } from "../role.ts";
 import * as check from "../settings/check.ts";
 import { checkReadable } from "../settings/loader.ts";
 import { commonNameOf, keepDialling, Link, loadLinkTls, untilSettledOrAborted } from "./link.ts";
-import { callOnStream, serveStream } from "./rpc.ts";
+import { callOnStream, deadline, serveStream } from "./rpc.ts";
 import { splitMethod } from "./router.ts";
 import type { Stream } from "./session.ts";
 
@@ -278,8 +278,8 @@ class Client implements EpsClient {
     options: CallOptions = {},
   ): Promise<T> {
     const timeoutMs = options.timeoutMs ?? this.#settings.callTimeoutMs;
-    const deadline = AbortSignal.timeout(timeoutMs);
-    const signal = options.signal ? AbortSignal.any([options.signal, deadline]) : deadline;
+    using limit = deadline(timeoutMs, options.signal);
+    const signal = limit.signal;
     const link = await this.#linkFor(method, signal, timeoutMs);
     let stream: Stream;
     try {

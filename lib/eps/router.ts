@@ -12,7 +12,7 @@ import { RpcCode, RpcError } from "../errors.ts";
 import { logger } from "../log.ts";
 import { type Directory, mayCall } from "./directory.ts";
 import type { Link } from "./link.ts";
-import { callOnStream, type RpcRequest } from "./rpc.ts";
+import { callOnStream, deadline, type RpcRequest } from "./rpc.ts";
 
 const log = logger("eps", "router");
 
@@ -145,13 +145,14 @@ export class Router {
       );
     }
     const timeoutMs = forwardTimeoutMs(this.#o.callTimeoutMs);
+    using limit = deadline(timeoutMs, signal);
     return await callOnStream(
       stream,
       { jsonrpc: "2.0", id: this.#nextId++, method: target, params },
       {
         maxMessageBytes: this.#o.maxMessageBytes,
         timeoutMs,
-        signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]),
+        signal: limit.signal,
       },
     );
   }
