@@ -67,7 +67,7 @@ export function encodeMessage(message: RpcRequest | RpcResponse): Uint8Array {
  * stream and throws {@linkcode MessageTooLargeError}.
  */
 export async function readMessage(stream: CallStream, maxBytes: number): Promise<Uint8Array> {
-  let buf = new Uint8Array(Math.min(4096, maxBytes + 1));
+  let buf = new Uint8Array(Math.min(1024, maxBytes + 1));
   let len = 0;
   for (;;) {
     if (len === buf.length) {
@@ -353,6 +353,7 @@ export async function serveStream(
       } catch (err) {
         options.onProblem?.(err);
         const id = err instanceof InvalidRequestError ? err.requestId : null;
+        answered = true; // from here on the stream closing is the normal end
         await respond(stream, errorResponse(id, err), options.maxMessageBytes);
         return;
       }
@@ -365,6 +366,7 @@ export async function serveStream(
         if (!(err instanceof RpcError)) options.onProblem?.(err);
         response = errorResponse(request.id, err);
       }
+      answered = true;
       await respond(stream, response, options.maxMessageBytes);
     });
   } catch (err) {
