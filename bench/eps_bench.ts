@@ -274,6 +274,7 @@ async function main() {
     const pb = client("eps-b", b.addrs.links!);
     clients.push(pa, pb);
     pb.serve("echo", (params) => params);
+    pa.serve("self", (params) => params);
     await Promise.all([pa.ready, pb.ready]);
     step("proxies attached");
     // the A→B link may still be coming up: the first call waits for it
@@ -283,14 +284,19 @@ async function main() {
     const calls1 = await callLoad(pa, 1, 3);
     step("calls, 25 callers");
     const calls25 = await callLoad(pa, 25, 5);
+    step("calls to the own proxy, 1 and 25 callers");
+    const self1 = await callLoad(pa, 1, 2, "eps-a.self");
+    const self25 = await callLoad(pa, 25, 3, "eps-a.self");
     step("stream throughput");
     const tput = await throughput(pki, 256 * 1024 * 1024);
 
     const result = {
       date: new Date().toISOString(),
       deno: Deno.version.deno,
+      machine: { cpus: navigator.hardwareConcurrency, loadavg: Deno.loadavg() },
       path: "proxy A → EPS A → EPS B → proxy B (two EPS processes, one link, loopback)",
       calls: [calls1, calls25],
+      callsOneEps: [self1, self25],
       throughputMBps: {
         yamuxStreamOverNodeTls: +tput.yamuxStream.toFixed(1),
         plainNodeTls: +tput.plainNodeTls.toFixed(1),
@@ -300,17 +306,18 @@ async function main() {
       },
     };
     const t = result.throughputMBps;
+    const row = (path: string) => (c: CallFigures) =>
+      `| ${path} | ${c.concurrency} | ${c.calls} | ${c.callsPerSecond} | ${c.p50Ms} | ${c.p99Ms} |`;
     console.log(`## EPS benchmark (${result.date}, Deno ${result.deno})
 
-Calls: ${result.path}, echo of a small JSON object.
+${result.machine.cpus} CPUs, load average ${
+      result.machine.loadavg.map((x) => x.toFixed(1)).join(" ")
+    } at the end. Calls echo a small JSON object; the proxies are clients in the bench process.
 
-| concurrent callers | calls | calls/s | p50 ms | p99 ms |
-|---:|---:|---:|---:|---:|
-${
-      result.calls.map((c) =>
-        `| ${c.concurrency} | ${c.calls} | ${c.callsPerSecond} | ${c.p50Ms} | ${c.p99Ms} |`
-      ).join("\n")
-    }
+| path | concurrent callers | calls | calls/s | p50 ms | p99 ms |
+|---|---:|---:|---:|---:|---:|
+${result.calls.map(row("proxy A → EPS A → EPS B → proxy B")).join("\n")}
+${result.callsOneEps.map(row("proxy A → EPS A → proxy A")).join("\n")}
 
 Stream throughput, 256 MiB one way, sender and receiver in one process:
 
