@@ -2,7 +2,7 @@
 /**
  * EPS benchmark: `deno run -A bench/eps_bench.ts [OUT.json]`. Bounded (well under 60 s).
  *
- * 1. Calls: two EPS processes (`$TLS_PASS_BIN run eps`, else tests/_eps_main.ts) linked on
+ * 1. Calls: two EPS processes (`tls-pass run eps`: cli.ts, or `$TLS_PASS_BIN`) linked on
  *    loopback; two proxy clients in this process; `proxy A → EPS A → EPS B → proxy B` echo calls,
  *    with 1 and 25 concurrent callers: calls/s, p50, p99.
  * 2. Stream throughput, in this process: one yamux stream over an mTLS link (node:tls, as EPS
@@ -20,7 +20,7 @@ import { Session } from "../lib/eps/session.ts";
 import { connectNodeTls, listenNodeTls } from "../lib/net/node_tls_conn.ts";
 import type { ByteConn } from "../lib/net/conn.ts";
 
-const MAIN = fileURLToPath(new URL("../tests/_eps_main.ts", import.meta.url));
+const CLI = fileURLToPath(new URL("../cli.ts", import.meta.url));
 const LOOPBACK = { hostname: "127.0.0.1", port: 0 };
 const ALPN = ["tls-pass-eps/1"];
 
@@ -31,9 +31,8 @@ interface Child {
 
 async function spawnEps(settingsDir: string): Promise<Child> {
   const bin = Deno.env.get("TLS_PASS_BIN");
-  const [cmd, args] = bin
-    ? [bin, ["run", "eps", "--settings", settingsDir, "--log-level", "warning"]]
-    : [Deno.execPath(), ["run", "-A", MAIN, "--settings", settingsDir]];
+  const run = ["run", "eps", "--settings", settingsDir, "--log-level", "warning"];
+  const [cmd, args] = bin ? [bin, run] : [Deno.execPath(), ["run", "-A", CLI, ...run]];
   const child = new Deno.Command(cmd, {
     args,
     stdin: "null",

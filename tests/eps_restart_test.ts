@@ -2,15 +2,14 @@
  * Crash and restart of an EPS process (rathole's crash/restart sequence): kill -9 of one EPS makes
  * calls fail fast with "unavailable"; once it is started again the link comes back by itself and
  * calls work, with no other process restarted. The EPS servers are child processes
- * (`$TLS_PASS_BIN run eps`, else tests/_eps_main.ts); the proxies are clients in this process.
+ * (`tls-pass run eps`: `deno run -A cli.ts`, or `$TLS_PASS_BIN`); the proxies are clients in
+ * this process.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { RpcCode, RpcError } from "../lib/errors.ts";
+import { cliCommand } from "./_cli.ts";
 import { eventually, Fixture, withTimeout } from "./_eps_cluster.ts";
-
-const MAIN = fileURLToPath(new URL("./_eps_main.ts", import.meta.url));
 
 interface Child extends AsyncDisposable {
   pid: number;
@@ -20,12 +19,9 @@ interface Child extends AsyncDisposable {
 
 /** Starts an EPS child process and waits (bounded) for its ready line. */
 async function spawnEps(settingsDir: string): Promise<Child> {
-  const bin = Deno.env.get("TLS_PASS_BIN");
-  const [cmd, args] = bin
-    ? [bin, ["run", "eps", "--settings", settingsDir]]
-    : [Deno.execPath(), ["run", "-A", MAIN, "--settings", settingsDir]];
+  const [cmd, pre] = cliCommand(); // `deno run -A cli.ts`, or $TLS_PASS_BIN
   const child = new Deno.Command(cmd, {
-    args,
+    args: [...pre, "run", "eps", "--settings", settingsDir],
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
