@@ -24,6 +24,17 @@ const CLI = fileURLToPath(new URL("../cli.ts", import.meta.url));
 const LOOPBACK = { hostname: "127.0.0.1", port: 0 };
 const ALPN = ["tls-pass-eps/1"];
 
+/** Every EPS process started, so that the watchdog and Ctrl-C can stop them too. */
+const started: Deno.ChildProcess[] = [];
+
+function killAll(): void {
+  for (const c of started) {
+    try {
+      c.kill("SIGKILL");
+    } catch { /* exited */ }
+  }
+}
+
 interface Child {
   addrs: Record<string, string>;
   stop(): Promise<void>;
@@ -40,6 +51,7 @@ async function spawnEps(settingsDir: string): Promise<Child> {
     stderr: Deno.env.get("EPS_BENCH_STDERR") ? "inherit" : "null",
   })
     .spawn();
+  started.push(child);
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let buf = "";
   const deadline = Date.now() + 30_000;
@@ -336,7 +348,17 @@ Stream throughput, 256 MiB one way, sender and receiver in one process:
 
 const timer = setTimeout(() => {
   console.error("EPS benchmark: over 90 s, giving up");
+  killAll();
   Deno.exit(1);
 }, 90_000);
-await main();
-clearTimeout(timer);
+const onInterrupt = () => {
+  killAll();
+  Deno.exit(130);
+};
+Deno.addSignalListener("SIGINT", onInterrupt);
+try {
+  await main();
+} finally {
+  clearTimeout(timer);
+  Deno.removeSignalListener("SIGINT", onInterrupt);
+}
