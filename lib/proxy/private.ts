@@ -231,11 +231,11 @@ export function startPrivate(
       ]);
       if (dialed.status === "rejected") {
         stats.failedConnections++;
-        log.warn("Cannot dial back {endpoint} for {domain} of {operator} ({token}): {error}", {
+        log.warn("Cannot dial back {endpoint} for {domain} of {operator} ({tokenHint}): {error}", {
           endpoint: formatHostPort(endpoint),
           domain,
           operator,
-          token: redact(tokenText),
+          tokenHint: redact(tokenText),
           error: errorText(dialed.reason),
         });
         return;
