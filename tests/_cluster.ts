@@ -18,6 +18,9 @@ import { formatHostPort, type HostPort, type RoleHandle } from "../lib/role.ts";
 import { EPS_DEFAULTS, type EpsSettings } from "../lib/settings/eps.ts";
 import { PUBLIC_DEFAULTS, type PublicSettings } from "../lib/settings/public.ts";
 import { PRIVATE_DEFAULTS, type PrivateSettings } from "../lib/settings/private.ts";
+import { within } from "../lib/net/_testing.ts";
+
+export { within };
 
 export const LOOPBACK: HostPort = { hostname: "127.0.0.1", port: 0 };
 export const DOMAIN = "test.internal-server.local";
@@ -47,21 +50,6 @@ export interface ClusterOptions {
   secondPrivate?: boolean;
   /** Start the private proxy (default true). */
   startPrivate?: boolean;
-}
-
-/** Rejects when `p` does not settle within `ms`. */
-export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 export class Cluster implements AsyncDisposable {

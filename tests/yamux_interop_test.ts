@@ -9,34 +9,13 @@ import { INITIAL_STREAM_WINDOW } from "../lib/eps/frame.ts";
 import { Session, type SessionOptions } from "../lib/eps/session.ts";
 import { readAll, writeAll } from "../lib/net/io.ts";
 import { DenoMaConn } from "./_libp2p_conn.ts";
+import { tcpPair, within as withinMs } from "../lib/net/_testing.ts";
+const within = <T>(p: Promise<T>, ms = 10_000, what = "operation"): Promise<T> =>
+  withinMs(p, ms, what);
 
 type YamuxInit = NonNullable<Parameters<typeof yamux>[0]>;
 type TheirMuxer = ReturnType<ReturnType<ReturnType<typeof yamux>>["createStreamMuxer"]>;
 type TheirStream = Awaited<ReturnType<TheirMuxer["createStream"]>>;
-
-async function within<T>(p: Promise<T>, ms = 10_000, what = "operation"): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function tcpPair(): Promise<[Deno.TcpConn, Deno.TcpConn]> {
-  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr;
-  const [a, b] = await Promise.all([
-    Deno.connect({ hostname: "127.0.0.1", port }),
-    listener.accept(),
-  ]);
-  return [a, b];
-}
 
 function pattern(n: number, seed: number): Uint8Array {
   const b = new Uint8Array(n);

@@ -13,34 +13,9 @@ import {
   INITIAL_STREAM_WINDOW,
 } from "./frame.ts";
 import { Session, type SessionOptions, type Stream } from "./session.ts";
+import { tcpPair, within } from "../net/_testing.ts";
 
 // ---- helpers ----------------------------------------------------------------------------------
-
-/** Settles with `p`, or rejects after `ms` (the timer is always cleared). */
-async function within<T>(p: Promise<T>, ms = 5000, what = "operation"): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** A connected loopback TCP pair: [dialler, listener side]. */
-async function tcpPair(): Promise<[Deno.TcpConn, Deno.TcpConn]> {
-  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr;
-  const [a, b] = await Promise.all([
-    Deno.connect({ hostname: "127.0.0.1", port }),
-    listener.accept(),
-  ]);
-  return [a, b];
-}
 
 type Opts = Omit<SessionOptions, "client">;
 
