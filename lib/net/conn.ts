@@ -3,8 +3,6 @@
  * `node_tls_conn.ts` adapts a `node:tls` socket, used where client certificates must be verified.
  * @module
  */
-import type { HostPort } from "../role.ts";
-
 /** A bidirectional byte stream with half-close. */
 export interface ByteConn {
   /** Reads into `buf`; resolves to the count, or null at EOF. */
@@ -34,11 +32,4 @@ export function remoteText(conn: ByteConn): string {
     return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
   }
   return a.transport;
-}
-
-/** The remote address of a connection as a HostPort (hostname only for non-IP transports). */
-export function remoteHostPort(conn: ByteConn): HostPort {
-  const a = conn.remoteAddr;
-  if (a.transport === "tcp" || a.transport === "udp") return { hostname: a.hostname, port: a.port };
-  return { hostname: a.transport, port: 0 };
 }

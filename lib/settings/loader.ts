@@ -162,7 +162,7 @@ export async function loadRaw(sources: readonly string[]): Promise<RawSettings> 
 }
 
 /** The file that set `keyPath` (or its nearest parent), else the last file. */
-export function originOf(raw: RawSettings, keyPath: string): string {
+function originOf(raw: RawSettings, keyPath: string): string {
   let p = keyPath.replace(/\[\d+\].*$/, "");
   while (p !== "") {
     const f = raw.origins.get(p);
@@ -188,8 +188,8 @@ export async function loadSettings<T>(
   return parseRaw(raw, parse, sources);
 }
 
-/** Validates already merged settings; exposed for tests. */
-export function parseRaw<T>(
+/** Validates already merged settings. */
+function parseRaw<T>(
   raw: RawSettings,
   parse: SettingsParser<T>,
   sources: readonly string[] = raw.files,
