@@ -56,7 +56,9 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     for (const r of DEV_ROLES) {
       const spec = await roleSpec(r.role);
       const settings = await loadSettings([r.settings], spec.parse);
-      const handle = await spec.start(settings, stop.signal);
+      // no shared signal: on Ctrl-C the roles stop one by one in reverse order (finally below), so
+      // the private proxy can still withdraw its announcements through both EPS servers
+      const handle = await spec.start(settings);
       handles.push(handle);
       if (handle.ready) await raceAbort(handle.ready, AbortSignal.timeout(20_000));
       const addrs = Object.values(handle.addrs).map((a) => `${a.hostname}:${a.port}`).join(", ");

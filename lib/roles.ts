@@ -15,7 +15,7 @@ export interface RoleSpec<S = unknown> {
   /** Settings path used when neither --settings nor the environment variable is given. */
   fallback?: string;
   parse: SettingsParser<S>;
-  start(settings: S, signal: AbortSignal): Promise<RoleHandle & { ready?: Promise<void> }>;
+  start(settings: S, signal?: AbortSignal): Promise<RoleHandle & { ready?: Promise<void> }>;
 }
 
 /** Loads the spec of a role. Role modules are imported on demand so that one role's start-up does not load the others. */
