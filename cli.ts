@@ -21,6 +21,8 @@ import {
 } from "@logtape/logtape";
 import { SettingsError } from "./lib/errors.ts";
 import { formatHostPort } from "./lib/role.ts";
+import { logger } from "./lib/log.ts";
+import { raiseFdLimit, relayedConnectionsFor } from "./lib/net/fd_limit.ts";
 import { ROLE_NAMES, type RoleName, roleSpec } from "./lib/roles.ts";
 import { loadSettings, settingsSources } from "./lib/settings/loader.ts";
 import denoJson from "./deno.json" with { type: "json" };
@@ -177,6 +179,7 @@ async function cmdRun(args: string[]): Promise<number> {
   const role = roleOf(positionals[0], "run");
   await setupLogging(String(values["log-level"] ?? "info"), String(values["log-format"] ?? "text"));
   const { spec, settings } = await load(role, (values.settings as string[] | undefined) ?? []);
+  logFdLimit(role);
 
   const shutdown = new AbortController();
   const onSignal = () => shutdown.abort();
@@ -200,6 +203,33 @@ async function cmdRun(args: string[]): Promise<number> {
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
+  }
+}
+
+/** Raises the open-file limit (two descriptors per relayed connection) and says what it got. */
+function logFdLimit(role: string): void {
+  const log = logger(role);
+  const { before, after, problem } = raiseFdLimit();
+  if (problem !== undefined) {
+    const soft = after?.soft;
+    log.warn(
+      "Cannot raise the open-file limit: {problem}; it stays {limit}, enough for about {connections} relayed connections",
+      {
+        problem,
+        limit: soft ?? "unknown",
+        connections: soft === undefined ? "an unknown number of" : relayedConnectionsFor(soft),
+      },
+    );
+  } else if (after !== null && before !== null) {
+    log.info(
+      "Open-file limit {before} → {limit} (hard {hard}), enough for about {connections} relayed connections",
+      {
+        before: before.soft,
+        limit: after.soft,
+        hard: after.hard,
+        connections: relayedConnectionsFor(after.soft),
+      },
+    );
   }
 }
 
