@@ -101,6 +101,7 @@ export function settingsDocuments(
             { method: "announceConnections", from: [PRIVATE_OPERATOR] },
             { method: "withdrawConnections", from: [PRIVATE_OPERATOR] },
             { method: "getAnnouncements", from: [PRIVATE_OPERATOR] },
+            { method: "openPool", from: [PRIVATE_OPERATOR] },
           ],
           proxy: { private_endpoint: at(p.privatePort) },
         },

@@ -43,6 +43,11 @@ export const SHORT = {
 /** Longer than every timeout in {@linkcode SHORT}. */
 export const HOLD_MS = 1500;
 
+/** Private proxy settings without the dial-back pool (the notice path only). */
+export const POOL_OFF: Partial<PrivateSettings> = {
+  pool: { ...PRIVATE_DEFAULTS.pool, enabled: false },
+};
+
 export interface ClusterOptions {
   public?: Partial<PublicSettings>;
   private?: Partial<PrivateSettings>;
@@ -116,7 +121,7 @@ export class Cluster implements AsyncDisposable {
           ...(publicEps ? { address: formatHostPort(publicEps) } : {}),
           fingerprints: [this.pki.leaves["public-proxy-1"]!.fingerprint],
           permissions: perms(
-            ["announceConnections", "withdrawConnections", "getAnnouncements"],
+            ["announceConnections", "withdrawConnections", "getAnnouncements", "openPool"],
             ["private-proxy-1", "private-proxy-2"],
           ),
         },

@@ -6,6 +6,11 @@
  * A notice is accepted only from an operator in `announce_to`, only for an announced domain
  * (exact, then `*.parent`), and only for the endpoint the settings allow for that operator: an
  * address from the network is never dialled unchecked.
+ *
+ * Pre-warmed dial-backs (dial_pool.ts, `pool` settings): per public operator, a pool of idle
+ * dial-backs opened with tokens from `<public>.openPool`, sized from the arrival rate. A client
+ * that comes on one (pool header: its SNI) is checked against the announcements like a notice,
+ * then spliced to the internal server.
  * @module
  */
 import { RpcCode, RpcError } from "../errors.ts";
@@ -18,6 +23,7 @@ import { connectEps, type EpsClient } from "../eps/client.ts";
 import { address, normalizeHostName } from "../settings/check.ts";
 import type { PrivateAnnouncement, PrivateSettings } from "../settings/private.ts";
 import { TOKEN_BYTES } from "./pending.ts";
+import { DialPool, type DialPoolStats } from "./dial_pool.ts";
 
 /** Counters of the private proxy, for tests and diagnostics. */
 export interface PrivateStats {
@@ -31,6 +37,8 @@ export interface PrivateStats {
   spliced: number;
   /** Announcements acknowledged (one per public operator and round). */
   announced: number;
+  /** Clients that came on a pooled connection for a name not announced here (closed). */
+  refusedPooled: number;
 }
 
 /** The handle of a running private proxy; it listens on nothing. */
@@ -38,6 +46,11 @@ export interface PrivateHandle extends RoleHandle<never> {
   /** Resolves once every operator in `announce_to` acknowledged an announcement; rejects (AbortError) on a stop before that. */
   readonly ready: Promise<void>;
   readonly stats: Readonly<PrivateStats>;
+  /** The dial-back pool's counters per public operator (empty when the pool is off). */
+  readonly pools: ReadonlyMap<
+    string,
+    { readonly stats: Readonly<DialPoolStats>; readonly idle: number }
+  >;
 }
 
 /** Longest wait between two announcement attempts while the EPS or the public side is not there. */
@@ -116,6 +129,7 @@ export function startPrivate(
     failedConnections: 0,
     spliced: 0,
     announced: 0,
+    refusedPooled: 0,
   };
   const pool = new BufferPool();
   const byDomain = new Map<string, PrivateAnnouncement>(
@@ -191,14 +205,149 @@ export function startPrivate(
       );
     }
     stats.notices++;
-    const task = connect(caller, domain, announcement, allowed, token, params.token as string)
+    track(connect(caller, domain, announcement, allowed, token, params.token as string));
+    pools.get(caller)?.arrival();
+    return { ok: true };
+  });
+
+  function track(p: Promise<void>): void {
+    const task = p
       .catch((err) => {
         log.error("Connection task failed: {error}", { error: errorText(err) });
       })
       .finally(() => live.delete(task));
     live.add(task);
-    return { ok: true };
-  });
+  }
+
+  // the dial-back pools, one per public operator
+  const pools = new Map<string, DialPool>();
+  if (settings.pool.enabled) {
+    const domains = settings.announcements.map((a) => a.domain);
+    const room = () => {
+      let n = settings.maxConnections - live.size;
+      for (const p of pools.values()) n -= p.idle;
+      return n;
+    };
+    for (const operator of settings.announceTo) {
+      const endpoint = settings.endpoints[operator]!;
+      pools.set(
+        operator,
+        new DialPool({
+          operator,
+          minIdle: settings.pool.minIdle,
+          maxIdle: settings.pool.maxIdle,
+          idleTimeoutMs: settings.pool.idleTimeoutMs,
+          retryMs: settings.retryMs,
+          signal: stop.signal,
+          log,
+          room,
+          open: async (count) => {
+            const r = await eps.call<{ tokens?: unknown; idle_timeout_ms?: unknown }>(
+              `${operator}.openPool`,
+              { domains, count, idle_timeout_ms: settings.pool.idleTimeoutMs },
+              { signal: stop.signal },
+            );
+            const tokens = Array.isArray(r?.tokens) ? r.tokens.map(decodeToken) : [null];
+            if (tokens.some((t) => t === null) || !Number.isInteger(r.idle_timeout_ms)) {
+              throw new RpcError(
+                `Cannot use the openPool answer of "${operator}": want {tokens: [${TOKEN_BYTES} bytes of base64], idle_timeout_ms}`,
+                RpcCode.InternalError,
+              );
+            }
+            return { tokens: tokens as Uint8Array[], idleTimeoutMs: r.idle_timeout_ms as number };
+          },
+          dial: async (token) => {
+            const conn = await connectWithin(endpoint, settings.dialTimeoutMs, stop.signal);
+            try {
+              setNoDelay(conn);
+              await withDeadline(
+                settings.dialTimeoutMs,
+                stop.signal,
+                () => tryClose(conn),
+                () => writeAll(conn, token),
+              );
+              return conn;
+            } catch (err) {
+              tryClose(conn);
+              throw err;
+            }
+          },
+          serve: (conn, name, rest) => track(servePooled(operator, conn, name, rest)),
+        }),
+      );
+    }
+  }
+
+  /** A client on a pooled dial-back: check the name, connect the internal server, splice. */
+  async function servePooled(
+    operator: string,
+    dialBack: ByteConn,
+    name: string,
+    rest: Uint8Array,
+  ): Promise<void> {
+    const started = performance.now();
+    let internal: ByteConn | undefined;
+    try {
+      const domain = normalizeHostName(name);
+      const announcement = domain === null ? undefined : matchDomain(domain);
+      if (domain === null || announcement === undefined) {
+        stats.refusedPooled++;
+        log.warn("Refused a pooled client from {operator}: {name} is not announced here", {
+          operator,
+          name: JSON.stringify(name),
+        });
+        return;
+      }
+      try {
+        internal = await connectWithin(
+          announcement.internal,
+          settings.connectTimeoutMs,
+          stop.signal,
+        );
+        if (rest.length > 0) await writeAll(internal, rest);
+      } catch (err) {
+        stats.failedConnections++;
+        log.warn("Cannot connect internal server {internal} for {domain}: {error}", {
+          internal: formatHostPort(announcement.internal),
+          domain,
+          error: errorText(err),
+        });
+        return;
+      }
+      stats.spliced++;
+      const result = await splice(dialBack, internal, {
+        signal: kill.signal,
+        pool,
+        names: ["dial-back", "internal"],
+      });
+      logClosed(domain, operator, announcement, result, started, rest.length);
+    } finally {
+      tryClose(dialBack);
+      if (internal) tryClose(internal);
+    }
+  }
+
+  function logClosed(
+    domain: string,
+    operator: string,
+    announcement: PrivateAnnouncement,
+    result: { aToB: number; bToA: number; reason: string },
+    started: number,
+    extraUp = 0,
+  ): void {
+    log.info(
+      "Closed {domain} from {operator} to {internal}: {up} bytes up, {down} down, {ms} ms, {reason}",
+      {
+        domain,
+        operator,
+        internal: formatHostPort(announcement.internal),
+        up: result.aToB + extraUp,
+        down: result.bToA,
+        ms: Math.round(performance.now() - started),
+        reason: result.reason,
+      },
+    );
+  }
 
   async function connect(
     operator: string,
@@ -256,18 +405,7 @@ export function startPrivate(
         pool,
         names: ["dial-back", "internal"],
       });
-      log.info(
-        "Closed {domain} from {operator} to {internal}: {up} bytes up, {down} down, {ms} ms, {reason}",
-        {
-          domain,
-          operator,
-          internal: formatHostPort(announcement.internal),
-          up: result.aToB,
-          down: result.bToA,
-          ms: Math.round(performance.now() - started),
-          reason: result.reason,
-        },
-      );
+      logClosed(domain, operator, announcement, result, started);
     } finally {
       if (dialBack) tryClose(dialBack);
       if (internal) tryClose(internal);
@@ -309,6 +447,7 @@ export function startPrivate(
         });
         acknowledged.add(operator);
         if (acknowledged.size === settings.announceTo.length) resolveReady();
+        pools.get(operator)?.refill(); // min_idle: the pool may open once its names are held
         await pause(settings.reannounceIntervalMs, stop.signal, wakers);
       } catch (err) {
         if (stop.signal.aborted) break;
@@ -351,6 +490,8 @@ export function startPrivate(
     );
     for (const wake of [...wakers]) wake();
     await Promise.all(loops);
+    // the pools closed their idle connections on the stop; their tasks end now
+    await Promise.all([...pools.values()].map((p) => p.settled()));
     // withdraw, bounded: a public proxy that is gone must not hold up the stop
     await Promise.all(settings.announceTo.map(async (operator) => {
       if (!eps.attached) return;
@@ -379,5 +520,5 @@ export function startPrivate(
   })();
 
   const handle = makeHandle({} as Record<never, HostPort>, finished, () => stop.abort(), signal);
-  return Promise.resolve(Object.assign(handle, { ready, stats }));
+  return Promise.resolve(Object.assign(handle, { ready, stats, pools }));
 }

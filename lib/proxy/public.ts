@@ -7,10 +7,14 @@
  * the notice `<operator>.incomingConnection {domain, token, endpoint}` through the EPS, wait for the
  * dial-back, replay the hello to it, splice. Private port, per connection: read the 32-byte token
  * under `token_timeout_ms`, claim the pending entry once, hand the connection over.
+ *
+ * Pre-warmed dial-backs (dial_pool.ts): a token minted by `openPool` parks its connection idle
+ * instead; a client of that operator and domain takes it (pool header + hello) and no notice is
+ * sent. Without an idle connection the client takes the notice path above.
  * @module
  */
 import type { Logger } from "@logtape/logtape";
-import { ProtocolError, RpcError } from "../errors.ts";
+import { ProtocolError, RpcCode, RpcError } from "../errors.ts";
 import { errorText, logger, RateLimitedCounter, redact } from "../log.ts";
 import { formatHostPort, type HostPort, hostPortOf, makeHandle, type RoleHandle } from "../role.ts";
 import { type ByteConn, remoteText, tryClose } from "../net/conn.ts";
@@ -35,6 +39,7 @@ import {
 } from "./announcements.ts";
 import { openStore } from "./store.ts";
 import { PendingExpiredError, PendingTable, TOKEN_BYTES, tokenText } from "./pending.ts";
+import { encodePoolHeader, MAX_OPEN_COUNT, type PoolDropReason, PoolTable } from "./dial_pool.ts";
 
 /** Counters of the public proxy, for tests and diagnostics. */
 export interface PublicStats {
@@ -56,8 +61,20 @@ export interface PublicStats {
   expired: number;
   /** Dial-backs refused: unknown, expired or reused token, short read or timeout. */
   badTokens: number;
-  /** Connections spliced to a dial-back. */
+  /** Connections spliced to a dial-back (by notice or from the pool). */
   spliced: number;
+  /** Notices sent (one per client not served from the pool). */
+  notices: number;
+  /** Pool tokens minted by openPool. */
+  poolTokens: number;
+  /** openPool calls refused: the operator's `max_pooled_per_operator` was reached, or pooling is off. */
+  refusedPool: number;
+  /** Connections that redeemed a pool token and went idle. */
+  pooled: number;
+  /** Clients served from the pool (no notice). */
+  poolHits: number;
+  /** Idle pooled connections dropped (EOF, reset, stray bytes, idle timeout). */
+  poolDropped: number;
 }
 
 /** The handle of a running public proxy. */
@@ -66,6 +83,8 @@ export interface PublicHandle extends RoleHandle<"public" | "private"> {
   /** The endpoint notices name. */
   readonly privateEndpoint: HostPort;
   readonly announcements: Announcements;
+  /** The pre-warmed dial-backs (idle counts per operator). */
+  readonly pool: PoolTable;
 }
 
 /** How long a refused client gets to read its alert before the socket is closed. */
@@ -88,6 +107,22 @@ async function alertAndClose(conn: ByteConn, description: number, signal: AbortS
   } finally {
     tryClose(conn);
   }
+}
+
+/** The bytes written first to a dial-back, in one write: [pool header], hello, extra. */
+function replayOf(
+  header: Uint8Array | undefined,
+  hello: Uint8Array,
+  extra: Uint8Array,
+): { bytes: Uint8Array | undefined; replayed: number } {
+  const replayed = hello.length + extra.length;
+  if (header === undefined && extra.length === 0) return { bytes: hello, replayed };
+  const h = header?.length ?? 0;
+  const bytes = new Uint8Array(h + replayed);
+  if (header !== undefined) bytes.set(header);
+  bytes.set(hello, h);
+  bytes.set(extra, h + hello.length);
+  return { bytes, replayed };
 }
 
 function isTimeout(err: unknown): boolean {
@@ -156,6 +191,12 @@ export async function startPublic(
     expired: 0,
     badTokens: 0,
     spliced: 0,
+    notices: 0,
+    poolTokens: 0,
+    refusedPool: 0,
+    pooled: 0,
+    poolHits: 0,
+    poolDropped: 0,
   };
   const counters = new Counters(log);
   const pending = new PendingTable({
@@ -165,6 +206,13 @@ export async function startPublic(
     timeoutMs: settings.dialBackTimeoutMs,
   });
   const pool = new BufferPool();
+  const dialPool = new PoolTable(
+    { maxPerOperator: settings.maxPooledPerOperator, tokenTimeoutMs: settings.dialBackTimeoutMs },
+    (operator: string, why: PoolDropReason) => {
+      stats.poolDropped++;
+      log.debug("Dropped an idle pooled connection of {operator}: {why}", { operator, why });
+    },
+  );
   const eps: EpsClient = connectEps(settings.eps, stop.signal);
 
   eps.serve("announceConnections", async (params, ctx) => {
@@ -188,6 +236,58 @@ export async function startPublic(
     const withdrawn = await announcements.withdraw(ctx.caller, parseWithdrawParams(params));
     log.info("Withdrew {domains} of {operator}", { operator: ctx.caller, domains: withdrawn });
     return { withdrawn };
+  });
+  eps.serve("openPool", (params, ctx) => {
+    const operator = ctx.caller;
+    const count = params.count;
+    const idleMs = params.idle_timeout_ms;
+    const domains = params.domains;
+    if (
+      !Number.isInteger(count) || (count as number) < 1 || (count as number) > MAX_OPEN_COUNT ||
+      !Number.isInteger(idleMs) || (idleMs as number) < 1 ||
+      !Array.isArray(domains) || domains.length < 1 || domains.length > 1000 ||
+      !domains.every((d) => typeof d === "string")
+    ) {
+      throw new RpcError(
+        `Cannot open pool for "${operator}": want {domains: [1 to 1000 names], count: 1 to ${MAX_OPEN_COUNT}, idle_timeout_ms: > 0}`,
+        RpcCode.InvalidParams,
+      );
+    }
+    // only names this operator holds now: a pooled connection serves nothing else
+    const held = new Set(announcements.list(operator).map((a) => a.domain));
+    const foreign = (domains as string[]).filter((d) => !held.has(d));
+    if (foreign.length > 0) {
+      log.warn("Refused pool for {operator}: {domains} not announced by it", {
+        operator,
+        domains: foreign,
+      });
+      throw new RpcError(
+        `Cannot open pool for "${operator}": ${JSON.stringify(foreign)} not announced by it`,
+        RpcCode.DomainNotAllowed,
+      );
+    }
+    const minted = dialPool.mint(operator, domains as string[], count as number, idleMs as number);
+    if (!minted.ok) {
+      stats.refusedPool++;
+      counters.warn(
+        `pool-${minted.why}`,
+        "Refused pool tokens: {why} ({count} since last report), last for {operator}",
+        {
+          operator,
+          why: minted.why === "off"
+            ? "pooling is off"
+            : `max_pooled_per_operator ${settings.maxPooledPerOperator} reached`,
+        },
+      );
+      throw new RpcError(
+        minted.why === "off"
+          ? `Cannot open pool for "${operator}": pooling is off`
+          : `Cannot open pool for "${operator}": ${settings.maxPooledPerOperator} connections or tokens held`,
+        RpcCode.Unavailable,
+      );
+    }
+    stats.poolTokens += minted.tokens.length;
+    return { tokens: minted.tokens, idle_timeout_ms: minted.idleTimeoutMs };
   });
   eps.serve("getAnnouncements", (_params, ctx) => ({
     connections: viewOf(announcements.list(ctx.caller)),
@@ -239,6 +339,20 @@ export async function startPublic(
       return;
     }
     const operator = announcement.operator;
+    const pooled = dialPool.take(operator, announcement.domain);
+    if (pooled !== undefined) {
+      stats.poolHits++;
+      log.debug("Took a pooled connection of {operator} for {client} ({domain})", {
+        client,
+        domain,
+        operator,
+      });
+      const replay = replayOf(encodePoolHeader(domain), hello.bytes, extra);
+      // a held connection keeps only the splice's small buffers, not the hello (issue 6)
+      hello = extra = undefined;
+      await relay(conn, pooled, replay, { started, client, domain, operator });
+      return;
+    }
     const parked = pending.park(operator, clientHost);
     if (!parked.ok) {
       stats.refusedPending++;
@@ -257,6 +371,7 @@ export async function startPublic(
       operator,
       token: redact(token),
     });
+    stats.notices++;
     eps.call(
       `${operator}.incomingConnection`,
       { domain, token, endpoint: endpointText },
@@ -296,14 +411,25 @@ export async function startPublic(
       await alertAndClose(conn, ALERT_INTERNAL_ERROR, stop.signal);
       return;
     }
+    const replay = replayOf(undefined, hello.bytes, extra);
+    hello = extra = undefined;
+    await relay(conn, dialBack, replay, { started, client, domain, operator });
+  }
+
+  /** Writes the replay (pool header, hello, what followed it) to the dial-back, splices, logs. */
+  async function relay(
+    conn: ByteConn,
+    dialBack: ByteConn,
+    replay: { bytes: Uint8Array | undefined; replayed: number },
+    about: { started: number; client: string; domain: string; operator: string },
+  ): Promise<void> {
     stats.spliced++;
-    const replayed = hello.bytes.length + extra.length;
+    const { started, client, domain, operator } = about;
+    const { replayed } = replay;
     let result;
     try {
-      await writeAll(dialBack, hello.bytes);
-      if (extra.length > 0) await writeAll(dialBack, extra);
-      // a held connection keeps only the splice's small buffers, not the hello (issue 6)
-      hello = extra = undefined;
+      await writeAll(dialBack, replay.bytes!);
+      replay.bytes = undefined;
       result = await splice(conn, dialBack, {
         signal: kill.signal,
         pool,
@@ -341,10 +467,21 @@ export async function startPublic(
         () => readExact(conn, buf),
       );
       if (ok) {
-        const operator = pending.claim(tokenText(buf), conn);
+        const token = tokenText(buf);
+        const operator = pending.claim(token, conn);
         if (operator !== null) {
           log.debug("Dial-back from {peer} for {operator}", { peer, operator });
           return true; // the client's task owns the connection now
+        }
+        const pooled = dialPool.redeem(token, conn);
+        if (pooled !== null) {
+          stats.pooled++;
+          log.debug("Pooled dial-back from {peer} for {operator}", {
+            peer,
+            operator: pooled.operator,
+          });
+          // idle until a client takes it (its task owns it then) or it is dropped (closed)
+          return await pooled.done;
         }
         why = "unknown, expired or reused token";
       } else {
@@ -424,6 +561,7 @@ export async function startPublic(
       tryClose(publicListener);
       tryClose(privateListener);
       pending.releaseAll(new PendingExpiredError("Cannot complete pending connection: stopping"));
+      dialPool.closeAll();
       const grace = setTimeout(() => kill.abort(), settings.graceMs);
       try {
         while (live.size > 0) await Promise.all(live.keys());
@@ -442,5 +580,5 @@ export async function startPublic(
     tryClose(publicListener);
     tryClose(privateListener);
   }, signal);
-  return Object.assign(handle, { stats, privateEndpoint, announcements });
+  return Object.assign(handle, { stats, privateEndpoint, announcements, pool: dialPool });
 }

@@ -8,6 +8,7 @@
  * endpoints: {public-proxy-1: 127.0.0.1:9999}   # the only address dialled for that operator
  * announcements:
  *   - {domain: test.internal-server.local, internal: 127.0.0.1:8888}
+ * pool: {enabled: true, min_idle: 0, max_idle: 32, idle_timeout_ms: 30000}   # pre-warmed dial-backs
  * ```
  * @module
  */
@@ -24,6 +25,17 @@ export interface PrivateAnnouncement {
   internal: HostPort;
   /** Lifetime of each announcement; default 3 × reannounce_interval_ms, at most 7 days. */
   expiresInMs: number;
+}
+
+/** Pre-warmed dial-backs (lib/proxy/dial_pool.ts), per public operator. */
+export interface PrivatePoolSettings {
+  enabled: boolean;
+  /** The pool never aims below this many connections (idle or being dialled). */
+  minIdle: number;
+  /** Nor above this many; the size in between follows the arrival rate. */
+  maxIdle: number;
+  /** The public proxy drops an idle pooled connection after this long (capped at 10 min there). */
+  idleTimeoutMs: number;
 }
 
 export interface PrivateSettings {
@@ -45,7 +57,15 @@ export interface PrivateSettings {
   maxConnections: number;
   /** On a graceful stop, how long live splices may go on (withdrawing is bounded by the call deadline). */
   graceMs: number;
+  pool: PrivatePoolSettings;
 }
+
+export const POOL_DEFAULTS: PrivatePoolSettings = {
+  enabled: true,
+  minIdle: 0,
+  maxIdle: 32,
+  idleTimeoutMs: 30_000,
+};
 
 export const PRIVATE_DEFAULTS = {
   reannounceIntervalMs: 600_000,
@@ -54,6 +74,7 @@ export const PRIVATE_DEFAULTS = {
   connectTimeoutMs: 5000,
   maxConnections: 16_384,
   graceMs: 5000,
+  pool: POOL_DEFAULTS,
 } as const;
 
 const MAX_EXPIRY_MS = 7 * 86_400_000;
@@ -70,7 +91,9 @@ const KEYS = [
   "connect_timeout_ms",
   "max_connections",
   "grace_ms",
+  "pool",
 ] as const;
+const POOL_KEYS = ["enabled", "min_idle", "max_idle", "idle_timeout_ms"] as const;
 const ANNOUNCEMENT_KEYS = ["domain", "internal", "expires_in_ms"] as const;
 
 /** Validates merged private proxy settings, reporting every problem (STYLE.md §3.7). */
@@ -143,6 +166,24 @@ export function parsePrivateSettings(
     }
     seen.add(a.domain);
   });
+  const rawPool = check.mapping(data.pool, "pool", problems);
+  check.onlyKeys(rawPool, POOL_KEYS, "pool", problems);
+  const P = POOL_DEFAULTS;
+  const pool: PrivatePoolSettings = {
+    enabled: check.boolean(rawPool.enabled ?? P.enabled, "pool.enabled", problems),
+    minIdle: check.integer(rawPool.min_idle ?? P.minIdle, "pool.min_idle", problems, 0, 64),
+    maxIdle: check.integer(rawPool.max_idle ?? P.maxIdle, "pool.max_idle", problems, 1, 1024),
+    idleTimeoutMs: check.integer(
+      rawPool.idle_timeout_ms ?? P.idleTimeoutMs,
+      "pool.idle_timeout_ms",
+      problems,
+      1000,
+      600_000,
+    ),
+  };
+  if (pool.minIdle > pool.maxIdle) {
+    problems.push(`pool.min_idle: ${pool.minIdle} exceeds pool.max_idle (${pool.maxIdle})`);
+  }
   return {
     operator: operatorName(data.operator, "operator", problems),
     eps: parseEpsClientSettings(data.eps, "eps", problems),
@@ -161,6 +202,7 @@ export function parsePrivateSettings(
       1_000_000,
     ),
     graceMs: check.integer(data.grace_ms ?? D.graceMs, "grace_ms", problems, 0, 3_600_000),
+    pool,
   };
 }
 

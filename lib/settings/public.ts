@@ -43,6 +43,11 @@ export interface PublicSettings {
   maxConnections: number;
   /** On a graceful stop, how long live splices may go on. */
   graceMs: number;
+  /**
+   * Pre-warmed dial-backs (lib/proxy/dial_pool.ts): idle pooled connections plus unredeemed pool
+   * tokens one private operator may hold; 0 refuses every openPool call.
+   */
+  maxPooledPerOperator: number;
 }
 
 export const PUBLIC_DEFAULTS = {
@@ -56,6 +61,7 @@ export const PUBLIC_DEFAULTS = {
   noticeTimeoutMs: 5000,
   maxConnections: 16_384,
   graceMs: 5000,
+  maxPooledPerOperator: 64,
 } as const;
 
 const KEYS = [
@@ -77,6 +83,7 @@ const KEYS = [
   "notice_timeout_ms",
   "max_connections",
   "grace_ms",
+  "max_pooled_per_operator",
 ] as const;
 
 /** An operator name: a lower-case host name, as in the directory. */
@@ -152,6 +159,13 @@ export function parsePublicSettings(
     noticeTimeoutMs: ms("notice_timeout_ms", D.noticeTimeoutMs),
     maxConnections: count("max_connections", D.maxConnections),
     graceMs: check.integer(data.grace_ms ?? D.graceMs, "grace_ms", problems, 0, 3_600_000),
+    maxPooledPerOperator: check.integer(
+      data.max_pooled_per_operator ?? D.maxPooledPerOperator,
+      "max_pooled_per_operator",
+      problems,
+      0,
+      100_000,
+    ),
   };
   if (data.private_endpoint !== undefined) {
     s.privateEndpoint = check.address(data.private_endpoint, "private_endpoint", problems);

@@ -1,0 +1,614 @@
+/**
+ * Pre-warmed dial-backs (issue 6 item 3): idle, already authenticated data connections from a
+ * private proxy to a public proxy's private port, so that a new client skips the notice round trip
+ * (public → EPS → EPS → private proxy) and the dial-back connect.
+ *
+ * The protocol, on top of the dial-back of DESIGN.md §4:
+ * 1. The private proxy calls `<public>.openPool {domains, count, idle_timeout_ms}` through its EPS
+ *    (authenticated: the EPS stamps the caller). The public proxy checks that the caller holds an
+ *    announcement for every domain named, grants at most its `max_pooled_per_operator` (tokens not
+ *    yet redeemed count, as do idle connections) and answers `{tokens, idle_timeout_ms}`: one-time
+ *    32-byte tokens, each valid for `dial_back_timeout_ms`.
+ * 2. The private proxy dials the private port and writes one token, exactly as a dial-back does.
+ *    The public proxy finds it in its {@linkcode PoolTable} (not the pending table), and keeps the
+ *    connection idle, for that operator and those domains only, for at most `idle_timeout_ms`.
+ * 3. A client whose SNI matches an announcement of that operator for one of those domains takes
+ *    the most recently parked idle connection: the public proxy writes the pool header (type 1,
+ *    one length byte, the SNI in ASCII) and the buffered ClientHello, then splices. No notice.
+ * 4. The private proxy reads the header, checks the name against its own announcements, connects
+ *    the internal server, splices, and refills its pool.
+ *
+ * While a connection is idle neither side sends anything, so each side keeps one small read
+ * pending on it: EOF, a reset or an unexpected byte drops it there. The public side expires an
+ * idle connection at `idle_timeout_ms`; the private side closes it {@linkcode IDLE_SLACK_MS}
+ * later, so the public side never hands out a connection the private side is about to close.
+ *
+ * Taking the newest idle connection first (a stack) lets the surplus of a shrinking pool age
+ * out at the bottom instead of being kept alive by rotation.
+ * @module
+ */
+import type { Logger } from "@logtape/logtape";
+import { ProtocolError } from "../errors.ts";
+import { errorText } from "../log.ts";
+import { type ByteConn, tryClose } from "../net/conn.ts";
+import { withDeadline } from "../net/io.ts";
+import { TOKEN_BYTES, tokenText } from "./pending.ts";
+
+/** First byte of the pool header: "a client for this name follows". */
+export const POOL_HEADER_TYPE = 1;
+/** Longest a public proxy keeps an idle pooled connection, whatever the private proxy asks. */
+export const MAX_POOL_IDLE_MS = 600_000;
+/** Shortest idle timeout a private proxy may ask for. */
+export const MIN_POOL_IDLE_MS = 1000;
+/** Most tokens one `openPool` call may ask for. */
+export const MAX_OPEN_COUNT = 64;
+/** How much later than the public side the private side gives up an idle connection. */
+export const IDLE_SLACK_MS = 2000;
+/** Size of the read kept pending on an idle connection (also the first read after it is taken). */
+const PROBE_BYTES = 1024;
+/** Size of the buffer the private side reads the pool header into (header ≤ 257 bytes). */
+const HEADER_READ_BYTES = 512;
+
+/** The pool header for a client with SNI `name` (a normalised host name, ≤ 253 ASCII bytes). */
+export function encodePoolHeader(name: string): Uint8Array {
+  const bytes = new TextEncoder().encode(name);
+  if (bytes.length < 1 || bytes.length > 255 || bytes.length !== name.length) {
+    throw new RangeError(`Cannot encode pool header: name "${name}" is not 1 to 255 ASCII bytes`);
+  }
+  const out = new Uint8Array(2 + bytes.length);
+  out[0] = POOL_HEADER_TYPE;
+  out[1] = bytes.length;
+  out.set(bytes, 2);
+  return out;
+}
+
+/**
+ * Decodes a pool header at the start of `bytes`: the name and the header's length, or null when
+ * more bytes are needed. Throws ProtocolError on a wrong type, an empty or non-ASCII name.
+ */
+export function decodePoolHeader(bytes: Uint8Array): { name: string; length: number } | null {
+  if (bytes.length < 1) return null;
+  if (bytes[0] !== POOL_HEADER_TYPE) {
+    throw new ProtocolError(
+      `Cannot decode pool header: type is ${bytes[0]}, expected ${POOL_HEADER_TYPE}`,
+    );
+  }
+  if (bytes.length < 2) return null;
+  const n = bytes[1]!;
+  if (n === 0) throw new ProtocolError("Cannot decode pool header: empty name");
+  if (bytes.length < 2 + n) return null;
+  let name = "";
+  for (let i = 2; i < 2 + n; i++) {
+    const b = bytes[i]!;
+    if (b < 0x21 || b > 0x7e) {
+      throw new ProtocolError(`Cannot decode pool header: byte ${b} in the name is not ASCII`);
+    }
+    name += String.fromCharCode(b);
+  }
+  return { name, length: 2 + n };
+}
+
+/**
+ * Reads a pool header from `conn`: the name and the bytes that came after it in the same reads
+ * (the start of the ClientHello), or null on EOF before the first byte.
+ */
+export async function readPoolHeader(
+  conn: Pick<ByteConn, "read">,
+): Promise<{ name: string; rest: Uint8Array } | null> {
+  const buf = new Uint8Array(HEADER_READ_BYTES);
+  let got = 0;
+  for (;;) {
+    const n = await conn.read(buf.subarray(got));
+    if (n === null) {
+      if (got === 0) return null;
+      throw new ProtocolError(`Cannot read pool header: connection ended after ${got} bytes`);
+    }
+    got += n;
+    const h = decodePoolHeader(buf.subarray(0, got));
+    if (h !== null) return { name: h.name, rest: buf.slice(h.length, got) };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public side
+
+export interface PoolTableLimits {
+  /** Idle connections plus unredeemed tokens per operator; 0 turns pooling off. */
+  maxPerOperator: number;
+  /** How long a minted token may wait for its connection. */
+  tokenTimeoutMs: number;
+}
+
+/** Why an idle pooled connection was dropped. */
+export type PoolDropReason = "eof" | "data" | "reset" | "timeout" | "stopping";
+
+interface TokenEntry {
+  operator: string;
+  domains: ReadonlySet<string>;
+  idleTimeoutMs: number;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+interface IdleEntry {
+  conn: ByteConn;
+  operator: string;
+  domains: ReadonlySet<string>;
+  idle: boolean;
+  probe: Promise<number | null>;
+  buf: Uint8Array;
+  timer: ReturnType<typeof setTimeout>;
+  done(taken: boolean): void;
+}
+
+/** The result of `mint()`: the tokens (base64; never log them), or why none were granted. */
+export type MintResult =
+  | { ok: true; tokens: string[]; idleTimeoutMs: number }
+  | { ok: false; why: "off" | "cap" };
+
+/**
+ * The public proxy's pool: one-time pool tokens and the idle connections that redeemed them,
+ * per operator. Created per public proxy; never module-level.
+ */
+export class PoolTable {
+  #tokens = new Map<string, TokenEntry>();
+  /** Idle connections per operator, oldest first. */
+  #idle = new Map<string, IdleEntry[]>();
+  /** Unredeemed tokens plus idle connections, per operator: what the cap counts. */
+  #held = new Map<string, number>();
+  #closed = false;
+
+  constructor(
+    readonly limits: PoolTableLimits,
+    readonly onDrop: (operator: string, why: PoolDropReason) => void = () => {},
+  ) {}
+
+  /** Tokens and idle connections held for `operator`. */
+  held(operator: string): number {
+    return this.#held.get(operator) ?? 0;
+  }
+
+  /** Idle connections of `operator`, or of all operators. */
+  idle(operator?: string): number {
+    if (operator !== undefined) return this.#idle.get(operator)?.length ?? 0;
+    let n = 0;
+    for (const list of this.#idle.values()) n += list.length;
+    return n;
+  }
+
+  /**
+   * Mints up to `count` tokens for `operator`, usable for `domains` (announcement names), within
+   * the per-operator cap. Grants fewer when the cap leaves less room; none → `{ok: false}`.
+   */
+  mint(
+    operator: string,
+    domains: readonly string[],
+    count: number,
+    idleTimeoutMs: number,
+  ): MintResult {
+    if (this.limits.maxPerOperator === 0 || this.#closed) return { ok: false, why: "off" };
+    const n = Math.min(count, this.limits.maxPerOperator - this.held(operator));
+    if (n <= 0) return { ok: false, why: "cap" };
+    const set = new Set(domains);
+    const ms = Math.min(Math.max(idleTimeoutMs, MIN_POOL_IDLE_MS), MAX_POOL_IDLE_MS);
+    const tokens: string[] = [];
+    const raw = new Uint8Array(TOKEN_BYTES);
+    for (let i = 0; i < n; i++) {
+      let token: string;
+      do {
+        crypto.getRandomValues(raw);
+        token = tokenText(raw);
+      } while (this.#tokens.has(token));
+      const timer = setTimeout(() => {
+        if (this.#tokens.delete(token)) bump(this.#held, operator, -1);
+      }, this.limits.tokenTimeoutMs);
+      this.#tokens.set(token, { operator, domains: set, idleTimeoutMs: ms, timer });
+      tokens.push(token);
+    }
+    bump(this.#held, operator, n);
+    return { ok: true, tokens, idleTimeoutMs: ms };
+  }
+
+  /** True when `token` (base64) is an unredeemed pool token. */
+  has(token: string): boolean {
+    return this.#tokens.has(token);
+  }
+
+  /**
+   * Redeems `token` with the connection that presented it and keeps the connection idle. Returns
+   * null when the token is unknown, expired or used; else a promise that resolves true when a
+   * client took the connection (it owns it now), false when it was dropped (and closed).
+   * Returns the operator too, for logs.
+   */
+  redeem(token: string, conn: ByteConn): { operator: string; done: Promise<boolean> } | null {
+    const t = this.#tokens.get(token);
+    if (t === undefined) return null;
+    this.#tokens.delete(token);
+    clearTimeout(t.timer);
+    if (this.#closed) {
+      bump(this.#held, t.operator, -1);
+      return { operator: t.operator, done: Promise.resolve(false) };
+    }
+    let done!: (taken: boolean) => void;
+    const taken = new Promise<boolean>((resolve) => done = resolve);
+    const buf = new Uint8Array(PROBE_BYTES);
+    const probe = conn.read(buf);
+    const e: IdleEntry = {
+      conn,
+      operator: t.operator,
+      domains: t.domains,
+      idle: true,
+      probe,
+      buf,
+      timer: setTimeout(() => this.#drop(e, "timeout"), t.idleTimeoutMs),
+      done,
+    };
+    probe.then(
+      (n) => this.#drop(e, n === null ? "eof" : "data"),
+      () => this.#drop(e, "reset"),
+    );
+    let list = this.#idle.get(t.operator);
+    if (list === undefined) this.#idle.set(t.operator, list = []);
+    list.push(e);
+    return { operator: t.operator, done: taken };
+  }
+
+  /**
+   * Takes the newest idle connection of `operator` opened for `domain` (an announcement name), or
+   * undefined. The caller writes the pool header and the ClientHello to it, then splices.
+   */
+  take(operator: string, domain: string): ByteConn | undefined {
+    const list = this.#idle.get(operator);
+    if (list === undefined) return undefined;
+    for (let i = list.length - 1; i >= 0; i--) {
+      const e = list[i]!;
+      if (!e.domains.has(domain)) continue;
+      this.#remove(e, i);
+      e.done(true);
+      return new PrimedConn(e.conn, e.probe, e.buf);
+    }
+    return undefined;
+  }
+
+  /** Drops every idle connection and forgets every token; later mints are refused. */
+  closeAll(): void {
+    this.#closed = true;
+    for (const list of [...this.#idle.values()]) {
+      for (const e of [...list]) this.#drop(e, "stopping");
+    }
+    for (const [token, t] of this.#tokens) {
+      clearTimeout(t.timer);
+      this.#tokens.delete(token);
+      bump(this.#held, t.operator, -1);
+    }
+  }
+
+  #drop(e: IdleEntry, why: PoolDropReason): void {
+    if (!e.idle) return;
+    const list = this.#idle.get(e.operator)!;
+    this.#remove(e, list.indexOf(e));
+    tryClose(e.conn);
+    e.done(false);
+    this.onDrop(e.operator, why);
+  }
+
+  #remove(e: IdleEntry, index: number): void {
+    e.idle = false;
+    clearTimeout(e.timer);
+    const list = this.#idle.get(e.operator)!;
+    list.splice(index, 1);
+    if (list.length === 0) this.#idle.delete(e.operator);
+    bump(this.#held, e.operator, -1);
+  }
+}
+
+/**
+ * A taken pooled connection: its first read is the probe read that was pending while it was
+ * idle (a read in flight cannot be taken back), later reads go to the socket.
+ */
+class PrimedConn implements ByteConn {
+  #probe: Promise<number | null> | null;
+  #rest: Uint8Array | null = null;
+  constructor(readonly inner: ByteConn, probe: Promise<number | null>, readonly buf: Uint8Array) {
+    this.#probe = probe;
+  }
+  get remoteAddr(): Deno.Addr {
+    return this.inner.remoteAddr;
+  }
+  async read(buf: Uint8Array): Promise<number | null> {
+    if (this.#probe !== null) {
+      const probe = this.#probe;
+      this.#probe = null;
+      const n = await probe;
+      if (n === null) return null;
+      this.#rest = this.buf.subarray(0, n);
+    }
+    if (this.#rest !== null) {
+      const n = Math.min(buf.length, this.#rest.length);
+      buf.set(this.#rest.subarray(0, n));
+      this.#rest = n === this.#rest.length ? null : this.#rest.subarray(n);
+      return n;
+    }
+    return await this.inner.read(buf);
+  }
+  write(buf: Uint8Array): Promise<number> {
+    return this.inner.write(buf);
+  }
+  closeWrite(): Promise<void> {
+    return this.inner.closeWrite();
+  }
+  close(): void {
+    this.inner.close();
+  }
+}
+
+function bump(m: Map<string, number>, key: string, by: number): void {
+  const n = (m.get(key) ?? 0) + by;
+  if (n <= 0) m.delete(key);
+  else m.set(key, n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Private side: the adaptive size
+
+/**
+ * Arrivals per second as an exponentially decaying count: each arrival adds 1/τ, and the sum
+ * decays by e^(−Δt/τ). Under a steady rate λ it converges to λ within a few τ, and it falls
+ * towards 0 once arrivals stop.
+ */
+export class ArrivalRate {
+  #rate = 0;
+  #at = 0;
+  constructor(readonly windowMs = 5000) {}
+  /** Records one arrival at `now` (ms, monotonic). */
+  hit(now: number): void {
+    this.#rate = this.perSecond(now) + 1000 / this.windowMs;
+    this.#at = now;
+  }
+  /** The estimate at `now`. */
+  perSecond(now: number): number {
+    if (this.#rate === 0) return 0;
+    return this.#rate * Math.exp(-Math.max(0, now - this.#at) / this.windowMs);
+  }
+}
+
+/** How many connections beyond the expected need the pool keeps, as a factor. */
+const HEADROOM = 2;
+
+/**
+ * The pool size a private proxy aims for (idle plus being dialled):
+ *
+ *     target = clamp(ceil(HEADROOM · λ · T), min, max)   when λ · L ≥ 1
+ *     target = min                                       otherwise
+ *
+ * λ = arrivals per second (notices and pooled clients, {@linkcode ArrivalRate}), T = seconds one
+ * refill takes (the openPool call, the connect and the token; a moving average), L = the idle
+ * timeout in seconds. While one refill is under way about λ·T clients arrive (Little's law), so
+ * that many idle connections cover the gap; HEADROOM doubles it for bursts. When fewer than one
+ * client is expected per idle timeout a pooled connection would most likely expire unused, so
+ * the pool falls back to `min`.
+ */
+export function poolTarget(
+  ratePerSecond: number,
+  refillMs: number,
+  idleTimeoutMs: number,
+  min: number,
+  max: number,
+): number {
+  if (ratePerSecond * idleTimeoutMs / 1000 < 1) return Math.min(min, max);
+  const need = Math.ceil(HEADROOM * ratePerSecond * refillMs / 1000);
+  return Math.min(max, Math.max(min, need));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Private side: the pool towards one public operator
+
+/** What the private proxy's pool towards one public operator needs from the proxy. */
+export interface DialPoolOptions {
+  /** The public operator (for logs). */
+  operator: string;
+  minIdle: number;
+  maxIdle: number;
+  idleTimeoutMs: number;
+  /** First delay after a failed refill; doubles up to {@linkcode MAX_BACKOFF_MS}. */
+  retryMs: number;
+  /** Asks for `count` tokens (the openPool call); resolves to the raw tokens granted. */
+  open(count: number): Promise<{ tokens: Uint8Array[]; idleTimeoutMs: number }>;
+  /** Connects the private port and writes `token`. */
+  dial(token: Uint8Array): Promise<ByteConn>;
+  /** A client came on a pooled connection: the proxy owns `conn` now. */
+  serve(conn: ByteConn, name: string, rest: Uint8Array): void;
+  /** How many more connections the proxy may open now (its max_connections). */
+  room(): number;
+  signal: AbortSignal;
+  log: Logger;
+}
+
+/** Counters of one pool, for tests and diagnostics. */
+export interface DialPoolStats {
+  /** Connections that redeemed a token and went idle. */
+  pooled: number;
+  /** Clients that came on a pooled connection. */
+  used: number;
+  /** Idle connections that ended (public side expired or closed them, reset, bad header). */
+  dropped: number;
+  /** Refills that failed (openPool refused or failed, dial failed). */
+  failedRefills: number;
+}
+
+/** Longest wait after failed refills. */
+export const MAX_BACKOFF_MS = 20_000;
+/** The refill time assumed before one was measured. */
+const INITIAL_REFILL_MS = 10;
+
+/**
+ * The private proxy's pool of pre-warmed dial-backs towards one public operator. It refills
+ * itself to {@linkcode poolTarget}: after each arrival, each drop, and after a failure's backoff.
+ */
+export class DialPool {
+  readonly stats: DialPoolStats = { pooled: 0, used: 0, dropped: 0, failedRefills: 0 };
+  readonly rate = new ArrivalRate();
+  /** Idle connections (waiting for a client). */
+  idle = 0;
+  /** Tokens asked for or being dialled. */
+  opening = 0;
+  #refillMs = INITIAL_REFILL_MS;
+  #calling = false;
+  #backoffMs = 0;
+  #blockedUntil = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #conns = new Set<ByteConn>();
+  #tasks = new Set<Promise<void>>();
+  #refusedLogged = false;
+
+  constructor(readonly o: DialPoolOptions) {
+    o.signal.addEventListener("abort", () => this.#stop(), { once: true });
+  }
+
+  /** The size aimed for now. */
+  target(now = performance.now()): number {
+    return poolTarget(
+      this.rate.perSecond(now),
+      this.#refillMs,
+      this.o.idleTimeoutMs,
+      this.o.minIdle,
+      this.o.maxIdle,
+    );
+  }
+
+  /** Records a new client (by notice or pooled) and refills. */
+  arrival(now = performance.now()): void {
+    this.rate.hit(now);
+    this.refill();
+  }
+
+  /** Starts a refill when the pool is below its target (one openPool call at a time). */
+  refill(): void {
+    if (this.o.signal.aborted || this.#calling) return;
+    const now = performance.now();
+    if (now < this.#blockedUntil) {
+      this.#timer ??= setTimeout(() => {
+        this.#timer = undefined;
+        this.refill();
+      }, this.#blockedUntil - now);
+      return;
+    }
+    const want = Math.min(
+      this.target(now) - this.idle - this.opening,
+      this.o.room() - this.opening,
+      MAX_OPEN_COUNT,
+    );
+    if (want <= 0) return;
+    this.#calling = true;
+    this.opening += want;
+    this.#track(this.#open(want, now));
+  }
+
+  /** Resolves when every task of the pool ended (after the signal aborted). */
+  async settled(): Promise<void> {
+    while (this.#tasks.size > 0) await Promise.all(this.#tasks);
+  }
+
+  async #open(want: number, started: number): Promise<void> {
+    let granted: { tokens: Uint8Array[]; idleTimeoutMs: number };
+    try {
+      granted = await this.o.open(want);
+      if (granted.tokens.length === 0) throw new RangeError("no tokens granted");
+    } catch (err) {
+      this.opening -= want;
+      this.#calling = false;
+      if (!this.o.signal.aborted) this.#failed(`openPool failed: ${errorText(err)}`);
+      return;
+    }
+    const tokens = granted.tokens.slice(0, want);
+    this.opening -= want - tokens.length;
+    this.#calling = false;
+    for (const token of tokens) this.#track(this.#dialOne(token, started));
+    // more may be needed already (arrivals while the call was under way)
+    this.refill();
+  }
+
+  async #dialOne(token: Uint8Array, started: number): Promise<void> {
+    let conn: ByteConn;
+    try {
+      if (this.o.signal.aborted) throw this.o.signal.reason;
+      conn = await this.o.dial(token);
+    } catch (err) {
+      this.opening--;
+      if (!this.o.signal.aborted) this.#failed(`dial failed: ${errorText(err)}`);
+      return;
+    }
+    this.opening--;
+    if (this.o.signal.aborted) {
+      tryClose(conn);
+      return;
+    }
+    // a moving average of how long one refill takes (call + connect + token)
+    this.#refillMs = 0.8 * this.#refillMs + 0.2 * (performance.now() - started);
+    this.#backoffMs = 0;
+    this.#refusedLogged = false;
+    this.idle++;
+    this.stats.pooled++;
+    this.#conns.add(conn);
+    let header: { name: string; rest: Uint8Array } | null = null;
+    let why = "ended";
+    try {
+      header = await withDeadline(
+        this.o.idleTimeoutMs + IDLE_SLACK_MS,
+        this.o.signal,
+        () => tryClose(conn),
+        () => readPoolHeader(conn),
+      );
+    } catch (err) {
+      why = errorText(err);
+    } finally {
+      this.idle--;
+      this.#conns.delete(conn);
+    }
+    if (header === null || this.o.signal.aborted) {
+      tryClose(conn);
+      if (!this.o.signal.aborted) {
+        this.stats.dropped++;
+        this.o.log.debug("Dropped idle pooled connection to {operator}: {why}", {
+          operator: this.o.operator,
+          why,
+        });
+        this.refill();
+      }
+      return;
+    }
+    this.stats.used++;
+    this.rate.hit(performance.now());
+    this.refill(); // before serving: the replacement's round trip overlaps this client
+    this.o.serve(conn, header.name, header.rest);
+  }
+
+  #failed(why: string): void {
+    this.stats.failedRefills++;
+    this.#backoffMs = Math.min(Math.max(this.#backoffMs * 2, this.o.retryMs), MAX_BACKOFF_MS);
+    this.#blockedUntil = performance.now() + this.#backoffMs;
+    const props = { operator: this.o.operator, why, ms: this.#backoffMs };
+    if (!this.#refusedLogged) {
+      this.#refusedLogged = true;
+      this.o.log.warn(
+        "Cannot refill the dial-back pool for {operator}: {why}; retrying in {ms} ms",
+        props,
+      );
+    } else {
+      this.o.log.debug("Cannot refill the dial-back pool for {operator}: {why}", props);
+    }
+    this.refill(); // schedules the retry when the target still wants connections
+  }
+
+  #track(p: Promise<void>): void {
+    const t = p.catch((err) => {
+      this.o.log.error("Dial-back pool task failed: {error}", { error: errorText(err) });
+    }).finally(() => this.#tasks.delete(t));
+    this.#tasks.add(t);
+  }
+
+  #stop(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    for (const conn of this.#conns) tryClose(conn);
+  }
+}
