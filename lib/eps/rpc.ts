@@ -12,6 +12,8 @@ export interface CallStream {
   read(buf: Uint8Array): Promise<number | null>;
   write(buf: Uint8Array): Promise<number>;
   closeWrite(): Promise<void>;
+  /** Writes `buf` and half-closes in one go, if the stream can (a yamux Stream can). */
+  end?(buf: Uint8Array): Promise<void>;
   /** Abandons the stream at once (yamux RST). */
   reset(): void;
   /** Resolves when both directions are done or the stream was reset (a yamux Stream has it). */
@@ -98,6 +100,12 @@ export async function writeMessage(
       `Cannot write message: ${bytes.length} bytes exceeds ${maxBytes} (max_message_bytes)`,
     );
   }
+  await writeLast(stream, bytes);
+}
+
+/** Writes `bytes` and half-closes: one frame (data and FIN) when the stream offers `end()`. */
+async function writeLast(stream: CallStream, bytes: Uint8Array): Promise<void> {
+  if (stream.end) return await stream.end(bytes);
   await writeAll(stream, bytes);
   await stream.closeWrite();
 }
@@ -312,8 +320,7 @@ export async function respond(
       ),
     ));
   }
-  await writeAll(stream, bytes);
-  await stream.closeWrite();
+  await writeLast(stream, bytes);
 }
 
 /** Serves one call: the callee's work for `request`, under `signal`; returns the result. */

@@ -66,6 +66,7 @@ interface Entry {
   control: StreamControl;
   inbound: boolean;
   drainingSince: number; // keepalive tick at which close() left it draining, or -1
+  ackSince: number; // keepalive tick since which its ACK waits for the stream's first frame, or -1
 }
 
 interface PendingPing {
@@ -102,6 +103,7 @@ export class Session implements AsyncDisposable {
   #pending = new Set<Entry>(); // inbound, not yet accepted (insertion order)
   #acceptWaiters: PromiseWithResolvers<Stream | null>[] = [];
   #draining = new Set<Entry>();
+  #unacked = new Set<Entry>(); // inbound, served, ACK not sent yet
   #refusedLog = new RateLimitedCounter();
   #refused = 0;
 
@@ -285,7 +287,7 @@ export class Session implements AsyncDisposable {
   #add(id: number, inbound: boolean): Entry {
     let control: StreamControl | undefined;
     const stream = new Stream(id, this.#host, INITIAL_STREAM_WINDOW, (c) => control = c);
-    const entry: Entry = { stream, control: control!, inbound, drainingSince: -1 };
+    const entry: Entry = { stream, control: control!, inbound, drainingSince: -1, ackSince: -1 };
     this.#streams.set(id, entry);
     if (inbound) this.#inbound++;
     else this.#outbound++;
@@ -307,6 +309,7 @@ export class Session implements AsyncDisposable {
     else this.#outbound--;
     this.#pending.delete(entry);
     this.#draining.delete(entry);
+    this.#unacked.delete(entry);
   }
 
   #inboundSyn(id: number): Entry | undefined {
@@ -340,7 +343,12 @@ export class Session implements AsyncDisposable {
     const entry = this.#add(id, true);
     const w = this.#acceptWaiters.shift();
     if (this.#onStream) {
-      this.#grant(entry, Flag.ACK);
+      if (this.#window === INITIAL_STREAM_WINDOW) {
+        // No window to grant: the ACK rides on the stream's first frame (usually the answer),
+        // as js-libp2p-yamux does; the keepalive tick sends it alone if that takes long.
+        entry.ackSince = this.#tick;
+        this.#unacked.add(entry);
+      } else this.#grant(entry, Flag.ACK);
       try {
         this.#onStream(entry.stream);
       } catch (err) {
@@ -508,6 +516,9 @@ export class Session implements AsyncDisposable {
     this.#keepaliveId = this.#pingId();
     this.#keepaliveSent = now;
     this.#post(FrameType.Ping, Flag.SYN, 0, this.#keepaliveId);
+    for (const e of this.#unacked) {
+      if (this.#tick - e.ackSince >= 1) this.#post(FrameType.WindowUpdate, 0, e.stream.id, 0);
+    }
     // Streams closed locally whose peer never sent FIN: reset after two more ticks.
     for (const e of this.#draining) {
       if (this.#tick - e.drainingSince > 2) e.stream.reset();
@@ -543,6 +554,26 @@ export class Session implements AsyncDisposable {
         undefined,
       );
       return wait ? Promise.reject(this.#closedError()) : Promise.resolve();
+    }
+    if (id !== 0) {
+      if (this.#unacked.size > 0) {
+        const e = this.#streams.get(id);
+        if (e !== undefined && e.ackSince >= 0) {
+          e.ackSince = -1;
+          this.#unacked.delete(e);
+          flags |= Flag.ACK;
+        }
+      }
+      // A SYN or ACK still queued alone for this stream rides on this frame instead (the
+      // spec allows both flags on Data and WindowUpdate frames): one frame, one write.
+      const last = this.#queue.length > this.#qHead ? this.#queue.at(-1)! : undefined;
+      if (
+        last !== undefined && last.streamId === id && last.type === FrameType.WindowUpdate &&
+        last.length === 0 && last.done === undefined && (last.flags & ~(Flag.SYN | Flag.ACK)) === 0
+      ) {
+        flags |= last.flags;
+        this.#queue.pop();
+      }
     }
     const done = wait ? Promise.withResolvers<void>() : undefined;
     this.#queue.push({ type, flags, streamId: id, length, payload, done });

@@ -593,3 +593,102 @@ Deno.test("Session with a larger initialWindow announces it and lets the peer us
   await within(st.write(data).then(() => st.closeWrite()), 10_000);
   assert.deepEqual(await within(inbound), data);
 });
+
+// ---- frame economy ----------------------------------------------------------------------------
+
+Deno.test("Stream.end() right after open() sends SYN, data and FIN as one Data frame", async () => {
+  const [conn, raw] = await tcpPair();
+  await using client = new Session(conn, { client: true, keepaliveIntervalMs: 0 });
+  using _raw = raw;
+  const frames = rawFrames(raw);
+  const st = client.open();
+  await st.end(text("hello"));
+  const f = (await within(frames.next())).value!;
+  assert.deepEqual(f.header, {
+    type: FrameType.Data,
+    flags: Flag.SYN | Flag.FIN,
+    streamId: st.id,
+    length: 5,
+  });
+  assert.equal(untext(f.payload), "hello");
+  await frames.return(undefined);
+});
+
+Deno.test("Stream.end() after writes queues the FIN on the last Data frame", async () => {
+  await using p = await sessionPair();
+  const st = p.client.open();
+  const big = pattern(3 * 64 * 1024 + 5, 7);
+  void st.write(text("x"));
+  const ended = st.end(big);
+  const peer = await acceptOne(p.server);
+  const got = await within(readAll(peer));
+  await ended;
+  assert.equal(got.length, big.length + 1);
+  assert.deepEqual(got.subarray(1), big);
+  await peer.end(text("ok"));
+  assert.equal(untext(await within(readAll(st))), "ok");
+  await within(st.closed);
+  await within(peer.closed);
+  assert.equal(p.client.streamCount, 0);
+  assert.equal(p.server.streamCount, 0);
+});
+
+Deno.test("Session with onStream sends the ACK on the stream's first frame", async () => {
+  const [raw, conn] = await tcpPair();
+  let served: Stream | undefined;
+  const got = Promise.withResolvers<Stream>();
+  await using server = new Session(conn, {
+    client: false,
+    keepaliveIntervalMs: 0,
+    onStream: (st) => got.resolve(served = st),
+  });
+  using _raw = raw;
+  const frames = rawFrames(raw);
+  await writeAll(
+    raw,
+    frame({ type: FrameType.Data, flags: Flag.SYN | Flag.FIN, streamId: 1, length: 2 }, text("hi")),
+  );
+  const st = await within(got.promise);
+  assert.equal(untext(await within(readAll(st))), "hi");
+  await st.end(text("yo"));
+  const f = (await within(frames.next())).value!;
+  assert.deepEqual(f.header, {
+    type: FrameType.Data,
+    flags: Flag.ACK | Flag.FIN,
+    streamId: 1,
+    length: 2,
+  });
+  assert.equal(served, st);
+  assert.equal(server.streamCount, 0);
+  await frames.return(undefined);
+});
+
+Deno.test("Session with onStream sends a pending ACK alone at a keepalive tick", async () => {
+  const [raw, conn] = await tcpPair();
+  const got = Promise.withResolvers<Stream>();
+  await using _server = new Session(conn, {
+    client: false,
+    keepaliveIntervalMs: 20,
+    keepaliveMisses: 1000,
+    onStream: (st) => got.resolve(st),
+  });
+  using _raw = raw;
+  const frames = rawFrames(raw);
+  await writeAll(
+    raw,
+    frame({ type: FrameType.WindowUpdate, flags: Flag.SYN, streamId: 1, length: 0 }),
+  );
+  await within(got.promise);
+  for (;;) {
+    const f = (await within(frames.next())).value!;
+    if (f.header.type !== FrameType.WindowUpdate) continue;
+    assert.deepEqual(f.header, {
+      type: FrameType.WindowUpdate,
+      flags: Flag.ACK,
+      streamId: 1,
+      length: 0,
+    });
+    break;
+  }
+  await frames.return(undefined);
+});

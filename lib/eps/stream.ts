@@ -81,7 +81,8 @@ export class Stream {
   #sendWindow: number;
   #sendWait: Waiter | undefined;
   #writeEnded = false; // FIN queued
-  #tail: Promise<unknown> = Promise.resolve(); // serialises write()/closeWrite()
+  #tail: Promise<unknown> = Promise.resolve(); // serialises write()/closeWrite()/end()
+  #busy = 0; // write()/closeWrite()/end() calls not yet settled
   // lifecycle
   #localClosed = false; // close() called
   #error: Error | undefined; // reset or session end
@@ -148,21 +149,59 @@ export class Stream {
    */
   write(buf: Uint8Array): Promise<number> {
     return this.#serial(async () => {
-      let off = 0;
-      while (off < buf.length) {
-        this.#checkWritable();
-        if (this.#sendWindow <= 0) {
-          this.#sendWait ??= waiter();
-          await this.#sendWait.promise;
-          continue;
-        }
-        const n = Math.min(buf.length - off, this.#sendWindow, MAX_DATA_FRAME);
-        this.#sendWindow -= n;
-        await this.#host.send(FrameType.Data, 0, this.id, n, buf.subarray(off, off + n));
-        off += n;
-      }
+      await this.#send(buf, false);
       return buf.length;
     });
+  }
+
+  /**
+   * Writes all of `buf`, then half-closes: like `write(buf)` then `closeWrite()`, but the FIN
+   * rides on the last Data frame. A message that fits the window and nothing queued before it
+   * is queued at once, so a stream opened, written and ended in one turn goes out as a single
+   * frame (SYN, data, FIN). `buf` must not change until the promise settles.
+   */
+  end(buf: Uint8Array): Promise<void> {
+    if (buf.length === 0) return this.closeWrite();
+    if (
+      this.#busy === 0 && !this.#error && !this.#writeEnded && buf.length <= this.#sendWindow &&
+      buf.length <= MAX_DATA_FRAME
+    ) {
+      this.#writeEnded = true;
+      this.#sendWindow -= buf.length;
+      const sent = this.#host.send(FrameType.Data, Flag.FIN, this.id, buf.length, buf);
+      const done = sent.then(() => {
+        if (this.#readEnded) this.#release();
+      });
+      this.#track(done);
+      return done;
+    }
+    return this.#serial(() => this.#send(buf, true));
+  }
+
+  /** Sends `buf` in frames of at most the window; with `fin`, the last one carries FIN. */
+  async #send(buf: Uint8Array, fin: boolean): Promise<void> {
+    let off = 0;
+    while (off < buf.length) {
+      this.#checkWritable();
+      if (this.#sendWindow <= 0) {
+        this.#sendWait ??= waiter();
+        await this.#sendWait.promise;
+        continue;
+      }
+      const n = Math.min(buf.length - off, this.#sendWindow, MAX_DATA_FRAME);
+      this.#sendWindow -= n;
+      const last = fin && off + n === buf.length;
+      if (last) this.#writeEnded = true;
+      await this.#host.send(
+        FrameType.Data,
+        last ? Flag.FIN : 0,
+        this.id,
+        n,
+        buf.subarray(off, off + n),
+      );
+      off += n;
+    }
+    if (fin && this.#readEnded) this.#release();
   }
 
   /** Sends FIN after any pending write: the peer reads EOF, reading here goes on. Idempotent. */
@@ -208,8 +247,17 @@ export class Stream {
 
   #serial<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.#tail.then(fn);
-    this.#tail = run.catch(() => {});
+    this.#track(run);
     return run;
+  }
+
+  /** Makes `op` the write that later ones wait for. */
+  #track(op: Promise<unknown>): void {
+    this.#busy++;
+    this.#tail = op.then(
+      () => void this.#busy--,
+      () => void this.#busy--,
+    );
   }
 
   #checkWritable(): void {
