@@ -51,6 +51,9 @@ export async function readAll(
  * Runs `fn` with a signal that aborts at `ms` or when `parent` aborts; on abort `onAbort` is called
  * (typically closing the connection, which wakes a pending read). Rethrows the abort reason
  * (a TimeoutError DOMException on timeout) instead of the BadResource error the close caused.
+ * The timer is cleared when `fn` settles: unlike `AbortSignal.any([parent,
+ * AbortSignal.timeout(ms)])`, which keeps about 1.6 KiB per call alive until `ms` passes, nothing
+ * is left behind (issue 6: held connections).
  */
 export async function withDeadline<T>(
   ms: number,
@@ -58,20 +61,31 @@ export async function withDeadline<T>(
   onAbort: () => void,
   fn: (signal: AbortSignal) => Promise<T>,
 ): Promise<T> {
-  const signal = parent
-    ? AbortSignal.any([parent, AbortSignal.timeout(ms)])
-    : AbortSignal.timeout(ms);
-  if (signal.aborted) {
-    onAbort();
-    signal.throwIfAborted();
-  }
-  signal.addEventListener("abort", onAbort, { once: true });
+  const ctl = new AbortController();
+  const signal = ctl.signal;
+  const onParentAbort = () => ctl.abort(parent!.reason);
+  if (parent?.aborted) ctl.abort(parent.reason);
+  else parent?.addEventListener("abort", onParentAbort, { once: true });
+  const timer = signal.aborted ? undefined : setTimeout(
+    () => ctl.abort(new DOMException("Signal timed out.", "TimeoutError")),
+    ms,
+  );
   try {
-    return await fn(signal);
-  } catch (err) {
-    signal.throwIfAborted();
-    throw err;
+    if (signal.aborted) {
+      onAbort();
+      signal.throwIfAborted();
+    }
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      return await fn(signal);
+    } catch (err) {
+      signal.throwIfAborted();
+      throw err;
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
   } finally {
-    signal.removeEventListener("abort", onAbort);
+    clearTimeout(timer);
+    parent?.removeEventListener("abort", onParentAbort);
   }
 }
