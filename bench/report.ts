@@ -142,6 +142,8 @@ export interface Meta {
   /** topology → why it did not run ("not installed"). */
   unavailable: Record<string, string>;
   quick: boolean;
+  /** `--v8-flags` of the run (DENO_V8_FLAGS of every Deno process it started), or null. */
+  v8Flags?: string | null;
   /** /proc/loadavg (1, 5, 15 min) when the run started and ended: other load skews results. */
   loadavg: { start: string; end: string };
 }
@@ -276,7 +278,8 @@ function markdown(
       `${p.w1Procs} ab; W2 ${p.w2Seconds} s wrk; W3 ${p.w3Repeats} × ${p.blobMib} MiB per round; ` +
       `W4 ${p.w4Conns} connections; W5 ${p.w5Count} handshakes per round. Load average ` +
       `(1/5/15 min) at start ${meta.loadavg.start}, at end ${meta.loadavg.end}: anything else ` +
-      "running on the machine skews the figures; the ratios (same run) less so.",
+      "running on the machine skews the figures; the ratios (same run) less so." +
+      (meta.v8Flags ? ` V8 flags of the Deno processes: \`${meta.v8Flags}\`.` : ""),
   );
   out.push("");
   out.push("## Results (medians)");

@@ -27,6 +27,7 @@ import {
   type TopologyContext,
   waitRoute,
 } from "./topologies.ts";
+import { getFdLimit } from "../lib/net/fd_limit.ts";
 import {
   FULL,
   type Params,
@@ -41,7 +42,10 @@ const HELP = `usage: deno task bench [options]
   --quick                 1 round, W1/W2 4 s each, W3 one download (about 1.5 min for 3 topologies)
   --rounds N              rounds (default 3; --quick: 1)
   --workloads LIST        subset of W1,W2,W3,W4,W5 (default all)
-  --topologies LIST       subset of tls-pass,haproxy2,direct (default all three)
+  --w4-conns N            connections W4 holds (default 2000; e.g. 10000 for the issue-6 target)
+  --v8-flags F            DENO_V8_FLAGS for every Deno process the run starts (the roles, loop2,
+                          splice2), e.g. --v8-flags=--max-semi-space-size=1
+  --topologies LIST       subset of tls-pass,haproxy2,direct,loop2,splice2 (default the first three)
   --out DIR               where this run's files go (default bench/results/raw/<UTC time>)
   --save NAME             also copy results.md/.json to bench/results/NAME.{md,json}
   --state DIR             scratch folder (default $TMPDIR/tls-pass-bench-run)
@@ -79,6 +83,8 @@ const { values: a } = (() => {
         "max-minutes": { type: "string", default: "10" },
         "extra-settings": { type: "string", multiple: true, default: [] },
         "log-level": { type: "string", default: "warning" },
+        "w4-conns": { type: "string" },
+        "v8-flags": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -110,7 +116,25 @@ for (const e of a["extra-settings"]) {
   }
   (extraSettings[role as TlsPassRole] ??= []).push(resolve(file));
 }
-const params: Params = a.quick ? QUICK : FULL;
+const w4Conns = a["w4-conns"] === undefined ? undefined : Number(a["w4-conns"]);
+if (w4Conns !== undefined && !(Number.isInteger(w4Conns) && w4Conns > 0 && w4Conns <= 100_000)) {
+  die(`--w4-conns wants an integer in 1..100000, got ${a["w4-conns"]}`);
+}
+const params: Params = { ...(a.quick ? QUICK : FULL), ...(w4Conns ? { w4Conns } : {}) };
+/**
+ * HAProxy's maxconn: 8000 as before, more for a larger W4, but never more than the open-file
+ * limit allows (a relay needs two descriptors per connection; HAProxy refuses to start when it
+ * cannot raise its limit to about 2 × maxconn).
+ */
+function haproxyMaxconn(conns: number): number {
+  let fdHard = Infinity;
+  try {
+    fdHard = getFdLimit().hard;
+  } catch {
+    // not Linux: leave it to HAProxy
+  }
+  return Math.max(8000, Math.min(conns + 500, Math.floor((fdHard - 200) / 2)));
+}
 const t0 = Date.now();
 const loadAtStart = (await Deno.readTextFile("/proc/loadavg").catch(() => "")).split(" ").slice(
   0,
@@ -145,6 +169,7 @@ for (const port of [LISTEN_PORT, BACKEND_PORT, 4434, 4435, 4436]) {
   }
 }
 
+if (a["v8-flags"] !== undefined) Deno.env.set("DENO_V8_FLAGS", a["v8-flags"]);
 const tlsPassCmd = Deno.env.get("TLS_PASS_BIN")
   ? [Deno.env.get("TLS_PASS_BIN")!]
   : [Deno.execPath(), "run", "-A", join(repo, "cli.ts")];
@@ -235,6 +260,7 @@ async function oneRound(name: string, r: number): Promise<Row> {
     tlsPass: tlsPassCmd,
     extraSettings,
     logLevel: a["log-level"],
+    maxConnections: haproxyMaxconn(params.w4Conns),
     log,
   };
   const tStart = Date.now();
@@ -358,6 +384,7 @@ const meta: Meta = {
   params: { ...params },
   unavailable,
   quick: a.quick,
+  v8Flags: a["v8-flags"] ?? null,
   loadavg: {
     start: loadAtStart,
     end: (await Deno.readTextFile("/proc/loadavg").catch(() => "")).split(" ").slice(0, 3).join(

@@ -25,6 +25,8 @@ export interface TopologyContext {
   /** Extra settings files per role (appended as further `--settings`). */
   extraSettings: Partial<Record<TlsPassRole, string[]>>;
   logLevel: string;
+  /** Connections a relay must accept at once (HAProxy's maxconn; default 8000). */
+  maxConnections?: number;
   log(msg: string): void;
 }
 
@@ -79,7 +81,7 @@ export const haproxy2: Topology = {
     const hop = 4434;
     const common = (name: string) =>
       `global
-  maxconn 8000
+  maxconn ${ctx.maxConnections ?? 8000}
   pidfile ${ctx.state}/${name}.haproxy.pid
 defaults
   mode tcp
@@ -119,6 +121,50 @@ backend private
     return r;
   },
 };
+
+/**
+ * Two chained bare relays of bench/splice_bench.ts (no SNI routing, no EPS): diagnostics that
+ * split the cost of tls-pass into "a Deno relay" and "what the proxies add". `loop2` is the
+ * naive read/write loop with 16 KiB buffers (../shared/bench relay-loop.ts), `splice2` is
+ * lib/net/splice.ts with its defaults.
+ */
+function bareRelays(name: string, impl: string[]): Topology {
+  return {
+    name,
+    unavailable: () => Promise.resolve(undefined),
+    async start(ctx) {
+      const hop = 4434;
+      const procs: Proc[] = [];
+      const r = running(LISTEN_PORT, procs);
+      const script = join(ctx.repo, "bench", "splice_bench.ts");
+      for (
+        const [role, port, to] of [["private", hop, BACKEND_PORT], ["public", LISTEN_PORT, hop]]
+      ) {
+        const log = join(ctx.state, `${role}.log`);
+        procs.push(spawn(String(role), [
+          Deno.execPath(),
+          "run",
+          "-A",
+          script,
+          "relay",
+          "--listen",
+          String(port),
+          "--to",
+          String(to),
+          ...impl,
+        ], { stdoutFile: log }));
+        if (!(await waitPort("127.0.0.1", Number(port), 30_000))) {
+          await r.stop();
+          throw new Error(`${name} ${role} does not listen on :${port}\n${await tail(log)}`);
+        }
+      }
+      return r;
+    },
+  };
+}
+
+export const loop2: Topology = bareRelays("loop2", ["--impl", "loop", "--buf", "16384"]);
+export const splice2: Topology = bareRelays("splice2", ["--impl", "splice"]);
 
 export type TlsPassRole = "eps" | "public" | "private";
 
@@ -260,4 +306,6 @@ export const TOPOLOGIES: Record<string, Topology> = {
   direct,
   haproxy2,
   "tls-pass": tlsPass,
+  loop2,
+  splice2,
 };

@@ -305,9 +305,11 @@ export async function w3(ctx: WorkloadContext): Promise<Record<string, unknown>>
 
 const memJson = (m: Mem) => ({ rss_kib: m.rssKib, pss_kib: m.pssKib, procs: m.procs });
 
-/** W4: hold 2,000 TLS connections; relay memory idle, held and after they close. */
+/** W4: hold 2,000 (`w4Conns`) TLS connections; relay memory idle, held and after they close. */
 export async function w4(ctx: WorkloadContext): Promise<Record<string, unknown>> {
   const { w4Conns, w4Parallel, w4SettleS } = ctx.params;
+  // 60 s for the default 2,000; more time to open (and hold) a larger count
+  const holdMaxS = 60 + Math.ceil(Math.max(0, w4Conns - 2000) / 200);
   const ready = join(ctx.work, "w4.ready");
   const release = join(ctx.work, "w4.release");
   const done = join(ctx.work, "w4.done");
@@ -336,10 +338,10 @@ export async function w4(ctx: WorkloadContext): Promise<Record<string, unknown>>
     "--done",
     done,
     "--hold-max-s",
-    "60",
+    String(holdMaxS),
   ], { stdoutFile: log });
   try {
-    const end = Date.now() + 60_000;
+    const end = Date.now() + holdMaxS * 1000;
     let opened: Record<string, unknown> | undefined;
     while (Date.now() < end && !client.exited) {
       const text = await Deno.readTextFile(ready).catch(() => "");
