@@ -21,8 +21,10 @@ import { errorText } from "../log.ts";
  * Default size of the read buffer each direction keeps while idle. Measured on one relay process
  * holding 2,000 idle spliced connections (Deno 2.9.6, RSS per connection, both sockets):
  * 64 B → 19.3 KiB, 512 B → 19.8, 1 KiB → 21.7, 2 KiB → 24.5, 4 KiB → 28.1, 16 KiB → 51.1.
- * About 19 KiB is the runtime's own cost of two sockets with a read pending on each (7.5 KiB of
- * it JS heap); 1 KiB still holds a typical small request or response in one read.
+ * About 19 KiB is the runtime's own cost of two sockets with a read pending on each (each pending
+ * read alone keeps 2.2 KiB of JS heap, whatever its buffer). 512 B would save 1.3 KiB per
+ * connection but doubles the CPU of a 700-byte record (two reads: 60.7 vs 31.1 µs per round trip
+ * in bench/splice_bench.ts), so 1 KiB: one read for a typical small request or response.
  */
 export const SMALL_READ_BYTES = 1024;
 /** Default size of the buffers a direction borrows while data flows. */
@@ -92,43 +94,74 @@ class SideError extends Error {
   }
 }
 
-async function pump(
-  from: ByteConn,
-  to: ByteConn,
-  names: [string, string],
-  pool: BufferPool | undefined,
-  smallBytes: number,
-  count: (n: number) => void,
-): Promise<void> {
-  const small = new Uint8Array(smallBytes);
-  let large: Uint8Array | null = null;
-  for (;;) {
-    const buf: Uint8Array = large ?? small;
-    let n: number | null;
-    try {
-      n = await from.read(buf);
-    } catch (err) {
-      throw new SideError(names[0], "read", err); // a buffer in a cancelled op is not reused
-    }
-    if (n === null) break;
-    try {
-      for (let off = 0; off < n;) off += await to.write(buf.subarray(off, n));
-    } catch (err) {
-      throw new SideError(names[1], "write", err);
-    }
-    count(n);
-    if (n === buf.length) {
-      large ??= pool ? pool.take() : new Uint8Array(LARGE_READ_BYTES);
-    } else if (large !== null) {
-      pool?.give(large);
-      large = null;
-    }
+const DEFAULT_NAMES: readonly [string, string] = Object.freeze(["a", "b"]);
+
+/**
+ * The state of one splice, shared by its two directions. One object instead of closures: a held
+ * connection keeps this, two pump frames and the runtime's two pending reads (issue 6, W4).
+ * It is also the abort listener (`handleEvent`), so listening costs no extra function.
+ */
+class Splice {
+  readonly result: SpliceResult = { aToB: 0, bToA: 0, reason: "eof" };
+  failed: string | undefined = undefined;
+  constructor(
+    readonly a: ByteConn,
+    readonly b: ByteConn,
+    readonly names: readonly [string, string],
+    readonly pool: BufferPool | undefined,
+    readonly smallBytes: number,
+  ) {}
+  closeBoth(): void {
+    tryClose(this.a);
+    tryClose(this.b);
   }
-  if (large !== null) pool?.give(large);
+  fail(reason: string): void {
+    this.failed ??= reason;
+    this.closeBoth();
+  }
+  /** The abort listener. */
+  handleEvent(): void {
+    this.fail("aborted");
+  }
+}
+
+/** Copies one direction until EOF (then half-closes) or a failure (then closes both). */
+async function pump(s: Splice, aToB: boolean): Promise<void> {
+  const from = aToB ? s.a : s.b;
+  const to = aToB ? s.b : s.a;
+  const pool = s.pool;
+  const small = new Uint8Array(s.smallBytes);
+  let large: Uint8Array | null = null;
+  let total = 0;
+  let op = "read";
   try {
+    for (;;) {
+      const buf: Uint8Array = large ?? small;
+      op = "read";
+      const n = await from.read(buf); // a buffer in a cancelled op is not reused: a failure ends
+      if (n === null) break;
+      op = "write";
+      for (let off = 0; off < n;) {
+        off += await to.write(off === 0 && n === buf.length ? buf : buf.subarray(off, n));
+      }
+      total += n;
+      if (n === buf.length) {
+        large ??= pool ? pool.take() : new Uint8Array(LARGE_READ_BYTES);
+      } else if (large !== null) {
+        pool?.give(large);
+        large = null;
+      }
+    }
+    if (large !== null) pool?.give(large);
+    large = null;
+    op = "close-write";
     await to.closeWrite();
   } catch (err) {
-    throw new SideError(names[1], "close-write", err);
+    const side = s.names[(op === "read") === aToB ? 0 : 1]!;
+    s.fail(new SideError(side, op, err).message);
+  } finally {
+    if (aToB) s.result.aToB += total;
+    else s.result.bToA += total;
   }
 }
 
@@ -141,39 +174,22 @@ export async function splice(
   b: ByteConn,
   options: SpliceOptions = {},
 ): Promise<SpliceResult> {
-  const { signal, pool } = options;
+  const signal = options.signal;
   const smallBytes = options.smallBytes ?? SMALL_READ_BYTES;
   if (!Number.isInteger(smallBytes) || smallBytes < 1) {
     throw new RangeError(`Cannot splice: smallBytes is ${smallBytes}, expected > 0`);
   }
-  const [nameA, nameB] = options.names ?? ["a", "b"];
   setNoDelay(a);
   setNoDelay(b);
-  const result: SpliceResult = { aToB: 0, bToA: 0, reason: "eof" };
-  let failed: string | undefined;
-  const closeBoth = () => {
-    tryClose(a);
-    tryClose(b);
-  };
-  const fail = (err: unknown) => {
-    failed ??= err instanceof SideError ? err.message : errorText(err);
-    closeBoth();
-  };
-  const onAbort = () => {
-    failed ??= "aborted";
-    closeBoth();
-  };
-  if (signal?.aborted) onAbort();
-  signal?.addEventListener("abort", onAbort, { once: true });
+  const s = new Splice(a, b, options.names ?? DEFAULT_NAMES, options.pool, smallBytes);
+  if (signal?.aborted) s.handleEvent();
+  signal?.addEventListener("abort", s, { once: true });
   try {
-    await Promise.all([
-      pump(a, b, [nameA, nameB], pool, smallBytes, (n) => result.aToB += n).catch(fail),
-      pump(b, a, [nameB, nameA], pool, smallBytes, (n) => result.bToA += n).catch(fail),
-    ]);
+    await Promise.all([pump(s, true), pump(s, false)]);
   } finally {
-    signal?.removeEventListener("abort", onAbort);
-    closeBoth();
+    signal?.removeEventListener("abort", s);
+    s.closeBoth();
   }
-  if (failed !== undefined) result.reason = failed;
-  return result;
+  if (s.failed !== undefined) s.result.reason = s.failed;
+  return s.result;
 }
