@@ -170,6 +170,24 @@ Deno.test("public proxy drops an idle pooled connection that closes or sends byt
   assert.equal(c.pub.pool.held(OP), 0);
 });
 
+Deno.test("public proxy closes an idle pooled connection after its idle timeout", async () => {
+  await using c = await startCluster({ startPrivate: false });
+  await using inbox = await NoticeInbox.attach(c);
+  await inbox.announce();
+  const r = await inbox.client.call<{ tokens: string[]; idle_timeout_ms: number }>(
+    "public-proxy-1.openPool",
+    { domains: [DOMAIN], count: 1, idle_timeout_ms: 1 }, // raised to the 1000 ms floor
+  );
+  assert.equal(r.idle_timeout_ms, 1000);
+  using dial = await Deno.connect({ ...c.pub.addrs.private, transport: "tcp" });
+  const started = performance.now();
+  await dial.write(tokenBytes(r.tokens[0]!));
+  assert.equal((await readToEnd(dial, 5000)).bytes.length, 0);
+  assert.ok(performance.now() - started >= 900);
+  assert.equal(c.pub.stats.poolDropped, 1);
+  assert.equal(c.pub.pool.held(OP), 0);
+});
+
 Deno.test("public proxy enforces max_pooled_per_operator", async () => {
   await using c = await startCluster({ startPrivate: false, public: { maxPooledPerOperator: 2 } });
   await using inbox = await NoticeInbox.attach(c);

@@ -492,6 +492,18 @@ export function startPrivate(
     await Promise.all(loops);
     // the pools closed their idle connections on the stop; their tasks end now
     await Promise.all([...pools.values()].map((p) => p.settled()));
+    for (const [operator, p] of pools) {
+      log.info(
+        "Dial-back pool for {operator}: {pooled} opened, {used} used, {dropped} dropped, {failed} failed refills",
+        {
+          operator,
+          pooled: p.stats.pooled,
+          used: p.stats.used,
+          dropped: p.stats.dropped,
+          failed: p.stats.failedRefills,
+        },
+      );
+    }
     // withdraw, bounded: a public proxy that is gone must not hold up the stop
     await Promise.all(settings.announceTo.map(async (operator) => {
       if (!eps.attached) return;

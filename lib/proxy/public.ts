@@ -287,6 +287,7 @@ export async function startPublic(
       );
     }
     stats.poolTokens += minted.tokens.length;
+    log.debug("Minted {n} pool tokens for {operator}", { n: minted.tokens.length, operator });
     return { tokens: minted.tokens, idle_timeout_ms: minted.idleTimeoutMs };
   });
   eps.serve("getAnnouncements", (_params, ctx) => ({
@@ -570,7 +571,16 @@ export async function startPublic(
         kill.abort();
         await eps.close().catch(() => {});
         await store.close();
-        log.info("Stopped");
+        log.info(
+          "Stopped: {poolHits} clients served from the pool, {notices} by notice; {tokens} pool tokens, {pooled} redeemed, {dropped} dropped",
+          {
+            poolHits: stats.poolHits,
+            notices: stats.notices,
+            tokens: stats.poolTokens,
+            pooled: stats.pooled,
+            dropped: stats.poolDropped,
+          },
+        );
       }
     }
   })();

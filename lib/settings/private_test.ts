@@ -33,6 +33,7 @@ announcements:
     assert.equal(s.reannounceIntervalMs, 600_000);
     assert.equal(s.dialTimeoutMs, 5000);
     assert.equal(s.connectTimeoutMs, 5000);
+    assert.deepEqual(s.pool, { enabled: true, minIdle: 0, maxIdle: 32, idleTimeoutMs: 30_000 });
   });
 });
 
@@ -48,6 +49,7 @@ announcements:
   - {domain: "bad name", internal: 127.0.0.1:8888}
   - {domain: a.local, internal: 8888, expires_in_ms: 1000}
   - {domain: a.local, internal: 127.0.0.1:1, extra: 1}
+pool: {enabled: maybe, min_idle: 8, max_idle: 4, idle_timeout_ms: 10, size: 3}
 `,
     );
     const text = problemsOf(await loadPrivateSettings([join(dir, "settings.yml")]).catch((e) => e));
@@ -60,6 +62,10 @@ announcements:
         "announcements[1].expires_in_ms: 1000 must exceed reannounce_interval_ms",
         "announcements[2].extra: unknown key",
         'announcements[2].domain: "a.local" is announced twice',
+        "pool.enabled: must be",
+        "pool.idle_timeout_ms: must be",
+        "pool.size: unknown key",
+        "pool.min_idle: 8 exceeds pool.max_idle (4)",
       ]
     ) assert.ok(text.includes(part), `missing "${part}" in:\n${text}`);
   });

@@ -29,6 +29,7 @@ store_path: state/announcements.jsonl
     assert.equal(s.maxPendingPerOperator, 512);
     assert.equal(s.maxPendingPerClient, 64);
     assert.equal(s.graceMs, 5000);
+    assert.equal(s.maxPooledPerOperator, 64);
   });
 });
 
@@ -41,6 +42,7 @@ public_listen: nowhere
 hello_timeout_ms: 0
 store: redis
 colour: blue
+max_pooled_per_operator: -1
 eps: {address: 127.0.0.1:1, certificate_file: missing.crt}
 `,
     );
@@ -53,6 +55,7 @@ eps: {address: 127.0.0.1:1, certificate_file: missing.crt}
         "hello_timeout_ms: must be",
         "store: must be one of",
         "colour: unknown key",
+        "max_pooled_per_operator: must be",
         "eps.certificate_file: cannot read",
         "eps.key_file: is required",
         "directory_dir: is required",
