@@ -306,9 +306,12 @@ export class PoolTable {
  */
 class PrimedConn implements ByteConn {
   #probe: Promise<number | null> | null;
+  /** The probe's buffer until its bytes are read: a held connection does not keep it (W4). */
+  #buf: Uint8Array | null;
   #rest: Uint8Array | null = null;
-  constructor(readonly inner: ByteConn, probe: Promise<number | null>, readonly buf: Uint8Array) {
+  constructor(readonly inner: ByteConn, probe: Promise<number | null>, buf: Uint8Array) {
     this.#probe = probe;
+    this.#buf = buf;
   }
   get remoteAddr(): Deno.Addr {
     return this.inner.remoteAddr;
@@ -318,8 +321,10 @@ class PrimedConn implements ByteConn {
       const probe = this.#probe;
       this.#probe = null;
       const n = await probe;
+      const probed = this.#buf!;
+      this.#buf = null;
       if (n === null) return null;
-      this.#rest = this.buf.subarray(0, n);
+      this.#rest = probed.subarray(0, n);
     }
     if (this.#rest !== null) {
       const n = Math.min(buf.length, this.#rest.length);
@@ -371,7 +376,7 @@ export class ArrivalRate {
 }
 
 /** How many connections beyond the expected need the pool keeps, as a factor. */
-const HEADROOM = 4;
+const HEADROOM = 8;
 
 /**
  * The pool size a private proxy aims for (idle plus being dialled):
@@ -382,11 +387,12 @@ const HEADROOM = 4;
  * λ = arrivals per second (notices and pooled clients, {@linkcode ArrivalRate}), T = seconds one
  * refill takes (the openPool call, the connect and the token; a moving average), L = the idle
  * timeout in seconds. While one refill is under way about λ·T clients arrive (Little's law), so
- * that many idle connections cover the gap; HEADROOM (4) covers bursts (at λ·T = 2, a Poisson
- * burst of more than 8 in one refill time has a probability under 0.1 %) and lets one refill
- * carry several tokens (see {@linkcode DialPool.refill}). When fewer than one
- * client is expected per idle timeout a pooled connection would most likely expire unused, so
- * the pool falls back to `min`.
+ * that many idle connections cover the gap. The pool refills at half its target, so HEADROOM = 8
+ * keeps 4·λ·T in hand when a refill starts (bursts: at λ·T = 1, more than 4 arrivals in one
+ * refill time have a probability under 0.5 %) and makes each refill carry at least 4·λ·T tokens
+ * (one openPool call costs about what one notice costs; measured on W1 with HEADROOM 4: 2.6
+ * tokens per call, 0.6 calls per client). When fewer than one client is expected per idle
+ * timeout, a pooled connection would most likely expire unused, so the pool falls back to `min`.
  */
 export function poolTarget(
   ratePerSecond: number,
@@ -434,6 +440,8 @@ export interface DialPoolStats {
   dropped: number;
   /** Refills that failed (openPool refused or failed, dial failed). */
   failedRefills: number;
+  /** openPool calls made. */
+  refills: number;
 }
 
 /** Longest wait after failed refills. */
@@ -446,7 +454,13 @@ const INITIAL_REFILL_MS = 10;
  * itself to {@linkcode poolTarget}: after each arrival, each drop, and after a failure's backoff.
  */
 export class DialPool {
-  readonly stats: DialPoolStats = { pooled: 0, used: 0, dropped: 0, failedRefills: 0 };
+  readonly stats: DialPoolStats = {
+    pooled: 0,
+    used: 0,
+    dropped: 0,
+    failedRefills: 0,
+    refills: 0,
+  };
   readonly rate = new ArrivalRate();
   /** Idle connections (waiting for a client). */
   idle = 0;
@@ -463,6 +477,11 @@ export class DialPool {
 
   constructor(readonly o: DialPoolOptions) {
     o.signal.addEventListener("abort", () => this.#stop(), { once: true });
+  }
+
+  /** The moving average of one refill's duration (ms). */
+  get refillMs(): number {
+    return this.#refillMs;
   }
 
   /** The size aimed for now. */
@@ -504,6 +523,7 @@ export class DialPool {
     const want = Math.min(target - have, this.o.room() - this.opening, MAX_OPEN_COUNT);
     if (want <= 0) return;
     this.#calling = true;
+    this.stats.refills++;
     this.opening += want;
     this.#track(this.#open(want, now));
   }

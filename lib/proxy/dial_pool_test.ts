@@ -55,9 +55,9 @@ Deno.test("poolTarget() follows the arrival rate within [min, max]", () => {
     [0, 10, 30_000, 2, 32, 2],
     [0.01, 10, 30_000, 0, 32, 0], // fewer than one client per idle timeout
     [0.05, 10, 30_000, 0, 32, 1], // 1.5 per idle timeout: keep one
-    [400, 5, 30_000, 0, 32, 8], // 4 × 400/s × 5 ms
-    [400, 50, 30_000, 0, 32, 32], // 80, clamped to max
-    [400, 5, 30_000, 12, 32, 12], // below min: min
+    [400, 5, 30_000, 0, 32, 16], // 8 × 400/s × 5 ms
+    [400, 50, 30_000, 0, 32, 32], // 160, clamped to max
+    [400, 5, 30_000, 20, 32, 20], // below min: min
   ];
   for (const [rate, refill, idle, min, max, want] of cases) {
     assert.equal(poolTarget(rate, refill, idle, min, max), want, `${rate}/s, ${refill} ms`);

@@ -53,6 +53,8 @@ export interface PrivateHandle extends RoleHandle<never> {
   >;
 }
 
+const EMPTY = new Uint8Array(0);
+
 /** Longest wait between two announcement attempts while the EPS or the public side is not there. */
 const MAX_RETRY_MS = 20_000;
 /** Longest a withdrawal may hold up a graceful stop. */
@@ -286,6 +288,7 @@ export function startPrivate(
     rest: Uint8Array,
   ): Promise<void> {
     const started = performance.now();
+    const replayed = rest.length;
     let internal: ByteConn | undefined;
     try {
       const domain = normalizeHostName(name);
@@ -305,6 +308,7 @@ export function startPrivate(
           stop.signal,
         );
         if (rest.length > 0) await writeAll(internal, rest);
+        rest = EMPTY; // a held connection keeps only the splice's small buffers (issue 6)
       } catch (err) {
         stats.failedConnections++;
         log.warn("Cannot connect internal server {internal} for {domain}: {error}", {
@@ -320,7 +324,7 @@ export function startPrivate(
         pool,
         names: ["dial-back", "internal"],
       });
-      logClosed(domain, operator, announcement, result, started, rest.length);
+      logClosed(domain, operator, announcement, result, started, replayed);
     } finally {
       tryClose(dialBack);
       if (internal) tryClose(internal);
@@ -494,13 +498,15 @@ export function startPrivate(
     await Promise.all([...pools.values()].map((p) => p.settled()));
     for (const [operator, p] of pools) {
       log.info(
-        "Dial-back pool for {operator}: {pooled} opened, {used} used, {dropped} dropped, {failed} failed refills",
+        "Dial-back pool for {operator}: {pooled} opened, {used} used, {dropped} dropped, {failed} failed refills, {refills} refills of {refillMs} ms",
         {
           operator,
           pooled: p.stats.pooled,
           used: p.stats.used,
           dropped: p.stats.dropped,
           failed: p.stats.failedRefills,
+          refills: p.stats.refills,
+          refillMs: Math.round(p.refillMs * 10) / 10,
         },
       );
     }
