@@ -8,6 +8,9 @@
  * 2. Stream throughput, in this process: one yamux stream over an mTLS link (node:tls, as EPS
  *    links are) against a plain TLS connection of the same kind, and a Deno.TlsConn for scale.
  *
+ * Call figures include the CPU time (user + system, from /proc on Linux) each EPS process spent
+ * per call: the cost the dial-back notice adds to every new client connection.
+ *
  * Prints a Markdown table; writes the figures as JSON to OUT.json when given.
  * @module
  */
@@ -37,6 +40,7 @@ function killAll(): void {
 
 interface Child {
   addrs: Record<string, string>;
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -67,6 +71,7 @@ async function spawnEps(settingsDir: string): Promise<Child> {
   const ready = JSON.parse(buf.slice(0, buf.indexOf("\n")));
   return {
     addrs: ready.addrs,
+    pid: child.pid,
     async stop() {
       try {
         child.kill("SIGTERM");
@@ -93,15 +98,29 @@ interface CallFigures {
   callsPerSecond: number;
   p50Ms: number;
   p99Ms: number;
+  /** CPU µs per call of each EPS process on the path (null where /proc is not readable). */
+  epsCpuUsPerCall: (number | null)[];
+}
+
+/** CPU time (user + system) of a process in µs, from /proc/PID/stat; null when unavailable. */
+function cpuUs(pid: number): number | null {
+  try {
+    const fields = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1]!.split(" ");
+    return (Number(fields[11]) + Number(fields[12])) * 10_000; // clock ticks of 10 ms
+  } catch {
+    return null;
+  }
 }
 
 async function callLoad(
   client: EpsClient,
   concurrency: number,
   seconds: number,
-  method = "eps-b.echo",
+  method: string,
+  eps: Child[],
 ): Promise<CallFigures> {
   const lat: number[] = [];
+  const cpu0 = eps.map((c) => cpuUs(c.pid));
   const end = performance.now() + seconds * 1000;
   const t0 = performance.now();
   await Promise.all(
@@ -114,6 +133,10 @@ async function callLoad(
     }),
   );
   const elapsed = (performance.now() - t0) / 1000;
+  const cpu = eps.map((c, i) => {
+    const [a, b] = [cpu0[i], cpuUs(c.pid)];
+    return a === null || a === undefined || b === null ? null : Math.round((b - a) / lat.length);
+  });
   lat.sort((a, b) => a - b);
   return {
     concurrency,
@@ -121,6 +144,7 @@ async function callLoad(
     callsPerSecond: Math.round(lat.length / elapsed),
     p50Ms: +percentile(lat, 0.5).toFixed(3),
     p99Ms: +percentile(lat, 0.99).toFixed(3),
+    epsCpuUsPerCall: cpu,
   };
 }
 
@@ -290,14 +314,14 @@ async function main() {
     step("proxies attached");
     // the A→B link may still be coming up: the first call waits for it
     await pa.call("eps-b.echo", {}, { timeoutMs: 10_000 });
-    await callLoad(pa, 25, 1); // warm-up
+    await callLoad(pa, 25, 1, "eps-b.echo", []); // warm-up
     step("calls, 1 caller");
-    const calls1 = await callLoad(pa, 1, 3);
+    const calls1 = await callLoad(pa, 1, 3, "eps-b.echo", [a, b]);
     step("calls, 25 callers");
-    const calls25 = await callLoad(pa, 25, 5);
+    const calls25 = await callLoad(pa, 25, 5, "eps-b.echo", [a, b]);
     step("calls to the own proxy, 1 and 25 callers");
-    const self1 = await callLoad(pa, 1, 2, "eps-a.self");
-    const self25 = await callLoad(pa, 25, 3, "eps-a.self");
+    const self1 = await callLoad(pa, 1, 2, "eps-a.self", [a]);
+    const self25 = await callLoad(pa, 25, 3, "eps-a.self", [a]);
     step("stream throughput");
     const tput = await throughput(pki, 256 * 1024 * 1024);
 
@@ -318,15 +342,17 @@ async function main() {
     };
     const t = result.throughputMBps;
     const row = (path: string) => (c: CallFigures) =>
-      `| ${path} | ${c.concurrency} | ${c.calls} | ${c.callsPerSecond} | ${c.p50Ms} | ${c.p99Ms} |`;
+      `| ${path} | ${c.concurrency} | ${c.calls} | ${c.callsPerSecond} | ${c.p50Ms} | ${c.p99Ms} | ${
+        c.epsCpuUsPerCall.map((x) => x ?? "n/a").join(" / ")
+      } |`;
     console.log(`## EPS benchmark (${result.date}, Deno ${result.deno})
 
 ${result.machine.cpus} CPUs, load average ${
       result.machine.loadavg.map((x) => x.toFixed(1)).join(" ")
     } at the end. Calls echo a small JSON object; the proxies are clients in the bench process.
 
-| path | concurrent callers | calls | calls/s | p50 ms | p99 ms |
-|---|---:|---:|---:|---:|---:|
+| path | concurrent callers | calls | calls/s | p50 ms | p99 ms | CPU µs per call (EPS A / EPS B) |
+|---|---:|---:|---:|---:|---:|---:|
 ${result.calls.map(row("proxy A → EPS A → EPS B → proxy B")).join("\n")}
 ${result.callsOneEps.map(row("proxy A → EPS A → proxy A")).join("\n")}
 
