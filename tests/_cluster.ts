@@ -55,6 +55,8 @@ export interface ClusterOptions {
   secondPrivate?: boolean;
   /** Start the private proxy (default true). */
   startPrivate?: boolean;
+  /** Leave `openPool` out of the directory (a directory from before the dial-back pool). */
+  noOpenPool?: boolean;
 }
 
 export class Cluster implements AsyncDisposable {
@@ -121,7 +123,12 @@ export class Cluster implements AsyncDisposable {
           ...(publicEps ? { address: formatHostPort(publicEps) } : {}),
           fingerprints: [this.pki.leaves["public-proxy-1"]!.fingerprint],
           permissions: perms(
-            ["announceConnections", "withdrawConnections", "getAnnouncements", "openPool"],
+            [
+              "announceConnections",
+              "withdrawConnections",
+              "getAnnouncements",
+              ...(this.options.noOpenPool ? [] : ["openPool"]),
+            ],
             ["private-proxy-1", "private-proxy-2"],
           ),
         },

@@ -298,6 +298,17 @@ Deno.test("private proxy with the pool off takes the notice path only", async ()
   assert.equal(c.priv!.pools.size, 0);
 });
 
+Deno.test("private proxy takes the notice path when the directory does not permit openPool", async () => {
+  await using c = await startCluster({ noOpenPool: true });
+  for (let i = 0; i < 3; i++) assert.equal((await c.request("/")).status, 200);
+  await until(
+    () => c.priv!.pools.get("public-proxy-1")!.stats.failedRefills >= 1,
+    "the refused openPool",
+  );
+  assert.equal(c.pub.stats.notices, 3);
+  assert.equal(c.pub.stats.poolTokens, 0);
+});
+
 Deno.test("private proxy refuses a pooled client for a name it did not announce", async () => {
   await using c = await startCluster({ private: WARM });
   await until(() => c.pub.pool.idle(OP) >= 1, "an idle pooled connection");

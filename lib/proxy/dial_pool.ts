@@ -28,7 +28,7 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
-import { ProtocolError } from "../errors.ts";
+import { ProtocolError, RpcCode, RpcError } from "../errors.ts";
 import { errorText } from "../log.ts";
 import { type ByteConn, tryClose } from "../net/conn.ts";
 import { TOKEN_BYTES, tokenText } from "./pending.ts";
@@ -541,7 +541,10 @@ export class DialPool {
     } catch (err) {
       this.opening -= want;
       this.#calling = false;
-      if (!this.o.signal.aborted) this.#failed(`openPool failed: ${errorText(err)}`);
+      // not permitted by the directory, or a public proxy without pools: no point in hurrying
+      const refused = err instanceof RpcError &&
+        (err.code === RpcCode.NotPermitted || err.code === RpcCode.MethodNotFound);
+      if (!this.o.signal.aborted) this.#failed(`openPool failed: ${errorText(err)}`, refused);
       return;
     }
     const tokens = granted.tokens.slice(0, want);
@@ -609,9 +612,11 @@ export class DialPool {
     this.o.serve(conn, header.name, header.rest);
   }
 
-  #failed(why: string): void {
+  #failed(why: string, longest = false): void {
     this.stats.failedRefills++;
-    this.#backoffMs = Math.min(Math.max(this.#backoffMs * 2, this.o.retryMs), MAX_BACKOFF_MS);
+    this.#backoffMs = longest
+      ? MAX_BACKOFF_MS
+      : Math.min(Math.max(this.#backoffMs * 2, this.o.retryMs), MAX_BACKOFF_MS);
     this.#blockedUntil = performance.now() + this.#backoffMs;
     const props = { operator: this.o.operator, why, ms: this.#backoffMs };
     if (!this.#refusedLogged) {
