@@ -29,6 +29,11 @@ const VARIANTS: Record<string, string[]> = {
   splice16k: ["--impl", "splice", "--small", "16384"],
   "splice+node": ["--impl", "splice", "--node"],
   "loop64+node": ["--impl", "loop", "--buf", "65536", "--node"],
+  "splice+mod": ["--impl", "splice", "--import", "../mod.ts"],
+  "splice+yamux": ["--impl", "splice", "--import", "@chainsafe/libp2p-yamux"],
+  "splice+x509": ["--impl", "splice", "--import", "reflect-metadata", "--import", "@peculiar/x509"],
+  "splice+logtape": ["--impl", "splice", "--import", "@logtape/logtape"],
+  "splice+heap": ["--impl", "splice", "--ballast-mib", "30"],
 };
 
 async function loopPump(src: Deno.Conn, dst: Deno.Conn, bytes: number): Promise<void> {
@@ -56,6 +61,8 @@ async function relayMain(args: string[]): Promise<void> {
       buf: { type: "string", default: "65536" },
       small: { type: "string" },
       node: { type: "boolean", default: false },
+      import: { type: "string", multiple: true, default: [] },
+      "ballast-mib": { type: "string", default: "0" },
     },
   });
   const to = { hostname: "127.0.0.1", port: Number(values.to) };
@@ -65,6 +72,12 @@ async function relayMain(args: string[]): Promise<void> {
     const s = net.connect(to.port, "127.0.0.1");
     s.on("error", () => {});
   }
+  // what else a role process holds: the whole module graph of tls-pass (a larger heap)
+  for (const m of values.import) await import(m);
+  // a heap as large as a role's, without its code: small objects that live as long as the process
+  const ballast: unknown[] = [];
+  for (let i = 0; i < Number(values["ballast-mib"]) * 16_384; i++) ballast.push({ i, s: `k${i}` });
+  (globalThis as Record<string, unknown>).__ballast = ballast;
   const pool = new BufferPool();
   const small = values.small === undefined ? undefined : Number(values.small);
   const listener = Deno.listen({ hostname: "127.0.0.1", port: Number(values.listen) });
