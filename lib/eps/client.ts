@@ -11,7 +11,7 @@ import { formatHostPort, type HostPort } from "../role.ts";
 import * as check from "../settings/check.ts";
 import { checkReadable } from "../settings/loader.ts";
 import { commonNameOf, keepDialling, Link, loadLinkTls, untilSettledOrAborted } from "./link.ts";
-import { callOnStream, deadline, serveStream } from "./rpc.ts";
+import { callOnStream, DeadlineClock, serveStream } from "./rpc.ts";
 import { splitMethod } from "./router.ts";
 import type { Stream } from "./session.ts";
 
@@ -124,6 +124,7 @@ class Client implements EpsClient {
   readonly #attachListeners = new Set<() => void>();
   readonly #tasks = new Set<Promise<void>>();
   readonly #ready = Promise.withResolvers<void>();
+  readonly #clock = new DeadlineClock();
   readonly #loop: Promise<void>;
   #operator = "";
   #link: Link | undefined;
@@ -237,6 +238,7 @@ class Client implements EpsClient {
       maxMessageBytes: this.#settings.maxMessageBytes,
       timeoutMs: this.#settings.callTimeoutMs,
       signal: this.#stop.signal,
+      clock: this.#clock,
       onProblem: (err) => {
         if (err instanceof LinkClosedError) return;
         log.warn("Call from EPS failed: {reason}", { reason: errorText(err) });
@@ -278,7 +280,7 @@ class Client implements EpsClient {
     options: CallOptions = {},
   ): Promise<T> {
     const timeoutMs = options.timeoutMs ?? this.#settings.callTimeoutMs;
-    using limit = deadline(timeoutMs, options.signal);
+    using limit = this.#clock.deadline(timeoutMs, options.signal);
     const signal = limit.signal;
     const link = await this.#linkFor(method, signal, timeoutMs);
     let stream: Stream;

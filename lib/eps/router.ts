@@ -12,7 +12,7 @@ import { RpcCode, RpcError } from "../errors.ts";
 import { logger } from "../log.ts";
 import { type Directory, mayCall } from "./directory.ts";
 import type { Link } from "./link.ts";
-import { callOnStream, deadline, type RpcRequest } from "./rpc.ts";
+import { callOnStream, type DeadlineClock, type RpcRequest } from "./rpc.ts";
 
 const log = logger("eps", "router");
 
@@ -34,6 +34,8 @@ export interface RouterOptions {
   /** Deadline of a call, as the EPS enforces it. */
   callTimeoutMs: number;
   maxMessageBytes: number;
+  /** Keeps the deadlines of forwarded calls. */
+  clock: DeadlineClock;
 }
 
 /** Splits `operator.method` at the last dot (operator names may contain dots, methods never). */
@@ -145,7 +147,7 @@ export class Router {
       );
     }
     const timeoutMs = forwardTimeoutMs(this.#o.callTimeoutMs);
-    using limit = deadline(timeoutMs, signal);
+    using limit = this.#o.clock.deadline(timeoutMs, signal);
     return await callOnStream(
       stream,
       { jsonrpc: "2.0", id: this.#nextId++, method: target, params },

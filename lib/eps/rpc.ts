@@ -211,6 +211,95 @@ export function deadline(timeoutMs: number, ...parents: (AbortSignal | undefined
   };
 }
 
+/** How finely a {@linkcode DeadlineClock} tells time. */
+const CLOCK_SLOT_MS = 10;
+
+/**
+ * Deadlines of many calls on one timer (what {@linkcode deadline} does with one timer each, at
+ * about 5 µs a call). A deadline fires up to 10 ms late, never early. The timer is armed for the
+ * earliest slot that still holds a deadline and is cleared once none is left, so an idle clock
+ * holds no timer.
+ */
+export class DeadlineClock {
+  /** Deadlines by due slot (`Math.ceil(due / CLOCK_SLOT_MS)`); a slot's set may be empty. */
+  #slots = new Map<number, Set<AbortController>>();
+  #order: number[] = []; // the keys of #slots, ascending
+  #count = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #armed = Infinity; // the slot the timer is set for
+
+  /** Like {@linkcode deadline}, on this clock. */
+  deadline(timeoutMs: number, ...parents: (AbortSignal | undefined)[]): Deadline {
+    const ctl = new AbortController();
+    const slot = Math.ceil((performance.now() + timeoutMs) / CLOCK_SLOT_MS);
+    let set = this.#slots.get(slot);
+    if (set === undefined) {
+      set = new Set();
+      this.#slots.set(slot, set);
+      const order = this.#order;
+      if (order.length === 0 || order.at(-1)! < slot) order.push(slot);
+      else order.splice(order.findIndex((k) => k > slot), 0, slot);
+    }
+    set.add(ctl);
+    this.#count++;
+    if (slot < this.#armed) this.#arm(slot);
+    const onAbort = (e: Event) => ctl.abort((e.target as AbortSignal).reason);
+    const live = parents.filter((p): p is AbortSignal => p !== undefined);
+    for (const p of live) {
+      if (p.aborted) ctl.abort(p.reason);
+      else p.addEventListener("abort", onAbort, { once: true });
+    }
+    const held = set;
+    return {
+      signal: ctl.signal,
+      [Symbol.dispose]: () => {
+        for (const p of live) p.removeEventListener("abort", onAbort);
+        if (held.delete(ctl) && --this.#count === 0) this.#reset();
+      },
+    };
+  }
+
+  #arm(slot: number): void {
+    clearTimeout(this.#timer);
+    this.#armed = slot;
+    this.#timer = setTimeout(
+      () => this.#fire(),
+      Math.max(0, slot * CLOCK_SLOT_MS - performance.now()),
+    );
+  }
+
+  #reset(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#armed = Infinity;
+    this.#slots.clear();
+    this.#order = [];
+  }
+
+  #fire(): void {
+    this.#timer = undefined;
+    this.#armed = Infinity;
+    const now = performance.now();
+    const order = this.#order;
+    const due: AbortController[] = [];
+    while (order.length > 0 && order[0]! * CLOCK_SLOT_MS <= now) {
+      const slot = order.shift()!;
+      const set = this.#slots.get(slot)!;
+      for (const ctl of set) due.push(ctl);
+      set.clear(); // a fired deadline's dispose finds nothing to remove
+      this.#slots.delete(slot);
+    }
+    // skip slots whose deadlines were all disposed
+    while (order.length > 0 && this.#slots.get(order[0]!)!.size === 0) {
+      this.#slots.delete(order.shift()!);
+    }
+    this.#count -= due.length;
+    if (this.#count === 0) this.#reset();
+    else if (order.length > 0) this.#arm(order[0]!);
+    for (const ctl of due) ctl.abort(new DOMException("Signal timed out.", "TimeoutError"));
+  }
+}
+
 /**
  * Runs `fn` on `stream` until `signal` aborts; then resets the stream (which wakes any pending
  * read or write) and throws RpcError -32004 (deadline) or the abort reason (caller's signal).
@@ -339,6 +428,8 @@ export async function serveStream(
     timeoutMs: number;
     signal?: AbortSignal;
     onProblem?: (err: unknown) => void;
+    /** Where the deadline is kept; default a timer of its own. */
+    clock?: DeadlineClock;
   },
 ): Promise<void> {
   // the caller resetting its stream (it gave up) cancels the work done for it
@@ -349,7 +440,9 @@ export async function serveStream(
       gone.abort(new LinkClosedError("Cannot serve call: the caller reset the stream"));
     }
   });
-  using limit = deadline(options.timeoutMs, options.signal, gone.signal);
+  using limit = options.clock
+    ? options.clock.deadline(options.timeoutMs, options.signal, gone.signal)
+    : deadline(options.timeoutMs, options.signal, gone.signal);
   const signal = limit.signal;
   try {
     await withStreamDeadline(stream, signal, "serve call", options.timeoutMs, async () => {

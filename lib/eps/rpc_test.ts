@@ -4,6 +4,7 @@ import { Session } from "./session.ts";
 import {
   type CallHandler,
   callOnStream,
+  DeadlineClock,
   encodeMessage,
   InvalidRequestError,
   parseRequest,
@@ -160,4 +161,35 @@ Deno.test("encodeMessage() writes compact JSON", () => {
     new TextDecoder().decode(encodeMessage({ jsonrpc: "2.0", id: 1, result: { a: [1] } })),
     '{"jsonrpc":"2.0","id":1,"result":{"a":[1]}}',
   );
+});
+
+Deno.test("DeadlineClock.deadline() fires in due order, never early, and leaves no timer", async () => {
+  const clock = new DeadlineClock();
+  const start = performance.now();
+  const fired: string[] = [];
+  const wait = (name: string, ms: number) => {
+    const d = clock.deadline(ms);
+    const p = new Promise<void>((resolve) =>
+      d.signal.addEventListener("abort", () => {
+        assert.ok(performance.now() - start >= ms - 1, `${name} fired early`);
+        assert.equal((d.signal.reason as DOMException).name, "TimeoutError");
+        fired.push(name);
+        d[Symbol.dispose](); // disposing a fired deadline is harmless
+        resolve();
+      })
+    );
+    return { d, p };
+  };
+  const late = wait("late", 60);
+  const early = wait("early", 20);
+  const dropped = wait("dropped", 40);
+  dropped.d[Symbol.dispose]();
+  await Promise.all([late.p, early.p]);
+  assert.deepEqual(fired, ["early", "late"]);
+  assert.equal(dropped.d.signal.aborted, false);
+  // a parent's abort reaches the deadline; disposing the last one clears the clock's timer
+  const parent = new AbortController();
+  using d = clock.deadline(60_000, parent.signal);
+  parent.abort(new Error("gone"));
+  assert.equal((d.signal.reason as Error).message, "gone");
 });

@@ -18,7 +18,7 @@ import {
   loadLinkTls,
   untilSettledOrAborted,
 } from "./link.ts";
-import { serveStream } from "./rpc.ts";
+import { DeadlineClock, serveStream } from "./rpc.ts";
 import { Router } from "./router.ts";
 import type { Stream } from "./session.ts";
 
@@ -43,6 +43,8 @@ class Links {
   readonly #proxy: Link[] = [];
   readonly #tasks = new Set<Promise<void>>();
   readonly #settings: EpsSettings;
+  /** Deadlines of the calls served here and of the calls forwarded. */
+  readonly clock = new DeadlineClock();
   #router!: Router;
 
   constructor(own: string, settings: EpsSettings) {
@@ -195,6 +197,7 @@ class Links {
       {
         maxMessageBytes: this.#settings.maxMessageBytes,
         timeoutMs: this.#settings.callTimeoutMs,
+        clock: this.clock,
         onProblem: (err) => {
           if (err instanceof LinkClosedError) {
             log.debug("Call from {peer} ended early: {reason}", {
@@ -287,6 +290,7 @@ export async function startEps(
     },
     callTimeoutMs: settings.callTimeoutMs,
     maxMessageBytes: settings.maxMessageBytes,
+    clock: links.clock,
   });
 
   const listeners: { addr: HostPort; close(): Promise<void>; finished: Promise<void> }[] = [];
