@@ -12,6 +12,11 @@ export interface CallStream {
   read(buf: Uint8Array): Promise<number | null>;
   write(buf: Uint8Array): Promise<number>;
   closeWrite(): Promise<void>;
+  /**
+   * Reads to the peer's half-close, or resolves to null past `maxBytes`, if the stream can (a
+   * yamux Stream can, without copying a message that came in one frame).
+   */
+  readToEnd?(maxBytes: number): Promise<Uint8Array | null>;
   /** Writes `buf` and half-closes in one go, if the stream can (a yamux Stream can). */
   end?(buf: Uint8Array): Promise<void>;
   /** Abandons the stream at once (yamux RST). */
@@ -69,6 +74,14 @@ export function encodeMessage(message: RpcRequest | RpcResponse): Uint8Array {
  * stream and throws {@linkcode MessageTooLargeError}.
  */
 export async function readMessage(stream: CallStream, maxBytes: number): Promise<Uint8Array> {
+  if (stream.readToEnd) {
+    const bytes = await stream.readToEnd(maxBytes);
+    if (bytes !== null) return bytes;
+    stream.reset();
+    throw new MessageTooLargeError(
+      `Cannot read message: more than ${maxBytes} bytes (max_message_bytes)`,
+    );
+  }
   let buf = new Uint8Array(Math.min(1024, maxBytes + 1));
   let len = 0;
   for (;;) {

@@ -692,3 +692,20 @@ Deno.test("Session with onStream sends a pending ACK alone at a keepalive tick",
   }
   await frames.return(undefined);
 });
+
+Deno.test("Stream.readToEnd() takes a message larger than the window, or stops past the limit", async () => {
+  await using p = await sessionPair();
+  const big = pattern(INITIAL_STREAM_WINDOW * 2 + 3, 11);
+  const st = p.client.open();
+  const sent = st.end(big);
+  const peer = await acceptOne(p.server);
+  assert.deepEqual(await within(peer.readToEnd(big.length)), big);
+  await sent;
+  const st2 = p.client.open();
+  void st2.end(big).catch(() => {});
+  const peer2 = await acceptOne(p.server);
+  assert.equal(await within(peer2.readToEnd(1000)), null);
+  peer2.reset();
+  await peer.end(text("ok"));
+  assert.equal(untext((await within(st.readToEnd(10)))!), "ok");
+});

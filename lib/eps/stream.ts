@@ -143,6 +143,46 @@ export class Stream {
   }
 
   /**
+   * Reads everything up to the peer's FIN, at most `maxBytes`: resolves to the bytes, or to null
+   * as soon as more than `maxBytes` arrived (the caller resets the stream). Bytes are credited
+   * back as they arrive, so a message larger than the window still flows. A message that came in
+   * one frame is returned as is, without a copy. Throws like {@linkcode read}.
+   */
+  async readToEnd(maxBytes: number): Promise<Uint8Array | null> {
+    const parts: Uint8Array[] = [];
+    let total = 0;
+    for (;;) {
+      if (this.#error) throw this.#error;
+      if (this.#localClosed) throw this.#closedError("read from");
+      if (this.#buffered > 0) {
+        const n = this.#buffered;
+        for (let i = this.#head; i < this.#chunks.length; i++) {
+          const c = this.#chunks[i]!;
+          parts.push(i === this.#head && this.#offset > 0 ? c.subarray(this.#offset) : c);
+        }
+        this.#chunks = [];
+        this.#head = 0;
+        this.#offset = 0;
+        this.#buffered = 0;
+        total += n;
+        if (total > maxBytes) return null;
+        this.#credit(n);
+      }
+      if (this.#readEnded) break;
+      this.#readWait ??= waiter();
+      await this.#readWait.promise;
+    }
+    if (parts.length === 1) return parts[0]!;
+    const out = new Uint8Array(total);
+    let off = 0;
+    for (const p of parts) {
+      out.set(p, off);
+      off += p.length;
+    }
+    return out;
+  }
+
+  /**
    * Writes all of `buf`, in frames of at most the peer's window; waits for credit when the
    * window is used up (backpressure). Resolves to `buf.length`. Nothing is buffered beyond the
    * frame being written: `buf` must not change until the promise settles.
