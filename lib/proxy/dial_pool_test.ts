@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
+import { getLogger } from "@logtape/logtape";
 import {
   ArrivalRate,
   decodePoolHeader,
+  DialPool,
   encodePoolHeader,
   poolTarget,
   readPoolHeader,
@@ -73,3 +75,114 @@ Deno.test("ArrivalRate converges to a steady rate and decays when arrivals stop"
   assert.ok(r.perSecond(t + 5000) < 1); // e^-5 of it
   assert.ok(r.perSecond(t + 5000) > 0);
 });
+
+/** A connection that delivers what the test pushes and ends when closed. */
+class FakeConn {
+  closed = false;
+  #waiter: ((n: number | null) => void) | undefined;
+  #buf: Uint8Array | undefined;
+  #pending: Uint8Array | undefined;
+  readonly remoteAddr: Deno.Addr = { transport: "tcp", hostname: "127.0.0.1", port: 1 };
+  read(buf: Uint8Array): Promise<number | null> {
+    if (this.closed) return Promise.resolve(null);
+    if (this.#pending) {
+      const n = Math.min(buf.length, this.#pending.length);
+      buf.set(this.#pending.subarray(0, n));
+      this.#pending = undefined;
+      return Promise.resolve(n);
+    }
+    this.#buf = buf;
+    return new Promise((resolve) => this.#waiter = resolve);
+  }
+  push(bytes: Uint8Array): void {
+    if (this.#waiter && this.#buf) {
+      this.#buf.set(bytes);
+      const w = this.#waiter;
+      this.#waiter = undefined;
+      w(bytes.length);
+    } else this.#pending = bytes;
+  }
+  write(buf: Uint8Array): Promise<number> {
+    return Promise.resolve(buf.length);
+  }
+  closeWrite(): Promise<void> {
+    return Promise.resolve();
+  }
+  close(): void {
+    this.closed = true;
+    this.#waiter?.(null);
+    this.#waiter = undefined;
+  }
+}
+
+Deno.test("DialPool refills in batches, replaces what clients take, aims at min once arrivals stop", async () => {
+  const stop = new AbortController();
+  const opened: number[] = [];
+  const conns: FakeConn[] = [];
+  const served: string[] = [];
+  const timers = new Set<ReturnType<typeof setTimeout>>();
+  const pool = new DialPool({
+    operator: "public-proxy-1",
+    minIdle: 0,
+    maxIdle: 32,
+    idleTimeoutMs: 30_000,
+    retryMs: 10,
+    open: (count) => {
+      opened.push(count);
+      const tokens = Array.from({ length: count }, () => new Uint8Array(32));
+      // a refill takes a few milliseconds, like the call through two EPS servers
+      return new Promise((resolve) => {
+        const t = setTimeout(() => {
+          timers.delete(t);
+          resolve({ tokens, idleTimeoutMs: 30_000 });
+        }, 5);
+        timers.add(t);
+      });
+    },
+    dial: () => {
+      const c = new FakeConn();
+      conns.push(c);
+      return Promise.resolve(c);
+    },
+    serve: (conn, name) => {
+      served.push(name);
+      conn.close();
+    },
+    room: () => 1000,
+    signal: stop.signal,
+    log: getLogger(["tls-pass", "test"]),
+  });
+  try {
+    assert.equal(pool.target(), 0); // no traffic, min_idle 0: no pool
+    const now = performance.now();
+    for (let i = 0; i < 200; i++) pool.arrival(now - 1000 + i * 5); // 200/s for the last second
+    await until(() => opened.length >= 2 && pool.opening === 0);
+    assert.ok(pool.target() >= 4, `target ${pool.target()}`);
+    assert.equal(pool.idle, conns.length);
+    // one call at a time, and each after the first carries several tokens
+    for (const n of opened.slice(1)) assert.ok(n >= 2, `calls asked for ${opened}`);
+    // clients take every idle connection: each is served, and the pool refills
+    const calls = opened.length;
+    const taken = conns.filter((c) => !c.closed);
+    for (const c of taken) c.push(encodePoolHeader("a.example"));
+    await until(() => opened.length > calls && pool.opening === 0 && pool.idle > 0);
+    assert.equal(served.length, taken.length);
+    assert.deepEqual(new Set(served), new Set(["a.example"]));
+    assert.equal(pool.stats.used, taken.length);
+    // arrivals stop: the target falls to min_idle (surplus ages out at the idle timeout)
+    assert.equal(pool.target(performance.now() + 10_000), 0);
+  } finally {
+    stop.abort();
+    for (const t of timers) clearTimeout(t);
+    await pool.settled();
+  }
+  assert.ok(conns.every((c) => c.closed));
+});
+
+async function until(cond: () => boolean, ms = 2000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error("Timed out waiting for the pool");
+    await new Promise((r) => setTimeout(r, 1)); // polling state, bounded above
+  }
+}
