@@ -7,6 +7,7 @@
  *   deno run -A bench/make_settings.ts --out DIR --pki DIR [--public-port 4433]
  *     [--private-port 4434] [--public-eps-port 4435] [--private-eps-port 4436]
  *     [--internal 127.0.0.1:8888] [--domain test.internal-server.local] [--store-dir DIR]
+ *     [--no-pool]   (the private proxy without pre-warmed dial-backs: every client by notice)
  *
  * Layout written (each role is one folder, pass it as `--settings`):
  *   DIR/directory/directory.yml
@@ -77,6 +78,7 @@ export function settingsDocuments(
   p: PathPorts,
   storeDir: string,
   pins: Record<string, string> = {},
+  pool = true,
 ): Record<string, unknown> {
   const pin = (op: string) => (pins[op] ? { fingerprints: [pins[op]] } : {});
   const cert = (name: string) => join(pki, `${name}.crt`);
@@ -147,6 +149,7 @@ export function settingsDocuments(
       announce_to: [PUBLIC_OPERATOR],
       endpoints: { [PUBLIC_OPERATOR]: at(p.privatePort) },
       announcements: [{ domain: p.domain, internal: p.internal }],
+      ...(pool ? {} : { pool: { enabled: false } }),
     },
   };
 }
@@ -157,13 +160,14 @@ export async function makeSettings(
   pki: string,
   ports: PathPorts = DEFAULT_PORTS,
   storeDir: string = join(out, "store"),
+  pool = true,
 ): Promise<Record<keyof typeof ROLE_DIRS, string>> {
   const absOut = resolve(out);
   const pins: Record<string, string> = {};
   for (const op of [PUBLIC_OPERATOR, PRIVATE_OPERATOR]) {
     pins[op] = await fingerprintOfPem(await Deno.readTextFile(join(resolve(pki), `${op}.crt`)));
   }
-  const docs = settingsDocuments(absOut, resolve(pki), ports, resolve(storeDir), pins);
+  const docs = settingsDocuments(absOut, resolve(pki), ports, resolve(storeDir), pins, pool);
   await Deno.mkdir(resolve(storeDir), { recursive: true });
   for (const [rel, doc] of Object.entries(docs)) {
     const file = join(absOut, rel);
@@ -193,6 +197,7 @@ if (import.meta.main) {
       internal: { type: "string", default: DEFAULT_PORTS.internal },
       domain: { type: "string", default: DEFAULT_PORTS.domain },
       "store-dir": { type: "string" },
+      "no-pool": { type: "boolean", default: false },
     },
   });
   if (!a.out || !a.pki) {
@@ -200,15 +205,21 @@ if (import.meta.main) {
     console.error("usage: make_settings.ts --out DIR --pki DIR [--public-port N] ... (see file)");
     Deno.exit(2);
   }
-  const dirs = await makeSettings(a.out, a.pki, {
-    host: a.host,
-    publicPort: Number(a["public-port"]),
-    privatePort: Number(a["private-port"]),
-    publicEpsPort: Number(a["public-eps-port"]),
-    privateEpsPort: Number(a["private-eps-port"]),
-    internal: a.internal,
-    domain: a.domain,
-  }, a["store-dir"] ?? join(a.out, "store"));
+  const dirs = await makeSettings(
+    a.out,
+    a.pki,
+    {
+      host: a.host,
+      publicPort: Number(a["public-port"]),
+      privatePort: Number(a["private-port"]),
+      publicEpsPort: Number(a["public-eps-port"]),
+      privateEpsPort: Number(a["private-eps-port"]),
+      internal: a.internal,
+      domain: a.domain,
+    },
+    a["store-dir"] ?? join(a.out, "store"),
+    !a["no-pool"],
+  );
   // deno-lint-ignore no-console
   console.log(JSON.stringify(dirs));
 }

@@ -45,8 +45,12 @@ export const MAX_OPEN_COUNT = 64;
 export const IDLE_SLACK_MS = 2000;
 /** Size of the read kept pending on an idle connection (also the first read after it is taken). */
 const PROBE_BYTES = 1024;
-/** Size of the buffer the private side reads the pool header into (header ≤ 257 bytes). */
-const HEADER_READ_BYTES = 512;
+/**
+ * Size of the buffer the private side reads the pool header into (header ≤ 257 bytes). The
+ * header and the ClientHello come in one write, so a typical hello (under 2 KiB, post-quantum key
+ * shares included) reaches the internal server in one write too. Pending only while idle.
+ */
+const HEADER_READ_BYTES = 2048;
 
 /** The pool header for a client with SNI `name` (a normalised host name, ≤ 253 ASCII bytes). */
 export function encodePoolHeader(name: string): Uint8Array {
