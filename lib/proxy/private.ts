@@ -262,12 +262,8 @@ export function startPrivate(
             const conn = await connectWithin(endpoint, settings.dialTimeoutMs, stop.signal);
             try {
               setNoDelay(conn);
-              await withDeadline(
-                settings.dialTimeoutMs,
-                stop.signal,
-                () => tryClose(conn),
-                () => writeAll(conn, token),
-              );
+              // 32 bytes into the empty send buffer of a new connection: this write cannot block
+              await writeAll(conn, token);
               return conn;
             } catch (err) {
               tryClose(conn);
