@@ -257,10 +257,11 @@ export async function startPublic(
     const held = new Set(announcements.list(operator).map((a) => a.domain));
     const foreign = (domains as string[]).filter((d) => !held.has(d));
     if (foreign.length > 0) {
-      log.warn("Refused pool for {operator}: {domains} not announced by it", {
-        operator,
-        domains: foreign,
-      });
+      counters.warn(
+        "pool-domains",
+        "Refused pools: domains not announced by the caller ({count} since last report), last {operator} for {domains}",
+        { operator, domains: foreign },
+      );
       throw new RpcError(
         `Cannot open pool for "${operator}": ${JSON.stringify(foreign)} not announced by it`,
         RpcCode.DomainNotAllowed,
