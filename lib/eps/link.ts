@@ -9,6 +9,9 @@ import { X509Certificate } from "node:crypto";
 import { errorText, logger } from "../log.ts";
 import { formatHostPort, type HostPort } from "../role.ts";
 import { remoteText } from "../net/conn.ts";
+import { pause } from "../net/io.ts";
+
+export { pause };
 import {
   connectNodeTls,
   listenNodeTls,
@@ -202,20 +205,6 @@ export class Backoff {
   get attempts(): number {
     return this.#attempt;
   }
-}
-
-/** Resolves after `ms`, or early (without throwing) when `signal` aborts. */
-export function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-  });
 }
 
 /** Resolves when `p` settles or `signal` aborts, whichever is first; never rejects. */

@@ -89,3 +89,17 @@ export async function withDeadline<T>(
     parent?.removeEventListener("abort", onParentAbort);
   }
 }
+
+/** Resolves after `ms`, or early (without throwing) when `signal` aborts. */
+export function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+  });
+}

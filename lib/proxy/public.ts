@@ -18,7 +18,7 @@ import { ProtocolError, RpcCode, RpcError } from "../errors.ts";
 import { errorText, logger, RateLimitedCounter, redact } from "../log.ts";
 import { formatHostPort, type HostPort, hostPortOf, makeHandle, type RoleHandle } from "../role.ts";
 import { type ByteConn, remoteText, tryClose } from "../net/conn.ts";
-import { readExact, withDeadline, writeAll } from "../net/io.ts";
+import { pause, readExact, withDeadline, writeAll } from "../net/io.ts";
 import { BufferPool, setNoDelay, splice } from "../net/splice.ts";
 import { connectEps, type EpsClient } from "../eps/client.ts";
 import { domainAllowed, loadDirectory } from "../eps/directory.ts";
@@ -520,10 +520,24 @@ export async function startPublic(
     listener: Deno.TcpListener,
     onConn: (conn: Deno.TcpConn) => void,
   ): Promise<void> {
-    try {
-      for await (const conn of listener) onConn(conn);
-    } catch (err) {
-      if (!stop.signal.aborted) throw err;
+    // A failed accept (e.g. "Too many open files") is one refused client, never a fault of the
+    // role: count it, back off a little so the loop does not spin, and go on accepting.
+    while (!stop.signal.aborted) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+      } catch (err) {
+        if (
+          stop.signal.aborted || err instanceof Deno.errors.BadResource ||
+          err instanceof Deno.errors.Interrupted
+        ) return;
+        counters.warn("accept", "Cannot accept connections ({count} since last report): {error}", {
+          error: errorText(err),
+        });
+        await pause(100, stop.signal);
+        continue;
+      }
+      onConn(conn);
     }
   }
 
