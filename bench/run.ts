@@ -28,6 +28,7 @@ import {
   waitRoute,
 } from "./topologies.ts";
 import { getFdLimit } from "../lib/net/fd_limit.ts";
+import { SHIPPED_V8_FLAGS } from "../tools/v8_flags.ts";
 import {
   FULL,
   type Params,
@@ -44,7 +45,8 @@ const HELP = `usage: deno task bench [options]
   --workloads LIST        subset of W1,W2,W3,W4,W5 (default all)
   --w4-conns N            connections W4 holds (default 2000; e.g. 10000 for the issue-6 target)
   --v8-flags F            DENO_V8_FLAGS for every Deno process the run starts (the roles, loop2,
-                          splice2), e.g. --v8-flags=--max-semi-space-size=1
+                          splice2); default: the shipped flags of tools/v8_flags.ts
+                          (--max-semi-space-size=4); --v8-flags= for V8's defaults
   --topologies LIST       subset of tls-pass,haproxy2,direct,loop2,splice2 (default the first three)
   --out DIR               where this run's files go (default bench/results/raw/<UTC time>)
   --save NAME             also copy results.md/.json to bench/results/NAME.{md,json}
@@ -169,7 +171,10 @@ for (const port of [LISTEN_PORT, BACKEND_PORT, 4434, 4435, 4436]) {
   }
 }
 
-if (a["v8-flags"] !== undefined) Deno.env.set("DENO_V8_FLAGS", a["v8-flags"]);
+// by default the roles run with the flags the compiled executable embeds (tools/v8_flags.ts);
+// --v8-flags="" measures V8's defaults
+const v8Flags = a["v8-flags"] ?? SHIPPED_V8_FLAGS;
+if (v8Flags !== "") Deno.env.set("DENO_V8_FLAGS", v8Flags);
 const tlsPassCmd = Deno.env.get("TLS_PASS_BIN")
   ? [Deno.env.get("TLS_PASS_BIN")!]
   : [Deno.execPath(), "run", "-A", join(repo, "cli.ts")];
@@ -384,7 +389,7 @@ const meta: Meta = {
   params: { ...params },
   unavailable,
   quick: a.quick,
-  v8Flags: a["v8-flags"] ?? null,
+  v8Flags: v8Flags === "" ? null : v8Flags,
   loadavg: {
     start: loadAtStart,
     end: (await Deno.readTextFile("/proc/loadavg").catch(() => "")).split(" ").slice(0, 3).join(

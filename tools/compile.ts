@@ -9,6 +9,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { SHIPPED_V8_FLAGS } from "./v8_flags.ts";
 
 const TARGETS = [
   "x86_64-unknown-linux-gnu",
@@ -31,6 +32,7 @@ async function compile(target?: string): Promise<void> {
   const args = [
     "compile",
     "-A",
+    `--v8-flags=${SHIPPED_V8_FLAGS}`,
     "--output",
     output,
     ...(target ? ["--target", target] : []),
