@@ -16,6 +16,7 @@
 import type { ByteConn } from "./conn.ts";
 import { tryClose } from "./conn.ts";
 import { errorText } from "../log.ts";
+import { NativeConn } from "./native/reactor.ts";
 
 /**
  * Default size of the read buffer each direction keeps while idle. Measured on one relay process
@@ -174,6 +175,10 @@ export async function splice(
   b: ByteConn,
   options: SpliceOptions = {},
 ): Promise<SpliceResult> {
+  if (a instanceof NativeConn && b instanceof NativeConn && a.reactor === b.reactor) {
+    const plane = a.reactor.dataPlane;
+    if (plane) return plane.splice(a, b, options); // both sockets move to the data-plane worker
+  }
   const signal = options.signal;
   const smallBytes = options.smallBytes ?? SMALL_READ_BYTES;
   if (!Number.isInteger(smallBytes) || smallBytes < 1) {

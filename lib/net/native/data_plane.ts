@@ -1,0 +1,208 @@
+/**
+ * The main thread's handle on the data-plane worker (data_plane_worker.ts): hands a spliced pair
+ * of native sockets over, and resolves the splice when the worker reports its end.
+ * @module
+ */
+import type { SpliceOptions, SpliceResult } from "../splice.ts";
+import { errnoText, socketError } from "./libc.ts";
+import {
+  HEAD,
+  OP_KILL,
+  OP_SPLICE,
+  OP_STOP,
+  R_ABORTED,
+  R_EOF,
+  R_READ,
+  REPORT_INTS,
+  RING_BYTES,
+  RING_SLOTS,
+  SLEEPING,
+  SLOT_INTS,
+  SLOTS_AT,
+  TAIL,
+  type WorkerInit,
+} from "./data_plane_layout.ts";
+import type { NativeConn, Reactor } from "./reactor.ts";
+
+interface Live {
+  names: readonly [string, string];
+  resolve(r: SpliceResult): void;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+const DEFAULT_NAMES: readonly [string, string] = ["a", "b"];
+
+/** One worker thread that copies the bytes of every spliced pair of a role. */
+export class DataPlane {
+  readonly #worker: Worker;
+  readonly #ring: Int32Array;
+  readonly #reactor: Reactor;
+  readonly #wakeFd: number;
+  readonly #live = new Map<number, Live>();
+  readonly #wakeBuf = new BigUint64Array([1n]);
+  #overflow: number[] = [];
+  #overflowTimer: ReturnType<typeof setTimeout> | undefined;
+  #nextId = 1;
+  #stopped: Promise<void>;
+  #closed = false;
+
+  private constructor(reactor: Reactor, worker: Worker, ring: Int32Array, wakeFd: number) {
+    this.#reactor = reactor;
+    this.#worker = worker;
+    this.#ring = ring;
+    this.#wakeFd = wakeFd;
+    let stopped!: () => void;
+    this.#stopped = new Promise((resolve) => (stopped = resolve));
+    worker.onmessage = (e: MessageEvent) => {
+      const m = e.data as { type: string; reports?: number[]; error?: string };
+      if (m.type === "done") this.#settle(m.reports!);
+      else if (m.type === "stopped" || m.type === "failed") {
+        if (m.type === "failed") this.#failAll(`data plane failed: ${m.error}`);
+        stopped();
+      }
+    };
+    worker.onerror = (e: ErrorEvent) => {
+      e.preventDefault();
+      this.#failAll(`data plane failed: ${e.message}`);
+      stopped();
+    };
+  }
+
+  /** Starts the worker; resolves once its loop runs. */
+  static async start(reactor: Reactor): Promise<DataPlane> {
+    const libc = reactor.libc;
+    const wakeFd = libc.sym.eventfd(0, 0o4000 | 0o2000000);
+    if (wakeFd < 0) throw socketError(libc.errno(), "Cannot create an eventfd");
+    const sab = new SharedArrayBuffer(RING_BYTES);
+    const worker = new Worker(new URL("./data_plane_worker.ts", import.meta.url), {
+      type: "module",
+    });
+    const ready = new Promise<void>((resolve, reject) => {
+      worker.onmessage = (e: MessageEvent) => {
+        const m = e.data as { type: string; error?: string };
+        if (m.type === "ready") resolve();
+        else reject(new Error(`Cannot start the data plane: ${m.error ?? m.type}`));
+      };
+      worker.onerror = (e: ErrorEvent) => {
+        e.preventDefault();
+        reject(new Error(`Cannot start the data plane: ${e.message}`));
+      };
+    });
+    worker.postMessage({ sab, wakeFd } satisfies WorkerInit);
+    try {
+      await ready;
+    } catch (err) {
+      worker.terminate();
+      libc.sym.close(wakeFd);
+      throw err;
+    }
+    return new DataPlane(reactor, worker, new Int32Array(sab), wakeFd);
+  }
+
+  /** Pairs whose splice has not ended yet. */
+  get live(): number {
+    return this.#live.size;
+  }
+
+  #push(op: number, id: number, fdA: number, fdB: number): void {
+    if (this.#overflow.length > 0 || !this.#put(op, id, fdA, fdB)) {
+      this.#overflow.push(op, id, fdA, fdB);
+      this.#overflowTimer ??= setTimeout(() => this.#retry(), 1);
+    }
+  }
+
+  #put(op: number, id: number, fdA: number, fdB: number): boolean {
+    const ring = this.#ring;
+    const head = Atomics.load(ring, HEAD);
+    if (head - Atomics.load(ring, TAIL) >= RING_SLOTS) return false;
+    const at = SLOTS_AT + (head % RING_SLOTS) * SLOT_INTS;
+    ring[at] = op;
+    ring[at + 1] = id;
+    ring[at + 2] = fdA;
+    ring[at + 3] = fdB;
+    Atomics.store(ring, HEAD, (head + 1) | 0);
+    if (Atomics.load(ring, SLEEPING) === 1) {
+      this.#reactor.libc.sym.write(this.#wakeFd, this.#wakeBuf, 8);
+    }
+    return true;
+  }
+
+  #retry(): void {
+    this.#overflowTimer = undefined;
+    const q = this.#overflow;
+    let i = 0;
+    while (i < q.length && this.#put(q[i]!, q[i + 1]!, q[i + 2]!, q[i + 3]!)) i += 4;
+    this.#overflow = q.slice(i);
+    if (this.#overflow.length > 0) this.#overflowTimer = setTimeout(() => this.#retry(), 1);
+  }
+
+  #settle(reports: number[]): void {
+    for (let i = 0; i + REPORT_INTS <= reports.length; i += REPORT_INTS) {
+      const id = reports[i]!;
+      const live = this.#live.get(id);
+      if (!live) continue;
+      this.#live.delete(id);
+      live.signal?.removeEventListener("abort", live.onAbort!);
+      const code = reports[i + 3]!;
+      const side = live.names[reports[i + 4]!]!;
+      const reason = code === R_EOF
+        ? "eof"
+        : code === R_ABORTED
+        ? "aborted"
+        : `${side} ${code === R_READ ? "read" : "write"} failed: ${errnoText(reports[i + 5]!)}`;
+      live.resolve({ aToB: reports[i + 1]!, bToA: reports[i + 2]!, reason });
+    }
+  }
+
+  #failAll(reason: string): void {
+    for (const [id, live] of this.#live) {
+      this.#live.delete(id);
+      live.signal?.removeEventListener("abort", live.onAbort!);
+      live.resolve({ aToB: 0, bToA: 0, reason });
+    }
+  }
+
+  /**
+   * Hands `a` and `b` to the worker (both become closed here) and resolves when their splice
+   * ended; never rejects.
+   */
+  splice(a: NativeConn, b: NativeConn, options: SpliceOptions = {}): Promise<SpliceResult> {
+    const signal = options.signal;
+    if (this.#closed || signal?.aborted) {
+      try {
+        a.close();
+      } catch { /* closed */ }
+      try {
+        b.close();
+      } catch { /* closed */ }
+      return Promise.resolve({ aToB: 0, bToA: 0, reason: "aborted" });
+    }
+    a.setNoDelay(true);
+    b.setNoDelay(true);
+    const fdA = a.detach();
+    const fdB = b.detach();
+    const id = this.#nextId;
+    this.#nextId = this.#nextId >= 0x7fff_fff0 ? 1 : this.#nextId + 1;
+    return new Promise<SpliceResult>((resolve) => {
+      const onAbort = signal ? () => this.#push(OP_KILL, id, 0, 0) : undefined;
+      this.#live.set(id, { names: options.names ?? DEFAULT_NAMES, resolve, signal, onAbort });
+      if (signal) signal.addEventListener("abort", onAbort!, { once: true });
+      this.#push(OP_SPLICE, id, fdA, fdB);
+    });
+  }
+
+  /** Ends every splice ("aborted"), stops the worker and releases its eventfd. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#overflowTimer);
+    this.#retry();
+    this.#push(OP_STOP, 0, 0, 0);
+    await this.#stopped;
+    clearTimeout(this.#overflowTimer);
+    this.#worker.terminate();
+    this.#failAll("aborted");
+    this.#reactor.libc.sym.close(this.#wakeFd);
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * Where a role's data sockets come from (issue 6): the native libc path (native/), or Deno's own
+ * sockets where that is not available or `TLS_PASS_NET=deno` asks for them. Both give
+ * {@linkcode ByteConn}s; `splice()` hands a pair of native ones to the data-plane worker.
+ * @module
+ */
+import type { ByteConn } from "./conn.ts";
+import { nativeProblem } from "./native/libc.ts";
+import { DataPlane } from "./native/data_plane.ts";
+import { connectNative, listenNative, Reactor } from "./native/reactor.ts";
+
+/** A listening socket of a {@linkcode Net}. */
+export interface NetListener extends AsyncIterable<ByteConn> {
+  readonly addr: Deno.NetAddr;
+  accept(): Promise<ByteConn>;
+  close(): void;
+}
+
+/** The data sockets of one role. */
+export interface Net {
+  /** "native" (libc sockets, data-plane worker) or "deno" (Deno.listen / Deno.connect). */
+  readonly kind: NetKind;
+  /** Why "native" was not used, when it was wanted and is not available. */
+  readonly problem: string | undefined;
+  listen(opts: { hostname: string; port: number }): Promise<NetListener>;
+  connect(opts: { hostname: string; port: number; signal?: AbortSignal }): Promise<ByteConn>;
+  /** Releases the reactor and the worker; every socket of this Net must be closed first. */
+  close(): Promise<void>;
+}
+
+export type NetKind = "native" | "deno";
+
+/** The environment variable that picks the kind: "native", "deno" or unset (native if it can). */
+export const NET_ENV = "TLS_PASS_NET";
+
+function denoNet(problem: string | undefined): Net {
+  return {
+    kind: "deno",
+    problem,
+    listen: (opts) =>
+      Promise.resolve(Deno.listen({ ...opts, transport: "tcp" }) as unknown as NetListener),
+    connect: (opts) => Deno.connect({ ...opts, transport: "tcp" }),
+    close: () => Promise.resolve(),
+  };
+}
+
+/** The kind `TLS_PASS_NET` asks for; throws on another value. */
+export function wantedNetKind(): NetKind | "auto" {
+  const v = Deno.env.get(NET_ENV);
+  if (v === undefined || v === "" || v === "auto") return "auto";
+  if (v === "native" || v === "deno") return v;
+  throw new Error(`${NET_ENV}=${v}: expected "native", "deno" or "auto"`);
+}
+
+/** Opens the data sockets of a role: native where possible unless told otherwise. */
+export async function openNet(kind: NetKind | "auto" = wantedNetKind()): Promise<Net> {
+  if (kind === "deno") return denoNet(undefined);
+  const problem = nativeProblem();
+  if (problem !== undefined) {
+    if (kind === "native") throw new Error(`${NET_ENV}=native: ${problem}`);
+    return denoNet(problem);
+  }
+  const reactor = new Reactor();
+  try {
+    reactor.dataPlane = await DataPlane.start(reactor);
+  } catch (err) {
+    await reactor.close();
+    if (kind === "native") throw err;
+    return denoNet(err instanceof Error ? err.message : String(err));
+  }
+  return {
+    kind: "native",
+    problem: undefined,
+    listen: (opts) => listenNative(reactor, opts),
+    connect: (opts) => connectNative(reactor, opts),
+    async close() {
+      await reactor.dataPlane?.close();
+      await reactor.close();
+    },
+  };
+}
