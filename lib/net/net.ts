@@ -1,6 +1,6 @@
 /**
  * Where a role's data sockets come from (issue 6): the native libc path (native/), or Deno's own
- * sockets where that is not available or `TLS_PASS_NET=deno` asks for them. Both give
+ * sockets where that is not available or the settings ask for them (`sockets: deno`). Both give
  * {@linkcode ByteConn}s; `splice()` hands a pair of native ones to the data-plane worker.
  * @module
  */
@@ -30,9 +30,6 @@ export interface Net {
 
 export type NetKind = "native" | "deno";
 
-/** The environment variable that picks the kind: "native", "deno" or unset (native if it can). */
-export const NET_ENV = "TLS_PASS_NET";
-
 function denoNet(problem: string | undefined): Net {
   return {
     kind: "deno",
@@ -44,20 +41,12 @@ function denoNet(problem: string | undefined): Net {
   };
 }
 
-/** The kind `TLS_PASS_NET` asks for; throws on another value. */
-export function wantedNetKind(): NetKind | "auto" {
-  const v = Deno.env.get(NET_ENV);
-  if (v === undefined || v === "" || v === "auto") return "auto";
-  if (v === "native" || v === "deno") return v;
-  throw new Error(`${NET_ENV}=${v}: expected "native", "deno" or "auto"`);
-}
-
 /** Opens the data sockets of a role: native where possible unless told otherwise. */
-export async function openNet(kind: NetKind | "auto" = wantedNetKind()): Promise<Net> {
+export async function openNet(kind: NetKind | "auto"): Promise<Net> {
   if (kind === "deno") return denoNet(undefined);
   const problem = nativeProblem();
   if (problem !== undefined) {
-    if (kind === "native") throw new Error(`${NET_ENV}=native: ${problem}`);
+    if (kind === "native") throw new Error(`Cannot use sockets "native": ${problem}`);
     return denoNet(problem);
   }
   const reactor = new Reactor();

@@ -31,6 +31,7 @@ import type { Logger } from "@logtape/logtape";
 import { ProtocolError, RpcCode, RpcError } from "../errors.ts";
 import { errorText } from "../log.ts";
 import { type ByteConn, tryClose } from "../net/conn.ts";
+import { NativeConn } from "../net/native/reactor.ts";
 import { TOKEN_BYTES, tokenText } from "./pending.ts";
 
 /** First byte of the pool header: "a client for this name follows". */
@@ -234,7 +235,11 @@ export class PoolTable {
     let done!: (taken: boolean) => void;
     const taken = new Promise<boolean>((resolve) => done = resolve);
     const buf = new Uint8Array(PROBE_BYTES);
-    const probe = conn.read(buf);
+    // A native socket is watched without a read in flight, so taking it needs no PrimedConn
+    // and its splice can move to the data-plane worker. Once taken (idle false) nothing is read.
+    const probe = conn instanceof NativeConn
+      ? conn.waitReadable().then(() => (e.idle ? conn.read(buf) : 0))
+      : conn.read(buf);
     const e: IdleEntry = {
       conn,
       operator: t.operator,
@@ -267,6 +272,10 @@ export class PoolTable {
       if (!e.domains.has(domain)) continue;
       this.#remove(e, i);
       e.done(true);
+      if (e.conn instanceof NativeConn) {
+        e.conn.cancelWait();
+        return e.conn;
+      }
       return new PrimedConn(e.conn, e.probe, e.buf);
     }
     return undefined;

@@ -19,6 +19,7 @@ import { formatHostPort, type HostPort, makeHandle, type RoleHandle } from "../r
 import { type ByteConn, tryClose } from "../net/conn.ts";
 import { withDeadline, writeAll } from "../net/io.ts";
 import { BufferPool, setNoDelay, splice } from "../net/splice.ts";
+import { type Net, openNet } from "../net/net.ts";
 import { connectEps, type EpsClient } from "../eps/client.ts";
 import { address, normalizeHostName } from "../settings/check.ts";
 import type { PrivateAnnouncement, PrivateSettings } from "../settings/private.ts";
@@ -61,7 +62,12 @@ const MAX_RETRY_MS = 20_000;
 const WITHDRAW_TIMEOUT_MS = 2000;
 
 /** Connects to `to` within `ms`; the deadline and `signal` only concern the connect itself. */
-async function connectWithin(to: HostPort, ms: number, signal: AbortSignal): Promise<Deno.TcpConn> {
+async function connectWithin(
+  net: Net,
+  to: HostPort,
+  ms: number,
+  signal: AbortSignal,
+): Promise<ByteConn> {
   const ctl = new AbortController();
   const onAbort = () => ctl.abort(signal.reason);
   signal.addEventListener("abort", onAbort, { once: true });
@@ -77,7 +83,7 @@ async function connectWithin(to: HostPort, ms: number, signal: AbortSignal): Pro
   );
   try {
     signal.throwIfAborted();
-    return await Deno.connect({ hostname: to.hostname, port: to.port, signal: ctl.signal });
+    return await net.connect({ hostname: to.hostname, port: to.port, signal: ctl.signal });
   } catch (err) {
     if (ctl.signal.aborted) throw ctl.signal.reason;
     throw err;
@@ -117,11 +123,17 @@ function decodeToken(v: unknown): Uint8Array | null {
  * Starts the private proxy. Resolves at once (roles may start in any order); `ready` resolves
  * once its first announcements are acknowledged. Until then it retries and logs that it waits.
  */
-export function startPrivate(
+export async function startPrivate(
   settings: PrivateSettings,
   signal?: AbortSignal,
 ): Promise<PrivateHandle> {
   const log = logger("proxy", "private");
+  const net = await openNet(settings.sockets);
+  if (net.problem !== undefined) {
+    log.warn("Native sockets are not available ({problem}): using Deno's", {
+      problem: net.problem,
+    });
+  }
   const stop = new AbortController(); // no new notices, announcing ends
   const kill = new AbortController(); // live splices end (after grace_ms)
   const epsStop = new AbortController(); // the EPS client, closed last (after the withdrawal)
@@ -259,7 +271,7 @@ export function startPrivate(
             return { tokens: tokens as Uint8Array[], idleTimeoutMs: r.idle_timeout_ms as number };
           },
           dial: async (token) => {
-            const conn = await connectWithin(endpoint, settings.dialTimeoutMs, stop.signal);
+            const conn = await connectWithin(net, endpoint, settings.dialTimeoutMs, stop.signal);
             try {
               setNoDelay(conn);
               // 32 bytes into the empty send buffer of a new connection: this write cannot block
@@ -299,6 +311,7 @@ export function startPrivate(
       }
       try {
         internal = await connectWithin(
+          net,
           announcement.internal,
           settings.connectTimeoutMs,
           stop.signal,
@@ -364,7 +377,7 @@ export function startPrivate(
       // both connects at once: the dial-back's round trip hides the internal one (W1 latency)
       const [dialed, connected] = await Promise.allSettled([
         (async () => {
-          const conn = await connectWithin(endpoint, settings.dialTimeoutMs, stop.signal);
+          const conn = await connectWithin(net, endpoint, settings.dialTimeoutMs, stop.signal);
           dialBack = conn;
           setNoDelay(conn);
           await withDeadline(
@@ -374,9 +387,11 @@ export function startPrivate(
             () => writeAll(conn, token),
           );
         })(),
-        connectWithin(announcement.internal, settings.connectTimeoutMs, stop.signal).then((c) => {
-          internal = c;
-        }),
+        connectWithin(net, announcement.internal, settings.connectTimeoutMs, stop.signal).then(
+          (c) => {
+            internal = c;
+          },
+        ),
       ]);
       if (dialed.status === "rejected") {
         stats.failedConnections++;
@@ -529,10 +544,11 @@ export function startPrivate(
       kill.abort();
       epsStop.abort();
       await eps.close().catch(() => {});
+      await net.close();
       log.info("Stopped");
     }
   })();
 
   const handle = makeHandle({} as Record<never, HostPort>, finished, () => stop.abort(), signal);
-  return Promise.resolve(Object.assign(handle, { ready, stats, pools }));
+  return Object.assign(handle, { ready, stats, pools });
 }

@@ -20,6 +20,7 @@ import { formatHostPort, type HostPort, hostPortOf, makeHandle, type RoleHandle 
 import { type ByteConn, remoteText, tryClose } from "../net/conn.ts";
 import { pause, readExact, withDeadline, writeAll } from "../net/io.ts";
 import { BufferPool, setNoDelay, splice } from "../net/splice.ts";
+import { type NetListener, openNet } from "../net/net.ts";
 import { connectEps, type EpsClient } from "../eps/client.ts";
 import { domainAllowed, loadDirectory } from "../eps/directory.ts";
 import type { PublicSettings } from "../settings/public.ts";
@@ -156,17 +157,24 @@ export async function startPublic(
     store,
     (operator, domain) => domainAllowed(directory, operator, domain),
   );
-  let publicListener: Deno.TcpListener;
-  let privateListener: Deno.TcpListener;
+  let publicListener: NetListener;
+  let privateListener: NetListener;
+  const net = await openNet(settings.sockets);
+  if (net.problem !== undefined) {
+    log.warn("Native sockets are not available ({problem}): using Deno's", {
+      problem: net.problem,
+    });
+  }
   try {
-    publicListener = Deno.listen({ ...settings.publicListen, transport: "tcp" });
+    publicListener = await net.listen(settings.publicListen);
     try {
-      privateListener = Deno.listen({ ...settings.privateListen, transport: "tcp" });
+      privateListener = await net.listen(settings.privateListen);
     } catch (err) {
       tryClose(publicListener);
       throw err;
     }
   } catch (err) {
+    await net.close();
     await store.close();
     throw err;
   }
@@ -298,10 +306,10 @@ export async function startPublic(
   /** Live per-connection tasks and their client connections. */
   const live = new Map<Promise<void>, ByteConn>();
 
-  async function handleClient(conn: Deno.TcpConn): Promise<void> {
+  async function handleClient(conn: ByteConn): Promise<void> {
     const started = performance.now();
     const client = remoteText(conn);
-    const clientHost = conn.remoteAddr.hostname;
+    const clientHost = (conn.remoteAddr as Deno.NetAddr).hostname;
     setNoDelay(conn);
     let hello: ClientHelloInfo | undefined;
     let extra: Uint8Array | undefined;
@@ -456,7 +464,7 @@ export async function startPublic(
     );
   }
 
-  async function handleDialBack(conn: Deno.TcpConn): Promise<boolean> {
+  async function handleDialBack(conn: ByteConn): Promise<boolean> {
     const peer = remoteText(conn);
     setNoDelay(conn);
     const buf = new Uint8Array(TOKEN_BYTES);
@@ -504,7 +512,7 @@ export async function startPublic(
     return false;
   }
 
-  function track(conn: Deno.TcpConn, task: () => Promise<boolean | void>): void {
+  function track(conn: ByteConn, task: () => Promise<boolean | void>): void {
     const p: Promise<void> = task()
       .then((keep) => {
         if (keep !== true) tryClose(conn);
@@ -517,13 +525,13 @@ export async function startPublic(
   }
 
   async function acceptLoop(
-    listener: Deno.TcpListener,
-    onConn: (conn: Deno.TcpConn) => void,
+    listener: NetListener,
+    onConn: (conn: ByteConn) => void,
   ): Promise<void> {
     // A failed accept (e.g. "Too many open files") is one refused client, never a fault of the
     // role: count it, back off a little so the loop does not spin, and go on accepting.
     while (!stop.signal.aborted) {
-      let conn: Deno.TcpConn;
+      let conn: ByteConn;
       try {
         conn = await listener.accept();
       } catch (err) {
@@ -542,7 +550,7 @@ export async function startPublic(
   }
 
   /** The connection cap over both ports: over it, a new connection is closed at once. */
-  function admitted(conn: Deno.TcpConn): boolean {
+  function admitted(conn: ByteConn): boolean {
     if (live.size < settings.maxConnections) return true;
     stats.refusedConnections++;
     counters.warn(
@@ -585,6 +593,7 @@ export async function startPublic(
         clearTimeout(grace);
         kill.abort();
         await eps.close().catch(() => {});
+        await net.close();
         await store.close();
         log.info(
           "Stopped: {poolHits} clients served from the pool, {notices} by notice; {tokens} pool tokens, {pooled} redeemed, {dropped} dropped",

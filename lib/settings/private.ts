@@ -13,6 +13,7 @@
  * @module
  */
 import type { HostPort } from "../role.ts";
+import type { NetKind } from "../net/net.ts";
 import { type EpsClientSettings, parseEpsClientSettings } from "../eps/client.ts";
 import * as check from "./check.ts";
 import { loadSettings } from "./loader.ts";
@@ -57,6 +58,8 @@ export interface PrivateSettings {
   maxConnections: number;
   /** On a graceful stop, how long live splices may go on (withdrawing is bounded by the call deadline). */
   graceMs: number;
+  /** Data sockets: "native" (libc over FFI, spliced in a worker thread), "deno", or "auto". */
+  sockets: NetKind | "auto";
   pool: PrivatePoolSettings;
 }
 
@@ -74,6 +77,7 @@ export const PRIVATE_DEFAULTS = {
   connectTimeoutMs: 5000,
   maxConnections: 16_384,
   graceMs: 5000,
+  sockets: "auto",
   pool: POOL_DEFAULTS,
 } as const;
 
@@ -91,6 +95,7 @@ const KEYS = [
   "connect_timeout_ms",
   "max_connections",
   "grace_ms",
+  "sockets",
   "pool",
 ] as const;
 const POOL_KEYS = ["enabled", "min_idle", "max_idle", "idle_timeout_ms"] as const;
@@ -202,6 +207,12 @@ export function parsePrivateSettings(
       1_000_000,
     ),
     graceMs: check.integer(data.grace_ms ?? D.graceMs, "grace_ms", problems, 0, 3_600_000),
+    sockets: check.oneOf(
+      data.sockets ?? D.sockets,
+      ["auto", "native", "deno"] as const,
+      "sockets",
+      problems,
+    ),
     pool,
   };
 }

@@ -15,6 +15,7 @@
  * @module
  */
 import type { HostPort } from "../role.ts";
+import type { NetKind } from "../net/net.ts";
 import type { StoreSettings } from "../proxy/store.ts";
 import { type EpsClientSettings, parseEpsClientSettings } from "../eps/client.ts";
 import * as check from "./check.ts";
@@ -43,6 +44,8 @@ export interface PublicSettings {
   maxConnections: number;
   /** On a graceful stop, how long live splices may go on. */
   graceMs: number;
+  /** Data sockets: "native" (libc over FFI, spliced in a worker thread), "deno", or "auto". */
+  sockets: NetKind | "auto";
   /**
    * Pre-warmed dial-backs (lib/proxy/dial_pool.ts): idle pooled connections plus unredeemed pool
    * tokens one private operator may hold; 0 refuses every openPool call.
@@ -61,6 +64,7 @@ export const PUBLIC_DEFAULTS = {
   noticeTimeoutMs: 5000,
   maxConnections: 16_384,
   graceMs: 5000,
+  sockets: "auto",
   maxPooledPerOperator: 64,
 } as const;
 
@@ -83,6 +87,7 @@ const KEYS = [
   "notice_timeout_ms",
   "max_connections",
   "grace_ms",
+  "sockets",
   "max_pooled_per_operator",
 ] as const;
 
@@ -159,6 +164,12 @@ export function parsePublicSettings(
     noticeTimeoutMs: ms("notice_timeout_ms", D.noticeTimeoutMs),
     maxConnections: count("max_connections", D.maxConnections),
     graceMs: check.integer(data.grace_ms ?? D.graceMs, "grace_ms", problems, 0, 3_600_000),
+    sockets: check.oneOf(
+      data.sockets ?? D.sockets,
+      ["auto", "native", "deno"] as const,
+      "sockets",
+      problems,
+    ),
     maxPooledPerOperator: check.integer(
       data.max_pooled_per_operator ?? D.maxPooledPerOperator,
       "max_pooled_per_operator",

@@ -247,6 +247,10 @@ export function decodeSockaddr(sa: Uint8Array): Deno.NetAddr {
     return { transport: "tcp", hostname: Array.from(sa.subarray(4, 8)).join("."), port };
   }
   if (family === AF_INET6) {
+    if (sa.subarray(8, 18).every((b) => b === 0) && dv.getUint16(18, false) === 0xffff) {
+      // v4-mapped, written as Deno.Conn (Rust's Ipv6Addr) writes it: `::ffff:127.0.0.1`
+      return { transport: "tcp", hostname: `::ffff:${sa.subarray(20, 24).join(".")}`, port };
+    }
     const words: string[] = [];
     for (let i = 0; i < 8; i++) words.push(dv.getUint16(8 + 2 * i, false).toString(16));
     return { transport: "tcp", hostname: compressIpv6(words), port };

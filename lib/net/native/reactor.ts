@@ -115,11 +115,9 @@ export class Reactor {
     const drain = new Uint8Array(8);
     while (!this.#closed && this.#watchers.size > 0) {
       const n = await s.epollWaitAsync(this.#ep, this.#events, MAX_EVENTS, -1);
-      if (n < 0) {
-        const e = this.libc.errno();
-        if (e === EINTR) continue;
-        throw socketError(e, "epoll_wait failed");
-      }
+      // It failed on a pool thread, whose errno this thread cannot read. With a valid epoll fd and
+      // buffer the only failure is EINTR (a signal landed on that thread): wait again.
+      if (n < 0) continue;
       for (let i = 0; i < n; i++) {
         const off = i * EPOLL_EVENT_BYTES;
         const events = this.#view.getUint32(off, true);
@@ -208,6 +206,25 @@ export class NativeConn implements ByteConn, Watcher {
       }
       this.#rewatch();
     });
+  }
+
+  /**
+   * Resolves once the socket is readable: data, EOF or an error waits (a pooled connection's
+   * watch while idle, without a read buffer). {@linkcode cancelWait} ends the wait early.
+   */
+  waitReadable(): Promise<void> {
+    if (this.#fd < 0) return Promise.reject(closedError());
+    return this.#wait(false);
+  }
+
+  /** Resolves a pending {@linkcode waitReadable} or {@linkcode waitWritable} now. */
+  cancelWait(): void {
+    const r = this.#reader;
+    const w = this.#writer;
+    this.#reader = this.#writer = null;
+    this.#rewatch();
+    r?.resolve();
+    w?.resolve();
   }
 
   /** Resolves once the socket is writable or failed (a non-blocking connect has finished). */
@@ -405,6 +422,7 @@ export async function connectNative(
 ): Promise<NativeConn> {
   opts.signal?.throwIfAborted();
   const sa = await resolve(opts.hostname, opts.port);
+  opts.signal?.throwIfAborted(); // aborted while resolving: the listener below would never fire
   const libc = reactor.libc;
   const fd = libc.sym.socket(familyOf(sa), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   const where = `${
