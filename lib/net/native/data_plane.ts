@@ -17,8 +17,7 @@ import {
   RING_BYTES,
   RING_SLOTS,
   SLEEPING,
-  SLOT_INTS,
-  SLOTS_AT,
+  slotAt,
   TAIL,
   type WorkerInit,
 } from "./data_plane_layout.ts";
@@ -115,8 +114,8 @@ export class DataPlane {
   #put(op: number, id: number, fdA: number, fdB: number): boolean {
     const ring = this.#ring;
     const head = Atomics.load(ring, HEAD);
-    if (head - Atomics.load(ring, TAIL) >= RING_SLOTS) return false;
-    const at = SLOTS_AT + (head % RING_SLOTS) * SLOT_INTS;
+    if (((head - Atomics.load(ring, TAIL)) | 0) >= RING_SLOTS) return false;
+    const at = slotAt(head);
     ring[at] = op;
     ring[at + 1] = id;
     ring[at + 2] = fdA;

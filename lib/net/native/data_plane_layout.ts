@@ -10,8 +10,14 @@ export const TAIL = 1;
 export const SLEEPING = 2;
 export const SLOTS_AT = 4;
 export const SLOT_INTS = 4;
+/** A power of two, so that a slot index survives `HEAD` and `TAIL` wrapping past 2^31. */
 export const RING_SLOTS = 16_384;
 export const RING_BYTES = (SLOTS_AT + RING_SLOTS * SLOT_INTS) * 4;
+
+/** Where the slot of `HEAD` or `TAIL` value `i` starts (they wrap to negative int32s). */
+export function slotAt(i: number): number {
+  return SLOTS_AT + (i & (RING_SLOTS - 1)) * SLOT_INTS;
+}
 
 /** Splice `fdA` and `fdB` as pair `id`. */
 export const OP_SPLICE = 1;

@@ -33,10 +33,8 @@ import {
   R_EOF,
   R_READ,
   R_WRITE,
-  RING_SLOTS,
   SLEEPING,
-  SLOT_INTS,
-  SLOTS_AT,
+  slotAt,
   TAIL,
   type WorkerInit,
 } from "./data_plane_layout.ts";
@@ -201,7 +199,7 @@ function run(init: WorkerInit): void {
     let tail = Atomics.load(ring, TAIL);
     const head = Atomics.load(ring, HEAD);
     while (tail !== head) {
-      const at = SLOTS_AT + (tail % RING_SLOTS) * SLOT_INTS;
+      const at = slotAt(tail);
       const op = ring[at]!;
       const id = ring[at + 1]!;
       if (op === OP_SPLICE) {
