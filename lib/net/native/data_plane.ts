@@ -4,6 +4,7 @@
  * @module
  */
 import type { SpliceOptions, SpliceResult } from "../splice.ts";
+import { tryClose } from "../conn.ts";
 import { errnoText, socketError } from "./libc.ts";
 import {
   HEAD,
@@ -179,13 +180,26 @@ export class DataPlane {
     }
     a.setNoDelay(true);
     b.setNoDelay(true);
-    const fdA = a.detach();
-    const fdB = b.detach();
+    // a closed or busy side ends the splice as a failed read would, with nothing left open
+    const names = options.names ?? DEFAULT_NAMES;
+    let fdA = -1;
+    let fdB: number;
+    try {
+      fdA = a.detach();
+      fdB = b.detach();
+    } catch (err) {
+      if (fdA >= 0) this.#reactor.libc.sym.close(fdA);
+      tryClose(a);
+      tryClose(b);
+      const side = names[fdA >= 0 ? 1 : 0];
+      const text = err instanceof Error ? err.message : String(err);
+      return Promise.resolve({ aToB: 0, bToA: 0, reason: `${side} read failed: ${text}` });
+    }
     const id = this.#nextId;
     this.#nextId = this.#nextId >= 0x7fff_fff0 ? 1 : this.#nextId + 1;
     return new Promise<SpliceResult>((resolve) => {
       const onAbort = signal ? () => this.#push(OP_KILL, id, 0, 0) : undefined;
-      this.#live.set(id, { names: options.names ?? DEFAULT_NAMES, resolve, signal, onAbort });
+      this.#live.set(id, { names, resolve, signal, onAbort });
       if (signal) signal.addEventListener("abort", onAbort!, { once: true });
       this.#push(OP_SPLICE, id, fdA, fdB);
     });

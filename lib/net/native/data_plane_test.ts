@@ -528,3 +528,37 @@ Deno.test("data-plane worker: the command ring works on when HEAD and TAIL wrap 
     await r.close();
   }
 });
+
+for (const which of ["closed", "busy"] as const) {
+  Deno.test(`DataPlane: splice() of a ${which} connection closes both and reports, never rejects`, () =>
+    withNet(async (net) => {
+      const upstreamEnd = Promise.withResolvers<null>();
+      await using server = startServer(async (conn) => {
+        upstreamEnd.resolve(await untilEnd(conn));
+      });
+      const listener = await net.listen(LOOPBACK);
+      let client: Deno.TcpConn | undefined;
+      try {
+        const [c, a] = await within(Promise.all([dial(listener.addr), listener.accept()]));
+        client = c;
+        const b = await within(net.connect(server.addr));
+        let pending: Promise<unknown> | undefined;
+        if (which === "closed") b.close(); // e.g. closed by a deadline while dialling
+        else {
+          pending = b.read(new Uint8Array(8)); // a read still in flight
+          pending.catch(() => {}); // asserted below
+        }
+        const r = await within(splice(a, b, { names: ["client", "server"] }));
+        assert.equal(r.aToB, 0);
+        assert.equal(r.bToA, 0);
+        assert.match(r.reason, /^server read failed: /);
+        if (pending) await assert.rejects(within(pending), Deno.errors.BadResource);
+        // neither socket was leaked: both peers see the end
+        assert.equal(await within(untilEnd(c)), null);
+        if (which === "busy") assert.equal(await within(upstreamEnd.promise), null);
+      } finally {
+        if (client) tryClose(client);
+        listener.close();
+      }
+    }));
+}
