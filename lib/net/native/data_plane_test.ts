@@ -336,7 +336,7 @@ Deno.test("DataPlane: 1,000 idle spliced pairs all end when their peers close", 
       await within(allUp.promise, 5000, "1,000 upstream connections");
       // every pair is in the data plane now: no main-thread socket is left
       const probe = clients[PAIRS - 1]!;
-      await writeAll(probe, enc.encode("x")); // a live pair (the byte reaches upstream's read)
+      await within(writeAll(probe, enc.encode("x"))); // a live pair: upstream's read ends
       for (const c of clients) c.close();
       clients.length = 0;
       const done = await within(Promise.all(results), 5000, "1,000 splices to end");

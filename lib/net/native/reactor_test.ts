@@ -226,6 +226,37 @@ Deno.test("NativeConn.close() rejects a pending read with BadResource; a second 
     }
   }));
 
+Deno.test("NativeConn reports a peer's reset as ConnectionReset, then writes fail", () =>
+  withReactor(async (r) => {
+    const listener = await listenNative(r, { hostname: "127.0.0.1", port: 0 });
+    let a: NativeConn | undefined;
+    let b: NativeConn | undefined;
+    try {
+      [a, b] = await within(
+        Promise.all([
+          connectNative(r, { hostname: "127.0.0.1", port: listener.addr.port }),
+          listener.accept(),
+        ]),
+      );
+      const reading = a.read(new Uint8Array(16));
+      await within(writeAll(a, new Uint8Array(100)));
+      assert.equal(await within(b.read(new Uint8Array(1))), 1);
+      b.close(); // 99 bytes unread: a plain close() sends RST
+      b = undefined;
+      await assert.rejects(within(reading), Deno.errors.ConnectionReset);
+      const conn = a;
+      await assert.rejects(
+        within(writeAll(conn, new Uint8Array(1000))),
+        (err) =>
+          err instanceof Deno.errors.BrokenPipe || err instanceof Deno.errors.ConnectionReset,
+      );
+    } finally {
+      if (a) tryClose(a);
+      if (b) tryClose(b);
+      listener.close();
+    }
+  }));
+
 Deno.test("NativeListener.close() ends for await and rejects a pending accept", () =>
   withReactor(async (r) => {
     const listener = await listenNative(r, { hostname: "127.0.0.1", port: 0 });
