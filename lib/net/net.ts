@@ -22,7 +22,8 @@ export interface Net {
   readonly kind: NetKind;
   /** Why "native" was not used, when it was wanted and is not available. */
   readonly problem: string | undefined;
-  listen(opts: { hostname: string; port: number }): Promise<NetListener>;
+  /** `deferAccept`: hand a connection over once its first bytes came (native only; a hint). */
+  listen(opts: { hostname: string; port: number; deferAccept?: boolean }): Promise<NetListener>;
   connect(opts: { hostname: string; port: number; signal?: AbortSignal }): Promise<ByteConn>;
   /** Releases the reactor and the worker; every socket of this Net must be closed first. */
   close(): Promise<void>;
@@ -34,8 +35,8 @@ function denoNet(problem: string | undefined): Net {
   return {
     kind: "deno",
     problem,
-    listen: (opts) =>
-      Promise.resolve(Deno.listen({ ...opts, transport: "tcp" }) as unknown as NetListener),
+    listen: ({ hostname, port }) =>
+      Promise.resolve(Deno.listen({ hostname, port, transport: "tcp" }) as unknown as NetListener),
     connect: (opts) => Deno.connect({ ...opts, transport: "tcp" }),
     close: () => Promise.resolve(),
   };

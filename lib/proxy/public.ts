@@ -166,9 +166,10 @@ export async function startPublic(
     });
   }
   try {
-    publicListener = await net.listen(settings.publicListen);
+    // both kinds of peers speak first (a ClientHello, a token): accept them once they did
+    publicListener = await net.listen({ ...settings.publicListen, deferAccept: true });
     try {
-      privateListener = await net.listen(settings.privateListen);
+      privateListener = await net.listen({ ...settings.privateListen, deferAccept: true });
     } catch (err) {
       tryClose(publicListener);
       throw err;

@@ -90,6 +90,7 @@ export const SO_REUSEADDR = 2;
 export const SO_ERROR = 4;
 export const IPPROTO_TCP = 6;
 export const TCP_NODELAY = 1;
+export const TCP_DEFER_ACCEPT = 9;
 export const MSG_DONTWAIT = 0x40;
 export const MSG_NOSIGNAL = 0x4000;
 export const SHUT_WR = 1;
