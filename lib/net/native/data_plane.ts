@@ -123,7 +123,7 @@ export class DataPlane {
     ring[at + 3] = fdB;
     Atomics.store(ring, HEAD, (head + 1) | 0);
     if (Atomics.load(ring, SLEEPING) === 1) {
-      this.#reactor.libc.sym.write(this.#wakeFd, this.#wakeBuf, 8);
+      this.#reactor.libc.sym.write(this.#wakeFd, this.#wakeBuf, 8n);
     }
     return true;
   }

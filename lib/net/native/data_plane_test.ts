@@ -483,7 +483,7 @@ Deno.test("data-plane worker: the command ring works on when HEAD and TAIL wrap 
     assert.ok(((head - Atomics.load(ring, TAIL)) | 0) < RING_SLOTS);
     ring.set([op, id, fdA, fdB], slotAt(head));
     Atomics.store(ring, HEAD, (head + 1) | 0);
-    if (Atomics.load(ring, SLEEPING) === 1) libc.sym.write(wakeFd, new BigUint64Array([1n]), 8);
+    if (Atomics.load(ring, SLEEPING) === 1) libc.sym.write(wakeFd, new BigUint64Array([1n]), 8n);
   };
   const conns: { close(): void }[] = [];
   const listener = await listenNative(r, LOOPBACK);

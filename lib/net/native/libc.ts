@@ -19,6 +19,7 @@ const SYMBOLS = {
   listen: { parameters: ["i32", "i32"], result: "i32" },
   accept4: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },
   connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  sendmsg: { parameters: ["i32", "buffer", "i32"], result: "i32" },
   // ssize_t results are read as i32: a 64-bit result would come back as a BigInt (an allocation
   // per call). Both ABIs return it in one register whose low half is the value for counts below
   // 2 GiB and -1; the callers never pass more than 1 MiB.
@@ -47,8 +48,10 @@ const SYMBOLS = {
 } as const;
 
 /**
- * The symbols with the types the callers use: Deno types `usize` parameters as BigInt, but takes a
- * number as well (and a BigInt would cost an allocation per call).
+ * The symbols with the types the callers use. A `usize` length must be passed as a BigInt: V8's
+ * fast calls take it as one, and a number makes optimized code deoptimize ("not a BigInt") and
+ * take the slow call path. Hot paths pass constant BigInts, or use `sendmsg` with the length in
+ * a reused iovec.
  */
 export interface LibcSymbols {
   socket(domain: number, type: number, protocol: number): number;
@@ -56,10 +59,11 @@ export interface LibcSymbols {
   listen(fd: number, backlog: number): number;
   accept4(fd: number, addr: Uint8Array, len: Uint32Array, flags: number): number;
   connect(fd: number, addr: Uint8Array, len: number): number;
-  recv(fd: number, buf: Uint8Array, len: number, flags: number): number;
-  send(fd: number, buf: Uint8Array, len: number, flags: number): number;
-  read(fd: number, buf: BufferSource, len: number): number;
-  write(fd: number, buf: BufferSource, len: number): number;
+  recv(fd: number, buf: Uint8Array, len: bigint, flags: number): number;
+  send(fd: number, buf: Uint8Array, len: bigint, flags: number): number;
+  read(fd: number, buf: BufferSource, len: bigint): number;
+  write(fd: number, buf: BufferSource, len: bigint): number;
+  sendmsg(fd: number, msghdr: Uint8Array, flags: number): number;
   shutdown(fd: number, how: number): number;
   close(fd: number): number;
   setsockopt(fd: number, level: number, name: number, value: BufferSource, len: number): number;

@@ -108,7 +108,7 @@ export class Reactor {
   }
 
   #poke(): void {
-    this.libc.sym.write(this.#wake, new BigUint64Array([1n]), 8);
+    this.libc.sym.write(this.#wake, new BigUint64Array([1n]), 8n);
   }
 
   async #run(): Promise<void> {
@@ -142,7 +142,7 @@ export class Reactor {
           const events = this.#view.getUint32(off, true);
           const fd = this.#view.getInt32(off + 4, true);
           if (fd === this.#wake) {
-            s.read(this.#wake, drain, 8);
+            s.read(this.#wake, drain, 8n);
             continue;
           }
           this.#watchers.get(fd)?.onEvents(events);
@@ -261,7 +261,7 @@ export class NativeConn implements ByteConn, Watcher {
     const libc = this.reactor.libc;
     for (;;) {
       if (this.#fd < 0) throw closedError();
-      const n = libc.sym.recv(this.#fd, buf, buf.length, 0);
+      const n = libc.sym.recv(this.#fd, buf, BigInt(buf.length), 0);
       if (n > 0) return n;
       if (n === 0) return null;
       const e = libc.errno();
@@ -275,7 +275,7 @@ export class NativeConn implements ByteConn, Watcher {
     const libc = this.reactor.libc;
     for (;;) {
       if (this.#fd < 0) throw closedError();
-      const n = libc.sym.send(this.#fd, buf, buf.length, MSG_NOSIGNAL);
+      const n = libc.sym.send(this.#fd, buf, BigInt(buf.length), MSG_NOSIGNAL);
       if (n >= 0) return n;
       const e = libc.errno();
       if (e === EAGAIN) await this.#wait(true);
