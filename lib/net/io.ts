@@ -103,3 +103,106 @@ export function pause(ms: number, signal: AbortSignal): Promise<void> {
     }
   });
 }
+
+interface DeadlineEntry {
+  at: number;
+  onExpire: () => void;
+  fired: unknown;
+  done: boolean;
+}
+
+/**
+ * Deadlines that all have the same length (a role's hello or token timeout), on one timer: they
+ * end in the order they start, so a FIFO queue with one timer for its oldest live entry is
+ * enough. {@linkcode withDeadline} costs an AbortController, two listeners and a timer per call
+ * (about a tenth of the public proxy's main-thread CPU per W1 request, issue 6); this costs an
+ * array slot.
+ */
+export class DeadlineQueue {
+  #q: DeadlineEntry[] = [];
+  #head = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #abortReason: unknown = undefined;
+  constructor(readonly ms: number) {}
+
+  /**
+   * Runs `fn`; when it has not settled within `ms` (or {@linkcode abortAll} runs), `onExpire`
+   * is called (typically closing the connection, which ends a pending read) and the result
+   * rejects with a TimeoutError DOMException (or the abort reason).
+   */
+  async run<T>(onExpire: () => void, fn: () => Promise<T>): Promise<T> {
+    if (this.#abortReason !== undefined) {
+      onExpire();
+      throw this.#abortReason;
+    }
+    const e: DeadlineEntry = {
+      at: performance.now() + this.ms,
+      onExpire,
+      fired: undefined,
+      done: false,
+    };
+    this.#q.push(e);
+    if (this.#timer === undefined) this.#arm(e.at);
+    try {
+      const result = await fn();
+      if (e.fired !== undefined) throw e.fired;
+      return result;
+    } catch (err) {
+      throw e.fired ?? err;
+    } finally {
+      e.done = true;
+    }
+  }
+
+  #arm(at: number): void {
+    this.#timer = setTimeout(() => this.#sweep(), Math.max(0, at - performance.now()));
+  }
+
+  #sweep(): void {
+    this.#timer = undefined;
+    const now = performance.now();
+    const q = this.#q;
+    while (this.#head < q.length) {
+      const e = q[this.#head]!;
+      if (!e.done) {
+        if (e.at > now) break;
+        e.fired = new DOMException("Signal timed out.", "TimeoutError");
+        e.onExpire();
+      }
+      this.#head++;
+    }
+    if (this.#head > 1024 && this.#head * 2 > q.length) {
+      q.splice(0, this.#head);
+      this.#head = 0;
+    }
+    // skip entries already done so the next timer is for a live one
+    while (this.#head < q.length && q[this.#head]!.done) this.#head++;
+    if (this.#head < q.length) this.#arm(q[this.#head]!.at);
+    else {
+      q.length = 0;
+      this.#head = 0;
+    }
+  }
+
+  /** Ends every live deadline now with `reason`; later runs end at once the same way. */
+  abortAll(reason: unknown): void {
+    this.#abortReason = reason;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    for (let i = this.#head; i < this.#q.length; i++) {
+      const e = this.#q[i]!;
+      if (e.done || e.fired !== undefined) continue;
+      e.fired = reason;
+      e.onExpire();
+    }
+    this.#q = [];
+    this.#head = 0;
+  }
+
+  /** Live deadlines (for tests). */
+  get size(): number {
+    let n = 0;
+    for (let i = this.#head; i < this.#q.length; i++) if (!this.#q[i]!.done) n++;
+    return n;
+  }
+}

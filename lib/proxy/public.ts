@@ -18,7 +18,7 @@ import { ProtocolError, RpcCode, RpcError } from "../errors.ts";
 import { errorText, logger, RateLimitedCounter, redact } from "../log.ts";
 import { formatHostPort, type HostPort, hostPortOf, makeHandle, type RoleHandle } from "../role.ts";
 import { type ByteConn, remoteText, tryClose } from "../net/conn.ts";
-import { pause, readExact, withDeadline, writeAll } from "../net/io.ts";
+import { DeadlineQueue, pause, readExact, withDeadline, writeAll } from "../net/io.ts";
 import { BufferPool, setNoDelay, splice } from "../net/splice.ts";
 import { type NetListener, openNet } from "../net/net.ts";
 import { connectEps, type EpsClient } from "../eps/client.ts";
@@ -188,6 +188,12 @@ export async function startPublic(
   const endpointText = formatHostPort(privateEndpoint);
 
   const stop = new AbortController(); // no new work; waits (hello, token, dial-back) end
+  const helloDeadlines = new DeadlineQueue(settings.helloTimeoutMs);
+  const tokenDeadlines = new DeadlineQueue(settings.tokenTimeoutMs);
+  stop.signal.addEventListener("abort", () => {
+    helloDeadlines.abortAll(stop.signal.reason);
+    tokenDeadlines.abortAll(stop.signal.reason);
+  }, { once: true });
   const kill = new AbortController(); // live splices end (after grace_ms)
   const stats: PublicStats = {
     accepted: 0,
@@ -315,9 +321,7 @@ export async function startPublic(
     let hello: ClientHelloInfo | undefined;
     let extra: Uint8Array | undefined;
     try {
-      ({ hello, extra } = await withDeadline(
-        settings.helloTimeoutMs,
-        stop.signal,
+      ({ hello, extra } = await helloDeadlines.run(
         () => tryClose(conn),
         () => readClientHello(conn, settings.maxClientHelloBytes),
       ));
@@ -471,12 +475,7 @@ export async function startPublic(
     const buf = new Uint8Array(TOKEN_BYTES);
     let why: string;
     try {
-      const ok = await withDeadline(
-        settings.tokenTimeoutMs,
-        stop.signal,
-        () => tryClose(conn),
-        () => readExact(conn, buf),
-      );
+      const ok = await tokenDeadlines.run(() => tryClose(conn), () => readExact(conn, buf));
       if (ok) {
         const token = tokenText(buf);
         const operator = pending.claim(token, conn);

@@ -291,9 +291,11 @@ export class NativeConn implements ByteConn, Watcher {
     return Promise.resolve();
   }
 
+  #noDelay = false;
   setNoDelay(on = true): void {
-    if (this.#fd < 0) return;
+    if (this.#fd < 0 || this.#noDelay === on) return;
     setIntOption(this.reactor.libc, this.#fd, IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0);
+    this.#noDelay = on;
   }
 
   /** Stops watching and gives up the socket (for the data plane); the caller now owns `fd`. */
@@ -307,8 +309,9 @@ export class NativeConn implements ByteConn, Watcher {
     return fd;
   }
 
+  /** Closes the socket; a no-op once closed or handed over (no error to build: issue 6, W1). */
   close(): void {
-    if (this.#fd < 0) throw closedError();
+    if (this.#fd < 0) return;
     const fd = this.#fd;
     if (this.#mask !== 0) this.reactor.watch(fd, this.#mask, 0, this);
     this.#mask = 0;

@@ -196,7 +196,7 @@ Deno.test("NativeConn.closeWrite() sends EOF and reading goes on", () =>
     }
   }));
 
-Deno.test("NativeConn.close() rejects a pending read with BadResource; a second close throws", () =>
+Deno.test("NativeConn.close() rejects a pending read with BadResource; a second close does nothing", () =>
   withReactor(async (r) => {
     using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     let client: NativeConn | undefined;
@@ -214,7 +214,7 @@ Deno.test("NativeConn.close() rejects a pending read with BadResource; a second 
       client.close();
       assert.equal(client.fd, -1);
       await assert.rejects(within(pending), Deno.errors.BadResource);
-      assert.throws(() => client!.close(), Deno.errors.BadResource);
+      client.close(); // closing twice (or after a hand-over) is a no-op, and builds no error
       await assert.rejects(client.read(new Uint8Array(1)), Deno.errors.BadResource);
       await assert.rejects(client.write(new Uint8Array(1)), Deno.errors.BadResource);
       await assert.rejects(client.closeWrite(), Deno.errors.BadResource);
