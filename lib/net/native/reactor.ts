@@ -480,6 +480,14 @@ export async function connectNative(
     if (libc.sym.connect(fd, sa, sa.length) !== 0) {
       const e = libc.errno();
       if (e !== EINPROGRESS && e !== EINTR) throw socketError(e, `Cannot connect to ${where}`);
+      // On loopback (and a near peer) the handshake is often done by now: then there is nothing
+      // to wait for, and the two thread wake-ups of a wait stay off the set-up path (W5).
+      const errBuf = new Int32Array(1);
+      const len = new Uint32Array([4]);
+      const peer = new Uint8Array(28);
+      if (libc.sym.getpeername(fd, peer, new Uint32Array([28])) === 0) return conn;
+      libc.sym.getsockopt(fd, SOL_SOCKET, SO_ERROR, errBuf, len);
+      if (errBuf[0] !== 0) throw socketError(errBuf[0]!, `Cannot connect to ${where}`);
       const signal = opts.signal;
       const onAbort = () => conn.close();
       signal?.addEventListener("abort", onAbort, { once: true });
@@ -491,8 +499,6 @@ export async function connectNative(
       } finally {
         signal?.removeEventListener("abort", onAbort);
       }
-      const errBuf = new Int32Array(1);
-      const len = new Uint32Array([4]);
       libc.sym.getsockopt(fd, SOL_SOCKET, SO_ERROR, errBuf, len);
       if (errBuf[0] !== 0) throw socketError(errBuf[0]!, `Cannot connect to ${where}`);
     }
