@@ -211,6 +211,14 @@ export class DataPlane {
     this.#closed = true;
     clearTimeout(this.#overflowTimer);
     this.#retry();
+    // what still does not fit will never run: close the sockets of queued splices here
+    const q = this.#overflow;
+    this.#overflow = [];
+    for (let i = 0; i + 3 < q.length; i += 4) {
+      if (q[i] !== OP_SPLICE) continue;
+      this.#reactor.libc.sym.close(q[i + 2]!);
+      this.#reactor.libc.sym.close(q[i + 3]!);
+    }
     this.#push(OP_STOP, 0, 0, 0);
     await this.#stopped;
     clearTimeout(this.#overflowTimer);

@@ -222,6 +222,9 @@ export function socketError(errno: number, what: string): Error {
 
 /** Encodes an IP literal and port as a `sockaddr_in` or `sockaddr_in6`; null if not a literal. */
 export function encodeSockaddr(ip: string, port: number): Uint8Array | null {
+  if (!Number.isInteger(port) || port < 0 || port > 65_535) {
+    throw new RangeError(`Cannot use port ${port}: expected an integer from 0 to 65535`);
+  }
   const v4 = parseIpv4(ip);
   if (v4) {
     const sa = new Uint8Array(16);

@@ -98,7 +98,14 @@ export class Reactor {
 
   /** Sets the events `fd` is watched for (0: not watched). `was` is the previous set. */
   watch(fd: number, was: number, events: number, watcher: Watcher): void {
-    if (this.#closed) throw new Deno.errors.BadResource("The reactor is closed");
+    if (this.#closed) {
+      // a socket closed after its reactor (which released the epoll instance) only says goodbye
+      if (events === 0) {
+        this.#watchers.delete(fd);
+        return;
+      }
+      throw new Deno.errors.BadResource("The reactor is closed");
+    }
     if (events === was) return;
     if (was === 0) {
       this.#ctl(EPOLL_CTL_ADD, fd, events);
@@ -355,9 +362,15 @@ export class NativeListener implements AsyncIterable<NativeConn>, Watcher {
   onEvents(): void {
     const w = this.#waiter;
     this.#waiter = null;
-    if (this.#fd >= 0) this.reactor.watch(this.#fd, this.#mask, 0, this);
-    this.#mask = 0;
-    w?.resolve();
+    if (w) {
+      // stay registered: an accept loop waits again right after draining the queue, and a
+      // DEL/ADD pair per wake-up is two syscalls for nothing
+      w.resolve();
+    } else if (this.#fd >= 0) {
+      // nobody accepts now: a level-triggered watch would report the queue again and again
+      this.reactor.watch(this.#fd, this.#mask, 0, this);
+      this.#mask = 0;
+    }
   }
 
   async accept(): Promise<NativeConn> {
@@ -379,8 +392,10 @@ export class NativeListener implements AsyncIterable<NativeConn>, Watcher {
       await new Promise<void>((resolve, reject) => {
         if (this.#waiter) throw new Deno.errors.Busy("Another accept is pending");
         this.#waiter = { resolve, reject };
-        this.reactor.watch(this.#fd, this.#mask, EPOLLIN, this);
-        this.#mask = EPOLLIN;
+        if (this.#mask !== EPOLLIN) {
+          this.reactor.watch(this.#fd, this.#mask, EPOLLIN, this);
+          this.#mask = EPOLLIN;
+        }
       });
     }
   }
@@ -417,6 +432,14 @@ export class NativeListener implements AsyncIterable<NativeConn>, Watcher {
   }
 }
 
+/** `host:port` for messages, with an IPv6 literal in brackets once (`[::1]:443`). */
+function hostPortText(hostname: string, port: number): string {
+  const bare = hostname.startsWith("[") && hostname.endsWith("]")
+    ? hostname.slice(1, -1)
+    : hostname;
+  return bare.includes(":") ? `[${bare}]:${port}` : `${bare}:${port}`;
+}
+
 /** The socket address of `hostname` (an IP literal or a name, resolved first). */
 async function resolve(hostname: string, port: number): Promise<Uint8Array> {
   const literal = encodeSockaddr(hostname, port);
@@ -440,7 +463,7 @@ export async function listenNative(
   const sa = await resolve(hostname, opts.port);
   const libc = reactor.libc;
   const fd = libc.sym.socket(familyOf(sa), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  const where = `${hostname.includes(":") ? `[${hostname}]` : hostname}:${opts.port}`;
+  const where = hostPortText(hostname, opts.port);
   if (fd < 0) throw socketError(libc.errno(), `Cannot listen on ${where}`);
   try {
     setIntOption(libc, fd, SOL_SOCKET, SO_REUSEADDR, 1);
@@ -471,9 +494,7 @@ export async function connectNative(
   opts.signal?.throwIfAborted(); // aborted while resolving: the listener below would never fire
   const libc = reactor.libc;
   const fd = libc.sym.socket(familyOf(sa), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  const where = `${
-    opts.hostname.includes(":") ? `[${opts.hostname}]` : opts.hostname
-  }:${opts.port}`;
+  const where = hostPortText(opts.hostname, opts.port);
   if (fd < 0) throw socketError(libc.errno(), `Cannot connect to ${where}`);
   const conn = new NativeConn(reactor, fd, decodeSockaddr(sa));
   try {

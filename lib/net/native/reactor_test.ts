@@ -428,3 +428,46 @@ Deno.test("Reactor.close() is idempotent and refuses new watches", async () => {
     Deno.errors.BadResource,
   );
 });
+
+Deno.test("listenNative names an IPv6 address once in brackets; a port over 65535 is refused", () =>
+  withReactor(async (r) => {
+    const first = await listenNative(r, { hostname: "[::1]", port: 0 });
+    try {
+      const err = await listenNative(r, { hostname: "[::1]", port: first.addr.port }).then(
+        (l) => {
+          l.close();
+          throw new Error("a second listener on the same port");
+        },
+        (e) => e,
+      );
+      assert.ok(err instanceof Deno.errors.AddrInUse);
+      assert.match(err.message, new RegExp(`on \\[::1\\]:${first.addr.port}: EADDRINUSE`));
+      assert.doesNotMatch(err.message, /\[\[/);
+    } finally {
+      first.close();
+    }
+    await assert.rejects(listenNative(r, { hostname: "127.0.0.1", port: 70_000 }), RangeError);
+  }));
+
+Deno.test("a NativeConn closed after its reactor closes the socket and does not throw", async () => {
+  const r = new Reactor();
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let server: Deno.Conn | undefined;
+  try {
+    const [client, s] = await within(
+      Promise.all([
+        connectNative(r, { hostname: "127.0.0.1", port: listener.addr.port }),
+        listener.accept(),
+      ]),
+    );
+    server = s;
+    const pending = client.read(new Uint8Array(8)); // watched by the reactor
+    await within(r.close(), 2000, "reactor close");
+    client.close();
+    await assert.rejects(within(pending), Deno.errors.BadResource);
+    assert.equal(await within(server.read(new Uint8Array(1))), null, "the peer sees the end");
+  } finally {
+    if (server) tryClose(server);
+    await r.close();
+  }
+});
