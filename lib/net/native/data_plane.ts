@@ -14,9 +14,13 @@ import {
   R_ABORTED,
   R_EOF,
   R_READ,
+  REPORT_BYTES,
   REPORT_INTS,
+  reportAt,
+  RHEAD,
   RING_BYTES,
   RING_SLOTS,
+  RTAIL,
   SLEEPING,
   slotAt,
   TAIL,
@@ -32,11 +36,16 @@ interface Live {
 }
 
 const DEFAULT_NAMES: readonly [string, string] = ["a", "b"];
+/** How often ends of splices are collected when the reactor has nothing to do. */
+const POLL_MS = 50;
 
 /** One worker thread that copies the bytes of every spliced pair of a role. */
 export class DataPlane {
   readonly #worker: Worker;
   readonly #ring: Int32Array;
+  readonly #rhdr: Int32Array;
+  readonly #rdata: Float64Array;
+  #pollTimer: ReturnType<typeof setInterval> | undefined;
   readonly #reactor: Reactor;
   readonly #wakeFd: number;
   readonly #live = new Map<number, Live>();
@@ -47,10 +56,18 @@ export class DataPlane {
   #stopped: Promise<void>;
   #closed = false;
 
-  private constructor(reactor: Reactor, worker: Worker, ring: Int32Array, wakeFd: number) {
+  private constructor(
+    reactor: Reactor,
+    worker: Worker,
+    ring: Int32Array,
+    reports: SharedArrayBuffer,
+    wakeFd: number,
+  ) {
     this.#reactor = reactor;
     this.#worker = worker;
     this.#ring = ring;
+    this.#rhdr = new Int32Array(reports, 0, 2);
+    this.#rdata = new Float64Array(reports);
     this.#wakeFd = wakeFd;
     let stopped!: () => void;
     this.#stopped = new Promise((resolve) => (stopped = resolve));
@@ -58,6 +75,7 @@ export class DataPlane {
       const m = e.data as { type: string; reports?: number[]; error?: string };
       if (m.type === "done") this.#settle(m.reports!);
       else if (m.type === "stopped" || m.type === "failed") {
+        this.poll();
         if (m.type === "failed") this.#failAll(`data plane failed: ${m.error}`);
         stopped();
       }
@@ -75,6 +93,7 @@ export class DataPlane {
     const wakeFd = libc.sym.eventfd(0, 0o4000 | 0o2000000);
     if (wakeFd < 0) throw socketError(libc.errno(), "Cannot create an eventfd");
     const sab = new SharedArrayBuffer(RING_BYTES);
+    const reports = new SharedArrayBuffer(REPORT_BYTES);
     const worker = new Worker(new URL("./data_plane_worker.ts", import.meta.url), {
       type: "module",
     });
@@ -89,7 +108,7 @@ export class DataPlane {
         reject(new Error(`Cannot start the data plane: ${e.message}`));
       };
     });
-    worker.postMessage({ sab, wakeFd } satisfies WorkerInit);
+    worker.postMessage({ sab, reports, wakeFd } satisfies WorkerInit);
     try {
       await ready;
     } catch (err) {
@@ -97,7 +116,7 @@ export class DataPlane {
       libc.sym.close(wakeFd);
       throw err;
     }
-    return new DataPlane(reactor, worker, new Int32Array(sab), wakeFd);
+    return new DataPlane(reactor, worker, new Int32Array(sab), reports, wakeFd);
   }
 
   /** Pairs whose splice has not ended yet. */
@@ -139,20 +158,53 @@ export class DataPlane {
 
   #settle(reports: number[]): void {
     for (let i = 0; i + REPORT_INTS <= reports.length; i += REPORT_INTS) {
-      const id = reports[i]!;
-      const live = this.#live.get(id);
-      if (!live) continue;
-      this.#live.delete(id);
-      live.signal?.removeEventListener("abort", live.onAbort!);
-      const code = reports[i + 3]!;
-      const side = live.names[reports[i + 4]!]!;
-      const reason = code === R_EOF
-        ? "eof"
-        : code === R_ABORTED
-        ? "aborted"
-        : `${side} ${code === R_READ ? "read" : "write"} failed: ${errnoText(reports[i + 5]!)}`;
-      live.resolve({ aToB: reports[i + 1]!, bToA: reports[i + 2]!, reason });
+      this.#settleOne(
+        reports[i]!,
+        reports[i + 1]!,
+        reports[i + 2]!,
+        reports[i + 3]!,
+        reports[i + 4]!,
+        reports[i + 5]!,
+      );
     }
+  }
+
+  #settleOne(id: number, aToB: number, bToA: number, code: number, side: number, errno: number) {
+    const live = this.#live.get(id);
+    if (!live) return;
+    this.#live.delete(id);
+    live.signal?.removeEventListener("abort", live.onAbort!);
+    const name = live.names[side]!;
+    const reason = code === R_EOF
+      ? "eof"
+      : code === R_ABORTED
+      ? "aborted"
+      : `${name} ${code === R_READ ? "read" : "write"} failed: ${errnoText(errno)}`;
+    live.resolve({ aToB, bToA, reason });
+  }
+
+  /**
+   * Collects the ends of splices the worker reported. Called by the reactor after each batch of
+   * events and by a timer while splices are live; cheap when there is nothing.
+   */
+  poll(): void {
+    const hdr = this.#rhdr;
+    let tail = Atomics.load(hdr, RTAIL);
+    const head = Atomics.load(hdr, RHEAD);
+    if (tail === head) return;
+    const d = this.#rdata;
+    while (tail !== head) {
+      const at = reportAt(tail);
+      this.#settleOne(d[at]!, d[at + 1]!, d[at + 2]!, d[at + 3]!, d[at + 4]!, d[at + 5]!);
+      tail = (tail + 1) | 0;
+    }
+    Atomics.store(hdr, RTAIL, tail);
+    if (this.#live.size === 0) this.#stopPolling();
+  }
+
+  #stopPolling(): void {
+    clearInterval(this.#pollTimer);
+    this.#pollTimer = undefined;
   }
 
   #failAll(reason: string): void {
@@ -200,6 +252,7 @@ export class DataPlane {
     return new Promise<SpliceResult>((resolve) => {
       const onAbort = signal ? () => this.#push(OP_KILL, id, 0, 0) : undefined;
       this.#live.set(id, { names, resolve, signal, onAbort });
+      this.#pollTimer ??= setInterval(() => this.poll(), POLL_MS);
       if (signal) signal.addEventListener("abort", onAbort!, { once: true });
       this.#push(OP_SPLICE, id, fdA, fdB);
     });
@@ -221,6 +274,8 @@ export class DataPlane {
     }
     this.#push(OP_STOP, 0, 0, 0);
     await this.#stopped;
+    this.poll();
+    this.#stopPolling();
     clearTimeout(this.#overflowTimer);
     this.#worker.terminate();
     this.#failAll("aborted");

@@ -33,8 +33,29 @@ export const R_READ = 2;
 export const R_WRITE = 3;
 export const REPORT_INTS = 6;
 
+/**
+ * The report ring, the other way: the worker writes the end of each splice, the main thread reads
+ * them when its reactor runs or its poll timer fires (a postMessage per end cost about a tenth of
+ * the public proxy's main-thread CPU in W1). A SharedArrayBuffer of `REPORT_BYTES`: an Int32 header
+ * (`RHEAD` written by the worker, `RTAIL` by the main thread), then `REPORT_SLOTS` slots of
+ * `REPORT_INTS` float64s. When it is full the worker falls back to postMessage.
+ */
+export const RHEAD = 0;
+export const RTAIL = 1;
+/** A power of two, as `RING_SLOTS`. */
+export const REPORT_SLOTS = 16_384;
+/** Float64 index where the slots start (after the 16-byte header). */
+const REPORTS_AT = 2;
+export const REPORT_BYTES = (REPORTS_AT + REPORT_SLOTS * REPORT_INTS) * 8;
+
+/** Float64 index of the slot of `RHEAD` or `RTAIL` value `i`. */
+export function reportAt(i: number): number {
+  return REPORTS_AT + (i & (REPORT_SLOTS - 1)) * REPORT_INTS;
+}
+
 /** The worker's first message. */
 export interface WorkerInit {
   sab: SharedArrayBuffer;
+  reports: SharedArrayBuffer;
   wakeFd: number;
 }

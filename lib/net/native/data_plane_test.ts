@@ -11,7 +11,9 @@ import {
   OP_SPLICE,
   OP_STOP,
   R_EOF,
+  REPORT_BYTES,
   REPORT_INTS,
+  REPORT_SLOTS,
   RING_BYTES,
   RING_SLOTS,
   SLEEPING,
@@ -488,7 +490,10 @@ Deno.test("data-plane worker: the command ring works on when HEAD and TAIL wrap 
   const conns: { close(): void }[] = [];
   const listener = await listenNative(r, LOOPBACK);
   try {
-    worker.postMessage({ sab, wakeFd } satisfies WorkerInit);
+    // a report ring that is full: the worker falls back to postMessage, which this test reads
+    const reportSab = new SharedArrayBuffer(REPORT_BYTES);
+    new Int32Array(reportSab, 0, 2).set([REPORT_SLOTS, 0]);
+    worker.postMessage({ sab, reports: reportSab, wakeFd } satisfies WorkerInit);
     await within(ready.promise, 5000, "worker ready");
     const PAIRS = 5;
     for (let id = 1; id <= PAIRS; id++) {

@@ -33,6 +33,10 @@ import {
   R_EOF,
   R_READ,
   R_WRITE,
+  REPORT_SLOTS,
+  reportAt,
+  RHEAD,
+  RTAIL,
   SLEEPING,
   slotAt,
   TAIL,
@@ -103,7 +107,9 @@ function run(init: WorkerInit): void {
   const drain = new Uint8Array(8);
   const sides: (Side | undefined)[] = [];
   const pairs = new Map<number, Pair>();
-  let reports: number[] = [];
+  let reports: number[] = []; // only when the report ring is full
+  const rhdr = new Int32Array(init.reports, 0, 2);
+  const rdata = new Float64Array(init.reports);
   let stopping = false;
 
   function ctl(op: number, fd: number, mask: number): void {
@@ -123,7 +129,19 @@ function run(init: WorkerInit): void {
       s.close(x.fd);
     }
     pairs.delete(p.id);
-    reports.push(p.id, p.a.bytes, p.b.bytes, code, side, errno);
+    const head = Atomics.load(rhdr, RHEAD);
+    if (((head - Atomics.load(rhdr, RTAIL)) | 0) < REPORT_SLOTS) {
+      const at = reportAt(head);
+      rdata[at] = p.id;
+      rdata[at + 1] = p.a.bytes;
+      rdata[at + 2] = p.b.bytes;
+      rdata[at + 3] = code;
+      rdata[at + 4] = side;
+      rdata[at + 5] = errno;
+      Atomics.store(rhdr, RHEAD, (head + 1) | 0); // publishes the slot
+    } else {
+      reports.push(p.id, p.a.bytes, p.b.bytes, code, side, errno);
+    }
   }
 
   /** Registers `x` for what it waits for now; an unregistered socket reports nothing (no HUP). */

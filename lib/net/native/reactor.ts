@@ -162,6 +162,7 @@ export class Reactor {
           }
           this.#watchers.get(fd)?.onEvents(events);
         }
+        this.dataPlane?.poll();
       }
     } finally {
       turn.port1.close();
