@@ -6,7 +6,7 @@
  * @module
  */
 import { X509Certificate } from "node:crypto";
-import { errorText, logger } from "../log.ts";
+import { errorText, logger, RateLimitedCounter } from "../log.ts";
 import { formatHostPort, type HostPort } from "../role.ts";
 import { remoteText } from "../net/conn.ts";
 import { pause } from "../net/io.ts";
@@ -148,6 +148,7 @@ export async function listenLinks(
     onLink: (conn: NodeTlsConn, operator: string) => void;
   },
 ): Promise<{ addr: HostPort; close(): Promise<void>; finished: Promise<void> }> {
+  const overload = new RateLimitedCounter();
   const listener: NodeTlsListener = await listenNodeTls(address, {
     cert: tls.cert,
     key: tls.key,
@@ -160,6 +161,15 @@ export async function listenLinks(
         listener: options.what,
         reason: err.message,
       }),
+    onOverload: (remote) => {
+      const n = overload.hit();
+      if (n !== undefined) {
+        log.warn(
+          "Closed {count} connections on {listener} at once: too many TLS handshakes at a time (last from {remote})",
+          { count: n, listener: options.what, remote },
+        );
+      }
+    },
   });
   const finished = (async () => {
     for await (const conn of listener) {

@@ -5,6 +5,7 @@
  * @module
  */
 import tls from "node:tls";
+import { getFdLimit } from "./fd_limit.ts";
 import { X509Certificate } from "node:crypto";
 import type { Buffer } from "node:buffer";
 import type { ByteConn } from "./conn.ts";
@@ -233,6 +234,15 @@ export interface NodeTlsListener extends AsyncIterable<NodeTlsConn>, AsyncDispos
   close(): Promise<void>;
 }
 
+/** A quarter of the soft open-file limit, 8 to 256 (256 where the limit cannot be read). */
+function defaultMaxHandshakes(): number {
+  try {
+    return Math.max(8, Math.min(256, Math.floor(getFdLimit().soft / 4)));
+  } catch {
+    return 256;
+  }
+}
+
 /**
  * Listens for mutual TLS 1.3 (client certificate required and verified against `ca`). Handshake
  * failures go to `onTlsError` with the peer address; they never surface from `accept()`.
@@ -243,11 +253,21 @@ export async function listenNodeTls(
     onTlsError?: (err: Error, remote: string) => void;
     /** Connections handed over but not yet accepted; more are closed at once. */
     backlog?: number;
+    /**
+     * TCP connections in their TLS handshake at once; more are closed as soon as they arrive
+     * (default: a quarter of the open-file limit, 8 to 256). This keeps a flood of connections
+     * from ever reaching the descriptor limit, which matters more than usual here: after one
+     * failed accept (EMFILE) Deno 2.9's node:net server stops accepting for good, silently.
+     */
+    maxHandshakes?: number;
+    /** A connection closed at once because `maxHandshakes` were in their handshake. */
+    onOverload?: (remote: string) => void;
   },
 ): Promise<NodeTlsListener> {
   const queue: NodeTlsConn[] = [];
   const handshaking = new Map<string, { destroy(): void }>();
   const backlog = options.backlog ?? 128;
+  const maxHandshakes = options.maxHandshakes ?? defaultMaxHandshakes();
   let waiter: ((c: NodeTlsConn | null) => void) | undefined;
   let closed = false;
   const server = tls.createServer({
@@ -262,8 +282,13 @@ export async function listenNodeTls(
     handshakeTimeout: options.handshakeTimeoutMs ?? 10_000,
   });
   server.on("connection", (raw) => {
-    raw.setNoDelay(true);
     const key = `${raw.remoteAddress}:${raw.remotePort}`;
+    if (handshaking.size >= maxHandshakes) {
+      raw.destroy();
+      options.onOverload?.(key);
+      return;
+    }
+    raw.setNoDelay(true);
     handshaking.set(key, raw);
     raw.once("close", () => handshaking.delete(key));
   });
@@ -295,6 +320,8 @@ export async function listenNodeTls(
     const remote = `${parent?.remoteAddress ?? socket.remoteAddress}:${
       parent?.remotePort ?? socket.remotePort
     }`;
+    // the raw socket's "close" does not always come once TLS took it over: free its slot here
+    handshaking.delete(remote);
     options.onTlsError?.(err, remote);
     socket.destroy();
   });

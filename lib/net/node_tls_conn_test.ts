@@ -3,6 +3,7 @@ import { createPki, type Pki } from "../certs/pki.ts";
 import type { ByteConn } from "./conn.ts";
 import { readAll, writeAll } from "./io.ts";
 import { connectNodeTls, listenNodeTls, NodeTlsConn } from "./node_tls_conn.ts";
+import { within } from "./_testing.ts";
 
 const ALPN = ["tls-pass-eps/1"];
 const LOOPBACK = { hostname: "127.0.0.1", port: 0 };
@@ -334,5 +335,70 @@ Deno.test("NodeTlsConn closes the connection when unread bytes exceed maxBufferB
     await closeQuietly(client);
     await closeQuietly(server);
     await listener.close();
+  }
+});
+
+Deno.test("listenNodeTls closes connections beyond maxHandshakes at once, and serves again after", async () => {
+  const s = pki.leaves["server-a"]!;
+  const c = pki.leaves["client-b"]!;
+  const overloaded: string[] = [];
+  const allOverloaded = Promise.withResolvers<void>();
+  const listener = await listenNodeTls(LOOPBACK, {
+    cert: s.certPem,
+    key: s.keyPem,
+    ca: [pki.rootPem],
+    alpnProtocols: ALPN,
+    maxHandshakes: 4,
+    handshakeTimeoutMs: 300, // the four held in their handshake free their slots after this
+    onOverload: (remote) => {
+      overloaded.push(remote);
+      if (overloaded.length === 16) allOverloaded.resolve();
+    },
+  });
+  const flood: Deno.Conn[] = [];
+  try {
+    // 20 connections that never start their handshake: 4 wait in it, 16 are closed at once
+    for (let i = 0; i < 20; i++) {
+      flood.push(await Deno.connect({ ...listener.addr, transport: "tcp" }));
+    }
+    await within(allOverloaded.promise, 5000, "16 overloaded connections");
+    // the refused ones see the end at once; the 4 in their handshake wait (bounded here)
+    const ends = await Promise.allSettled(
+      flood.map((f) => within(f.read(new Uint8Array(1)).catch(() => null), 1000, "flood end")),
+    );
+    const ended = ends.filter((e) => e.status === "fulfilled" && e.value === null).length;
+    assert.ok(ended >= 16, `${ended} of 20 flood connections ended`);
+    for (const f of flood) f.close();
+    flood.length = 0;
+    // once the flood is gone (the four that held a slot free it at their handshake timeout, even
+    // closed: Deno's node:tls reports no close before the handshake), a real peer links as usual,
+    // polling as a real link does with its retries
+    let client: NodeTlsConn | undefined;
+    let lastError: unknown;
+    for (let attempt = 0; attempt < 100 && !client; attempt++) {
+      try {
+        client = await within(
+          connectNodeTls(listener.addr, {
+            servername: "server-a",
+            cert: c.certPem,
+            key: c.keyPem,
+            ca: [pki.rootPem],
+            alpnProtocols: ALPN,
+          }),
+          5000,
+          "a handshake after the flood",
+        );
+      } catch (err) {
+        lastError = err;
+        await new Promise((r) => setTimeout(r, 20)); // readiness poll, bounded to about 2 s
+      }
+    }
+    assert.ok(client, `no handshake after the flood: ${lastError}`);
+    const server = (await within(listener.accept()))!;
+    await closeQuietly(client);
+    await closeQuietly(server);
+  } finally {
+    for (const f of flood) f.close();
+    await within(listener.close(), 5000, "listener close");
   }
 });
