@@ -198,6 +198,7 @@ export class NativeConn implements ByteConn, Watcher {
   #mask = 0;
   #reader: Waiter | null = null;
   #writer: Waiter | null = null;
+  #noDelay = false;
   constructor(
     readonly reactor: Reactor,
     fd: number,
@@ -307,7 +308,6 @@ export class NativeConn implements ByteConn, Watcher {
     return Promise.resolve();
   }
 
-  #noDelay = false;
   /** Records that TCP_NODELAY is already on (inherited from a listener that has it). */
   markNoDelay(): void {
     this.#noDelay = true;
@@ -318,10 +318,8 @@ export class NativeConn implements ByteConn, Watcher {
     this.#noDelay = on;
   }
 
-  /** Stops watching and gives up the socket (for the data plane); the caller now owns `fd`. */
-  detach(): number {
-    if (this.#fd < 0) throw closedError();
-    if (this.#reader || this.#writer) throw new Deno.errors.Busy("A read or write is pending");
+  /** Stops watching and forgets the socket; returns it. */
+  #release(): number {
     const fd = this.#fd;
     if (this.#mask !== 0) this.reactor.watch(fd, this.#mask, 0, this);
     this.#mask = 0;
@@ -329,14 +327,17 @@ export class NativeConn implements ByteConn, Watcher {
     return fd;
   }
 
+  /** Stops watching and gives up the socket (for the data plane); the caller now owns `fd`. */
+  detach(): number {
+    if (this.#fd < 0) throw closedError();
+    if (this.#reader || this.#writer) throw new Deno.errors.Busy("A read or write is pending");
+    return this.#release();
+  }
+
   /** Closes the socket; a no-op once closed or handed over (no error to build: issue 6, W1). */
   close(): void {
     if (this.#fd < 0) return;
-    const fd = this.#fd;
-    if (this.#mask !== 0) this.reactor.watch(fd, this.#mask, 0, this);
-    this.#mask = 0;
-    this.#fd = -1;
-    this.reactor.libc.sym.close(fd);
+    this.reactor.libc.sym.close(this.#release());
     const r = this.#reader;
     const w = this.#writer;
     this.#reader = this.#writer = null;
