@@ -4,6 +4,7 @@
  * {@linkcode ByteConn}s; `splice()` hands a pair of native ones to the data-plane worker.
  * @module
  */
+import type { Logger } from "@logtape/logtape";
 import type { ByteConn } from "./conn.ts";
 import { nativeProblem } from "./native/libc.ts";
 import { DataPlane } from "./native/data_plane.ts";
@@ -40,6 +41,17 @@ function denoNet(problem: string | undefined): Net {
     connect: (opts) => Deno.connect({ ...opts, transport: "tcp" }),
     close: () => Promise.resolve(),
   };
+}
+
+/** {@linkcode openNet}, with a warning on `log` when native sockets were wanted and are not there. */
+export async function openRoleNet(kind: NetKind | "auto", log: Logger): Promise<Net> {
+  const net = await openNet(kind);
+  if (net.problem !== undefined) {
+    log.warn("Native sockets are not available ({problem}): using Deno's", {
+      problem: net.problem,
+    });
+  }
+  return net;
 }
 
 /** Opens the data sockets of a role: native where possible unless told otherwise. */

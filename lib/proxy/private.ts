@@ -19,7 +19,7 @@ import { formatHostPort, type HostPort, makeHandle, type RoleHandle } from "../r
 import { type ByteConn, tryClose } from "../net/conn.ts";
 import { withDeadline, writeAll } from "../net/io.ts";
 import { BufferPool, setNoDelay, splice } from "../net/splice.ts";
-import { type Net, openNet } from "../net/net.ts";
+import { type Net, openRoleNet } from "../net/net.ts";
 import { connectEps, type EpsClient } from "../eps/client.ts";
 import { address, normalizeHostName } from "../settings/check.ts";
 import type { PrivateAnnouncement, PrivateSettings } from "../settings/private.ts";
@@ -120,20 +120,16 @@ function decodeToken(v: unknown): Uint8Array | null {
 }
 
 /**
- * Starts the private proxy. Resolves at once (roles may start in any order); `ready` resolves
- * once its first announcements are acknowledged. Until then it retries and logs that it waits.
+ * Starts the private proxy. Resolves once its data sockets are set up (the data-plane worker runs),
+ * whether or not its peers are up (roles may start in any order); `ready` resolves once its first
+ * announcements are acknowledged. Until then it retries and logs that it waits.
  */
 export async function startPrivate(
   settings: PrivateSettings,
   signal?: AbortSignal,
 ): Promise<PrivateHandle> {
   const log = logger("proxy", "private");
-  const net = await openNet(settings.sockets);
-  if (net.problem !== undefined) {
-    log.warn("Native sockets are not available ({problem}): using Deno's", {
-      problem: net.problem,
-    });
-  }
+  const net = await openRoleNet(settings.sockets, log);
   const stop = new AbortController(); // no new notices, announcing ends
   const kill = new AbortController(); // live splices end (after grace_ms)
   const epsStop = new AbortController(); // the EPS client, closed last (after the withdrawal)

@@ -20,7 +20,7 @@ import { formatHostPort, type HostPort, hostPortOf, makeHandle, type RoleHandle 
 import { type ByteConn, remoteText, tryClose } from "../net/conn.ts";
 import { DeadlineQueue, pause, readExact, withDeadline, writeAll } from "../net/io.ts";
 import { BufferPool, setNoDelay, splice } from "../net/splice.ts";
-import { type NetListener, openNet } from "../net/net.ts";
+import { type NetListener, openRoleNet } from "../net/net.ts";
 import { connectEps, type EpsClient } from "../eps/client.ts";
 import { domainAllowed, loadDirectory } from "../eps/directory.ts";
 import type { PublicSettings } from "../settings/public.ts";
@@ -159,12 +159,7 @@ export async function startPublic(
   );
   let publicListener: NetListener;
   let privateListener: NetListener;
-  const net = await openNet(settings.sockets);
-  if (net.problem !== undefined) {
-    log.warn("Native sockets are not available ({problem}): using Deno's", {
-      problem: net.problem,
-    });
-  }
+  const net = await openRoleNet(settings.sockets, log);
   try {
     // both kinds of peers speak first (a ClientHello, a token): accept them once they did
     publicListener = await net.listen({ ...settings.publicListen, deferAccept: true });
