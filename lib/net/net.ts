@@ -50,6 +50,10 @@ export async function openRoleNet(kind: NetKind | "auto", log: Logger): Promise<
     log.warn("Native sockets are not available ({problem}): using Deno's", {
       problem: net.problem,
     });
+  } else {
+    log.info("Data sockets: {kind}", {
+      kind: net.kind === "native" ? "native (libc, spliced in the data-plane worker)" : "Deno's",
+    });
   }
   return net;
 }
