@@ -16,6 +16,7 @@ import {
   EPOLL_CTL_ADD,
   EPOLL_CTL_DEL,
   EPOLL_CTL_MOD,
+  EPOLL_DATA_OFFSET,
   EPOLL_EVENT_BYTES,
   EPOLLIN,
   EPOLLOUT,
@@ -114,7 +115,7 @@ function run(init: WorkerInit): void {
 
   function ctl(op: number, fd: number, mask: number): void {
     evView.setUint32(0, mask, true);
-    evView.setInt32(4, fd, true);
+    evView.setInt32(EPOLL_DATA_OFFSET, fd, true);
     s.epollCtl(ep, op, fd, ev);
   }
   ctl(EPOLL_CTL_ADD, init.wakeFd, EPOLLIN);
@@ -275,7 +276,7 @@ function run(init: WorkerInit): void {
     for (let i = 0; i < n; i++) {
       const off = i * EPOLL_EVENT_BYTES;
       const mask = view.getUint32(off, true);
-      const fd = view.getInt32(off + 4, true);
+      const fd = view.getInt32(off + EPOLL_DATA_OFFSET, true);
       if (fd === init.wakeFd) {
         s.read(fd, drain, 8n);
         continue;

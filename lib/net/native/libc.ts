@@ -109,6 +109,11 @@ export const EFD_NONBLOCK = 0o4000;
 export const EFD_CLOEXEC = 0o2000000;
 /** Size of `struct epoll_event`: packed on x86_64, 8-byte aligned elsewhere. */
 export const EPOLL_EVENT_BYTES = Deno.build.arch === "x86_64" ? 12 : 16;
+/**
+ * Offset of `epoll_event.data` (where the fd is kept): 4 when packed (x86_64), else 8. The kernel
+ * writes back only `events` and `data`, so reading the fd at 4 on aarch64 gives garbage.
+ */
+export const EPOLL_DATA_OFFSET = EPOLL_EVENT_BYTES - 8;
 
 export const EINTR = 4;
 export const EAGAIN = 11;

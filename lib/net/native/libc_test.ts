@@ -3,9 +3,17 @@ import {
   AF_INET,
   AF_INET6,
   decodeSockaddr,
+  EFD_CLOEXEC,
+  EFD_NONBLOCK,
   encodeSockaddr,
+  EPOLL_CTL_ADD,
+  EPOLL_DATA_OFFSET,
+  EPOLL_EVENT_BYTES,
+  EPOLLIN,
   errnoText,
+  Libc,
   nativeProblem,
+  SOCK_CLOEXEC,
   socketError,
 } from "./libc.ts";
 
@@ -147,5 +155,34 @@ Deno.test({
   ignore: Deno.build.os !== "linux",
   fn() {
     assert.equal(nativeProblem(), undefined);
+  },
+});
+
+Deno.test({
+  name: "EPOLL_DATA_OFFSET is where the kernel returns epoll_event.data (x86_64 packed, else 8)",
+  ignore: nativeProblem() !== undefined,
+  fn() {
+    // struct epoll_event { u32 events; u64 data; } is packed on x86_64 only: elsewhere data sits
+    // at offset 8 and the kernel never writes bytes 4..7 back (reading fd there gives garbage)
+    assert.equal(EPOLL_DATA_OFFSET + 8, EPOLL_EVENT_BYTES);
+    const libc = Libc.get();
+    const s = libc.sym;
+    const ep = s.epollCreate1(SOCK_CLOEXEC);
+    const efd = s.eventfd(1, EFD_NONBLOCK | EFD_CLOEXEC);
+    try {
+      const ev = new Uint8Array(EPOLL_EVENT_BYTES);
+      const dv = new DataView(ev.buffer);
+      dv.setUint32(0, EPOLLIN, true);
+      dv.setInt32(EPOLL_DATA_OFFSET, efd, true);
+      assert.equal(s.epollCtl(ep, EPOLL_CTL_ADD, efd, ev), 0);
+      const out = new Uint8Array(4 * EPOLL_EVENT_BYTES).fill(0xee);
+      assert.equal(s.epollWait(ep, out, 4, 0), 1);
+      const odv = new DataView(out.buffer);
+      assert.equal(odv.getUint32(0, true) & EPOLLIN, EPOLLIN);
+      assert.equal(odv.getInt32(EPOLL_DATA_OFFSET, true), efd);
+    } finally {
+      s.close(efd);
+      s.close(ep);
+    }
   },
 });

@@ -25,6 +25,7 @@ import {
   EPOLL_CTL_ADD,
   EPOLL_CTL_DEL,
   EPOLL_CTL_MOD,
+  EPOLL_DATA_OFFSET,
   EPOLL_EVENT_BYTES,
   EPOLLERR,
   EPOLLHUP,
@@ -90,7 +91,7 @@ export class Reactor {
 
   #ctl(op: number, fd: number, events: number): void {
     this.#evView.setUint32(0, events, true);
-    this.#evView.setInt32(4, fd, true);
+    this.#evView.setInt32(EPOLL_DATA_OFFSET, fd, true);
     if (this.libc.sym.epollCtl(this.#ep, op, fd, this.#ev) !== 0 && op !== EPOLL_CTL_DEL) {
       throw socketError(this.libc.errno(), `Cannot watch socket ${fd}`);
     }
@@ -155,7 +156,7 @@ export class Reactor {
         for (let i = 0; i < n; i++) {
           const off = i * EPOLL_EVENT_BYTES;
           const events = this.#view.getUint32(off, true);
-          const fd = this.#view.getInt32(off + 4, true);
+          const fd = this.#view.getInt32(off + EPOLL_DATA_OFFSET, true);
           if (fd === this.#wake) {
             s.read(this.#wake, drain, 8n);
             continue;
