@@ -36,6 +36,19 @@ interface Live {
 }
 
 const DEFAULT_NAMES: readonly [string, string] = ["a", "b"];
+/** Splice ids are positive int32s (the command ring holds them) and wrap after this one. */
+const MAX_ID = 0x7fff_fff0;
+
+/**
+ * The id for the next splice, from `next` on: one still `live` (a connection that outlived 2^31
+ * splices) is skipped, else both splices would share a report and one promise never resolved.
+ */
+export function nextSpliceId(next: number, live: { has(id: number): boolean }): number {
+  let id = next > MAX_ID ? 1 : next;
+  while (live.has(id)) id = id >= MAX_ID ? 1 : id + 1;
+  return id;
+}
+
 /** How often ends of splices are collected when the reactor has nothing to do. */
 const POLL_MS = 50;
 
@@ -247,8 +260,8 @@ export class DataPlane {
       const text = err instanceof Error ? err.message : String(err);
       return Promise.resolve({ aToB: 0, bToA: 0, reason: `${side} read failed: ${text}` });
     }
-    const id = this.#nextId;
-    this.#nextId = this.#nextId >= 0x7fff_fff0 ? 1 : this.#nextId + 1;
+    const id = nextSpliceId(this.#nextId, this.#live);
+    this.#nextId = id + 1;
     return new Promise<SpliceResult>((resolve) => {
       const onAbort = signal ? () => this.#push(OP_KILL, id, 0, 0) : undefined;
       this.#live.set(id, { names, resolve, signal, onAbort });

@@ -6,6 +6,7 @@ import { type ByteConn, tryClose } from "../conn.ts";
 import { within } from "../_testing.ts";
 import { listenNative, NativeConn, Reactor } from "./reactor.ts";
 import { EFD_CLOEXEC, EFD_NONBLOCK } from "./libc.ts";
+import { nextSpliceId } from "./data_plane.ts";
 import {
   HEAD,
   OP_SPLICE,
@@ -567,3 +568,14 @@ for (const which of ["closed", "busy"] as const) {
       }
     }));
 }
+
+Deno.test("nextSpliceId() wraps before 2^31 and skips ids whose splice is still live", () => {
+  const none = new Set<number>();
+  assert.equal(nextSpliceId(1, none), 1);
+  assert.equal(nextSpliceId(0x7fff_fff0, none), 0x7fff_fff0);
+  assert.equal(nextSpliceId(0x7fff_fff1, none), 1);
+  // a connection spliced 2^31 splices ago is still open: its id is not given again
+  const live = new Set([1, 2, 0x7fff_fff0]);
+  assert.equal(nextSpliceId(1, live), 3);
+  assert.equal(nextSpliceId(0x7fff_fff0, live), 3);
+});
