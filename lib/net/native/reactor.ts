@@ -68,6 +68,12 @@ export class Reactor {
   readonly #ep: number;
   readonly #wake: number;
   readonly #watchers = new Map<number, Watcher>();
+  /**
+   * The tag of each watched fd's registration, kept in the upper half of `epoll_event.data`: an
+   * event the pool thread took before its fd was closed and reused carries the old tag.
+   */
+  readonly #tags = new Map<number, number>();
+  #tag = 0;
   readonly #events = new Uint8Array(MAX_EVENTS * EPOLL_EVENT_BYTES);
   readonly #view = new DataView(this.#events.buffer);
   readonly #ev = new Uint8Array(EPOLL_EVENT_BYTES);
@@ -89,9 +95,10 @@ export class Reactor {
     this.#ctl(EPOLL_CTL_ADD, this.#wake, EPOLLIN);
   }
 
-  #ctl(op: number, fd: number, events: number): void {
+  #ctl(op: number, fd: number, events: number, tag = 0): void {
     this.#evView.setUint32(0, events, true);
     this.#evView.setInt32(EPOLL_DATA_OFFSET, fd, true);
+    this.#evView.setInt32(EPOLL_DATA_OFFSET + 4, tag, true);
     if (this.libc.sym.epollCtl(this.#ep, op, fd, this.#ev) !== 0 && op !== EPOLL_CTL_DEL) {
       throw socketError(this.libc.errno(), `Cannot watch socket ${fd}`);
     }
@@ -103,21 +110,25 @@ export class Reactor {
       // a socket closed after its reactor (which released the epoll instance) only says goodbye
       if (events === 0) {
         this.#watchers.delete(fd);
+        this.#tags.delete(fd);
         return;
       }
       throw new Deno.errors.BadResource("The reactor is closed");
     }
     if (events === was) return;
     if (was === 0) {
-      this.#ctl(EPOLL_CTL_ADD, fd, events);
+      const tag = this.#tag = (this.#tag + 1) | 0;
+      this.#ctl(EPOLL_CTL_ADD, fd, events, tag);
       this.#watchers.set(fd, watcher);
+      this.#tags.set(fd, tag);
       this.#loop ??= this.#run();
     } else if (events === 0) {
       this.#ctl(EPOLL_CTL_DEL, fd, 0);
       this.#watchers.delete(fd);
+      this.#tags.delete(fd);
       if (this.#watchers.size === 0) this.#poke();
     } else {
-      this.#ctl(EPOLL_CTL_MOD, fd, events);
+      this.#ctl(EPOLL_CTL_MOD, fd, events, this.#tags.get(fd));
     }
   }
 
@@ -159,6 +170,10 @@ export class Reactor {
           const fd = this.#view.getInt32(off + EPOLL_DATA_OFFSET, true);
           if (fd === this.#wake) {
             s.read(this.#wake, drain, 8n);
+            continue;
+          }
+          // a registration that is gone (its fd closed, maybe reused since): not this one's
+          if (this.#tags.get(fd) !== this.#view.getInt32(off + EPOLL_DATA_OFFSET + 4, true)) {
             continue;
           }
           this.#watchers.get(fd)?.onEvents(events);
