@@ -66,7 +66,13 @@ export async function openNet(kind: NetKind | "auto"): Promise<Net> {
     if (kind === "native") throw new Error(`Cannot use sockets "native": ${problem}`);
     return denoNet(problem);
   }
-  const reactor = new Reactor();
+  let reactor: Reactor;
+  try {
+    reactor = new Reactor(); // EMFILE and the like at start: Deno's sockets, as for other problems
+  } catch (err) {
+    if (kind === "native") throw err;
+    return denoNet(err instanceof Error ? err.message : String(err));
+  }
   try {
     reactor.dataPlane = await DataPlane.start(reactor);
   } catch (err) {

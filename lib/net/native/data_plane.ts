@@ -68,6 +68,8 @@ export class DataPlane {
   #nextId = 1;
   #stopped: Promise<void>;
   #closed = false;
+  /** The worker died: splices are refused (ended at once). */
+  #failed = false;
 
   private constructor(
     reactor: Reactor,
@@ -89,12 +91,16 @@ export class DataPlane {
       if (m.type === "done") this.#settle(m.reports!);
       else if (m.type === "stopped" || m.type === "failed") {
         this.poll();
-        if (m.type === "failed") this.#failAll(`data plane failed: ${m.error}`);
+        if (m.type === "failed") {
+          this.#failed = true; // nobody reads the ring any more: later splices end at once
+          this.#failAll(`data plane failed: ${m.error}`);
+        }
         stopped();
       }
     };
     worker.onerror = (e: ErrorEvent) => {
       e.preventDefault();
+      this.#failed = true;
       this.#failAll(`data plane failed: ${e.message}`);
       stopped();
     };
@@ -204,7 +210,11 @@ export class DataPlane {
     const hdr = this.#rhdr;
     let tail = Atomics.load(hdr, RTAIL);
     const head = Atomics.load(hdr, RHEAD);
-    if (tail === head) return;
+    if (tail === head) {
+      // the last ends may have come another way (postMessage when the ring was full, a failure)
+      if (this.#live.size === 0) this.#stopPolling();
+      return;
+    }
     const d = this.#rdata;
     while (tail !== head) {
       const at = reportAt(tail);
@@ -234,7 +244,7 @@ export class DataPlane {
    */
   splice(a: NativeConn, b: NativeConn, options: SpliceOptions = {}): Promise<SpliceResult> {
     const signal = options.signal;
-    if (this.#closed || signal?.aborted) {
+    if (this.#closed || this.#failed || signal?.aborted) {
       try {
         a.close();
       } catch { /* closed */ }
