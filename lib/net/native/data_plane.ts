@@ -14,6 +14,7 @@ import {
   R_ABORTED,
   R_EOF,
   R_READ,
+  R_WATCH,
   REPORT_BYTES,
   REPORT_INTS,
   reportAt,
@@ -198,7 +199,9 @@ export class DataPlane {
       ? "eof"
       : code === R_ABORTED
       ? "aborted"
-      : `${name} ${code === R_READ ? "read" : "write"} failed: ${errnoText(errno)}`;
+      : `${name} ${code === R_READ ? "read" : code === R_WATCH ? "watch" : "write"} failed: ${
+        errnoText(errno)
+      }`;
     live.resolve({ aToB, bToA, reason });
   }
 

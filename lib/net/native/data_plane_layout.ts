@@ -31,6 +31,8 @@ export const R_EOF = 0;
 export const R_ABORTED = 1;
 export const R_READ = 2;
 export const R_WRITE = 3;
+/** The worker could not watch a socket (epoll_ctl failed). */
+export const R_WATCH = 4;
 export const REPORT_INTS = 6;
 
 /**

@@ -579,3 +579,36 @@ Deno.test("nextSpliceId() wraps before 2^31 and skips ids whose splice is still 
   assert.equal(nextSpliceId(1, live), 3);
   assert.equal(nextSpliceId(0x7fff_fff0, live), 3);
 });
+
+Deno.test("DataPlane: a socket the worker cannot watch ends its splice as failed and closes both", () =>
+  withNet(async (net) => {
+    // /dev/null cannot be polled: epoll_ctl refuses it (EPERM), as it would refuse a socket
+    // when fs.epoll.max_user_watches is reached (ENOSPC)
+    const lib = Deno.dlopen("libc.so.6", {
+      open: { parameters: ["buffer", "i32"], result: "i32" },
+    });
+    const listener = await net.listen(LOOPBACK);
+    let client: Deno.TcpConn | undefined;
+    try {
+      const fd = lib.symbols.open(enc.encode("/dev/null\0"), 2 | 0o2000000); // O_RDWR|O_CLOEXEC
+      assert.ok(fd >= 0);
+      client = await within(dial(listener.addr));
+      const accepted = (await within(listener.accept())) as NativeConn;
+      const unwatchable = new NativeConn(accepted.reactor, fd, {
+        transport: "tcp",
+        hostname: "127.0.0.1",
+        port: 0,
+      });
+      const result = await within(
+        splice(accepted, unwatchable, { names: ["client", "null"] }),
+        5000,
+        "the splice's end",
+      );
+      assert.match(result.reason, /^null watch failed: EPERM \(1\)$/);
+      assert.equal(await within(client.read(new Uint8Array(1))), null, "the client sees the end");
+    } finally {
+      if (client) tryClose(client);
+      listener.close();
+      lib.close();
+    }
+  }));

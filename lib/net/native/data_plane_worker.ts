@@ -33,6 +33,7 @@ import {
   R_ABORTED,
   R_EOF,
   R_READ,
+  R_WATCH,
   R_WRITE,
   REPORT_SLOTS,
   reportAt,
@@ -113,10 +114,11 @@ function run(init: WorkerInit): void {
   const rdata = new Float64Array(init.reports);
   let stopping = false;
 
-  function ctl(op: number, fd: number, mask: number): void {
+  /** Registers, changes or removes a watch; false when the kernel refused (errno set). */
+  function ctl(op: number, fd: number, mask: number): boolean {
     evView.setUint32(0, mask, true);
     evView.setInt32(EPOLL_DATA_OFFSET, fd, true);
-    s.epollCtl(ep, op, fd, ev);
+    return s.epollCtl(ep, op, fd, ev) === 0 || op === EPOLL_CTL_DEL;
   }
   ctl(EPOLL_CTL_ADD, init.wakeFd, EPOLLIN);
 
@@ -147,10 +149,16 @@ function run(init: WorkerInit): void {
 
   /** Registers `x` for what it waits for now; an unregistered socket reports nothing (no HUP). */
   function rewatch(x: Side): void {
+    if (x.pair.done) return;
     const want = (!x.eof && x.peer.pending === null ? EPOLLIN : 0) |
       (x.pending !== null ? EPOLLOUT : 0);
     if (want === x.mask) return;
-    ctl(x.mask === 0 ? EPOLL_CTL_ADD : want === 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD, x.fd, want);
+    const op = x.mask === 0 ? EPOLL_CTL_ADD : want === 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD;
+    if (!ctl(op, x.fd, want)) {
+      // e.g. ENOSPC (fs.epoll.max_user_watches) or ENOMEM: a pair nobody watches would hang
+      finish(x.pair, R_WATCH, x.index, libc.errno());
+      return;
+    }
     x.mask = want;
   }
 
