@@ -4,7 +4,6 @@
  * @module
  */
 import type { SpliceOptions, SpliceResult } from "../splice.ts";
-import { tryClose } from "../conn.ts";
 import { errnoText, socketError } from "./libc.ts";
 import {
   HEAD,
@@ -248,12 +247,8 @@ export class DataPlane {
   splice(a: NativeConn, b: NativeConn, options: SpliceOptions = {}): Promise<SpliceResult> {
     const signal = options.signal;
     if (this.#closed || this.#failed || signal?.aborted) {
-      try {
-        a.close();
-      } catch { /* closed */ }
-      try {
-        b.close();
-      } catch { /* closed */ }
+      a.close(); // closing a NativeConn twice is a no-op
+      b.close();
       return Promise.resolve({ aToB: 0, bToA: 0, reason: "aborted" });
     }
     a.setNoDelay(true);
@@ -267,8 +262,8 @@ export class DataPlane {
       fdB = b.detach();
     } catch (err) {
       if (fdA >= 0) this.#reactor.libc.sym.close(fdA);
-      tryClose(a);
-      tryClose(b);
+      a.close();
+      b.close();
       const side = names[fdA >= 0 ? 1 : 0];
       const text = err instanceof Error ? err.message : String(err);
       return Promise.resolve({ aToB: 0, bToA: 0, reason: `${side} read failed: ${text}` });

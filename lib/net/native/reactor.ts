@@ -11,6 +11,7 @@
  */
 import { lookup } from "node:dns/promises";
 import type { ByteConn } from "../conn.ts";
+import { formatHostPort } from "../../role.ts";
 import {
   AF_INET,
   AF_INET6,
@@ -455,7 +456,7 @@ function hostPortText(hostname: string, port: number): string {
   const bare = hostname.startsWith("[") && hostname.endsWith("]")
     ? hostname.slice(1, -1)
     : hostname;
-  return bare.includes(":") ? `[${bare}]:${port}` : `${bare}:${port}`;
+  return formatHostPort({ hostname: bare, port });
 }
 
 /** The socket address of `hostname` (an IP literal or a name, resolved first). */
@@ -543,11 +544,7 @@ export async function connectNative(
     }
     return conn;
   } catch (err) {
-    try {
-      conn.close();
-    } catch {
-      // closed by the abort
-    }
+    conn.close(); // a no-op when the abort closed it already
     throw err;
   }
 }
