@@ -32,6 +32,7 @@ import { ProtocolError, RpcCode, RpcError } from "../errors.ts";
 import { errorText } from "../log.ts";
 import { type ByteConn, tryClose } from "../net/conn.ts";
 import { NativeConn } from "../net/native/reactor.ts";
+import type { Parked } from "../net/native/data_plane.ts";
 import { TOKEN_BYTES, tokenText } from "./pending.ts";
 
 /** First byte of the pool header: "a client for this name follows". */
@@ -390,22 +391,34 @@ export class ArrivalRate {
 
 /** How many connections beyond the expected need the pool keeps, as a factor. */
 const HEADROOM = 8;
+/**
+ * The least the pool aims for while traffic would use that many connections within a quarter of
+ * the idle timeout: a refill then carries at least half of it, so one openPool call serves at
+ * least 8 clients.
+ */
+const BUSY_TARGET = 16;
 
 /**
  * The pool size a private proxy aims for (idle plus being dialled):
  *
- *     target = clamp(ceil(HEADROOM · λ · T), min, max)   when λ · L ≥ 1
- *     target = min                                       otherwise
+ *     target = clamp(max(ceil(HEADROOM · λ · T), busy), min, max)   when λ · L ≥ 1
+ *     target = min                                                  otherwise
+ *     busy   = BUSY_TARGET when λ · L ≥ 4 · BUSY_TARGET, else 0
  *
  * λ = arrivals per second (notices and pooled clients, {@linkcode ArrivalRate}), T = seconds one
  * refill takes (the openPool call, the connect and the token; a moving average), L = the idle
  * timeout in seconds. While one refill is under way about λ·T clients arrive (Little's law), so
  * that many idle connections cover the gap. The pool refills at half its target, so HEADROOM = 8
  * keeps 4·λ·T in hand when a refill starts (bursts: at λ·T = 1, more than 4 arrivals in one
- * refill time have a probability under 0.5 %) and makes each refill carry at least 4·λ·T tokens
- * (one openPool call costs about what one notice costs; measured on W1 with HEADROOM 4: 2.6
- * tokens per call, 0.6 calls per client). When fewer than one client is expected per idle
- * timeout, a pooled connection would most likely expire unused, so the pool falls back to `min`.
+ * refill time have a probability under 0.5 %) and makes each refill carry at least 4·λ·T tokens.
+ *
+ * One openPool call costs about what one notice costs (JSON-RPC through two EPS servers and both
+ * proxies), so calls must be rare. HEADROOM alone is not enough when a refill is quick: on W5
+ * (sequential handshakes, λ ≈ 150/s, T ≈ 2 ms) it gave 1–3 tokens per call, 0.56 calls per
+ * client, and the four processes spent 3.8 ms of CPU per handshake on two cores. The `busy`
+ * floor keeps calls to at most one per 8 clients whenever the connections would be used well
+ * before they expire. When fewer than one client is expected per idle timeout, a pooled
+ * connection would most likely expire unused, so the pool falls back to `min`.
  */
 export function poolTarget(
   ratePerSecond: number,
@@ -414,9 +427,11 @@ export function poolTarget(
   min: number,
   max: number,
 ): number {
-  if (ratePerSecond * idleTimeoutMs / 1000 < 1) return Math.min(min, max);
+  const perIdleTimeout = ratePerSecond * idleTimeoutMs / 1000;
+  if (perIdleTimeout < 1) return Math.min(min, max);
   const need = Math.ceil(HEADROOM * ratePerSecond * refillMs / 1000);
-  return Math.min(max, Math.max(min, need));
+  const busy = perIdleTimeout >= 4 * BUSY_TARGET ? BUSY_TARGET : 0;
+  return Math.min(max, Math.max(min, need, busy));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -437,6 +452,12 @@ export interface DialPoolOptions {
   dial(token: Uint8Array): Promise<ByteConn>;
   /** A client came on a pooled connection: the proxy owns `conn` now. */
   serve(conn: ByteConn, name: string, rest: Uint8Array): void;
+  /**
+   * Hands an idle connection to the native data plane, which waits for its client there and
+   * serves it without this thread when it can (the proxy hears of it through its own handlers);
+   * null: the pool waits here and calls {@linkcode serve}. See DataPlane.park().
+   */
+  park?(conn: ByteConn): Parked | null;
   /** How many more connections the proxy may open now (its max_connections). */
   room(): number;
   signal: AbortSignal;
@@ -485,6 +506,7 @@ export class DialPool {
   #blockedUntil = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #conns = new Set<ByteConn>();
+  #parked = new Set<Parked>();
   #tasks = new Set<Promise<void>>();
   #refusedLogged = false;
 
@@ -589,6 +611,8 @@ export class DialPool {
     this.#refusedLogged = false;
     this.idle++;
     this.stats.pooled++;
+    const parked = this.o.park?.(conn) ?? null;
+    if (parked !== null) return await this.#waitParked(parked);
     this.#conns.add(conn);
     let header: { name: string; rest: Uint8Array } | null = null;
     let why = "ended";
@@ -625,6 +649,34 @@ export class DialPool {
     this.o.serve(conn, header.name, header.rest);
   }
 
+  /** An idle connection parked in the data plane: the same accounting as a waiting read. */
+  async #waitParked(parked: Parked): Promise<void> {
+    this.#parked.add(parked);
+    const idleMs = this.o.idleTimeoutMs + IDLE_SLACK_MS;
+    const timer = setTimeout(() => parked.unpark(`idle for ${idleMs} ms`), idleMs);
+    let why: string | null;
+    try {
+      why = await parked.result;
+    } finally {
+      clearTimeout(timer);
+      this.idle--;
+      this.#parked.delete(parked);
+    }
+    if (this.o.signal.aborted) return;
+    if (why !== null) {
+      this.stats.dropped++;
+      this.o.log.debug("Dropped idle pooled connection to {operator}: {why}", {
+        operator: this.o.operator,
+        why,
+      });
+      this.refill();
+      return;
+    }
+    this.stats.used++; // the client is being served (by the data plane, or handed to serve())
+    this.rate.hit(performance.now());
+    this.refill();
+  }
+
   #failed(why: string, longest = false): void {
     this.stats.failedRefills++;
     this.#backoffMs = longest
@@ -655,5 +707,6 @@ export class DialPool {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     for (const conn of this.#conns) tryClose(conn);
+    for (const parked of this.#parked) parked.unpark("stopping");
   }
 }

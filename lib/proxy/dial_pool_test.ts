@@ -60,6 +60,10 @@ Deno.test("poolTarget() follows the arrival rate within [min, max]", () => {
     [400, 5, 30_000, 0, 32, 16], // 8 × 400/s × 5 ms
     [400, 50, 30_000, 0, 32, 32], // 160, clamped to max
     [400, 5, 30_000, 20, 32, 20], // below min: min
+    [2, 10, 30_000, 0, 32, 1], // 60 per idle timeout: fewer than 4 × 16, no busy floor
+    [150, 2, 30_000, 0, 32, 16], // 8 × 150/s × 2 ms = 3, but busy: 16 (calls of 8 or more)
+    [150, 2, 30_000, 0, 8, 8], // the busy floor stays under max
+    [150, 2, 400, 0, 32, 3], // 60 per idle timeout: no busy floor, 8 × 150/s × 2 ms
   ];
   for (const [rate, refill, idle, min, max, want] of cases) {
     assert.equal(poolTarget(rate, refill, idle, min, max), want, `${rate}/s, ${refill} ms`);

@@ -20,6 +20,9 @@ import { type ByteConn, tryClose } from "../net/conn.ts";
 import { withDeadline, writeAll } from "../net/io.ts";
 import { BufferPool, setNoDelay, splice } from "../net/splice.ts";
 import { type Net, openRoleNet } from "../net/net.ts";
+import { NativeConn } from "../net/native/reactor.ts";
+import type { DataPlane, Parked } from "../net/native/data_plane.ts";
+import type { SpliceResult } from "../net/splice.ts";
 import { connectEps, type EpsClient } from "../eps/client.ts";
 import { address, normalizeHostName } from "../settings/check.ts";
 import type { PrivateAnnouncement, PrivateSettings } from "../settings/private.ts";
@@ -229,6 +232,51 @@ export async function startPrivate(
     live.add(task);
   }
 
+  // Native sockets: an idle pooled connection waits in the data-plane worker, which serves its
+  // client there (pool header, connect, ClientHello, splice) for an exact name whose internal
+  // server is an IP literal, and hands the others back to servePooled() (issue 6, W5).
+  const parkRoutes = settings.announcements.map((a) => ({
+    name: a.domain,
+    hostname: a.internal.hostname,
+    port: a.internal.port,
+  }));
+  let routed: DataPlane | undefined;
+  function park(operator: string, conn: ByteConn): Parked | null {
+    const plane = conn instanceof NativeConn ? conn.reactor.dataPlane : undefined;
+    if (plane === undefined) return null;
+    if (routed !== plane) {
+      plane.setRoutes(parkRoutes, settings.connectTimeoutMs);
+      routed = plane;
+    }
+    return plane.park(conn as NativeConn, {
+      signal: kill.signal,
+      names: ["dial-back", "internal"],
+      onServed: (index, ended) =>
+        track(servedByPlane(operator, settings.announcements[index]!, ended)),
+      onHandback: (c, name, rest) => track(servePooled(operator, c, name, rest)),
+    });
+  }
+
+  /** A pooled client the data plane serves: the same counters and logs as servePooled(). */
+  async function servedByPlane(
+    operator: string,
+    announcement: PrivateAnnouncement,
+    ended: Promise<SpliceResult>,
+  ): Promise<void> {
+    const started = performance.now();
+    const result = await ended;
+    if (result.reason.startsWith("internal connect failed")) {
+      stats.failedConnections++;
+      log.warn("Cannot connect internal server {internal} for {domain}: {error}", {
+        internal: formatHostPort(announcement.internal),
+        domain: announcement.domain,
+        error: result.reason.slice("internal connect failed: ".length),
+      });
+      return;
+    }
+    stats.spliced++;
+    logClosed(announcement.domain, operator, announcement, result, started);
+  }
   // the dial-back pools, one per public operator
   const pools = new Map<string, DialPool>();
   if (settings.pool.enabled) {
@@ -279,6 +327,7 @@ export async function startPrivate(
             }
           },
           serve: (conn, name, rest) => track(servePooled(operator, conn, name, rest)),
+          park: (conn) => park(operator, conn),
         }),
       );
     }

@@ -4,15 +4,27 @@
  * @module
  */
 import type { SpliceOptions, SpliceResult } from "../splice.ts";
-import { errnoText, socketError } from "./libc.ts";
+import { encodeSockaddr, errnoText, socketError } from "./libc.ts";
 import {
   HEAD,
+  MAIL_BUSY,
+  MAIL_BYTES,
   OP_KILL,
+  OP_PARK,
+  OP_ROUTES,
   OP_SPLICE,
   OP_STOP,
+  OP_UNPARK,
+  P_ABORTED,
+  P_BAD_HEADER,
+  P_EOF,
+  P_READ,
   R_ABORTED,
+  R_CONNECT,
   R_EOF,
+  R_IDLE_END,
   R_READ,
+  R_TAKEN,
   R_WATCH,
   REPORT_BYTES,
   REPORT_INTS,
@@ -20,13 +32,53 @@ import {
   RHEAD,
   RING_BYTES,
   RING_SLOTS,
+  RNUDGE,
+  type RouteMail,
   RTAIL,
   SLEEPING,
   slotAt,
   TAIL,
   type WorkerInit,
 } from "./data_plane_layout.ts";
-import type { NativeConn, Reactor } from "./reactor.ts";
+import { NativeConn, type Reactor } from "./reactor.ts";
+
+/** What a parked connection's owner hears when its client comes (see {@linkcode DataPlane.park}). */
+export interface ParkOptions {
+  /** Aborting ends the parked connection, or the splice of its client. */
+  signal?: AbortSignal;
+  /** The sides' names in reasons, as in {@linkcode SpliceOptions}: [dial-back, internal]. */
+  names?: readonly [string, string];
+  /** The worker serves the client, by route `index` (setRoutes); `ended`: as splice() resolves. */
+  onServed(index: number, ended: Promise<SpliceResult>): void;
+  /** The worker has no route for `name`: the caller serves the client (`rest` followed the header). */
+  onHandback(conn: NativeConn, name: string, rest: Uint8Array): void;
+}
+
+/** A connection parked in the worker. */
+export interface Parked {
+  /**
+   * Resolves null once a client came (after onServed or onHandback ran), or with why the
+   * connection ended without one; never rejects.
+   */
+  readonly result: Promise<string | null>;
+  /** Ends the wait (no-op once a client came): `result` resolves with `why`. */
+  unpark(why: string): void;
+}
+
+/** A route for parked connections: clients for `name` go to `hostname:port` (an IP literal). */
+export interface ParkRoute {
+  name: string;
+  hostname: string;
+  port: number;
+}
+
+interface ParkedEntry {
+  options: ParkOptions;
+  remoteAddr: Deno.NetAddr;
+  resolve(why: string | null): void;
+  why: string | undefined;
+  onAbort: (() => void) | undefined;
+}
 
 interface Live {
   names: readonly [string, string];
@@ -62,6 +114,11 @@ export class DataPlane {
   readonly #reactor: Reactor;
   readonly #wakeFd: number;
   readonly #live = new Map<number, Live>();
+  readonly #parked = new Map<number, ParkedEntry>();
+  readonly #ids = { has: (id: number) => this.#live.has(id) || this.#parked.has(id) };
+  readonly #mail: Uint8Array;
+  #routes: { mail: Uint8Array; length: number } | undefined;
+  #routesTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #wakeBuf = new BigUint64Array([1n]);
   #overflow: number[] = [];
   #overflowTimer: ReturnType<typeof setTimeout> | undefined;
@@ -76,19 +133,33 @@ export class DataPlane {
     worker: Worker,
     ring: Int32Array,
     reports: SharedArrayBuffer,
+    mail: SharedArrayBuffer,
     wakeFd: number,
   ) {
+    this.#mail = new Uint8Array(mail);
     this.#reactor = reactor;
     this.#worker = worker;
     this.#ring = ring;
-    this.#rhdr = new Int32Array(reports, 0, 2);
+    this.#rhdr = new Int32Array(reports, 0, 4);
     this.#rdata = new Float64Array(reports);
     this.#wakeFd = wakeFd;
     let stopped!: () => void;
     this.#stopped = new Promise((resolve) => (stopped = resolve));
     worker.onmessage = (e: MessageEvent) => {
-      const m = e.data as { type: string; reports?: number[]; error?: string };
-      if (m.type === "done") this.#settle(m.reports!);
+      const m = e.data as {
+        type: string;
+        reports?: number[];
+        error?: string;
+        id?: number;
+        fd?: number;
+        name?: string;
+        rest?: Uint8Array;
+      };
+      if (m.type === "nudge") {
+        Atomics.store(this.#rhdr, RNUDGE, 0);
+        this.poll();
+      } else if (m.type === "handback") this.#handback(m.id!, m.fd!, m.name!, m.rest!);
+      else if (m.type === "done") this.#settle(m.reports!);
       else if (m.type === "stopped" || m.type === "failed") {
         this.poll();
         if (m.type === "failed") {
@@ -113,6 +184,7 @@ export class DataPlane {
     if (wakeFd < 0) throw socketError(libc.errno(), "Cannot create an eventfd");
     const sab = new SharedArrayBuffer(RING_BYTES);
     const reports = new SharedArrayBuffer(REPORT_BYTES);
+    const mail = new SharedArrayBuffer(MAIL_BYTES);
     const worker = new Worker(new URL("./data_plane_worker.ts", import.meta.url), {
       type: "module",
     });
@@ -127,7 +199,7 @@ export class DataPlane {
         reject(new Error(`Cannot start the data plane: ${e.message}`));
       };
     });
-    worker.postMessage({ sab, reports, wakeFd } satisfies WorkerInit);
+    worker.postMessage({ sab, reports, mail, wakeFd } satisfies WorkerInit);
     try {
       await ready;
     } catch (err) {
@@ -135,12 +207,17 @@ export class DataPlane {
       libc.sym.close(wakeFd);
       throw err;
     }
-    return new DataPlane(reactor, worker, new Int32Array(sab), reports, wakeFd);
+    return new DataPlane(reactor, worker, new Int32Array(sab), reports, mail, wakeFd);
   }
 
   /** Pairs whose splice has not ended yet. */
   get live(): number {
     return this.#live.size;
+  }
+
+  /** Connections parked and not taken yet. */
+  get parked(): number {
+    return this.#parked.size;
   }
 
   #push(op: number, id: number, fdA: number, fdB: number): void {
@@ -189,6 +266,9 @@ export class DataPlane {
   }
 
   #settleOne(id: number, aToB: number, bToA: number, code: number, side: number, errno: number) {
+    if (code === R_TAKEN || code === R_IDLE_END) {
+      return this.#parkedReport(id, aToB, code, side, errno);
+    }
     const live = this.#live.get(id);
     if (!live) return;
     this.#live.delete(id);
@@ -198,9 +278,15 @@ export class DataPlane {
       ? "eof"
       : code === R_ABORTED
       ? "aborted"
-      : `${name} ${code === R_READ ? "read" : code === R_WATCH ? "watch" : "write"} failed: ${
-        errnoText(errno)
-      }`;
+      : `${name} ${
+        code === R_READ
+          ? "read"
+          : code === R_WATCH
+          ? "watch"
+          : code === R_CONNECT
+          ? "connect"
+          : "write"
+      } failed: ${errnoText(errno)}`;
     live.resolve({ aToB, bToA, reason });
   }
 
@@ -238,6 +324,140 @@ export class DataPlane {
       live.signal?.removeEventListener("abort", live.onAbort!);
       live.resolve({ aToB: 0, bToA: 0, reason });
     }
+    for (const [id, p] of this.#parked) {
+      this.#parked.delete(id);
+      p.options.signal?.removeEventListener("abort", p.onAbort!);
+      p.resolve(p.why ?? reason);
+    }
+  }
+
+  /** A parked connection was taken by a client the worker serves, or ended without one. */
+  #parkedReport(id: number, index: number, code: number, why: number, errno: number): void {
+    const p = this.#parked.get(id);
+    if (!p) return;
+    this.#parked.delete(id);
+    const signal = p.options.signal;
+    signal?.removeEventListener("abort", p.onAbort!);
+    if (code === R_IDLE_END) {
+      p.resolve(
+        p.why ??
+          (why === P_EOF
+            ? "ended"
+            : why === P_READ
+            ? `read failed: ${errnoText(errno)}`
+            : why === P_BAD_HEADER
+            ? "not a pool header"
+            : why === P_ABORTED
+            ? "aborted"
+            : `watch failed: ${errnoText(errno)}`),
+      );
+      return;
+    }
+    // the splice goes on under the same id: its end comes as any other
+    const ended = new Promise<SpliceResult>((resolve) => {
+      const onAbort = signal ? () => this.#push(OP_KILL, id, 0, 0) : undefined;
+      this.#live.set(id, { names: p.options.names ?? DEFAULT_NAMES, resolve, signal, onAbort });
+      this.#pollTimer ??= setInterval(() => this.poll(), POLL_MS);
+      if (signal) signal.addEventListener("abort", onAbort!, { once: true });
+    });
+    p.options.onServed(index, ended);
+    p.resolve(null);
+  }
+
+  #handback(id: number, fd: number, name: string, rest: Uint8Array): void {
+    const p = this.#parked.get(id);
+    if (!p || this.#closed) {
+      this.#reactor.libc.sym.close(fd);
+      p?.resolve(p.why ?? "aborted");
+      this.#parked.delete(id);
+      return;
+    }
+    this.#parked.delete(id);
+    p.options.signal?.removeEventListener("abort", p.onAbort!);
+    const conn = new NativeConn(this.#reactor, fd, p.remoteAddr);
+    conn.markNoDelay(); // parked connections had it set (splice and park set it)
+    p.options.onHandback(conn, name, rest);
+    p.resolve(null);
+  }
+
+  /**
+   * Sets the routes parked connections are served by in the worker: exact names whose target is
+   * an IP literal (others, and names not listed, are handed back). Each route's number in
+   * `onServed` is its index here. Only the last call counts.
+   */
+  setRoutes(routes: readonly ParkRoute[], connectTimeoutMs: number): void {
+    const m: RouteMail = { connectTimeoutMs, routes: [] };
+    routes.forEach((r, index) => {
+      const sa = encodeSockaddr(r.hostname, r.port);
+      if (sa !== null && !r.name.includes("*")) {
+        m.routes.push({ name: r.name, index, addr: [...sa] });
+      }
+    });
+    let bytes = new TextEncoder().encode(JSON.stringify(m));
+    if (bytes.length > MAIL_BYTES) {
+      // too many to mail: the main thread serves every client (slower, never wrong)
+      bytes = new TextEncoder().encode(JSON.stringify({ connectTimeoutMs, routes: [] }));
+    }
+    this.#routes = { mail: bytes, length: bytes.length };
+    this.#sendRoutes();
+  }
+
+  #sendRoutes(): void {
+    this.#routesTimer = undefined;
+    const r = this.#routes;
+    if (r === undefined || this.#closed) return;
+    if (Atomics.load(this.#ring, MAIL_BUSY) === 1) {
+      this.#routesTimer = setTimeout(() => this.#sendRoutes(), 1); // the last mail is being read
+      return;
+    }
+    this.#routes = undefined;
+    this.#mail.set(r.mail);
+    Atomics.store(this.#ring, MAIL_BUSY, 1);
+    this.#push(OP_ROUTES, 0, r.length, 0);
+  }
+
+  /**
+   * Parks `conn`, an idle pooled dial-back whose next bytes are a pool header, in the worker
+   * (it becomes closed here); null when the data plane cannot take it (closed, failed, busy).
+   */
+  park(conn: NativeConn, options: ParkOptions): Parked | null {
+    if (this.#closed || this.#failed || options.signal?.aborted) return null;
+    let fd: number;
+    try {
+      conn.setNoDelay(true);
+      fd = conn.detach();
+    } catch {
+      return null;
+    }
+    const id = nextSpliceId(this.#nextId, this.#ids);
+    this.#nextId = id + 1;
+    let resolve!: (why: string | null) => void;
+    const result = new Promise<string | null>((r) => (resolve = r));
+    const entry: ParkedEntry = {
+      options,
+      remoteAddr: conn.remoteAddr,
+      resolve,
+      why: undefined,
+      onAbort: undefined,
+    };
+    const signal = options.signal;
+    if (signal) {
+      entry.onAbort = () => {
+        entry.why ??= "aborted";
+        this.#push(OP_KILL, id, 0, 0);
+      };
+      signal.addEventListener("abort", entry.onAbort, { once: true });
+    }
+    this.#parked.set(id, entry); // its reports come with a nudge: no poll timer while idle
+    this.#push(OP_PARK, id, fd, 0);
+    return {
+      result,
+      unpark: (why: string) => {
+        if (!this.#parked.has(id)) return;
+        entry.why ??= why;
+        this.#push(OP_UNPARK, id, 0, 0);
+      },
+    };
   }
 
   /**
@@ -268,7 +488,7 @@ export class DataPlane {
       const text = err instanceof Error ? err.message : String(err);
       return Promise.resolve({ aToB: 0, bToA: 0, reason: `${side} read failed: ${text}` });
     }
-    const id = nextSpliceId(this.#nextId, this.#live);
+    const id = nextSpliceId(this.#nextId, this.#ids);
     this.#nextId = id + 1;
     return new Promise<SpliceResult>((resolve) => {
       const onAbort = signal ? () => this.#push(OP_KILL, id, 0, 0) : undefined;
@@ -284,11 +504,13 @@ export class DataPlane {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#overflowTimer);
+    clearTimeout(this.#routesTimer);
     this.#retry();
     // what still does not fit will never run: close the sockets of queued splices here
     const q = this.#overflow;
     this.#overflow = [];
     for (let i = 0; i + 3 < q.length; i += 4) {
+      if (q[i] === OP_PARK) this.#reactor.libc.sym.close(q[i + 2]!);
       if (q[i] !== OP_SPLICE) continue;
       this.#reactor.libc.sym.close(q[i + 2]!);
       this.#reactor.libc.sym.close(q[i + 3]!);

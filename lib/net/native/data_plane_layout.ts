@@ -8,6 +8,8 @@
 export const HEAD = 0;
 export const TAIL = 1;
 export const SLEEPING = 2;
+/** 1 while the route mail (see {@linkcode OP_ROUTES}) is written and not yet read by the worker. */
+export const MAIL_BUSY = 3;
 export const SLOTS_AT = 4;
 export const SLOT_INTS = 4;
 /** A power of two, so that a slot index survives `HEAD` and `TAIL` wrapping past 2^31. */
@@ -25,6 +27,27 @@ export const OP_SPLICE = 1;
 export const OP_KILL = 2;
 /** End every pair and leave the loop. */
 export const OP_STOP = 3;
+/**
+ * Park `fdA` as pooled dial-back `id` (a private proxy's idle connection): the worker waits for
+ * its pool header and serves the client itself when it has a route for the name (connects the
+ * internal server, writes what came after the header, splices under the same id); else it hands
+ * the socket back by postMessage (`handback`). {@linkcode OP_KILL} ends it too.
+ */
+export const OP_PARK = 4;
+/** End parked connection `id` if no client came yet (idle timeout); a taken one goes on. */
+export const OP_UNPARK = 5;
+/** Read the routes from the mail: `fdA` is the length of its JSON ({@linkcode RouteMail}). */
+export const OP_ROUTES = 6;
+
+/** Bytes of the route mail (a SharedArrayBuffer); more routes than fit are left to the main thread. */
+export const MAIL_BYTES = 256 * 1024;
+
+/** The routes a data plane serves parked connections with: exact names, IP-literal targets. */
+export interface RouteMail {
+  connectTimeoutMs: number;
+  /** `index`: the caller's number for the route, reported back with each client served. */
+  routes: { name: string; index: number; addr: number[] }[];
+}
 
 /** Why a pair ended, in a report `[id, aToB, bToA, code, side, errno]`. */
 export const R_EOF = 0;
@@ -33,6 +56,20 @@ export const R_READ = 2;
 export const R_WRITE = 3;
 /** The worker could not watch a socket (epoll_ctl failed). */
 export const R_WATCH = 4;
+/** The connect to the internal server of a parked connection's client failed (`side` 1). */
+export const R_CONNECT = 5;
+/**
+ * A parked connection's client came and the worker serves it: `[id, route index, 0, R_TAKEN,
+ * 0, 0]`; its splice goes on under the same id and ends with one of the codes above.
+ */
+export const R_TAKEN = 6;
+/** A parked connection ended before a client came: `side` is a `P_*` reason, `errno` its errno. */
+export const R_IDLE_END = 7;
+export const P_EOF = 0;
+export const P_READ = 1;
+export const P_BAD_HEADER = 2;
+export const P_ABORTED = 3;
+export const P_WATCH = 4;
 export const REPORT_INTS = 6;
 
 /**
@@ -44,6 +81,11 @@ export const REPORT_INTS = 6;
  */
 export const RHEAD = 0;
 export const RTAIL = 1;
+/**
+ * 1 while a `nudge` message is on its way to the main thread: a report it must act on soon (a
+ * parked connection taken or ended: the pool refills) wakes it, at most one message at a time.
+ */
+export const RNUDGE = 2;
 /** A power of two, as `RING_SLOTS`. */
 export const REPORT_SLOTS = 16_384;
 /** Float64 index where the slots start (after the 16-byte header). */
@@ -59,5 +101,6 @@ export function reportAt(i: number): number {
 export interface WorkerInit {
   sab: SharedArrayBuffer;
   reports: SharedArrayBuffer;
+  mail: SharedArrayBuffer;
   wakeFd: number;
 }

@@ -9,6 +9,7 @@ import { EFD_CLOEXEC, EFD_NONBLOCK } from "./libc.ts";
 import { nextSpliceId } from "./data_plane.ts";
 import {
   HEAD,
+  MAIL_BYTES,
   OP_SPLICE,
   OP_STOP,
   R_EOF,
@@ -494,7 +495,8 @@ Deno.test("data-plane worker: the command ring works on when HEAD and TAIL wrap 
     // a report ring that is full: the worker falls back to postMessage, which this test reads
     const reportSab = new SharedArrayBuffer(REPORT_BYTES);
     new Int32Array(reportSab, 0, 2).set([REPORT_SLOTS, 0]);
-    worker.postMessage({ sab, reports: reportSab, wakeFd } satisfies WorkerInit);
+    const mail = new SharedArrayBuffer(MAIL_BYTES);
+    worker.postMessage({ sab, reports: reportSab, mail, wakeFd } satisfies WorkerInit);
     await within(ready.promise, 5000, "worker ready");
     const PAIRS = 5;
     for (let id = 1; id <= PAIRS; id++) {
