@@ -466,17 +466,25 @@ const READ_SIZE = 4096;
 /**
  * Reads from `conn` until the ClientHello is complete. No deadline inside: the caller closes the
  * connection on timeout, which ends the pending read.
+ * `pre`: bytes already read from `conn` (by the data-plane worker), taken first.
  * @returns the hello and any bytes read after it (both to be replayed, hello first)
  * @throws {ProtocolError} "bad-client-hello" (also on EOF before the end) or "client-hello-too-large"
  */
 export async function readClientHello(
   conn: { read(buf: Uint8Array): Promise<number | null> },
   maxBytes: number = DEFAULT_MAX_CLIENT_HELLO_BYTES,
+  pre?: Uint8Array,
 ): Promise<{ hello: ClientHelloInfo; extra: Uint8Array }> {
   const reader = new ClientHelloReader(maxBytes);
-  const buf = new Uint8Array(READ_SIZE);
   let total = 0;
   let need = RECORD_HEADER_LENGTH + HANDSHAKE_HEADER_LENGTH;
+  if (pre !== undefined && pre.length > 0) {
+    total = pre.length;
+    const result = reader.push(pre);
+    if (result.done) return { hello: result.hello, extra: reader.extra };
+    need = result.need;
+  }
+  const buf = new Uint8Array(READ_SIZE);
   for (;;) {
     const n = await conn.read(buf);
     if (n === null) {

@@ -139,11 +139,19 @@ interface IdleEntry {
   operator: string;
   domains: ReadonlySet<string>;
   idle: boolean;
-  probe: Promise<number | null>;
-  buf: Uint8Array;
+  /** Kept in the data-plane worker for its front door (not taken here); else the probe read. */
+  parked: Parked | undefined;
+  probe: Promise<number | null> | undefined;
+  buf: Uint8Array | undefined;
   timer: ReturnType<typeof setTimeout>;
   done(taken: boolean): void;
 }
+
+/**
+ * Keeps an idle connection in the data-plane worker, whose front door serves clients from it
+ * (DataPlane.pool); null: keep it here. `bucket` names the operator and the names it is for.
+ */
+export type PoolParker = (conn: ByteConn, bucket: number, operator: string) => Parked | null;
 
 /** The result of `mint()`: the tokens (base64; never log them), or why none were granted. */
 export type MintResult =
@@ -161,11 +169,37 @@ export class PoolTable {
   /** Unredeemed tokens plus idle connections, per operator: what the cap counts. */
   #held = new Map<string, number>();
   #closed = false;
+  /** One number per operator and set of names idle connections were opened for. */
+  #buckets = new Map<string, { id: number; operator: string; domains: ReadonlySet<string> }>();
+  /** Set by a public proxy with native sockets: idle connections wait in the worker. */
+  parker: PoolParker | undefined;
+  /** Called when a new bucket appears (the front door's routes must name it). */
+  onBucket: (() => void) | undefined;
 
   constructor(
     readonly limits: PoolTableLimits,
     readonly onDrop: (operator: string, why: PoolDropReason) => void = () => {},
   ) {}
+
+  /** The bucket of `operator`'s connections opened for `domains` (created on first use). */
+  bucketOf(operator: string, domains: ReadonlySet<string>): number {
+    const key = `${operator}\n${[...domains].sort().join("\n")}`;
+    let b = this.#buckets.get(key);
+    if (b === undefined) {
+      this.#buckets.set(key, b = { id: this.#buckets.size, operator, domains });
+      this.onBucket?.();
+    }
+    return b.id;
+  }
+
+  /** The buckets whose connections may serve `operator`'s announcement of `domain`. */
+  bucketsFor(operator: string, domain: string): number[] {
+    const out: number[] = [];
+    for (const b of this.#buckets.values()) {
+      if (b.operator === operator && b.domains.has(domain)) out.push(b.id);
+    }
+    return out;
+  }
 
   /** Tokens and idle connections held for `operator`. */
   held(operator: string): number {
@@ -235,6 +269,30 @@ export class PoolTable {
     }
     let done!: (taken: boolean) => void;
     const taken = new Promise<boolean>((resolve) => done = resolve);
+    const parked = this.parker?.(conn, this.bucketOf(t.operator, t.domains), t.operator) ?? null;
+    if (parked !== null) {
+      const e: IdleEntry = {
+        conn,
+        operator: t.operator,
+        domains: t.domains,
+        idle: true,
+        parked,
+        probe: undefined,
+        buf: undefined,
+        timer: setTimeout(() => parked.unpark("timeout"), t.idleTimeoutMs),
+        done,
+      };
+      // the worker says when a client took it (null) or why it ended (a PoolDropReason)
+      parked.result.then((why) => {
+        if (!e.idle) return;
+        const list = this.#idle.get(e.operator)!;
+        this.#remove(e, list.indexOf(e));
+        e.done(why === null);
+        if (why !== null) this.onDrop(e.operator, why as PoolDropReason);
+      });
+      this.#push(e);
+      return { operator: t.operator, done: taken };
+    }
     const buf = new Uint8Array(PROBE_BYTES);
     // A native socket is watched without a read in flight, so taking it needs no PrimedConn
     // and its splice can move to the data-plane worker. Once taken (idle false) nothing is read.
@@ -246,6 +304,7 @@ export class PoolTable {
       operator: t.operator,
       domains: t.domains,
       idle: true,
+      parked: undefined,
       probe,
       buf,
       timer: setTimeout(() => this.#drop(e, "timeout"), t.idleTimeoutMs),
@@ -255,10 +314,14 @@ export class PoolTable {
       (n) => this.#drop(e, n === null ? "eof" : "data"),
       () => this.#drop(e, "reset"),
     );
-    let list = this.#idle.get(t.operator);
-    if (list === undefined) this.#idle.set(t.operator, list = []);
-    list.push(e);
+    this.#push(e);
     return { operator: t.operator, done: taken };
+  }
+
+  #push(e: IdleEntry): void {
+    let list = this.#idle.get(e.operator);
+    if (list === undefined) this.#idle.set(e.operator, list = []);
+    list.push(e);
   }
 
   /**
@@ -270,14 +333,15 @@ export class PoolTable {
     if (list === undefined) return undefined;
     for (let i = list.length - 1; i >= 0; i--) {
       const e = list[i]!;
-      if (!e.domains.has(domain)) continue;
+      // one kept in the worker is the front door's to take (it has the clients that fit)
+      if (!e.domains.has(domain) || e.parked !== undefined) continue;
       this.#remove(e, i);
       e.done(true);
       if (e.conn instanceof NativeConn) {
         e.conn.cancelWait();
         return e.conn;
       }
-      return new PrimedConn(e.conn, e.probe, e.buf);
+      return new PrimedConn(e.conn, e.probe!, e.buf!);
     }
     return undefined;
   }
@@ -297,6 +361,10 @@ export class PoolTable {
 
   #drop(e: IdleEntry, why: PoolDropReason): void {
     if (!e.idle) return;
+    if (e.parked !== undefined) {
+      e.parked.unpark(why); // the worker closes it; its result does the rest
+      return;
+    }
     const list = this.#idle.get(e.operator)!;
     this.#remove(e, list.indexOf(e));
     tryClose(e.conn);

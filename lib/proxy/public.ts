@@ -11,6 +11,11 @@
  * Pre-warmed dial-backs (dial_pool.ts): a token minted by `openPool` parks its connection idle
  * instead; a client of that operator and domain takes it (pool header + hello) and no notice is
  * sent. Without an idle connection the client takes the notice path above.
+ *
+ * With native sockets the data-plane worker accepts on the public port (its front door) and
+ * keeps the idle pooled connections: a client whose first read holds a whole ClientHello for a
+ * name with one is served there (pool header, hello, splice); every other client comes back here
+ * with what was read. See {@linkcode DataPlane.front}.
  * @module
  */
 import type { Logger } from "@logtape/logtape";
@@ -21,6 +26,9 @@ import { type ByteConn, remoteText, tryClose } from "../net/conn.ts";
 import { DeadlineQueue, pause, readExact, withDeadline, writeAll } from "../net/io.ts";
 import { BufferPool, setNoDelay, splice } from "../net/splice.ts";
 import { type NetListener, openRoleNet } from "../net/net.ts";
+import { NativeConn, NativeListener } from "../net/native/reactor.ts";
+import type { SpliceResult } from "../net/splice.ts";
+import type { DataPlane } from "../net/native/data_plane.ts";
 import { connectEps, type EpsClient } from "../eps/client.ts";
 import { domainAllowed, loadDirectory } from "../eps/directory.ts";
 import type { PublicSettings } from "../settings/public.ts";
@@ -229,6 +237,7 @@ export async function startPublic(
     const requests = parseAnnounceParams(params, Date.now());
     try {
       const added = await announcements.announce(ctx.caller, requests);
+      updateFrontRoutes();
       log.info("Accepted announcement of {domains} from {operator}", {
         operator: ctx.caller,
         domains: added.map((a) => a.domain),
@@ -244,6 +253,7 @@ export async function startPublic(
   });
   eps.serve("withdrawConnections", async (params, ctx) => {
     const withdrawn = await announcements.withdraw(ctx.caller, parseWithdrawParams(params));
+    updateFrontRoutes();
     log.info("Withdrew {domains} of {operator}", { operator: ctx.caller, domains: withdrawn });
     return { withdrawn };
   });
@@ -306,9 +316,63 @@ export async function startPublic(
   }));
 
   /** Live per-connection tasks and their client connections. */
-  const live = new Map<Promise<void>, ByteConn>();
+  const live = new Map<Promise<void>, ByteConn | null>();
 
-  async function handleClient(conn: ByteConn): Promise<void> {
+  // Native sockets: the data-plane worker accepts on the public port itself (the front door) and
+  // keeps the idle pooled connections; a client whose first read holds its whole ClientHello, for
+  // a name with an idle pooled connection, is served there in the worker's one wake-up (pool
+  // header, hello, splice). Every other client comes back to handleClient() with what was read.
+  // On the main thread the same steps cost two thread wake-ups before any JavaScript ran (W5).
+  const plane = publicListener instanceof NativeListener
+    ? publicListener.reactor.dataPlane
+    : undefined;
+  let closeFront: (() => void) | undefined;
+  if (plane !== undefined) {
+    dialPool.parker = (conn, bucket, operator) =>
+      conn instanceof NativeConn ? plane.pool(conn, bucket, { operator }) : null;
+    dialPool.onBucket = () => queueMicrotask(updateFrontRoutes);
+  }
+
+  /** Tells the front door which names it may serve from which buckets (announcements changed). */
+  function updateFrontRoutes(): void {
+    if (plane === undefined) return;
+    const routes = [];
+    for (const a of announcements.all()) {
+      const buckets = dialPool.bucketsFor(a.operator, a.domain);
+      if (buckets.length > 0) routes.push({ name: a.domain, expiresAt: a.expiresAt, buckets });
+    }
+    plane.setFrontRoutes(routes);
+  }
+
+  /** How many more clients the front door may take before this thread counts them. */
+  function updateRoom(): void {
+    plane?.setFrontRoom(settings.maxConnections - live.size);
+  }
+
+  /** A client the front door served from the pool: counted and logged as relay() does. */
+  async function servedByFront(
+    operator: string,
+    domain: string,
+    client: string,
+    ended: Promise<SpliceResult>,
+  ): Promise<void> {
+    const started = performance.now();
+    const result = await ended;
+    log.info(
+      "Closed {client} for {domain} via {operator}: {up} bytes up, {down} down, {ms} ms, {reason}",
+      {
+        client,
+        domain,
+        operator,
+        up: result.aToB,
+        down: result.bToA,
+        ms: Math.round(performance.now() - started),
+        reason: result.reason,
+      },
+    );
+  }
+
+  async function handleClient(conn: ByteConn, pre?: Uint8Array): Promise<void> {
     const started = performance.now();
     const client = remoteText(conn);
     const clientHost = (conn.remoteAddr as Deno.NetAddr).hostname;
@@ -318,7 +382,7 @@ export async function startPublic(
     try {
       ({ hello, extra } = await helloDeadlines.run(
         () => tryClose(conn),
-        () => readClientHello(conn, settings.maxClientHelloBytes),
+        () => readClientHello(conn, settings.maxClientHelloBytes, pre),
       ));
     } catch (err) {
       if (err instanceof ProtocolError) {
@@ -515,8 +579,12 @@ export async function startPublic(
         log.warn("Dropped {peer}: {error}", { peer: remoteText(conn), error: errorText(err) });
         tryClose(conn);
       })
-      .finally(() => live.delete(p));
+      .finally(() => {
+        live.delete(p);
+        updateRoom();
+      });
     live.set(p, conn);
+    updateRoom();
   }
 
   async function acceptLoop(
@@ -544,6 +612,49 @@ export async function startPublic(
     }
   }
 
+  /** Serves the public port through the data plane's front door until the stop. */
+  function frontDoor(plane: DataPlane): Promise<void> {
+    updateRoom();
+    updateFrontRoutes();
+    closeFront = plane.front(publicListener as NativeListener, {
+      maxHelloBytes: settings.maxClientHelloBytes,
+      signal: kill.signal,
+      onServed: ({ name, remoteAddr, info }, ended) => {
+        const operator = (info as { operator: string }).operator;
+        const client = formatHostPort(remoteAddr);
+        stats.accepted++;
+        stats.poolHits++;
+        stats.spliced++;
+        log.debug("Took a pooled connection of {operator} for {client} ({domain})", {
+          client,
+          domain: name,
+          operator,
+        });
+        const p: Promise<void> = servedByFront(operator, name, client, ended)
+          .catch((err) => log.error("Connection task failed: {error}", { error: errorText(err) }))
+          .finally(() => {
+            live.delete(p);
+            updateRoom();
+          });
+        live.set(p, null);
+        updateRoom();
+      },
+      onClient: (conn, pre) => {
+        stats.accepted++;
+        if (admitted(conn)) track(conn, () => handleClient(conn, pre));
+      },
+      onAcceptFailed: (err) => {
+        counters.warn("accept", "Cannot accept connections ({count} since last report): {error}", {
+          error: errorText(err),
+        });
+      },
+    });
+    return new Promise<void>((resolve) => {
+      if (stop.signal.aborted) resolve();
+      else stop.signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+  }
+
   /** The connection cap over both ports: over it, a new connection is closed at once. */
   function admitted(conn: ByteConn): boolean {
     if (live.size < settings.maxConnections) return true;
@@ -566,10 +677,12 @@ export async function startPublic(
   const finished = (async () => {
     try {
       await Promise.all([
-        acceptLoop(publicListener, (conn) => {
-          stats.accepted++;
-          if (admitted(conn)) track(conn, () => handleClient(conn));
-        }),
+        plane === undefined
+          ? acceptLoop(publicListener, (conn) => {
+            stats.accepted++;
+            if (admitted(conn)) track(conn, () => handleClient(conn));
+          })
+          : frontDoor(plane),
         acceptLoop(privateListener, (conn) => {
           if (admitted(conn)) track(conn, () => handleDialBack(conn));
         }),
@@ -577,6 +690,7 @@ export async function startPublic(
     } finally {
       // listeners are closed: end the waits, give live splices their grace, then cut them
       stop.abort();
+      closeFront?.();
       tryClose(publicListener);
       tryClose(privateListener);
       pending.releaseAll(new PendingExpiredError("Cannot complete pending connection: stopping"));
@@ -606,6 +720,7 @@ export async function startPublic(
 
   const handle = makeHandle(addrs, finished, () => {
     stop.abort();
+    closeFront?.();
     tryClose(publicListener);
     tryClose(privateListener);
   }, signal);

@@ -9,14 +9,18 @@ import {
   HEAD,
   MAIL_BUSY,
   MAIL_BYTES,
+  OP_FRONT,
+  OP_FRONT_CLOSE,
   OP_KILL,
   OP_PARK,
+  OP_POOL,
   OP_ROUTES,
   OP_SPLICE,
   OP_STOP,
   OP_UNPARK,
   P_ABORTED,
   P_BAD_HEADER,
+  P_DATA,
   P_EOF,
   P_READ,
   R_ABORTED,
@@ -34,13 +38,43 @@ import {
   RING_SLOTS,
   RNUDGE,
   type RouteMail,
+  RROOM,
   RTAIL,
   SLEEPING,
   slotAt,
   TAIL,
   type WorkerInit,
 } from "./data_plane_layout.ts";
-import { NativeConn, type Reactor } from "./reactor.ts";
+import { NativeConn, type NativeListener, type Reactor } from "./reactor.ts";
+
+/** What the front door (DataPlane.front) tells the public proxy. */
+export interface FrontOptions {
+  /** The ClientHello size cap (`max_client_hello_bytes`). */
+  maxHelloBytes: number;
+  /** Aborting ends the splices of the clients the worker serves. */
+  signal?: AbortSignal;
+  /**
+   * The worker serves a client from idle pooled connection `pool` (its id from pool()):
+   * `ended` resolves as splice() would, with the hello counted in `aToB`.
+   */
+  onServed(
+    served: { pool: number; info: unknown; name: string; remoteAddr: Deno.NetAddr },
+    ended: Promise<SpliceResult>,
+  ): void;
+  /** A client the caller serves; `pre`: what the worker read from it already. */
+  onClient(conn: NativeConn, pre: Uint8Array): void;
+  /** An accept failed (EMFILE and the like): the worker stops accepting for 100 ms. */
+  onAcceptFailed(error: Error): void;
+}
+
+/** An announced name the front door may serve from pool buckets (see {@linkcode DataPlane.pool}). */
+export interface FrontRoute {
+  /** An announced name, exact or `*.parent`. */
+  name: string;
+  /** Milliseconds since the epoch. */
+  expiresAt: number;
+  buckets: number[];
+}
 
 /** What a parked connection's owner hears when its client comes (see {@linkcode DataPlane.park}). */
 export interface ParkOptions {
@@ -73,7 +107,10 @@ export interface ParkRoute {
 }
 
 interface ParkedEntry {
-  options: ParkOptions;
+  /** A private proxy's parked connection; undefined for a pooled one of the front door. */
+  options: ParkOptions | undefined;
+  /** What the caller of pool() gave, handed back with the client it served. */
+  info: unknown;
   remoteAddr: Deno.NetAddr;
   resolve(why: string | null): void;
   why: string | undefined;
@@ -88,6 +125,7 @@ interface Live {
 }
 
 const DEFAULT_NAMES: readonly [string, string] = ["a", "b"];
+const FRONT_NAMES: readonly [string, string] = ["client", "dial-back"];
 /** Splice ids are positive int32s (the command ring holds them) and wrap after this one. */
 const MAX_ID = 0x7fff_fff0;
 
@@ -118,7 +156,13 @@ export class DataPlane {
   readonly #ids = { has: (id: number) => this.#live.has(id) || this.#parked.has(id) };
   readonly #mail: Uint8Array;
   #routes: { mail: Uint8Array; length: number } | undefined;
+  #front: FrontOptions | undefined;
+  #frontId = 0;
+  /** Clients the worker took from the pool, until their `taken` message names them. */
+  readonly #taken = new Map<number, { info: unknown; ended: Promise<SpliceResult> }>();
   #routesTimer: ReturnType<typeof setTimeout> | undefined;
+  /** What the mail waiting to be sent holds (a newer one of the same kind replaces it). */
+  #unsent: RouteMail = {};
   readonly #wakeBuf = new BigUint64Array([1n]);
   #overflow: number[] = [];
   #overflowTimer: ReturnType<typeof setTimeout> | undefined;
@@ -158,6 +202,12 @@ export class DataPlane {
       if (m.type === "nudge") {
         Atomics.store(this.#rhdr, RNUDGE, 0);
         this.poll();
+      } else if (m.type === "taken") this.#onTaken(e.data);
+      else if (m.type === "client") this.#onClient(e.data);
+      else if (m.type === "acceptFailed") {
+        this.#front?.onAcceptFailed(
+          socketError((e.data as { errno: number }).errno, "Cannot accept a connection"),
+        );
       } else if (m.type === "handback") this.#handback(m.id!, m.fd!, m.name!, m.rest!);
       else if (m.type === "done") this.#settle(m.reports!);
       else if (m.type === "stopped" || m.type === "failed") {
@@ -326,9 +376,37 @@ export class DataPlane {
     }
     for (const [id, p] of this.#parked) {
       this.#parked.delete(id);
-      p.options.signal?.removeEventListener("abort", p.onAbort!);
+      p.options?.signal?.removeEventListener("abort", p.onAbort!);
       p.resolve(p.why ?? reason);
     }
+  }
+
+  /** The worker serves a client of the front door: name it to the public proxy. */
+  #onTaken(m: { id: number; name: string; host: string; port: number }): void {
+    this.poll(); // its R_TAKEN report came first: the splice is live (or over) by now
+    const taken = this.#taken.get(m.id);
+    if (taken === undefined || this.#front === undefined) return;
+    this.#taken.delete(m.id);
+    this.#front.onServed({
+      pool: m.id,
+      info: taken.info,
+      name: m.name,
+      remoteAddr: { transport: "tcp", hostname: m.host, port: m.port },
+    }, taken.ended);
+  }
+
+  #onClient(m: { fd: number; host: string; port: number; bytes: Uint8Array }): void {
+    if (this.#front === undefined || this.#closed) {
+      this.#reactor.libc.sym.close(m.fd);
+      return;
+    }
+    const conn = new NativeConn(this.#reactor, m.fd, {
+      transport: "tcp",
+      hostname: m.host,
+      port: m.port,
+    });
+    conn.markNoDelay(); // accepted from a listener that has it
+    this.#front.onClient(conn, m.bytes);
   }
 
   /** A parked connection was taken by a client the worker serves, or ended without one. */
@@ -336,7 +414,9 @@ export class DataPlane {
     const p = this.#parked.get(id);
     if (!p) return;
     this.#parked.delete(id);
-    const signal = p.options.signal;
+    const options = p.options;
+    if (options === undefined) return this.#pooledReport(id, p, code, why, errno);
+    const signal = options.signal;
     signal?.removeEventListener("abort", p.onAbort!);
     if (code === R_IDLE_END) {
       p.resolve(
@@ -356,11 +436,40 @@ export class DataPlane {
     // the splice goes on under the same id: its end comes as any other
     const ended = new Promise<SpliceResult>((resolve) => {
       const onAbort = signal ? () => this.#push(OP_KILL, id, 0, 0) : undefined;
-      this.#live.set(id, { names: p.options.names ?? DEFAULT_NAMES, resolve, signal, onAbort });
+      this.#live.set(id, { names: options.names ?? DEFAULT_NAMES, resolve, signal, onAbort });
       this.#pollTimer ??= setInterval(() => this.poll(), POLL_MS);
       if (signal) signal.addEventListener("abort", onAbort!, { once: true });
     });
-    p.options.onServed(index, ended);
+    options.onServed(index, ended);
+    p.resolve(null);
+  }
+
+  /** A pooled connection of the front door: taken by a client, or ended while idle. */
+  #pooledReport(id: number, p: ParkedEntry, code: number, why: number, errno: number): void {
+    if (code === R_IDLE_END) {
+      // the pool's own reasons (PoolDropReason): "eof", "data", "reset"
+      p.resolve(
+        p.why ??
+          (why === P_EOF
+            ? "eof"
+            : why === P_DATA
+            ? "data"
+            : why === P_READ
+            ? "reset"
+            : why === P_ABORTED
+            ? "stopping"
+            : `watch failed: ${errnoText(errno)}`),
+      );
+      return;
+    }
+    const signal = this.#front?.signal;
+    const ended = new Promise<SpliceResult>((resolve) => {
+      const onAbort = signal ? () => this.#push(OP_KILL, id, 0, 0) : undefined;
+      this.#live.set(id, { names: FRONT_NAMES, resolve, signal, onAbort });
+      this.#pollTimer ??= setInterval(() => this.poll(), POLL_MS);
+      if (signal) signal.addEventListener("abort", onAbort!, { once: true });
+    });
+    this.#taken.set(id, { info: p.info, ended });
     p.resolve(null);
   }
 
@@ -373,10 +482,10 @@ export class DataPlane {
       return;
     }
     this.#parked.delete(id);
-    p.options.signal?.removeEventListener("abort", p.onAbort!);
+    p.options?.signal?.removeEventListener("abort", p.onAbort!);
     const conn = new NativeConn(this.#reactor, fd, p.remoteAddr);
     conn.markNoDelay(); // parked connections had it set (splice and park set it)
-    p.options.onHandback(conn, name, rest);
+    p.options?.onHandback(conn, name, rest);
     p.resolve(null);
   }
 
@@ -386,20 +495,93 @@ export class DataPlane {
    * `onServed` is its index here. Only the last call counts.
    */
   setRoutes(routes: readonly ParkRoute[], connectTimeoutMs: number): void {
-    const m: RouteMail = { connectTimeoutMs, routes: [] };
+    const list: NonNullable<RouteMail["routes"]> = [];
     routes.forEach((r, index) => {
       const sa = encodeSockaddr(r.hostname, r.port);
-      if (sa !== null && !r.name.includes("*")) {
-        m.routes.push({ name: r.name, index, addr: [...sa] });
-      }
+      if (sa !== null && !r.name.includes("*")) list.push({ name: r.name, index, addr: [...sa] });
     });
-    let bytes = new TextEncoder().encode(JSON.stringify(m));
+    // too many to mail: the main thread serves every client (slower, never wrong)
+    this.#mailRoutes({ connectTimeoutMs, routes: list }, { connectTimeoutMs, routes: [] });
+  }
+
+  /**
+   * Sets the names the front door serves from the pool, and from which buckets. Only the last
+   * call counts; a name left out is handed back to the public proxy (which sends a notice).
+   */
+  setFrontRoutes(routes: readonly FrontRoute[]): void {
+    this.#mailRoutes({ front: [...routes] }, { front: [] });
+  }
+
+  /** Mails routes to the worker; an unsent mail of the other kind is kept (merged). */
+  #mailRoutes(m: RouteMail, tooLarge: RouteMail): void {
+    const merged: RouteMail = { ...this.#unsent, ...m };
+    let bytes = new TextEncoder().encode(JSON.stringify(merged));
     if (bytes.length > MAIL_BYTES) {
-      // too many to mail: the main thread serves every client (slower, never wrong)
-      bytes = new TextEncoder().encode(JSON.stringify({ connectTimeoutMs, routes: [] }));
+      bytes = new TextEncoder().encode(JSON.stringify({ ...this.#unsent, ...tooLarge }));
     }
+    this.#unsent = merged;
     this.#routes = { mail: bytes, length: bytes.length };
     this.#sendRoutes();
+  }
+
+  /** How many clients the front door may still serve before the caller counts them. */
+  setFrontRoom(room: number): void {
+    Atomics.store(this.#rhdr, RROOM, Math.max(0, Math.min(room, 0x7fff_ffff)));
+  }
+
+  /**
+   * Makes `listener` the front door: the worker accepts on it from now on (it becomes closed
+   * here). Returns a function that stops accepting and closes the socket.
+   */
+  front(listener: NativeListener, options: FrontOptions): () => void {
+    if (this.#front !== undefined) throw new Error("Cannot open a second front door");
+    const fd = listener.detach();
+    this.#front = options;
+    const id = ++this.#frontId;
+    this.#push(OP_FRONT, id, fd, options.maxHelloBytes);
+    let open = true;
+    return () => {
+      if (!open) return;
+      open = false;
+      this.#push(OP_FRONT_CLOSE, id, fd, 0);
+    };
+  }
+
+  /**
+   * Keeps `conn`, an idle pooled connection of the public proxy, in the worker for the front
+   * door, in `bucket` (an operator and the names it was opened for; see setFrontRoutes). Its
+   * `result` resolves null once a client took it (onServed follows), or with a PoolDropReason.
+   */
+  pool(conn: NativeConn, bucket: number, info?: unknown): Parked | null {
+    if (this.#closed || this.#failed) return null;
+    let fd: number;
+    try {
+      fd = conn.detach();
+    } catch {
+      return null;
+    }
+    const id = nextSpliceId(this.#nextId, this.#ids);
+    this.#nextId = id + 1;
+    let resolve!: (why: string | null) => void;
+    const result = new Promise<string | null>((r) => (resolve = r));
+    const entry: ParkedEntry = {
+      options: undefined,
+      info,
+      remoteAddr: conn.remoteAddr,
+      resolve,
+      why: undefined,
+      onAbort: undefined,
+    };
+    this.#parked.set(id, entry);
+    this.#push(OP_POOL, id, fd, bucket);
+    return {
+      result,
+      unpark: (why: string) => {
+        if (!this.#parked.has(id)) return;
+        entry.why ??= why;
+        this.#push(OP_UNPARK, id, 0, 0);
+      },
+    };
   }
 
   #sendRoutes(): void {
@@ -407,10 +589,12 @@ export class DataPlane {
     const r = this.#routes;
     if (r === undefined || this.#closed) return;
     if (Atomics.load(this.#ring, MAIL_BUSY) === 1) {
-      this.#routesTimer = setTimeout(() => this.#sendRoutes(), 1); // the last mail is being read
+      // the last mail is being read
+      this.#routesTimer ??= setTimeout(() => this.#sendRoutes(), 1);
       return;
     }
     this.#routes = undefined;
+    this.#unsent = {};
     this.#mail.set(r.mail);
     Atomics.store(this.#ring, MAIL_BUSY, 1);
     this.#push(OP_ROUTES, 0, r.length, 0);
@@ -435,6 +619,7 @@ export class DataPlane {
     const result = new Promise<string | null>((r) => (resolve = r));
     const entry: ParkedEntry = {
       options,
+      info: undefined,
       remoteAddr: conn.remoteAddr,
       resolve,
       why: undefined,
@@ -510,7 +695,9 @@ export class DataPlane {
     const q = this.#overflow;
     this.#overflow = [];
     for (let i = 0; i + 3 < q.length; i += 4) {
-      if (q[i] === OP_PARK) this.#reactor.libc.sym.close(q[i + 2]!);
+      if (q[i] === OP_PARK || q[i] === OP_POOL || q[i] === OP_FRONT) {
+        this.#reactor.libc.sym.close(q[i + 2]!);
+      }
       if (q[i] !== OP_SPLICE) continue;
       this.#reactor.libc.sym.close(q[i + 2]!);
       this.#reactor.libc.sym.close(q[i + 3]!);

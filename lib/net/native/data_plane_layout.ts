@@ -38,15 +38,31 @@ export const OP_PARK = 4;
 export const OP_UNPARK = 5;
 /** Read the routes from the mail: `fdA` is the length of its JSON ({@linkcode RouteMail}). */
 export const OP_ROUTES = 6;
+/**
+ * The front door (a public proxy's public port): `fdA` is a listening socket the worker now
+ * accepts on, `fdB` the ClientHello size cap. A client whose first read holds a whole hello for a
+ * name with an idle pooled connection ({@linkcode OP_POOL}) is served there: pool header, hello,
+ * splice, under the pooled connection's id. Every other client is handed back (`client`).
+ */
+export const OP_FRONT = 7;
+/** Stop accepting: close listening socket `fdA` of front `id`. */
+export const OP_FRONT_CLOSE = 8;
+/** Keep idle pooled connection `fdA` as `id` in bucket `fdB` for the front door (public side). */
+export const OP_POOL = 9;
 
 /** Bytes of the route mail (a SharedArrayBuffer); more routes than fit are left to the main thread. */
 export const MAIL_BYTES = 256 * 1024;
 
 /** The routes a data plane serves parked connections with: exact names, IP-literal targets. */
 export interface RouteMail {
-  connectTimeoutMs: number;
+  connectTimeoutMs?: number;
   /** `index`: the caller's number for the route, reported back with each client served. */
-  routes: { name: string; index: number; addr: number[] }[];
+  routes?: { name: string; index: number; addr: number[] }[];
+  /**
+   * The front door's routes: an announced name (exact or `*.parent`), when it expires (ms since
+   * the epoch) and the pool buckets (OP_POOL) that may serve it.
+   */
+  front?: { name: string; expiresAt: number; buckets: number[] }[];
 }
 
 /** Why a pair ended, in a report `[id, aToB, bToA, code, side, errno]`. */
@@ -70,6 +86,8 @@ export const P_READ = 1;
 export const P_BAD_HEADER = 2;
 export const P_ABORTED = 3;
 export const P_WATCH = 4;
+/** A pooled connection of the front door sent bytes while idle. */
+export const P_DATA = 5;
 export const REPORT_INTS = 6;
 
 /**
@@ -86,6 +104,11 @@ export const RTAIL = 1;
  * parked connection taken or ended: the pool refills) wakes it, at most one message at a time.
  */
 export const RNUDGE = 2;
+/**
+ * How many more clients the front door may serve before the main thread counts them (its
+ * `max_connections` minus what it holds); the main thread sets it, the worker takes one per client.
+ */
+export const RROOM = 3;
 /** A power of two, as `RING_SLOTS`. */
 export const REPORT_SLOTS = 16_384;
 /** Float64 index where the slots start (after the 16-byte header). */

@@ -430,6 +430,22 @@ export class NativeListener implements AsyncIterable<NativeConn>, Watcher {
     }
   }
 
+  /**
+   * Stops watching and gives up the listening socket (to the data plane's front door); the
+   * caller owns it now. A pending accept() fails as after close().
+   */
+  detach(): number {
+    if (this.#fd < 0) throw new Deno.errors.BadResource("The listener is closed");
+    const fd = this.#fd;
+    if (this.#mask !== 0) this.reactor.watch(fd, this.#mask, 0, this);
+    this.#mask = 0;
+    this.#fd = -1;
+    const w = this.#waiter;
+    this.#waiter = null;
+    w?.reject(new Deno.errors.BadResource("The listener is closed"));
+    return fd;
+  }
+
   close(): void {
     if (this.#fd < 0) throw new Deno.errors.BadResource("The listener is closed");
     const fd = this.#fd;
