@@ -60,6 +60,9 @@ async function withFront(fn: (f: Front) => Promise<void>, room = 100): Promise<v
       onAcceptFailed: (err) => {
         throw err;
       },
+      onFailed: (err) => {
+        throw err;
+      },
     };
     plane.setFrontRoom(room);
     const close = plane.front(listener as NativeListener, options);

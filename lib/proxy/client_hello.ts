@@ -120,10 +120,16 @@ export class ClientHelloReader {
   #typeChecked = false;
   #hello: ClientHelloInfo | null = null;
   #extra: Uint8Array = EMPTY;
+  #borrow: boolean;
 
-  constructor(maxBytes: number = DEFAULT_MAX_CLIENT_HELLO_BYTES) {
+  /**
+   * `borrowFirst`: the first chunk is used in place, not copied (the data-plane worker parses in
+   * its read buffer, which it leaves alone while it uses the result: no garbage per client).
+   */
+  constructor(maxBytes: number = DEFAULT_MAX_CLIENT_HELLO_BYTES, borrowFirst = false) {
     checkMaxBytes(maxBytes);
     this.#maxBytes = maxBytes;
+    this.#borrow = borrowFirst;
   }
 
   /** Bytes received beyond the records holding the ClientHello (e.g. early data); replay them too. */
@@ -146,6 +152,12 @@ export class ClientHelloReader {
   #append(chunk: Uint8Array): void {
     const n = chunk.length;
     if (n === 0) return;
+    if (this.#borrow && this.#len === 0) {
+      this.#borrow = false;
+      this.#buf = chunk; // a later chunk grows a copy of it
+      this.#len = n;
+      return;
+    }
     const want = this.#len + n;
     if (want > this.#buf.length) {
       const grown = new Uint8Array(Math.max(want, this.#buf.length * 2, MIN_CAPACITY));

@@ -863,3 +863,20 @@ Deno.test("readClientHello() refuses EOF before the end and passes errors on", a
     ProtocolError,
   );
 });
+
+Deno.test("ClientHelloReader with borrowFirst parses the first chunk in place, later chunks as ever", () => {
+  const bytes = fixture("curl_tls13");
+  const whole = new ClientHelloReader(16_384, true).push(bytes);
+  assert.ok(whole.done);
+  assert.equal(whole.hello.serverName, HOST);
+  assert.equal(whole.hello.bytes.buffer, bytes.buffer, "no copy of the first chunk");
+  // a hello in two chunks: the borrowed first one is copied when the second comes
+  const first = bytes.slice(0, 100);
+  const reader = new ClientHelloReader(16_384, true);
+  assert.equal(reader.push(first).done, false);
+  const r = reader.push(bytes.subarray(100));
+  first.fill(0); // the caller may reuse its buffer once a later chunk came: it was copied
+  assert.ok(r.done);
+  assert.equal(r.hello.serverName, HOST);
+  assert.deepEqual(r.hello.bytes, bytes.subarray(0, r.hello.bytes.length));
+});

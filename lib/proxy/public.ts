@@ -648,8 +648,15 @@ export async function startPublic(
           error: errorText(err),
         });
       },
+      // nothing accepts on the public port any more: stop with the error (a supervisor restarts)
+      onFailed: (err) => failFront(err),
     });
-    return new Promise<void>((resolve) => {
+    let failFront!: (err: Error) => void;
+    return new Promise<void>((resolve, reject) => {
+      failFront = (err) => {
+        log.error("Stopping: {error}", { error: err.message });
+        reject(err);
+      };
       if (stop.signal.aborted) resolve();
       else stop.signal.addEventListener("abort", () => resolve(), { once: true });
     });

@@ -65,6 +65,8 @@ export interface FrontOptions {
   onClient(conn: NativeConn, pre: Uint8Array): void;
   /** An accept failed (EMFILE and the like): the worker stops accepting for 100 ms. */
   onAcceptFailed(error: Error): void;
+  /** The worker died (a bug): nothing accepts on the port any more. */
+  onFailed(error: Error): void;
 }
 
 /** An announced name the front door may serve from pool buckets (see {@linkcode DataPlane.pool}). */
@@ -215,6 +217,7 @@ export class DataPlane {
         if (m.type === "failed") {
           this.#failed = true; // nobody reads the ring any more: later splices end at once
           this.#failAll(`data plane failed: ${m.error}`);
+          this.#front?.onFailed(new Error(`The data plane failed: ${m.error}`));
         }
         stopped();
       }
@@ -223,6 +226,7 @@ export class DataPlane {
       e.preventDefault();
       this.#failed = true;
       this.#failAll(`data plane failed: ${e.message}`);
+      this.#front?.onFailed(new Error(`The data plane failed: ${e.message}`));
       stopped();
     };
   }

@@ -211,6 +211,22 @@ function run(init: WorkerInit): void {
     iovView.setUint32(8, n, true); // the high half of iov_len stays 0
     return s.sendmsg(fd, msg, MSG_NOSIGNAL);
   }
+  // the front door's replay: a pool header from `hdr`, then `chunk`, in one sendmsg
+  const hdr = new Uint8Array(2 + 255);
+  const iov2 = new Uint8Array(32);
+  const iov2View = new DataView(iov2.buffer);
+  iov2View.setBigUint64(0, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(hdr))), true);
+  iov2View.setBigUint64(16, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(chunk))), true);
+  const msg2 = new Uint8Array(56);
+  const msg2View = new DataView(msg2.buffer);
+  msg2View.setBigUint64(16, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(iov2))), true);
+  msg2View.setBigUint64(24, 2n, true);
+  /** Sends the first `h` bytes of `hdr` and the first `n` of `chunk`. */
+  function sendHeaderAndChunk(fd: number, h: number, n: number): number {
+    iov2View.setUint32(8, h, true);
+    iov2View.setUint32(24, n, true);
+    return s.sendmsg(fd, msg2, MSG_NOSIGNAL);
+  }
   const drain = new Uint8Array(8);
   const sides: (Side | undefined)[] = [];
   const pairs = new Map<number, Pair>();
@@ -498,36 +514,49 @@ function run(init: WorkerInit): void {
    */
   function onClient(fd: number, addr: Deno.NetAddr): void {
     const n = s.recv(fd, chunk, chunkBytes, 0);
-    const bytes = n > 0 ? chunk.slice(0, n) : new Uint8Array(0);
-    if (n <= 0) return handBack(fd, addr, bytes); // nothing yet, EOF or an error: main decides
+    if (n <= 0) return handBack(fd, addr, new Uint8Array(0)); // nothing yet, EOF, an error
     let name: string | null;
     try {
-      const r = new ClientHelloReader(maxHelloBytes).push(bytes);
-      if (!r.done) return handBack(fd, addr, bytes);
+      // parsed in place: the hello is sent from `chunk` below, so a client costs no copies
+      const r = new ClientHelloReader(maxHelloBytes, true).push(chunk.subarray(0, n));
+      if (!r.done) return handBack(fd, addr, chunk.slice(0, n));
       name = r.hello.serverName;
     } catch {
-      return handBack(fd, addr, bytes); // the main thread says why and sends the alert
+      return handBack(fd, addr, chunk.slice(0, n)); // the main thread says why, sends the alert
     }
     const q = name === null ? undefined : pooledFor(name);
-    if (q === undefined || Atomics.load(rhdr, RROOM) <= 0) return handBack(fd, addr, bytes);
+    if (q === undefined || Atomics.load(rhdr, RROOM) <= 0) {
+      return handBack(fd, addr, chunk.slice(0, n));
+    }
     Atomics.sub(rhdr, RROOM, 1); // the main thread sets it right again when it counts the client
     unwatchParked(q);
     const p = new Pair(q.id, fd, q.fd);
-    p.a.bytes = bytes.length;
+    p.a.bytes = n;
     pairs.set(p.id, p);
     sides[fd] = p.a;
     sides[q.fd] = p.b;
-    const replay = new Uint8Array(2 + name!.length + bytes.length);
-    replay[0] = POOL_HEADER_TYPE;
-    replay[1] = name!.length;
-    for (let i = 0; i < name!.length; i++) replay[2 + i] = name!.charCodeAt(i);
-    replay.set(bytes, 2 + name!.length);
-    p.b.pending = replay;
+    const h = 2 + name!.length;
+    hdr[0] = POOL_HEADER_TYPE;
+    hdr[1] = name!.length;
+    for (let i = 0; i < name!.length; i++) hdr[2 + i] = name!.charCodeAt(i);
     report(p.id, 0, 0, R_TAKEN, 0, 0, false); // before any end of the pair
-    if (flush(p.b)) {
-      rewatch(p.a);
-      rewatch(p.b);
+    // a fresh connection's send buffer is empty: the header and the hello go out in one segment
+    let m = sendHeaderAndChunk(q.fd, h, n);
+    if (m < 0) {
+      const e = libc.errno();
+      if (e !== EAGAIN && e !== EINTR) finish(p, R_WRITE, 1, e);
+      m = 0;
     }
+    if (!p.done && m < h + n) {
+      const rest = new Uint8Array(h + n - m); // rare: kept until the pooled side takes it
+      if (m < h) {
+        rest.set(hdr.subarray(m, h));
+        rest.set(chunk.subarray(0, n), h - m);
+      } else rest.set(chunk.subarray(m - h, n));
+      p.b.pending = rest;
+    }
+    rewatch(p.a);
+    rewatch(p.b);
     scope.postMessage({ type: "taken", id: p.id, name, host: addr.hostname, port: addr.port });
   }
 
