@@ -46,7 +46,7 @@ const HELP = `usage: deno task bench [options]
   --w4-conns N            connections W4 holds (default 2000; e.g. 10000 for the issue-6 target)
   --v8-flags F            DENO_V8_FLAGS for every Deno process the run starts (the roles, loop2,
                           splice2); default: the shipped flags of tools/v8_flags.ts
-                          (--max-semi-space-size=4); --v8-flags= for V8's defaults
+                          (--max-semi-space-size=2); --v8-flags= for V8's defaults
   --topologies LIST       subset of tls-pass,haproxy2,direct,loop2,splice2,native2 (default the first three)
   --out DIR               where this run's files go (default bench/results/raw/<UTC time>)
   --save NAME             also copy results.md/.json to bench/results/NAME.{md,json}

@@ -323,3 +323,23 @@ Deno.test("private proxy refuses a pooled client for a name it did not announce"
   conn.close();
   assert.equal(c.priv!.stats.refusedPooled, 1);
 });
+
+Deno.test("private proxy counts and logs a pooled client whose internal server is down", async () => {
+  // with native sockets the data-plane worker connects the internal server: its failure must
+  // still be counted and logged as on the main thread
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const dead = { hostname: "127.0.0.1", port: (l.addr as Deno.NetAddr).port };
+  l.close();
+  await using c = await startCluster({
+    private: {
+      ...WARM,
+      announcements: [{ domain: DOMAIN, internal: dead, expiresInMs: 3_600_000 }],
+    },
+  });
+  await until(() => c.pub.pool.idle(OP) >= 1, "an idle pooled connection");
+  await assert.rejects(c.request("/"));
+  await until(() => c.priv!.stats.failedConnections === 1, "the failed connect counted");
+  assert.equal(c.priv!.stats.spliced, 0);
+  assert.equal(c.pub.stats.poolHits, 1);
+  assert.equal(c.pub.stats.notices, 0);
+});
