@@ -393,3 +393,15 @@ export async function readToEnd(
 export function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
   return Cluster.start(options);
 }
+
+/**
+ * Waits until `cond()` holds, polling a counter every 10 ms, bounded by `ms`. For counters the
+ * main thread updates after the data-plane worker served a client (native sockets).
+ */
+export async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`Timed out after ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 10)); // polling a counter, bounded above
+  }
+}

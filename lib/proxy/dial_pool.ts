@@ -269,59 +269,43 @@ export class PoolTable {
     }
     let done!: (taken: boolean) => void;
     const taken = new Promise<boolean>((resolve) => done = resolve);
+    // kept in the data-plane worker when it can: it says when a client took it (null) or why it
+    // ended (a PoolDropReason); else watched here, with a probe read that ends it on any byte
     const parked = this.parker?.(conn, this.bucketOf(t.operator, t.domains), t.operator) ?? null;
-    if (parked !== null) {
-      const e: IdleEntry = {
-        conn,
-        operator: t.operator,
-        domains: t.domains,
-        idle: true,
-        parked,
-        probe: undefined,
-        buf: undefined,
-        timer: setTimeout(() => parked.unpark("timeout"), t.idleTimeoutMs),
-        done,
-      };
-      // the worker says when a client took it (null) or why it ended (a PoolDropReason)
-      parked.result.then((why) => {
-        if (!e.idle) return;
-        const list = this.#idle.get(e.operator)!;
-        this.#remove(e, list.indexOf(e));
-        e.done(why === null);
-        if (why !== null) this.onDrop(e.operator, why as PoolDropReason);
-      });
-      this.#push(e);
-      return { operator: t.operator, done: taken };
-    }
-    const buf = new Uint8Array(PROBE_BYTES);
-    // A native socket is watched without a read in flight, so taking it needs no PrimedConn
-    // and its splice can move to the data-plane worker. Once taken (idle false) nothing is read.
-    const probe = conn instanceof NativeConn
-      ? conn.waitReadable().then(() => (e.idle ? conn.read(buf) : 0))
-      : conn.read(buf);
+    const buf = parked === null ? new Uint8Array(PROBE_BYTES) : undefined;
     const e: IdleEntry = {
       conn,
       operator: t.operator,
       domains: t.domains,
       idle: true,
-      parked: undefined,
-      probe,
+      parked: parked ?? undefined,
+      probe: undefined,
       buf,
       timer: setTimeout(() => this.#drop(e, "timeout"), t.idleTimeoutMs),
       done,
     };
-    probe.then(
-      (n) => this.#drop(e, n === null ? "eof" : "data"),
-      () => this.#drop(e, "reset"),
-    );
-    this.#push(e);
-    return { operator: t.operator, done: taken };
-  }
-
-  #push(e: IdleEntry): void {
-    let list = this.#idle.get(e.operator);
-    if (list === undefined) this.#idle.set(e.operator, list = []);
+    if (parked !== null) {
+      parked.result.then((why) => {
+        if (!e.idle) return;
+        this.#remove(e, this.#idle.get(e.operator)!.indexOf(e));
+        e.done(why === null);
+        if (why !== null) this.onDrop(e.operator, why as PoolDropReason);
+      });
+    } else {
+      // A native socket is watched without a read in flight, so taking it needs no PrimedConn
+      // and its splice can move to the data-plane worker. Once taken (idle false) nothing is read.
+      e.probe = conn instanceof NativeConn
+        ? conn.waitReadable().then(() => (e.idle ? conn.read(buf!) : 0))
+        : conn.read(buf!);
+      e.probe.then(
+        (n) => this.#drop(e, n === null ? "eof" : "data"),
+        () => this.#drop(e, "reset"),
+      );
+    }
+    let list = this.#idle.get(t.operator);
+    if (list === undefined) this.#idle.set(t.operator, list = []);
     list.push(e);
+    return { operator: t.operator, done: taken };
   }
 
   /**

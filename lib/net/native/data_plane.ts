@@ -204,7 +204,7 @@ export class DataPlane {
       if (m.type === "nudge") {
         Atomics.store(this.#rhdr, RNUDGE, 0);
         this.poll();
-      } else if (m.type === "taken") this.#onTaken(e.data);
+      } else if (m.type === "taken") this.#onTaken(e.data.list);
       else if (m.type === "client") this.#onClient(e.data);
       else if (m.type === "acceptFailed") {
         this.#front?.onAcceptFailed(
@@ -385,18 +385,20 @@ export class DataPlane {
     }
   }
 
-  /** The worker serves a client of the front door: name it to the public proxy. */
-  #onTaken(m: { id: number; name: string; host: string; port: number }): void {
-    this.poll(); // its R_TAKEN report came first: the splice is live (or over) by now
-    const taken = this.#taken.get(m.id);
-    if (taken === undefined || this.#front === undefined) return;
-    this.#taken.delete(m.id);
-    this.#front.onServed({
-      pool: m.id,
-      info: taken.info,
-      name: m.name,
-      remoteAddr: { transport: "tcp", hostname: m.host, port: m.port },
-    }, taken.ended);
+  /** The worker served clients of the front door: name them to the public proxy. */
+  #onTaken(list: { id: number; name: string; host: string; port: number }[]): void {
+    this.poll(); // their R_TAKEN reports came first: the splices are live (or over) by now
+    for (const m of list) {
+      const taken = this.#taken.get(m.id);
+      if (taken === undefined || this.#front === undefined) continue;
+      this.#taken.delete(m.id);
+      this.#front.onServed({
+        pool: m.id,
+        info: taken.info,
+        name: m.name,
+        remoteAddr: { transport: "tcp", hostname: m.host, port: m.port },
+      }, taken.ended);
+    }
   }
 
   #onClient(m: { fd: number; host: string; port: number; bytes: Uint8Array }): void {

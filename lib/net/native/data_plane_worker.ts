@@ -108,6 +108,12 @@ const ETIMEDOUT = 110;
 const ACCEPTS_PER_EVENT = 64;
 /** How long the front door stops accepting after a failed accept (EMFILE and the like). */
 const ACCEPT_PAUSE_MS = 100;
+/**
+ * How long the main thread hears of the clients served here later, batched: its bookkeeping
+ * (counters, logs, the pool's refill) then runs after the ClientHello's round trip through the
+ * relays, not against it for the CPU (W5 on two cores), and in one message for all of them.
+ */
+const NOTIFY_DELAY_MS = 2;
 
 class Side {
   /** Bytes read from this socket. */
@@ -269,6 +275,25 @@ function run(init: WorkerInit): void {
     if (Atomics.compareExchange(rhdr, RNUDGE, 0, 1) === 0) scope.postMessage({ type: "nudge" });
   }
 
+  // clients served here, told to the main thread NOTIFY_DELAY_MS after the first of a batch
+  let notifyAt = 0;
+  let nudgeLater = false;
+  let taken: { id: number; name: string; host: string; port: number }[] = [];
+  function notifyLater(): void {
+    if (notifyAt === 0) notifyAt = performance.now() + NOTIFY_DELAY_MS;
+  }
+  function notify(): void {
+    notifyAt = 0;
+    if (taken.length > 0) {
+      scope.postMessage({ type: "taken", list: taken }); // after their reports: the ring is first
+      taken = [];
+    }
+    if (nudgeLater) {
+      nudgeLater = false;
+      nudgeMain();
+    }
+  }
+
   /** Writes one report; `nudge`: the main thread must see it soon (it may be asleep). */
   function report(
     id: number,
@@ -380,8 +405,9 @@ function run(init: WorkerInit): void {
     }
     report(q.id, route.index, 0, R_TAKEN, 0, 0, false);
     serveParked(q, route, rest);
-    // the main thread refills the pool: woken after the ClientHello went out, not before (W5)
-    nudgeMain();
+    // the main thread refills the pool: woken a little later, not against this client (W5)
+    nudgeLater = true;
+    notifyLater();
   }
 
   /** Connects the route's internal server for the client on `q` and splices them. */
@@ -445,8 +471,8 @@ function run(init: WorkerInit): void {
 
   /** How long epoll_wait may block: until the nearest deadline, or for ever. */
   function waitMs(): number {
-    if (connecting.size === 0 && paused.size === 0) return -1;
-    let first = Infinity;
+    if (connecting.size === 0 && paused.size === 0 && notifyAt === 0) return -1;
+    let first = notifyAt === 0 ? Infinity : notifyAt;
     for (const p of connecting) first = Math.min(first, p.deadline);
     for (const l of paused) first = Math.min(first, l.pausedUntil);
     return Math.max(0, Math.ceil(first - performance.now()));
@@ -557,7 +583,8 @@ function run(init: WorkerInit): void {
     }
     rewatch(p.a);
     rewatch(p.b);
-    scope.postMessage({ type: "taken", id: p.id, name, host: addr.hostname, port: addr.port });
+    taken.push({ id: p.id, name: name!, host: addr.hostname, port: addr.port });
+    notifyLater();
   }
 
   function onListener(l: FrontListener): void {
@@ -782,11 +809,13 @@ function run(init: WorkerInit): void {
     }
     if (connecting.size > 0) expire(performance.now());
     if (paused.size > 0) resume(performance.now());
+    if (notifyAt !== 0 && performance.now() >= notifyAt) notify();
     return true;
   }
 
   scope.postMessage({ type: "ready" });
   while (step());
+  notify();
   for (const p of [...pairs.values()]) finish(p, R_ABORTED, 0, 0);
   for (const q of [...parked.values()]) dropParked(q, P_ABORTED, 0);
   for (const l of listeners) {
