@@ -685,20 +685,27 @@ export class DialPool {
     }
     if (header === null || this.o.signal.aborted) {
       tryClose(conn);
-      if (!this.o.signal.aborted) {
-        this.stats.dropped++;
-        this.o.log.debug("Dropped idle pooled connection to {operator}: {why}", {
-          operator: this.o.operator,
-          why,
-        });
-        this.refill();
-      }
+      this.#ended(why);
       return;
     }
-    this.stats.used++;
-    this.rate.hit(performance.now());
-    this.refill(); // before serving: the replacement's round trip overlaps this client
+    this.#ended(null); // before serving: the replacement's round trip overlaps this client
     this.o.serve(conn, header.name, header.rest);
+  }
+
+  /** An idle connection was taken by a client (`why` null) or dropped: count it and refill. */
+  #ended(why: string | null): void {
+    if (this.o.signal.aborted) return;
+    if (why !== null) {
+      this.stats.dropped++;
+      this.o.log.debug("Dropped idle pooled connection to {operator}: {why}", {
+        operator: this.o.operator,
+        why,
+      });
+    } else {
+      this.stats.used++;
+      this.rate.hit(performance.now());
+    }
+    this.refill();
   }
 
   /** An idle connection parked in the data plane: the same accounting as a waiting read. */
@@ -714,19 +721,7 @@ export class DialPool {
       this.idle--;
       this.#parked.delete(parked);
     }
-    if (this.o.signal.aborted) return;
-    if (why !== null) {
-      this.stats.dropped++;
-      this.o.log.debug("Dropped idle pooled connection to {operator}: {why}", {
-        operator: this.o.operator,
-        why,
-      });
-      this.refill();
-      return;
-    }
-    this.stats.used++; // the client is being served (by the data plane, or handed to serve())
-    this.rate.hit(performance.now());
-    this.refill();
+    this.#ended(why); // null: the client is served (by the data plane, or handed to serve())
   }
 
   #failed(why: string, longest = false): void {

@@ -559,9 +559,24 @@ export class DataPlane {
    * `result` resolves null once a client took it (onServed follows), or with a PoolDropReason.
    */
   pool(conn: NativeConn, bucket: number, info?: unknown): Parked | null {
-    if (this.#closed || this.#failed) return null;
+    return this.#keep(conn, OP_POOL, bucket, undefined, info);
+  }
+
+  /**
+   * Hands `conn` to the worker as an idle connection (OP_PARK or OP_POOL, `arg` its fdB); null
+   * when the data plane cannot take it (closed, failed, a read or write pending).
+   */
+  #keep(
+    conn: NativeConn,
+    op: number,
+    arg: number,
+    options: ParkOptions | undefined,
+    info: unknown,
+  ): Parked | null {
+    if (this.#closed || this.#failed || options?.signal?.aborted) return null;
     let fd: number;
     try {
+      conn.setNoDelay(true);
       fd = conn.detach();
     } catch {
       return null;
@@ -571,15 +586,24 @@ export class DataPlane {
     let resolve!: (why: string | null) => void;
     const result = new Promise<string | null>((r) => (resolve = r));
     const entry: ParkedEntry = {
-      options: undefined,
+      options,
       info,
       remoteAddr: conn.remoteAddr,
       resolve,
       why: undefined,
       onAbort: undefined,
     };
+    const signal = options?.signal;
+    if (signal) {
+      entry.onAbort = () => {
+        entry.why ??= "aborted";
+        this.#push(OP_KILL, id, 0, 0);
+      };
+      signal.addEventListener("abort", entry.onAbort, { once: true });
+    }
+    // its reports come with a nudge: no poll timer while it is idle
     this.#parked.set(id, entry);
-    this.#push(OP_POOL, id, fd, bucket);
+    this.#push(op, id, fd, arg);
     return {
       result,
       unpark: (why: string) => {
@@ -611,44 +635,7 @@ export class DataPlane {
    * (it becomes closed here); null when the data plane cannot take it (closed, failed, busy).
    */
   park(conn: NativeConn, options: ParkOptions): Parked | null {
-    if (this.#closed || this.#failed || options.signal?.aborted) return null;
-    let fd: number;
-    try {
-      conn.setNoDelay(true);
-      fd = conn.detach();
-    } catch {
-      return null;
-    }
-    const id = nextSpliceId(this.#nextId, this.#ids);
-    this.#nextId = id + 1;
-    let resolve!: (why: string | null) => void;
-    const result = new Promise<string | null>((r) => (resolve = r));
-    const entry: ParkedEntry = {
-      options,
-      info: undefined,
-      remoteAddr: conn.remoteAddr,
-      resolve,
-      why: undefined,
-      onAbort: undefined,
-    };
-    const signal = options.signal;
-    if (signal) {
-      entry.onAbort = () => {
-        entry.why ??= "aborted";
-        this.#push(OP_KILL, id, 0, 0);
-      };
-      signal.addEventListener("abort", entry.onAbort, { once: true });
-    }
-    this.#parked.set(id, entry); // its reports come with a nudge: no poll timer while idle
-    this.#push(OP_PARK, id, fd, 0);
-    return {
-      result,
-      unpark: (why: string) => {
-        if (!this.#parked.has(id)) return;
-        entry.why ??= why;
-        this.#push(OP_UNPARK, id, 0, 0);
-      },
-    };
+    return this.#keep(conn, OP_PARK, 0, options, undefined);
   }
 
   /**
