@@ -237,7 +237,6 @@ export async function startPublic(
     const requests = parseAnnounceParams(params, Date.now());
     try {
       const added = await announcements.announce(ctx.caller, requests);
-      updateFrontRoutes();
       log.info("Accepted announcement of {domains} from {operator}", {
         operator: ctx.caller,
         domains: added.map((a) => a.domain),
@@ -249,11 +248,17 @@ export async function startPublic(
         error: errorText(err),
       });
       throw err;
+    } finally {
+      updateFrontRoutes(); // also after a failed store write: the table may have changed
     }
   });
   eps.serve("withdrawConnections", async (params, ctx) => {
-    const withdrawn = await announcements.withdraw(ctx.caller, parseWithdrawParams(params));
-    updateFrontRoutes();
+    let withdrawn: string[];
+    try {
+      withdrawn = await announcements.withdraw(ctx.caller, parseWithdrawParams(params));
+    } finally {
+      updateFrontRoutes(); // also after a failed store write: the table may have changed
+    }
     log.info("Withdrew {domains} of {operator}", { operator: ctx.caller, domains: withdrawn });
     return { withdrawn };
   });
@@ -618,6 +623,7 @@ export async function startPublic(
     updateFrontRoutes();
     closeFront = plane.front(publicListener as NativeListener, {
       maxHelloBytes: settings.maxClientHelloBytes,
+      helloTimeoutMs: settings.helloTimeoutMs,
       signal: kill.signal,
       onServed: ({ name, remoteAddr, info }, ended) => {
         const operator = (info as { operator: string }).operator;
@@ -642,6 +648,15 @@ export async function startPublic(
       onClient: (conn, pre) => {
         stats.accepted++;
         if (admitted(conn)) track(conn, () => handleClient(conn, pre));
+      },
+      onHelloTimeouts: (n, last) => {
+        stats.accepted += n;
+        stats.helloTimeouts += n;
+        log.debug("Dropped {n} clients, last {client}: no ClientHello within {ms} ms", {
+          n,
+          client: formatHostPort(last),
+          ms: settings.helloTimeoutMs,
+        });
       },
       onAcceptFailed: (err) => {
         counters.warn("accept", "Cannot accept connections ({count} since last report): {error}", {

@@ -51,6 +51,8 @@ import { NativeConn, type NativeListener, type Reactor } from "./reactor.ts";
 export interface FrontOptions {
   /** The ClientHello size cap (`max_client_hello_bytes`). */
   maxHelloBytes: number;
+  /** How long a client's hello may take after its accept (`hello_timeout_ms`). */
+  helloTimeoutMs: number;
   /** Aborting ends the splices of the clients the worker serves. */
   signal?: AbortSignal;
   /**
@@ -65,6 +67,8 @@ export interface FrontOptions {
   onClient(conn: NativeConn, pre: Uint8Array): void;
   /** An accept failed (EMFILE and the like): the worker stops accepting for 100 ms. */
   onAcceptFailed(error: Error): void;
+  /** `n` clients sent no whole hello in time and were closed; `last` is the latest of them. */
+  onHelloTimeouts(n: number, last: Deno.NetAddr): void;
   /** The worker died (a bug): nothing accepts on the port any more. */
   onFailed(error: Error): void;
 }
@@ -206,13 +210,18 @@ export class DataPlane {
         this.poll();
       } else if (m.type === "taken") this.#onTaken(e.data.list);
       else if (m.type === "client") this.#onClient(e.data);
-      else if (m.type === "acceptFailed") {
+      else if (m.type === "helloTimeouts") {
+        const t = e.data as { n: number; host: string; port: number };
+        this.#front?.onHelloTimeouts(t.n, { transport: "tcp", hostname: t.host, port: t.port });
+      } else if (m.type === "acceptFailed") {
         this.#front?.onAcceptFailed(
           socketError((e.data as { errno: number }).errno, "Cannot accept a connection"),
         );
       } else if (m.type === "handback") this.#handback(m.id!, m.fd!, m.name!, m.rest!);
-      else if (m.type === "done") this.#settle(m.reports!);
-      else if (m.type === "stopped" || m.type === "failed") {
+      else if (m.type === "done") {
+        this.poll(); // the ring holds the older reports
+        this.#settle(m.reports!);
+      } else if (m.type === "stopped" || m.type === "failed") {
         this.poll();
         if (m.type === "failed") {
           this.#failed = true; // nobody reads the ring any more: later splices end at once
@@ -530,8 +539,15 @@ export class DataPlane {
     this.#sendRoutes();
   }
 
+  /** A route mail waits to be sent or read (a test waits for this before it connects). */
+  get routesPending(): boolean {
+    return this.#routes !== undefined || Atomics.load(this.#ring, MAIL_BUSY) === 1;
+  }
+
   /** How many clients the front door may still serve before the caller counts them. */
   setFrontRoom(room: number): void {
+    // clients the worker served that the caller has not heard of yet take room too
+    room -= this.#taken.size;
     Atomics.store(this.#rhdr, RROOM, Math.max(0, Math.min(room, 0x7fff_ffff)));
   }
 
@@ -541,8 +557,10 @@ export class DataPlane {
    */
   front(listener: NativeListener, options: FrontOptions): () => void {
     if (this.#front !== undefined) throw new Error("Cannot open a second front door");
+    if (this.#closed || this.#failed) throw new Deno.errors.BadResource("The data plane is closed");
     const fd = listener.detach();
     this.#front = options;
+    this.#mailRoutes({ helloTimeoutMs: options.helloTimeoutMs }, {});
     const id = ++this.#frontId;
     this.#push(OP_FRONT, id, fd, options.maxHelloBytes);
     let open = true;
@@ -617,7 +635,7 @@ export class DataPlane {
   #sendRoutes(): void {
     this.#routesTimer = undefined;
     const r = this.#routes;
-    if (r === undefined || this.#closed) return;
+    if (r === undefined || this.#closed || this.#failed) return;
     if (Atomics.load(this.#ring, MAIL_BUSY) === 1) {
       // the last mail is being read
       this.#routesTimer ??= setTimeout(() => this.#sendRoutes(), 1);

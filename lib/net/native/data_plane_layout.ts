@@ -63,6 +63,8 @@ export interface RouteMail {
    * the epoch) and the pool buckets (OP_POOL) that may serve it.
    */
   front?: { name: string; expiresAt: number; buckets: number[] }[];
+  /** How long the front door waits for the rest of a ClientHello after the accept. */
+  helloTimeoutMs?: number;
 }
 
 /** Why a pair ended, in a report `[id, aToB, bToA, code, side, errno]`. */

@@ -156,6 +156,21 @@ class Parked {
   constructor(readonly id: number, readonly fd: number, readonly bucket = -1) {}
 }
 
+/** A client of the front door whose ClientHello is not complete yet. */
+class Greeting {
+  /** What was read so far (handed back or replayed whole). */
+  bytes: Uint8Array = new Uint8Array(0);
+  readonly reader: ClientHelloReader;
+  constructor(
+    readonly fd: number,
+    readonly addr: Deno.NetAddr,
+    readonly deadline: number,
+    maxHelloBytes: number,
+  ) {
+    this.reader = new ClientHelloReader(maxHelloBytes);
+  }
+}
+
 /** A listening socket of the front door. */
 class FrontListener {
   /** Not watched until then after a failed accept (performance.now()), else 0. */
@@ -247,6 +262,11 @@ function run(init: WorkerInit): void {
   const paused = new Set<FrontListener>();
   let frontRoutes = new Map<string, FrontRoute>();
   let maxHelloBytes = 16_384;
+  let helloTimeoutMs = 10_000;
+  /** Clients waiting for the rest of their hello, by fd, in order of their deadlines. */
+  const greetings = new Map<number, Greeting>();
+  let helloTimeouts = 0;
+  let lastTimeout: Deno.NetAddr | undefined;
   /** Idle pooled connections per bucket, newest last. */
   const buckets = new Map<number, Parked[]>();
   let seq = 0;
@@ -270,6 +290,13 @@ function run(init: WorkerInit): void {
   }
   ctl(EPOLL_CTL_ADD, init.wakeFd, EPOLLIN);
 
+  /** Posts the reports that did not fit in the ring (after those in it, before anything newer). */
+  function postReports(): void {
+    if (reports.length === 0) return;
+    scope.postMessage({ type: "done", reports });
+    reports = [];
+  }
+
   /** Wakes the main thread to read the reports (one message on its way at a time). */
   function nudgeMain(): void {
     if (Atomics.compareExchange(rhdr, RNUDGE, 0, 1) === 0) scope.postMessage({ type: "nudge" });
@@ -284,9 +311,20 @@ function run(init: WorkerInit): void {
   }
   function notify(): void {
     notifyAt = 0;
+    postReports(); // the R_TAKEN of these clients first
     if (taken.length > 0) {
       scope.postMessage({ type: "taken", list: taken }); // after their reports: the ring is first
       taken = [];
+    }
+    if (helloTimeouts > 0) {
+      const a = lastTimeout!;
+      scope.postMessage({
+        type: "helloTimeouts",
+        n: helloTimeouts,
+        host: a.hostname,
+        port: a.port,
+      });
+      helloTimeouts = 0;
     }
     if (nudgeLater) {
       nudgeLater = false;
@@ -305,7 +343,8 @@ function run(init: WorkerInit): void {
     nudge: boolean,
   ): void {
     const head = Atomics.load(rhdr, RHEAD);
-    if (((head - Atomics.load(rhdr, RTAIL)) | 0) < REPORT_SLOTS) {
+    // once one report waits for a message, the later ones wait too: the order is the meaning
+    if (reports.length === 0 && ((head - Atomics.load(rhdr, RTAIL)) | 0) < REPORT_SLOTS) {
       const at = reportAt(head);
       rdata[at] = id;
       rdata[at + 1] = x;
@@ -320,15 +359,18 @@ function run(init: WorkerInit): void {
     }
   }
 
+  function release(x: Side): void {
+    if (x.mask !== 0) ctl(EPOLL_CTL_DEL, x.fd, 0);
+    x.mask = 0;
+    sides[x.fd] = undefined;
+    s.close(x.fd);
+  }
+
   function finish(p: Pair, code: number, side: number, errno: number): void {
     if (p.done) return;
     p.done = true;
-    for (const x of [p.a, p.b]) {
-      if (x.mask !== 0) ctl(EPOLL_CTL_DEL, x.fd, 0);
-      x.mask = 0;
-      sides[x.fd] = undefined;
-      s.close(x.fd);
-    }
+    release(p.a);
+    release(p.b);
     pairs.delete(p.id);
     connecting.delete(p);
     // a connect that failed is the internal side's failure whatever the event said
@@ -457,6 +499,10 @@ function run(init: WorkerInit): void {
       finish(x.pair, R_CONNECT, 1, intBuf[0]!);
       return false;
     }
+    // no error and no peer yet: an event meant for the socket that had this fd before (closed
+    // earlier in the same batch); the connect goes on, under its deadline
+    peerLen[0] = peerBuf.length;
+    if (s.getpeername(x.fd, peerBuf, peerLen) !== 0) return false;
     x.connecting = false;
     connecting.delete(x.pair);
     return true;
@@ -471,8 +517,14 @@ function run(init: WorkerInit): void {
 
   /** How long epoll_wait may block: until the nearest deadline, or for ever. */
   function waitMs(): number {
-    if (connecting.size === 0 && paused.size === 0 && notifyAt === 0) return -1;
+    if (connecting.size === 0 && paused.size === 0 && notifyAt === 0 && greetings.size === 0) {
+      return -1;
+    }
     let first = notifyAt === 0 ? Infinity : notifyAt;
+    for (const g of greetings.values()) {
+      first = Math.min(first, g.deadline); // the first is the earliest
+      break;
+    }
     for (const p of connecting) first = Math.min(first, p.deadline);
     for (const l of paused) first = Math.min(first, l.pausedUntil);
     return Math.max(0, Math.ceil(first - performance.now()));
@@ -489,6 +541,7 @@ function run(init: WorkerInit): void {
         routes = next;
       }
       if (m.connectTimeoutMs !== undefined) connectTimeoutMs = m.connectTimeoutMs;
+      if (m.helloTimeoutMs !== undefined) helloTimeoutMs = m.helloTimeoutMs;
       if (m.front !== undefined) {
         const next = new Map<string, FrontRoute>();
         for (const r of m.front) next.set(r.name, { expiresAt: r.expiresAt, buckets: r.buckets });
@@ -540,16 +593,27 @@ function run(init: WorkerInit): void {
    */
   function onClient(fd: number, addr: Deno.NetAddr): void {
     const n = s.recv(fd, chunk, chunkBytes, 0);
-    if (n <= 0) return handBack(fd, addr, new Uint8Array(0)); // nothing yet, EOF, an error
+    if (n === 0 || (n < 0 && libc.errno() !== EAGAIN)) {
+      return handBack(fd, addr, new Uint8Array(0)); // EOF or an error: the main thread says so
+    }
+    if (n < 0) return greet(fd, addr, new Uint8Array(0)); // nothing yet (a silent client)
     let name: string | null;
     try {
       // parsed in place: the hello is sent from `chunk` below, so a client costs no copies
       const r = new ClientHelloReader(maxHelloBytes, true).push(chunk.subarray(0, n));
-      if (!r.done) return handBack(fd, addr, chunk.slice(0, n));
+      if (!r.done) return greet(fd, addr, chunk.slice(0, n)); // more to come (a long hello)
       name = r.hello.serverName;
     } catch {
       return handBack(fd, addr, chunk.slice(0, n)); // the main thread says why, sends the alert
     }
+    serveClient(fd, addr, name, n);
+  }
+
+  /**
+   * Serves a client whose hello (for `name`) and what followed it are the first `n` bytes of
+   * `chunk`: from the newest idle pooled connection for the name, else by the main thread.
+   */
+  function serveClient(fd: number, addr: Deno.NetAddr, name: string | null, n: number): void {
     const q = name === null ? undefined : pooledFor(name);
     if (q === undefined || Atomics.load(rhdr, RROOM) <= 0) {
       return handBack(fd, addr, chunk.slice(0, n));
@@ -585,6 +649,64 @@ function run(init: WorkerInit): void {
     rewatch(p.b);
     taken.push({ id: p.id, name: name!, host: addr.hostname, port: addr.port });
     notifyLater();
+  }
+
+  /**
+   * A client whose hello is not all there yet (more than one segment, or a slow client): read on
+   * here until it is, within the hello timeout from its accept (then it is closed and counted,
+   * as the main thread would), so that it can still be served from the pool.
+   */
+  function greet(fd: number, addr: Deno.NetAddr, bytes: Uint8Array): void {
+    const g = new Greeting(fd, addr, performance.now() + helloTimeoutMs, maxHelloBytes);
+    try {
+      if (bytes.length > 0) g.reader.push(bytes); // incomplete: checked above
+    } catch {
+      return handBack(fd, addr, bytes);
+    }
+    g.bytes = bytes;
+    if (!ctl(EPOLL_CTL_ADD, fd, EPOLLIN)) return handBack(fd, addr, bytes);
+    greetings.set(fd, g);
+  }
+
+  function onGreeting(g: Greeting): void {
+    const n = s.recv(g.fd, chunk, chunkBytes, 0);
+    if (n < 0 && (libc.errno() === EAGAIN || libc.errno() === EINTR)) return;
+    let all = g.bytes;
+    let name: string | null = null;
+    let done = n <= 0; // EOF or an error: handed back, the main thread says so
+    if (n > 0) {
+      all = new Uint8Array(g.bytes.length + n);
+      all.set(g.bytes);
+      all.set(chunk.subarray(0, n), g.bytes.length);
+      try {
+        const r = g.reader.push(chunk.subarray(0, n));
+        if (!r.done) {
+          g.bytes = all; // it stays in `greetings` where it was: the deadlines stay in order
+          return;
+        }
+        name = r.hello.serverName;
+      } catch {
+        done = true; // not a hello: handed back, the main thread says why
+      }
+    }
+    greetings.delete(g.fd);
+    ctl(EPOLL_CTL_DEL, g.fd, 0);
+    if (done || all.length > CHUNK) return handBack(g.fd, g.addr, all);
+    chunk.set(all); // serveClient() sends from `chunk`
+    serveClient(g.fd, g.addr, name, all.length);
+  }
+
+  /** Closes the clients whose hello did not come within the hello timeout. */
+  function expireGreetings(now: number): void {
+    for (const g of greetings.values()) {
+      if (g.deadline > now) break; // in order of their deadlines
+      greetings.delete(g.fd);
+      ctl(EPOLL_CTL_DEL, g.fd, 0);
+      s.close(g.fd);
+      helloTimeouts++;
+      lastTimeout = g.addr;
+      notifyLater();
+    }
   }
 
   function onListener(l: FrontListener): void {
@@ -775,10 +897,7 @@ function run(init: WorkerInit): void {
   function step(): boolean {
     commands();
     if (stopping) return false;
-    if (reports.length > 0) {
-      scope.postMessage({ type: "done", reports });
-      reports = [];
-    }
+    postReports();
     Atomics.store(ring, SLEEPING, 1);
     if (Atomics.load(ring, HEAD) !== Atomics.load(ring, TAIL)) {
       Atomics.store(ring, SLEEPING, 0);
@@ -804,25 +923,35 @@ function run(init: WorkerInit): void {
         else {
           const l = listeners[fd];
           if (l !== undefined) onListener(l);
+          else {
+            const g = greetings.get(fd);
+            if (g !== undefined) onGreeting(g);
+          }
         }
       }
     }
     if (connecting.size > 0) expire(performance.now());
     if (paused.size > 0) resume(performance.now());
+    if (greetings.size > 0) expireGreetings(performance.now());
     if (notifyAt !== 0 && performance.now() >= notifyAt) notify();
     return true;
   }
 
   scope.postMessage({ type: "ready" });
-  while (step());
-  notify();
-  for (const p of [...pairs.values()]) finish(p, R_ABORTED, 0, 0);
-  for (const q of [...parked.values()]) dropParked(q, P_ABORTED, 0);
-  for (const l of listeners) {
-    if (l !== undefined) s.close(l.fd);
+  try {
+    while (step());
+  } finally {
+    // stopped, or failed (a bug): either way nothing stays open behind the main thread's back
+    notify();
+    for (const p of [...pairs.values()]) finish(p, R_ABORTED, 0, 0);
+    for (const q of [...parked.values()]) dropParked(q, P_ABORTED, 0);
+    for (const l of listeners) {
+      if (l !== undefined) s.close(l.fd);
+    }
+    for (const g of greetings.values()) s.close(g.fd);
+    s.close(ep);
+    postReports();
   }
-  s.close(ep);
-  scope.postMessage({ type: "done", reports });
   scope.postMessage({ type: "stopped" });
 }
 
