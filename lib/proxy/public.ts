@@ -13,9 +13,9 @@
  * sent. Without an idle connection the client takes the notice path above.
  *
  * With native sockets the data-plane worker accepts on the public port (its front door) and
- * keeps the idle pooled connections: a client whose first read holds a whole ClientHello for a
- * name with one is served there (pool header, hello, splice); every other client comes back here
- * with what was read. See {@linkcode DataPlane.front}.
+ * keeps the idle pooled connections: a client whose ClientHello (read within `hello_timeout_ms`)
+ * names a name with one is served there (pool header, hello, splice); every other client comes
+ * back here with what was read. See {@linkcode DataPlane.front}.
  * @module
  */
 import type { Logger } from "@logtape/logtape";
@@ -324,9 +324,9 @@ export async function startPublic(
   const live = new Map<Promise<void>, ByteConn | null>();
 
   // Native sockets: the data-plane worker accepts on the public port itself (the front door) and
-  // keeps the idle pooled connections; a client whose first read holds its whole ClientHello, for
-  // a name with an idle pooled connection, is served there in the worker's one wake-up (pool
-  // header, hello, splice). Every other client comes back to handleClient() with what was read.
+  // keeps the idle pooled connections; a client whose ClientHello names a name with an idle pooled
+  // connection is served there in the wake-up that completes the hello (pool header, hello,
+  // splice). Every other client comes back to handleClient() with what was read.
   // On the main thread the same steps cost two thread wake-ups before any JavaScript ran (W5).
   const plane = publicListener instanceof NativeListener
     ? publicListener.reactor.dataPlane

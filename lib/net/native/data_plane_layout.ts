@@ -40,9 +40,9 @@ export const OP_UNPARK = 5;
 export const OP_ROUTES = 6;
 /**
  * The front door (a public proxy's public port): `fdA` is a listening socket the worker now
- * accepts on, `fdB` the ClientHello size cap. A client whose first read holds a whole hello for a
- * name with an idle pooled connection ({@linkcode OP_POOL}) is served there: pool header, hello,
- * splice, under the pooled connection's id. Every other client is handed back (`client`).
+ * accepts on, `fdB` the ClientHello size cap. A client whose hello (read within the hello timeout)
+ * names a name with an idle pooled connection ({@linkcode OP_POOL}) is served there: pool header,
+ * hello, splice, under the pooled connection's id. Every other client is handed back (`client`).
  */
 export const OP_FRONT = 7;
 /** Stop accepting: close listening socket `fdA` of front `id`. */

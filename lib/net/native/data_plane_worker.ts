@@ -18,10 +18,10 @@
  * internal server, loopback timestamps) went from a median of 0.7–0.9 ms to about 0.3 ms (W5).
  *
  * A public proxy likewise hands over its public port and its idle pooled connections (the front
- * door, {@linkcode OP_FRONT}): a client whose first read holds a whole ClientHello for a routed
- * name is served from the newest idle pooled connection in the same wake-up (hello in to hello
- * out: a median of 0.65–0.78 ms on the main thread, about 0.27 ms here); any other client goes
- * back to the main thread with the bytes read.
+ * door, {@linkcode OP_FRONT}): a client whose ClientHello names a routed name is served from the
+ * newest idle pooled connection in the wake-up that completes the hello (hello in to hello out: a
+ * median of 0.65–0.78 ms on the main thread, about 0.27 ms here); a hello in pieces is read on
+ * here under the hello timeout; any other client goes back to the main thread with the bytes read.
  * @module
  */
 import { ClientHelloReader } from "../../proxy/client_hello.ts";
