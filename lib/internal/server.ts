@@ -183,6 +183,22 @@ export async function startInternalServer(
   }
   server.requestTimeout = REQUEST_TIMEOUT_MS;
   server.headersTimeout = HEADERS_TIMEOUT_MS;
+  // `Expect: 100-continue` (curl sends it for bodies over 1 MiB): a body declared over the limit
+  // gets its 413 before the client sends it. Answering after a "100 Continue" meant closing with
+  // the body still arriving, and the reset could reach curl before the 413 ("Send failure").
+  server.on("checkContinue", (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const declared = req.headers["content-length"];
+    if (req.method === "POST" && declared !== undefined && Number(declared) > max) {
+      log.debug("POST {path} from {client}: 413 before its body (Expect: 100-continue)", {
+        path: (req.url ?? "/").split("?")[0],
+        client: `${req.socket.remoteAddress}:${req.socket.remotePort}`,
+      });
+      send(req, res, TOO_LARGE);
+      return;
+    }
+    res.writeContinue();
+    onRequest(req, res);
+  });
 
   const closed = new Promise<void>((resolve) => server.once("close", () => resolve()));
   await new Promise<void>((resolve, reject) => {

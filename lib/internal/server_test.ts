@@ -321,3 +321,26 @@ Deno.test("sortKeys() sorts nested objects and keeps arrays in order", () => {
   );
   assert.equal(sortKeys(5), 5);
 });
+
+Deno.test("internal server answers Expect: 100-continue over the limit with 413, not 100 Continue", async () => {
+  await using f = await fixture();
+  await using server = await startInternalServer(f.settings({ tls: false, maxBodyBytes: 100 }));
+  // no body is sent: a client that waits for "100 Continue" gets the 413 instead, and the
+  // connection ends without unread input (which would reset it before the client read the 413)
+  const over = await rawHttp(
+    server.addrs.main,
+    "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n",
+    [],
+  );
+  assert.match(over, /^HTTP\/1\.1 413 /);
+  assert.doesNotMatch(over, /100 Continue/);
+  // within the limit the client is told to go on, and its body is echoed
+  const body = '{"a":1}';
+  const ok = await rawHttp(
+    server.addrs.main,
+    `POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`,
+    [body],
+  );
+  assert.match(ok, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /);
+  assert.match(ok, /\{"a":1\}$/);
+});
