@@ -362,3 +362,20 @@ Deno.test("front door: a client that closes before its hello is complete is hand
     assert.deepEqual(f.clients[0]!.pre, part);
     c.close();
   }));
+
+Deno.test("front door: without room a client with a part of its hello is handed back, not held", () =>
+  withFront(async (f) => {
+    await f.pooled(0);
+    await f.routes([{ name: "a.test", expiresAt: FAR, buckets: [0] }]);
+    const part = clientHello("a.test").subarray(0, 20);
+    const got = f.next();
+    const c = await client(f.addr, part);
+    try {
+      await got; // at once: the main thread counts it against max_connections
+      assert.equal(f.timeouts.length, 0);
+      assert.equal(f.clients.length, 1);
+      assert.deepEqual(f.clients[0]!.pre, part);
+    } finally {
+      c.close();
+    }
+  }, 0));

@@ -34,6 +34,7 @@ import {
   REPORT_INTS,
   reportAt,
   RHEAD,
+  RINFLIGHT,
   RING_BYTES,
   RING_SLOTS,
   RNUDGE,
@@ -163,7 +164,6 @@ export class DataPlane {
   readonly #mail: Uint8Array;
   #routes: { mail: Uint8Array; length: number } | undefined;
   #front: FrontOptions | undefined;
-  #frontId = 0;
   /** Clients the worker took from the pool, until their `taken` message names them. */
   readonly #taken = new Map<number, { info: unknown; ended: Promise<SpliceResult> }>();
   #routesTimer: ReturnType<typeof setTimeout> | undefined;
@@ -190,7 +190,7 @@ export class DataPlane {
     this.#reactor = reactor;
     this.#worker = worker;
     this.#ring = ring;
-    this.#rhdr = new Int32Array(reports, 0, 4);
+    this.#rhdr = new Int32Array(reports, 0, 6);
     this.#rdata = new Float64Array(reports);
     this.#wakeFd = wakeFd;
     let stopped!: () => void;
@@ -219,8 +219,9 @@ export class DataPlane {
         );
       } else if (m.type === "handback") this.#handback(m.id!, m.fd!, m.name!, m.rest!);
       else if (m.type === "done") {
-        this.poll(); // the ring holds the older reports
+        this.poll(); // the ring holds the older reports (nothing newer while this was on its way)
         this.#settle(m.reports!);
+        Atomics.sub(this.#rhdr, RINFLIGHT, 1);
       } else if (m.type === "stopped" || m.type === "failed") {
         this.poll();
         if (m.type === "failed") {
@@ -560,14 +561,13 @@ export class DataPlane {
     if (this.#closed || this.#failed) throw new Deno.errors.BadResource("The data plane is closed");
     const fd = listener.detach();
     this.#front = options;
-    this.#mailRoutes({ helloTimeoutMs: options.helloTimeoutMs }, {});
-    const id = ++this.#frontId;
-    this.#push(OP_FRONT, id, fd, options.maxHelloBytes);
+    // the hello timeout comes with the command: the worker needs it from its first client on
+    this.#push(OP_FRONT, options.helloTimeoutMs, fd, options.maxHelloBytes);
     let open = true;
     return () => {
       if (!open) return;
       open = false;
-      this.#push(OP_FRONT_CLOSE, id, fd, 0);
+      this.#push(OP_FRONT_CLOSE, 0, fd, 0);
     };
   }
 

@@ -40,12 +40,12 @@ export const OP_UNPARK = 5;
 export const OP_ROUTES = 6;
 /**
  * The front door (a public proxy's public port): `fdA` is a listening socket the worker now
- * accepts on, `fdB` the ClientHello size cap. A client whose hello (read within the hello timeout)
+ * accepts on, `fdB` the ClientHello size cap, `id` the hello timeout in ms. A client whose hello (read within the hello timeout)
  * names a name with an idle pooled connection ({@linkcode OP_POOL}) is served there: pool header,
  * hello, splice, under the pooled connection's id. Every other client is handed back (`client`).
  */
 export const OP_FRONT = 7;
-/** Stop accepting: close listening socket `fdA` of front `id`. */
+/** Stop accepting: close listening socket `fdA` of the front door. */
 export const OP_FRONT_CLOSE = 8;
 /** Keep idle pooled connection `fdA` as `id` in bucket `fdB` for the front door (public side). */
 export const OP_POOL = 9;
@@ -63,8 +63,6 @@ export interface RouteMail {
    * the epoch) and the pool buckets (OP_POOL) that may serve it.
    */
   front?: { name: string; expiresAt: number; buckets: number[] }[];
-  /** How long the front door waits for the rest of a ClientHello after the accept. */
-  helloTimeoutMs?: number;
 }
 
 /** Why a pair ended, in a report `[id, aToB, bToA, code, side, errno]`. */
@@ -111,10 +109,16 @@ export const RNUDGE = 2;
  * `max_connections` minus what it holds); the main thread sets it, the worker takes one per client.
  */
 export const RROOM = 3;
+/**
+ * Messages of reports (`done`) posted and not yet settled by the main thread: while one is on its
+ * way the worker writes new reports behind it, not into the ring, which the main thread may read
+ * first (an end would overtake the R_TAKEN it belongs to, and its promise never resolve).
+ */
+export const RINFLIGHT = 4;
 /** A power of two, as `RING_SLOTS`. */
 export const REPORT_SLOTS = 16_384;
-/** Float64 index where the slots start (after the 16-byte header). */
-const REPORTS_AT = 2;
+/** Float64 index where the slots start (after the 24-byte header: six int32s). */
+const REPORTS_AT = 3;
 export const REPORT_BYTES = (REPORTS_AT + REPORT_SLOTS * REPORT_INTS) * 8;
 
 /** Float64 index of the slot of `RHEAD` or `RTAIL` value `i`. */

@@ -80,6 +80,7 @@ import {
   REPORT_SLOTS,
   reportAt,
   RHEAD,
+  RINFLIGHT,
   RNUDGE,
   type RouteMail,
   RROOM,
@@ -158,8 +159,9 @@ class Parked {
 
 /** A client of the front door whose ClientHello is not complete yet. */
 class Greeting {
-  /** What was read so far (handed back or replayed whole). */
-  bytes: Uint8Array = new Uint8Array(0);
+  /** What was read so far, `buf[0, len)` (handed back or replayed whole); grows by doubling. */
+  buf = new Uint8Array(0);
+  len = 0;
   readonly reader: ClientHelloReader;
   constructor(
     readonly fd: number,
@@ -169,13 +171,29 @@ class Greeting {
   ) {
     this.reader = new ClientHelloReader(maxHelloBytes);
   }
+
+  append(bytes: Uint8Array): void {
+    const want = this.len + bytes.length;
+    if (want > this.buf.length) {
+      const grown = new Uint8Array(Math.max(want, this.buf.length * 2, 1024));
+      grown.set(this.buf.subarray(0, this.len));
+      this.buf = grown;
+    }
+    this.buf.set(bytes, this.len);
+    this.len = want;
+  }
+
+  /** A copy of what was read (to hand the client back with). */
+  read(): Uint8Array {
+    return this.buf.slice(0, this.len);
+  }
 }
 
 /** A listening socket of the front door. */
 class FrontListener {
   /** Not watched until then after a failed accept (performance.now()), else 0. */
   pausedUntil = 0;
-  constructor(readonly id: number, readonly fd: number) {}
+  constructor(readonly fd: number) {}
 }
 
 interface FrontRoute {
@@ -278,7 +296,7 @@ function run(init: WorkerInit): void {
   const peerBuf = new Uint8Array(28);
   const peerLen = new Uint32Array(1);
   let reports: number[] = []; // only when the report ring is full
-  const rhdr = new Int32Array(init.reports, 0, 4);
+  const rhdr = new Int32Array(init.reports, 0, 6);
   const rdata = new Float64Array(init.reports);
   let stopping = false;
 
@@ -293,6 +311,7 @@ function run(init: WorkerInit): void {
   /** Posts the reports that did not fit in the ring (after those in it, before anything newer). */
   function postReports(): void {
     if (reports.length === 0) return;
+    Atomics.add(rhdr, RINFLIGHT, 1); // settled by the main thread, which then takes one off
     scope.postMessage({ type: "done", reports });
     reports = [];
   }
@@ -344,7 +363,10 @@ function run(init: WorkerInit): void {
   ): void {
     const head = Atomics.load(rhdr, RHEAD);
     // once one report waits for a message, the later ones wait too: the order is the meaning
-    if (reports.length === 0 && ((head - Atomics.load(rhdr, RTAIL)) | 0) < REPORT_SLOTS) {
+    if (
+      reports.length === 0 && Atomics.load(rhdr, RINFLIGHT) === 0 &&
+      ((head - Atomics.load(rhdr, RTAIL)) | 0) < REPORT_SLOTS
+    ) {
       const at = reportAt(head);
       rdata[at] = id;
       rdata[at + 1] = x;
@@ -521,9 +543,11 @@ function run(init: WorkerInit): void {
       return -1;
     }
     let first = notifyAt === 0 ? Infinity : notifyAt;
-    for (const g of greetings.values()) {
-      first = Math.min(first, g.deadline); // the first is the earliest
-      break;
+    if (greetings.size > 0) {
+      for (const g of greetings.values()) {
+        first = Math.min(first, g.deadline); // the first is the earliest
+        break;
+      }
     }
     for (const p of connecting) first = Math.min(first, p.deadline);
     for (const l of paused) first = Math.min(first, l.pausedUntil);
@@ -541,7 +565,6 @@ function run(init: WorkerInit): void {
         routes = next;
       }
       if (m.connectTimeoutMs !== undefined) connectTimeoutMs = m.connectTimeoutMs;
-      if (m.helloTimeoutMs !== undefined) helloTimeoutMs = m.helloTimeoutMs;
       if (m.front !== undefined) {
         const next = new Map<string, FrontRoute>();
         for (const r of m.front) next.set(r.name, { expiresAt: r.expiresAt, buckets: r.buckets });
@@ -596,12 +619,22 @@ function run(init: WorkerInit): void {
     if (n === 0 || (n < 0 && libc.errno() !== EAGAIN)) {
       return handBack(fd, addr, new Uint8Array(0)); // EOF or an error: the main thread says so
     }
-    if (n < 0) return greet(fd, addr, new Uint8Array(0)); // nothing yet (a silent client)
+    // a client waiting here for its hello holds a descriptor too: within max_connections only
+    const room = Atomics.load(rhdr, RROOM) - greetings.size;
+    if (n < 0) {
+      // nothing yet (a silent client)
+      return room > 0 ? greet(fd, addr, new Uint8Array(0)) : handBack(fd, addr, new Uint8Array(0));
+    }
     let name: string | null;
     try {
       // parsed in place: the hello is sent from `chunk` below, so a client costs no copies
       const r = new ClientHelloReader(maxHelloBytes, true).push(chunk.subarray(0, n));
-      if (!r.done) return greet(fd, addr, chunk.slice(0, n)); // more to come (a long hello)
+      if (!r.done) {
+        // more to come (a long hello)
+        return room > 0
+          ? greet(fd, addr, chunk.slice(0, n))
+          : handBack(fd, addr, chunk.slice(0, n));
+      }
       name = r.hello.serverName;
     } catch {
       return handBack(fd, addr, chunk.slice(0, n)); // the main thread says why, sends the alert
@@ -663,7 +696,7 @@ function run(init: WorkerInit): void {
     } catch {
       return handBack(fd, addr, bytes);
     }
-    g.bytes = bytes;
+    g.append(bytes);
     if (!ctl(EPOLL_CTL_ADD, fd, EPOLLIN)) return handBack(fd, addr, bytes);
     greetings.set(fd, g);
   }
@@ -671,19 +704,14 @@ function run(init: WorkerInit): void {
   function onGreeting(g: Greeting): void {
     const n = s.recv(g.fd, chunk, chunkBytes, 0);
     if (n < 0 && (libc.errno() === EAGAIN || libc.errno() === EINTR)) return;
-    let all = g.bytes;
     let name: string | null = null;
     let done = n <= 0; // EOF or an error: handed back, the main thread says so
     if (n > 0) {
-      all = new Uint8Array(g.bytes.length + n);
-      all.set(g.bytes);
-      all.set(chunk.subarray(0, n), g.bytes.length);
+      g.append(chunk.subarray(0, n));
       try {
         const r = g.reader.push(chunk.subarray(0, n));
-        if (!r.done) {
-          g.bytes = all; // it stays in `greetings` where it was: the deadlines stay in order
-          return;
-        }
+        // not complete: it stays in `greetings` where it was, so the deadlines stay in order
+        if (!r.done) return;
         name = r.hello.serverName;
       } catch {
         done = true; // not a hello: handed back, the main thread says why
@@ -691,9 +719,9 @@ function run(init: WorkerInit): void {
     }
     greetings.delete(g.fd);
     ctl(EPOLL_CTL_DEL, g.fd, 0);
-    if (done || all.length > CHUNK) return handBack(g.fd, g.addr, all);
-    chunk.set(all); // serveClient() sends from `chunk`
-    serveClient(g.fd, g.addr, name, all.length);
+    if (done || g.len > CHUNK) return handBack(g.fd, g.addr, g.read());
+    chunk.set(g.buf.subarray(0, g.len)); // serveClient() sends from `chunk`
+    serveClient(g.fd, g.addr, name, g.len);
   }
 
   /** Closes the clients whose hello did not come within the hello timeout. */
@@ -860,14 +888,15 @@ function run(init: WorkerInit): void {
         }
         if (!ctl(EPOLL_CTL_ADD, fd, EPOLLIN)) dropParked(q, P_WATCH, libc.errno());
       } else if (op === OP_FRONT) {
-        const l = new FrontListener(id, ring[at + 2]!);
+        const l = new FrontListener(ring[at + 2]!);
+        helloTimeoutMs = id;
         maxHelloBytes = ring[at + 3]!;
         listeners[l.fd] = l;
         ctl(EPOLL_CTL_ADD, l.fd, EPOLLIN); // a listening socket: cannot fail but for ENOMEM
       } else if (op === OP_FRONT_CLOSE) {
         const fd = ring[at + 2]!;
         const l = listeners[fd];
-        if (l !== undefined && l.id === id) {
+        if (l !== undefined) {
           listeners[fd] = undefined;
           paused.delete(l);
           ctl(EPOLL_CTL_DEL, fd, 0);
