@@ -34,9 +34,10 @@ import { type ByteConn, tryClose } from "../net/conn.ts";
 import { NativeConn } from "../net/native/reactor.ts";
 import type { Parked } from "../net/native/data_plane.ts";
 import { TOKEN_BYTES, tokenText } from "./pending.ts";
+import { decodePoolHeader } from "./pool_header.ts";
 
-/** First byte of the pool header: "a client for this name follows". */
-export const POOL_HEADER_TYPE = 1;
+export { decodePoolHeader, encodePoolHeader, POOL_HEADER_TYPE } from "./pool_header.ts";
+
 /** Longest a public proxy keeps an idle pooled connection, whatever the private proxy asks. */
 export const MAX_POOL_IDLE_MS = 600_000;
 /** Shortest idle timeout a private proxy may ask for. */
@@ -53,45 +54,6 @@ const PROBE_BYTES = 1024;
  * shares included) reaches the internal server in one write too. Pending only while idle.
  */
 const HEADER_READ_BYTES = 2048;
-
-/** The pool header for a client with SNI `name` (a normalised host name, ≤ 253 ASCII bytes). */
-export function encodePoolHeader(name: string): Uint8Array {
-  const bytes = new TextEncoder().encode(name);
-  if (bytes.length < 1 || bytes.length > 255 || bytes.length !== name.length) {
-    throw new RangeError(`Cannot encode pool header: name "${name}" is not 1 to 255 ASCII bytes`);
-  }
-  const out = new Uint8Array(2 + bytes.length);
-  out[0] = POOL_HEADER_TYPE;
-  out[1] = bytes.length;
-  out.set(bytes, 2);
-  return out;
-}
-
-/**
- * Decodes a pool header at the start of `bytes`: the name and the header's length, or null when
- * more bytes are needed. Throws ProtocolError on a wrong type, an empty or non-ASCII name.
- */
-export function decodePoolHeader(bytes: Uint8Array): { name: string; length: number } | null {
-  if (bytes.length < 1) return null;
-  if (bytes[0] !== POOL_HEADER_TYPE) {
-    throw new ProtocolError(
-      `Cannot decode pool header: type is ${bytes[0]}, expected ${POOL_HEADER_TYPE}`,
-    );
-  }
-  if (bytes.length < 2) return null;
-  const n = bytes[1]!;
-  if (n === 0) throw new ProtocolError("Cannot decode pool header: empty name");
-  if (bytes.length < 2 + n) return null;
-  let name = "";
-  for (let i = 2; i < 2 + n; i++) {
-    const b = bytes[i]!;
-    if (b < 0x21 || b > 0x7e) {
-      throw new ProtocolError(`Cannot decode pool header: byte ${b} in the name is not ASCII`);
-    }
-    name += String.fromCharCode(b);
-  }
-  return { name, length: 2 + n };
-}
 
 /**
  * Reads a pool header from `conn`: the name and the bytes that came after it in the same reads

@@ -362,16 +362,23 @@ export async function startPublic(
     ended: Promise<SpliceResult>,
   ): Promise<void> {
     const started = performance.now();
-    const result = await ended;
+    logClosed(await ended, 0, { started, client, domain, operator });
+  }
+
+  function logClosed(
+    result: SpliceResult,
+    replayed: number,
+    about: { started: number; client: string; domain: string; operator: string },
+  ): void {
     log.info(
       "Closed {client} for {domain} via {operator}: {up} bytes up, {down} down, {ms} ms, {reason}",
       {
-        client,
-        domain,
-        operator,
-        up: result.aToB,
+        client: about.client,
+        domain: about.domain,
+        operator: about.operator,
+        up: result.aToB + replayed,
         down: result.bToA,
-        ms: Math.round(performance.now() - started),
+        ms: Math.round(performance.now() - about.started),
         reason: result.reason,
       },
     );
@@ -503,7 +510,6 @@ export async function startPublic(
     about: { started: number; client: string; domain: string; operator: string },
   ): Promise<void> {
     stats.spliced++;
-    const { started, client, domain, operator } = about;
     const { replayed } = replay;
     let result;
     try {
@@ -519,18 +525,7 @@ export async function startPublic(
     } finally {
       tryClose(dialBack);
     }
-    log.info(
-      "Closed {client} for {domain} via {operator}: {up} bytes up, {down} down, {ms} ms, {reason}",
-      {
-        client,
-        domain,
-        operator,
-        up: result.aToB + replayed,
-        down: result.bToA,
-        ms: Math.round(performance.now() - started),
-        reason: result.reason,
-      },
-    );
+    logClosed(result, replayed, about);
   }
 
   async function handleDialBack(conn: ByteConn): Promise<boolean> {

@@ -450,14 +450,25 @@ export class DataPlane {
       return;
     }
     // the splice goes on under the same id: its end comes as any other
-    const ended = new Promise<SpliceResult>((resolve) => {
+    options.onServed(index, this.#track(id, options.names ?? DEFAULT_NAMES, signal));
+    p.resolve(null);
+  }
+
+  /**
+   * Registers live splice `id`: the promise resolves with its end report; aborting `signal`
+   * ends it in the worker.
+   */
+  #track(
+    id: number,
+    names: readonly [string, string],
+    signal: AbortSignal | undefined,
+  ): Promise<SpliceResult> {
+    return new Promise<SpliceResult>((resolve) => {
       const onAbort = signal ? () => this.#push(OP_KILL, id, 0, 0) : undefined;
-      this.#live.set(id, { names: options.names ?? DEFAULT_NAMES, resolve, signal, onAbort });
+      this.#live.set(id, { names, resolve, signal, onAbort });
       this.#pollTimer ??= setInterval(() => this.poll(), POLL_MS);
       if (signal) signal.addEventListener("abort", onAbort!, { once: true });
     });
-    options.onServed(index, ended);
-    p.resolve(null);
   }
 
   /** A pooled connection of the front door: taken by a client, or ended while idle. */
@@ -479,13 +490,7 @@ export class DataPlane {
       return;
     }
     const signal = this.#front?.signal;
-    const ended = new Promise<SpliceResult>((resolve) => {
-      const onAbort = signal ? () => this.#push(OP_KILL, id, 0, 0) : undefined;
-      this.#live.set(id, { names: FRONT_NAMES, resolve, signal, onAbort });
-      this.#pollTimer ??= setInterval(() => this.poll(), POLL_MS);
-      if (signal) signal.addEventListener("abort", onAbort!, { once: true });
-    });
-    this.#taken.set(id, { info: p.info, ended });
+    this.#taken.set(id, { info: p.info, ended: this.#track(id, FRONT_NAMES, signal) });
     p.resolve(null);
   }
 
@@ -686,13 +691,9 @@ export class DataPlane {
     }
     const id = nextSpliceId(this.#nextId, this.#ids);
     this.#nextId = id + 1;
-    return new Promise<SpliceResult>((resolve) => {
-      const onAbort = signal ? () => this.#push(OP_KILL, id, 0, 0) : undefined;
-      this.#live.set(id, { names, resolve, signal, onAbort });
-      this.#pollTimer ??= setInterval(() => this.poll(), POLL_MS);
-      if (signal) signal.addEventListener("abort", onAbort!, { once: true });
-      this.#push(OP_SPLICE, id, fdA, fdB);
-    });
+    const ended = this.#track(id, names, signal);
+    this.#push(OP_SPLICE, id, fdA, fdB);
+    return ended;
   }
 
   /** Ends every splice ("aborted"), stops the worker and releases its eventfd. */

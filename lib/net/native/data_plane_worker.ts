@@ -25,6 +25,7 @@
  * @module
  */
 import { ClientHelloReader } from "../../proxy/client_hello.ts";
+import { decodePoolHeader, POOL_HEADER_TYPE } from "../../proxy/pool_header.ts";
 import {
   AF_INET,
   AF_INET6,
@@ -102,8 +103,6 @@ const CHUNK = 256 * 1024;
 /** Reads per readiness event before other sockets get their turn. */
 const READS_PER_EVENT = 4;
 const MAX_EVENTS = 512;
-/** First byte of a pool header (dial_pool.ts): a client for the name that follows. */
-const POOL_HEADER_TYPE = 1;
 const ETIMEDOUT = 110;
 /** Connections taken from a listener per readiness event before other sockets get their turn. */
 const ACCEPTS_PER_EVENT = 64;
@@ -204,26 +203,6 @@ interface FrontRoute {
 interface Route {
   index: number;
   addr: Uint8Array;
-}
-
-/**
- * The pool header at the start of `bytes`: [name, its length], null when more bytes are needed,
- * "bad" when it is not one (the main thread's decodePoolHeader() says why; here it only drops).
- */
-function poolHeader(bytes: Uint8Array): [string, number] | null | "bad" {
-  if (bytes.length < 1) return null;
-  if (bytes[0] !== POOL_HEADER_TYPE) return "bad";
-  if (bytes.length < 2) return null;
-  const n = bytes[1]!;
-  if (n === 0) return "bad";
-  if (bytes.length < 2 + n) return null;
-  let name = "";
-  for (let i = 2; i < 2 + n; i++) {
-    const b = bytes[i]!;
-    if (b < 0x21 || b > 0x7e) return "bad";
-    name += String.fromCharCode(b);
-  }
-  return [name, 2 + n];
 }
 
 function run(init: WorkerInit): void {
@@ -452,13 +431,17 @@ function run(init: WorkerInit): void {
       data = all;
       n = all.length;
     }
-    const h = poolHeader(data);
+    let h: { name: string; length: number } | null;
+    try {
+      h = decodePoolHeader(data);
+    } catch {
+      return dropParked(q, P_BAD_HEADER, 0); // the main thread's reason is "not a pool header"
+    }
     if (h === null) {
       q.got = data.slice();
       return;
     }
-    if (h === "bad") return dropParked(q, P_BAD_HEADER, 0);
-    const [name, headerLength] = h;
+    const { name, length: headerLength } = h;
     unwatchParked(q);
     const rest = data.slice(headerLength, n);
     const route = routes.get(name);
