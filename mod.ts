@@ -32,6 +32,6 @@ export {
   ClientHelloReader,
   parseClientHello,
   readClientHello,
-} from "./lib/proxy/client_hello.ts";
+} from "./lib/wire/client_hello.ts";
 export { splice } from "./lib/net/splice.ts";
 export { createPki, type Pki, writePins, writePki } from "./lib/certs/pki.ts";

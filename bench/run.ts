@@ -47,7 +47,7 @@ const HELP = `usage: deno task bench [options]
   --v8-flags F            DENO_V8_FLAGS for every Deno process the run starts (the roles, loop2,
                           splice2); default: the shipped flags of tools/v8_flags.ts
                           (--max-semi-space-size=2); --v8-flags= for V8's defaults
-  --topologies LIST       subset of tls-pass,haproxy2,direct,loop2,splice2,native2 (default the first three)
+  --topologies LIST       subset of tls-pass,haproxy2,direct,loop2,splice2 (default the first three)
   --out DIR               where this run's files go (default bench/results/raw/<UTC time>)
   --save NAME             also copy results.md/.json to bench/results/NAME.{md,json}
   --state DIR             scratch folder (default $TMPDIR/tls-pass-bench-run)

@@ -17,14 +17,12 @@
 import { parseArgs } from "node:util";
 import { BufferPool, splice } from "../lib/net/splice.ts";
 import { tryClose } from "../lib/net/conn.ts";
-import { openNet } from "../lib/net/net.ts";
 
 /** Variant name → relay arguments. */
 const VARIANTS: Record<string, string[]> = {
   loop64: ["--impl", "loop", "--buf", "65536"],
   loop1k: ["--impl", "loop", "--buf", "1024"],
   splice: ["--impl", "splice"],
-  native: ["--impl", "native"],
   splice256: ["--impl", "splice", "--small", "256"],
   splice512: ["--impl", "splice", "--small", "512"],
   splice4k: ["--impl", "splice", "--small", "4096"],
@@ -82,17 +80,6 @@ async function relayMain(args: string[]): Promise<void> {
   (globalThis as Record<string, unknown>).__ballast = ballast;
   const pool = new BufferPool();
   const small = values.small === undefined ? undefined : Number(values.small);
-  if (values.impl === "native") {
-    // lib/net/net.ts's native sockets: set-up on the main thread, splices in the data-plane worker
-    const net = await openNet("native");
-    const listener = await net.listen({ hostname: "127.0.0.1", port: Number(values.listen) });
-    console.log(JSON.stringify({ port: listener.addr.port }));
-    Deno.addSignalListener("SIGTERM", () => Deno.exit(0));
-    for await (const conn of listener) {
-      net.connect(to).then((up) => splice(conn, up), () => tryClose(conn));
-    }
-    return;
-  }
   const listener = Deno.listen({ hostname: "127.0.0.1", port: Number(values.listen) });
   console.log(JSON.stringify({ port: (listener.addr as Deno.NetAddr).port }));
   Deno.addSignalListener("SIGTERM", () => Deno.exit(0));

@@ -165,7 +165,6 @@ function bareRelays(name: string, impl: string[]): Topology {
 
 export const loop2: Topology = bareRelays("loop2", ["--impl", "loop", "--buf", "16384"]);
 export const splice2: Topology = bareRelays("splice2", ["--impl", "splice"]);
-export const native2: Topology = bareRelays("native2", ["--impl", "native"]);
 
 export type TlsPassRole = "eps" | "public" | "private";
 
@@ -309,5 +308,4 @@ export const TOPOLOGIES: Record<string, Topology> = {
   "tls-pass": tlsPass,
   loop2,
   splice2,
-  native2,
 };

@@ -4,7 +4,7 @@ import {
   ALERT_DECODE_ERROR,
   ALERT_UNRECOGNIZED_NAME,
   tlsAlert,
-} from "../lib/proxy/client_hello.ts";
+} from "../lib/wire/client_hello.ts";
 
 /** Sends `bytes` to the public port and returns what came back before the proxy hung up. */
 async function exchange(addr: { hostname: string; port: number }, bytes: Uint8Array) {
@@ -26,7 +26,7 @@ Deno.test("public proxy answers a hello without SNI with alert unrecognized_name
   assert.deepEqual(r.bytes, tlsAlert(ALERT_UNRECOGNIZED_NAME));
   // and a real captured hello without SNI
   const openssl = await Deno.readFile(
-    new URL("../lib/proxy/testdata/openssl_no_sni.bin", import.meta.url),
+    new URL("../lib/wire/testdata/openssl_no_sni.bin", import.meta.url),
   );
   const r2 = await exchange(c.pub.addrs.public, openssl);
   assert.deepEqual(r2.bytes, tlsAlert(ALERT_UNRECOGNIZED_NAME));

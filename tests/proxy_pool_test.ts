@@ -13,7 +13,7 @@ import { RpcCode, RpcError } from "../lib/errors.ts";
 import { readExact } from "../lib/net/io.ts";
 import { splice } from "../lib/net/splice.ts";
 import { formatHostPort, type HostPort } from "../lib/role.ts";
-import { decodePoolHeader } from "../lib/proxy/dial_pool.ts";
+import { decodePoolHeader } from "../lib/wire/pool_header.ts";
 import { POOL_DEFAULTS } from "../lib/settings/private.ts";
 
 const OP = "private-proxy-1";
@@ -98,8 +98,10 @@ Deno.test("pool is only used for the operator and domains it was opened for", as
   using dial = await Deno.connect({ ...c.pub.addrs.private, transport: "tcp" });
   await dial.write(tokenBytes(token!));
   await until(() => c.pub.pool.idle("private-proxy-2") === 1, "private-proxy-2's pooled dial");
-  assert.equal(c.pub.pool.take("private-proxy-2", DOMAIN), undefined);
-  assert.equal(c.pub.pool.take(OP, "two.example.com"), undefined);
+  // a client for a name of another operator does not take it: it takes that operator's own
+  assert.equal((await c.request("/jsonrpc", "{}")).status, 200);
+  await until(() => c.pub.stats.poolHits === 1, "the pooled client of private-proxy-1");
+  assert.equal(c.pub.pool.idle("private-proxy-2"), 1);
 });
 
 Deno.test("public proxy writes the pool header and the hello on a pooled connection", async () => {
@@ -305,17 +307,23 @@ Deno.test("private proxy takes the notice path when the directory does not permi
 });
 
 Deno.test("private proxy refuses a pooled client for a name it did not announce", async () => {
-  // Deno sockets on the public side: its idle pooled connections stay on the main thread, where
-  // take() can hand one to the test (with native sockets the front door keeps them)
-  await using c = await startCluster({ private: WARM, public: { sockets: "deno" } });
-  await until(() => c.pub.pool.idle(OP) >= 1, "an idle pooled connection");
-  // stand in for a public proxy that sends another name on a pooled connection
-  const conn = c.pub.pool.take(OP, DOMAIN)!;
+  // a stand-in for the public proxy's private port: it takes the pooled dial and sends a pool
+  // header for a name the private proxy never announced
+  using fake = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const endpoint = { hostname: "127.0.0.1", port: fake.addr.port };
+  await using c = await startCluster({ startPrivate: false, public: { privateEndpoint: endpoint } });
+  c.options.private = {
+    ...WARM,
+    pool: { ...WARM.pool, minIdle: 1, maxIdle: 1 },
+    endpoints: { "public-proxy-1": endpoint },
+  };
+  await c.startPrivate();
+  using conn = await within(fake.accept(), 5000, "the pooled dial");
+  assert.ok(await within(readExact(conn, new Uint8Array(32)), 5000, "the token"));
   await conn.write(Uint8Array.from([1, 9, ...new TextEncoder().encode("evil.test")]));
   const buf = new Uint8Array(1);
   assert.equal(await within(conn.read(buf), 5000, "the close"), null);
-  conn.close();
-  assert.equal(c.priv!.stats.refusedPooled, 1);
+  await until(() => c.priv!.stats.refusedPooled === 1, "the refusal counted");
 });
 
 Deno.test("private proxy counts and logs a pooled client whose internal server is down", async () => {

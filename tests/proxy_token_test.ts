@@ -10,7 +10,7 @@ import {
 } from "./_cluster.ts";
 import { readExact } from "../lib/net/io.ts";
 import { formatHostPort } from "../lib/role.ts";
-import { ALERT_INTERNAL_ERROR, tlsAlert } from "../lib/proxy/client_hello.ts";
+import { ALERT_INTERNAL_ERROR, tlsAlert } from "../lib/wire/client_hello.ts";
 
 function tokenBytes(base64: unknown): Uint8Array {
   assert.equal(typeof base64, "string");

@@ -1,5 +1,5 @@
 /**
- * Captures real ClientHellos as test fixtures for lib/proxy/client_hello_test.ts.
+ * Captures real ClientHellos as test fixtures for lib/wire/client_hello_test.ts.
  *
  * For each client below: listen on 127.0.0.1 port 0, start the client against that port, read what
  * it sends first until the ClientHello is complete, save the records holding it to
@@ -11,10 +11,10 @@
  * Needs curl, openssl, node and wget (GnuTLS) on PATH; Deno's own client is rustls.
  * @module
  */
-import { readClientHello } from "../lib/proxy/client_hello.ts";
+import { readClientHello } from "../lib/wire/client_hello.ts";
 
 const HOST = "test.internal-server.local";
-const OUT = new URL("../lib/proxy/testdata/", import.meta.url);
+const OUT = new URL("../lib/wire/testdata/", import.meta.url);
 
 /** A client: the command line to run, given the port. */
 type Client = (port: number) => string[];

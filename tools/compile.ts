@@ -35,7 +35,7 @@ async function compile(target?: string): Promise<void> {
     `--v8-flags=${SHIPPED_V8_FLAGS}`,
     // the data-plane worker is loaded by URL at run time (new Worker), so it must be embedded
     "--include",
-    "lib/net/native/data_plane_worker.ts",
+    "lib/dataplane/native/worker.ts",
     "--output",
     output,
     ...(target ? ["--target", target] : []),

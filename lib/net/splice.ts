@@ -1,5 +1,5 @@
 /**
- * Splice: copies bytes both ways between two connections with half-close (DESIGN.md §4).
+ * Splice: copies bytes both ways between two connections with half-close (a helper for tests and benchmarks; the proxies splice in their data plane).
  *
  * Each direction is a `read()`/`write()` loop: a write is awaited before the next read
  * (backpressure), EOF on one side becomes `closeWrite()` on the other, and both connections are
@@ -16,7 +16,6 @@
 import type { ByteConn } from "./conn.ts";
 import { tryClose } from "./conn.ts";
 import { errorText } from "../log.ts";
-import { NativeConn } from "./native/reactor.ts";
 
 /**
  * Default size of the read buffer each direction keeps while idle. Measured on one relay process
@@ -175,10 +174,6 @@ export async function splice(
   b: ByteConn,
   options: SpliceOptions = {},
 ): Promise<SpliceResult> {
-  if (a instanceof NativeConn && b instanceof NativeConn && a.reactor === b.reactor) {
-    const plane = a.reactor.dataPlane;
-    if (plane) return plane.splice(a, b, options); // both sockets move to the data-plane worker
-  }
   const signal = options.signal;
   const smallBytes = options.smallBytes ?? SMALL_READ_BYTES;
   if (!Number.isInteger(smallBytes) || smallBytes < 1) {

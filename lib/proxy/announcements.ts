@@ -1,5 +1,5 @@
 /**
- * Announcements on the public proxy: which operator serves which domain until when (DESIGN.md §4),
+ * Announcements on the public proxy: which operator serves which domain until when (docs/architecture.md, "The control plane"),
  * and the three calls private proxies make about them.
  *
  * - `announceConnections {connections: [{domain, expires_at?}]}` → `{connections: [{domain, expires_at}]}`
@@ -13,7 +13,9 @@
  * @module
  */
 import { RpcCode, RpcError } from "../errors.ts";
-import { normalizeHostName } from "../settings/check.ts";
+import { matchDomain, normalizeDomain } from "../wire/names.ts";
+
+export { normalizeDomain };
 import type { Announcement, AnnouncementStore, StoreChange } from "./store.ts";
 
 /** The longest an announcement may live. */
@@ -37,14 +39,6 @@ export interface AnnouncementView {
 
 function invalid(message: string): RpcError {
   return new RpcError(message, RpcCode.InvalidParams);
-}
-
-/** Normalises a domain or `*.domain`; null when it is not a host name. */
-export function normalizeDomain(v: unknown): string | null {
-  if (typeof v !== "string") return null;
-  const star = v.startsWith("*.");
-  const n = normalizeHostName(star ? v.slice(2) : v);
-  return n === null ? null : star ? `*.${n}` : n;
 }
 
 function parseExpiry(v: unknown, path: string, now: number): number {
@@ -156,11 +150,8 @@ export class Announcements {
   /** The announcement serving the normalised host `name`: exact first, then `*.parent`. */
   match(name: string): Announcement | undefined {
     const now = this.#clock();
-    const exact = this.#live(name, now);
-    if (exact) return exact;
-    const dot = name.indexOf(".");
-    if (dot < 0) return undefined;
-    return this.#live(`*${name.slice(dot)}`, now);
+    const domain = matchDomain(name, (d) => this.#live(d, now) !== undefined);
+    return domain === undefined ? undefined : this.#byDomain.get(domain);
   }
 
   /** The live announcements of `operator`. */

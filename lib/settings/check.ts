@@ -5,6 +5,9 @@
  * @module
  */
 import type { HostPort } from "../role.ts";
+import { normalizeHostName } from "../wire/names.ts";
+
+export { normalizeHostName };
 
 export type Problems = string[];
 type Obj = Record<string, unknown>;
@@ -126,17 +129,6 @@ export function list<T>(
     return [];
   }
   return v.map((item, i) => each(item, join(path, i), problems));
-}
-
-const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
-
-/** Normalises a DNS host name: lower case, no trailing dot; returns null when invalid. */
-export function normalizeHostName(name: string): string | null {
-  let n = name.toLowerCase();
-  if (n.endsWith(".")) n = n.slice(0, -1);
-  if (n.length === 0 || n.length > 253) return null;
-  for (const label of n.split(".")) if (!LABEL.test(label)) return null;
-  return n;
 }
 
 /** A DNS host name, normalised; `*.` in front is allowed when `wildcard`. */

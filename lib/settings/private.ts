@@ -13,7 +13,7 @@
  * @module
  */
 import type { HostPort } from "../role.ts";
-import type { NetKind } from "../net/net.ts";
+import type { SocketsChoice } from "./public.ts";
 import { type EpsClientSettings, parseEpsClientSettings } from "../eps/client.ts";
 import * as check from "./check.ts";
 import { loadSettings } from "./loader.ts";
@@ -28,7 +28,7 @@ export interface PrivateAnnouncement {
   expiresInMs: number;
 }
 
-/** Pre-warmed dial-backs (lib/proxy/dial_pool.ts), per public operator. */
+/** Pre-warmed dial-backs (docs/architecture.md, "Pre-warmed dial-backs"), per public operator. */
 export interface PrivatePoolSettings {
   enabled: boolean;
   /** The pool never aims below this many connections (idle or being dialled). */
@@ -59,7 +59,7 @@ export interface PrivateSettings {
   /** On a graceful stop, how long live splices may go on (withdrawing is bounded by the call deadline). */
   graceMs: number;
   /** Data sockets: "native" (libc over FFI, spliced in a worker thread), "deno", or "auto". */
-  sockets: NetKind | "auto";
+  sockets: SocketsChoice;
   pool: PrivatePoolSettings;
 }
 

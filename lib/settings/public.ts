@@ -15,7 +15,8 @@
  * @module
  */
 import type { HostPort } from "../role.ts";
-import type { NetKind } from "../net/net.ts";
+/** Which data-plane driver: native (libc over FFI, a worker thread), deno (portable), or auto. */
+export type SocketsChoice = "auto" | "native" | "deno";
 import type { StoreSettings } from "../proxy/store.ts";
 import { type EpsClientSettings, parseEpsClientSettings } from "../eps/client.ts";
 import * as check from "./check.ts";
@@ -45,9 +46,9 @@ export interface PublicSettings {
   /** On a graceful stop, how long live splices may go on. */
   graceMs: number;
   /** Data sockets: "native" (libc over FFI, spliced in a worker thread), "deno", or "auto". */
-  sockets: NetKind | "auto";
+  sockets: SocketsChoice;
   /**
-   * Pre-warmed dial-backs (lib/proxy/dial_pool.ts): idle pooled connections plus unredeemed pool
+   * Pre-warmed dial-backs (docs/architecture.md, "Pre-warmed dial-backs"): idle pooled connections plus unredeemed pool
    * tokens one private operator may hold; 0 refuses every openPool call.
    */
   maxPooledPerOperator: number;

@@ -1,5 +1,5 @@
 /**
- * The ClientHello reader (DESIGN.md §4, step 1). Pure: bytes in, a result or a typed
+ * The ClientHello reader (docs/architecture.md, "The wire codecs"). Pure: bytes in, a result or a typed
  * {@linkcode ProtocolError} out; {@linkcode readClientHello} is the only function that touches a
  * connection, and only through its `read()`.
  *
@@ -14,7 +14,9 @@
  * @module
  */
 import { ProtocolError } from "../errors.ts";
-import { normalizeHostName } from "../settings/check.ts";
+import { normalizeHostName } from "./names.ts";
+
+export * from "./tls_alert.ts";
 
 /** Record content type of alerts. */
 export const CONTENT_TYPE_ALERT = 21;
@@ -37,19 +39,6 @@ export const EXT_SERVER_NAME = 0;
 export const EXT_ALPN = 16;
 /** Extension type of supported_versions (RFC 8446). */
 export const EXT_SUPPORTED_VERSIONS = 43;
-
-/** Alert level fatal. */
-export const ALERT_LEVEL_FATAL = 2;
-/** Alert description handshake_failure. */
-export const ALERT_HANDSHAKE_FAILURE = 40;
-/** Alert description access_denied. */
-export const ALERT_ACCESS_DENIED = 49;
-/** Alert description decode_error: the ClientHello could not be parsed. */
-export const ALERT_DECODE_ERROR = 50;
-/** Alert description internal_error. */
-export const ALERT_INTERNAL_ERROR = 80;
-/** Alert description unrecognized_name: no SNI, or no route for it. */
-export const ALERT_UNRECOGNIZED_NAME = 112;
 
 /** What the proxy needs from a ClientHello. */
 export interface ClientHelloInfo {
@@ -460,16 +449,6 @@ export function parseClientHello(
     fail(`input ended after ${bytes.length} bytes, need at least ${result.need} more`);
   }
   return result.hello;
-}
-
-/** Builds a fatal TLS alert record with the given description (e.g. {@linkcode ALERT_UNRECOGNIZED_NAME}). */
-export function tlsAlert(description: number): Uint8Array {
-  if (!Number.isInteger(description) || description < 0 || description > 255) {
-    throw new RangeError(
-      `Cannot build TLS alert: description must be an integer from 0 to 255, got ${description}`,
-    );
-  }
-  return Uint8Array.of(CONTENT_TYPE_ALERT, 3, 3, 0, 2, ALERT_LEVEL_FATAL, description);
 }
 
 /** Read buffer of {@linkcode readClientHello}: most ClientHellos fit in one read. */

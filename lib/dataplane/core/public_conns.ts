@@ -1,0 +1,443 @@
+/**
+ * The public proxy's machines (docs/architecture.md, "The core"): a client on the public port
+ * (read the ClientHello → route → take an idle pooled dial-back, or wait for one → replay →
+ * pipe; or refuse with a TLS alert and linger), a dial-back on the private port (read the token
+ * → claim a waiting client, or go idle in the pool), and an idle pooled dial-back.
+ * @module
+ */
+import { ProtocolError } from "../../errors.ts";
+import type { HostPort } from "../../role.ts";
+import { ClientHelloReader } from "../../wire/client_hello.ts";
+import { matchDomain } from "../../wire/names.ts";
+import { encodePoolHeader } from "../../wire/pool_header.ts";
+import {
+  ALERT_DECODE_ERROR,
+  ALERT_INTERNAL_ERROR,
+  ALERT_UNRECOGNIZED_NAME,
+  tlsAlert,
+} from "../../wire/tls_alert.ts";
+import { TOKEN_BYTES, tokenText } from "../../wire/token.ts";
+import type { Refusal } from "../events.ts";
+import type { SockFailure, SockId } from "./io.ts";
+import { bump, type Engine, hostPortText, type SockOwner } from "./engine.ts";
+import { Pipe } from "./pipe.ts";
+
+/** A refused client may send this much more before it is closed (it reads its alert first). */
+const LINGER_BYTES = 64 * 1024;
+
+/** A pool token the control plane granted. */
+export interface Grant {
+  readonly operator: string;
+  readonly domains: ReadonlySet<string>;
+  readonly idleTimeoutMs: number;
+  readonly token: string;
+  timerGen: number;
+  onTimeout(now: number): void;
+}
+
+/** Base of the machines: no-op inputs a state does not expect. */
+abstract class Machine implements SockOwner {
+  timerGen = 0;
+  constructor(readonly engine: Engine, readonly sock: SockId) {}
+  abstract onData(sock: SockId, bytes: Uint8Array, now: number): void;
+  abstract onEof(sock: SockId, now: number): void;
+  abstract onFailed(sock: SockId, failure: SockFailure, now: number): void;
+  abstract onTimeout(now: number): void;
+  abstract onStop(now: number): void;
+  onConnected(): void {}
+  onMoved(): void {}
+  onKill(now: number): void {
+    this.onStop(now);
+    this.engine.close(this.sock, true);
+  }
+}
+
+type ClientState = "hello" | "waiting" | "lingering" | "done";
+
+/** A client on the public port. */
+export class ClientConn extends Machine {
+  readonly id: number;
+  readonly client: string;
+  state: ClientState = "hello";
+  #reader: ClientHelloReader;
+  #got = 0;
+  #lingered = 0;
+  #replay: Uint8Array | undefined;
+  #sni = "";
+  #operator = "";
+  #domain = "";
+  #token = "";
+  readonly #accepted: number;
+  #hello = 0;
+
+  constructor(engine: Engine, sock: SockId, remote: HostPort, now: number) {
+    super(engine, sock);
+    this.id = engine.id();
+    this.client = hostPortText(remote);
+    this.#accepted = now;
+    this.#reader = new ClientHelloReader(engine.limits.maxClientHelloBytes);
+    engine.timers.arm(this, now + engine.limits.helloTimeoutMs);
+  }
+
+  /** The host part of the client's address (what the per-client pending cap counts). */
+  get host(): string {
+    return this.client.slice(0, this.client.lastIndexOf(":"));
+  }
+
+  onData(_sock: SockId, bytes: Uint8Array, now: number): void {
+    if (this.state === "lingering") {
+      this.#lingered += bytes.length;
+      if (this.#lingered > LINGER_BYTES) this.#end(false);
+      return;
+    }
+    if (this.state !== "hello") return;
+    this.#got += bytes.length;
+    let result;
+    try {
+      result = this.#reader.push(bytes);
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+      return this.#refuse("bad-hello", ALERT_DECODE_ERROR, now, err.message);
+    }
+    if (!result.done) return;
+    this.#hello = now;
+    const extra = this.#reader.extra;
+    const hello = result.hello.bytes;
+    this.#sni = result.hello.serverName ?? "";
+    this.#reader = undefined!; // a held connection keeps nothing of its hello
+    this.#route(hello, extra, now);
+  }
+
+  #route(hello: Uint8Array, extra: Uint8Array, now: number): void {
+    const e = this.engine;
+    const routes = e.publicRoutes;
+    const domain = this.#sni === "" ? undefined : matchDomain(this.#sni, (d) => routes.has(d));
+    if (domain === undefined) {
+      return this.#refuse(
+        "unknown-name",
+        ALERT_UNRECOGNIZED_NAME,
+        now,
+        this.#sni === "" ? "no SNI" : `no announcement for "${this.#sni}"`,
+      );
+    }
+    this.#operator = routes.get(domain)!.operator;
+    this.#domain = domain;
+    const pooled = e.takeIdle(this.#operator, domain);
+    if (pooled !== undefined) {
+      pooled.take();
+      return this.#pipe(
+        pooled.sock,
+        concat(encodePoolHeader(this.#sni), hello, extra),
+        now,
+        "pool",
+      );
+    }
+    const cap = this.#pendingCap();
+    if (cap !== undefined) return this.#refuse(cap, undefined, now);
+    const raw = new Uint8Array(TOKEN_BYTES);
+    let token: string;
+    do {
+      e.random(raw);
+      token = tokenText(raw);
+    } while (e.pending.has(token));
+    this.#token = token;
+    e.pending.set(token, this);
+    e.waiting.set(this.id, this);
+    bump(e.pendingPerOperator, this.#operator, 1);
+    bump(e.pendingPerClient, this.host, 1);
+    this.#replay = concat(undefined, hello, extra);
+    this.state = "waiting";
+    e.out({ op: "read", sock: this.sock, on: false });
+    e.timers.arm(this, now + e.limits.dialBackTimeoutMs);
+    e.emit({
+      type: "needDialBack",
+      conn: this.id,
+      operator: this.#operator,
+      domain: this.#sni,
+      token,
+      client: this.client,
+    });
+  }
+
+  #pendingCap(): Refusal | undefined {
+    const e = this.engine;
+    const l = e.limits;
+    if (e.pending.size >= l.maxPending) return "pending-total";
+    if ((e.pendingPerOperator.get(this.#operator) ?? 0) >= l.maxPendingPerOperator) {
+      return "pending-operator";
+    }
+    if ((e.pendingPerClient.get(this.host) ?? 0) >= l.maxPendingPerClient) return "pending-client";
+    return undefined;
+  }
+
+  #unpend(): void {
+    const e = this.engine;
+    if (e.pending.get(this.#token) !== this) return;
+    e.pending.delete(this.#token);
+    e.waiting.delete(this.id);
+    bump(e.pendingPerOperator, this.#operator, -1);
+    bump(e.pendingPerClient, this.host, -1);
+  }
+
+  /** Its dial-back came (token claimed): replay the hello to it, then pipe. */
+  claimed(dialBack: SockId, early: Uint8Array, now: number): void {
+    this.#unpend();
+    const replay = this.#replay!;
+    this.#replay = undefined;
+    this.#pipe(dialBack, replay, now, "notice", early);
+  }
+
+  noticeFailed(now: number): void {
+    if (this.state !== "waiting") return;
+    this.#unpend();
+    this.#refuse("notice-failed", ALERT_INTERNAL_ERROR, now);
+  }
+
+  #pipe(
+    dialBack: SockId,
+    replay: Uint8Array,
+    now: number,
+    via: "pool" | "notice",
+    early?: Uint8Array,
+  ): void {
+    const e = this.engine;
+    this.state = "done";
+    e.timers.disarm(this);
+    e.out({ op: "write", sock: dialBack, bytes: replay });
+    // bytes that came with the token go to the client before the pipe, and count as down
+    if (early !== undefined && early.length > 0) {
+      e.out({ op: "write", sock: this.sock, bytes: early });
+    }
+    const header = via === "pool" ? 2 + this.#sni.length : 0;
+    const pipe = new Pipe(
+      e,
+      this.sock,
+      dialBack,
+      ["client", "dial-back"],
+      {
+        conn: this.id,
+        via,
+        operator: this.#operator,
+        domain: this.#sni,
+        client: this.client,
+        phases: { accepted: this.#accepted, hello: this.#hello, dialBack: now, internal: 0 },
+      },
+      now,
+      replay.length - header,
+    );
+    pipe.down += early?.length ?? 0;
+  }
+
+  /** Refuses the client: a TLS alert and a linger (`alert` given), or a plain close. */
+  #refuse(why: Refusal, alert: number | undefined, now: number, detail?: string): void {
+    const e = this.engine;
+    e.emit({
+      type: "refused",
+      why,
+      client: this.client,
+      ...(this.#sni !== "" ? { domain: this.#sni } : {}),
+      ...(this.#operator !== "" ? { operator: this.#operator } : {}),
+      ...(detail !== undefined ? { detail } : {}),
+    });
+    this.#reader = undefined!;
+    this.#replay = undefined;
+    if (alert === undefined) return this.#end(true);
+    // closing with unread input sends a reset, which can discard the alert at the client
+    this.state = "lingering";
+    e.out({ op: "write", sock: this.sock, bytes: tlsAlert(alert) });
+    e.out({ op: "shutdown", sock: this.sock });
+    e.out({ op: "read", sock: this.sock, on: true });
+    e.timers.arm(this, now + e.limits.lingerMs);
+  }
+
+  #end(abort: boolean): void {
+    this.state = "done";
+    this.engine.timers.disarm(this);
+    this.engine.close(this.sock, abort);
+  }
+
+  onEof(_sock: SockId, now: number): void {
+    if (this.state === "lingering") return this.#end(false);
+    if (this.state !== "hello") return;
+    if (this.#got === 0) {
+      // a connection that sent nothing (a port probe) gets no alert
+      this.engine.emit({ type: "refused", why: "bad-hello", client: this.client, detail: "EOF" });
+      return this.#end(false);
+    }
+    this.#refuse(
+      "bad-hello",
+      ALERT_DECODE_ERROR,
+      now,
+      `Cannot read ClientHello: connection ended after ${this.#got} bytes`,
+    );
+  }
+
+  onFailed(_sock: SockId, failure: SockFailure): void {
+    if (this.state === "hello") {
+      this.engine.emit({
+        type: "refused",
+        why: "bad-hello",
+        client: this.client,
+        detail: `${failure.op} failed: ${failure.code}`,
+      });
+    }
+    this.#unpend();
+    if (this.state === "waiting") {
+      this.engine.emit({
+        type: "refused",
+        why: "expired",
+        client: this.client,
+        detail: failure.code,
+      });
+    }
+    this.#end(true);
+  }
+
+  onTimeout(now: number): void {
+    switch (this.state) {
+      case "hello":
+        return this.#refuse("hello-timeout", undefined, now);
+      case "waiting":
+        this.#unpend();
+        return this.#refuse("expired", ALERT_INTERNAL_ERROR, now);
+      case "lingering":
+        return this.#end(false);
+    }
+  }
+
+  onStop(now: number): void {
+    if (this.state === "hello") return this.#end(true);
+    if (this.state === "waiting") {
+      this.#unpend();
+      this.#refuse("expired", ALERT_INTERNAL_ERROR, now, "stopping");
+    }
+  }
+
+  override onKill(): void {
+    this.#unpend();
+    this.#end(true);
+  }
+}
+
+/** A dial-back on the private port, until its token is read. */
+export class DialBackIn extends Machine {
+  readonly #buf = new Uint8Array(TOKEN_BYTES);
+  #got = 0;
+  readonly peer: string;
+
+  constructor(engine: Engine, sock: SockId, remote: HostPort, now: number) {
+    super(engine, sock);
+    this.peer = hostPortText(remote);
+    engine.timers.arm(this, now + engine.limits.tokenTimeoutMs);
+  }
+
+  onData(_sock: SockId, bytes: Uint8Array, now: number): void {
+    const n = Math.min(bytes.length, TOKEN_BYTES - this.#got);
+    this.#buf.set(bytes.subarray(0, n), this.#got);
+    this.#got += n;
+    if (this.#got < TOKEN_BYTES) return;
+    const e = this.engine;
+    e.timers.disarm(this);
+    e.out({ op: "read", sock: this.sock, on: false });
+    const token = tokenText(this.#buf);
+    const early = bytes.slice(n);
+    const client = e.pending.get(token);
+    if (client !== undefined) return client.claimed(this.sock, early, now);
+    const grant = e.grants.get(token);
+    if (grant !== undefined && early.length === 0) {
+      e.grants.delete(token);
+      e.timers.disarm(grant);
+      new IdlePooled(e, this.sock, grant, now);
+      return;
+    }
+    this.#refuse("bad-token", "unknown, expired or reused token");
+  }
+
+  #refuse(why: Refusal, detail: string): void {
+    this.engine.timers.disarm(this);
+    this.engine.emit({ type: "refused", why, client: this.peer, detail });
+    this.engine.close(this.sock, true);
+  }
+
+  onEof(): void {
+    this.#refuse("bad-token", "closed before sending a token");
+  }
+
+  onFailed(_sock: SockId, failure: SockFailure): void {
+    this.#refuse("bad-token", `token read failed: ${failure.code}`);
+  }
+
+  onTimeout(): void {
+    this.#refuse("token-timeout", `no token within ${this.engine.limits.tokenTimeoutMs} ms`);
+  }
+
+  onStop(): void {
+    this.engine.timers.disarm(this);
+    this.engine.close(this.sock, true);
+  }
+}
+
+/** An idle pooled dial-back: anything on it (bytes, EOF, an error) or its timeout ends it. */
+export class IdlePooled extends Machine {
+  readonly operator: string;
+  readonly domains: ReadonlySet<string>;
+  #idle = true;
+
+  constructor(engine: Engine, sock: SockId, grant: Grant, now: number) {
+    super(engine, sock);
+    this.operator = grant.operator;
+    this.domains = grant.domains;
+    engine.own(sock, this);
+    engine.addIdle(this);
+    engine.out({ op: "read", sock, on: true });
+    engine.timers.arm(this, now + grant.idleTimeoutMs);
+    engine.emit({ type: "poolIdle", operator: this.operator });
+  }
+
+  /** A client took it (already out of the idle list): stop watching it. */
+  take(): void {
+    this.#idle = false;
+    this.engine.timers.disarm(this);
+    this.engine.out({ op: "read", sock: this.sock, on: false });
+  }
+
+  #drop(why: "eof" | "data" | "error" | "timeout" | "stopping", detail?: string): void {
+    if (!this.#idle) return;
+    this.#idle = false;
+    this.engine.removeIdle(this);
+    this.engine.timers.disarm(this);
+    this.engine.close(this.sock, true);
+    this.engine.emit({
+      type: "poolDropped",
+      operator: this.operator,
+      why,
+      ...(detail !== undefined ? { detail } : {}),
+    });
+  }
+
+  onData(): void {
+    this.#drop("data");
+  }
+  onEof(): void {
+    this.#drop("eof");
+  }
+  onFailed(_sock: SockId, failure: SockFailure): void {
+    this.#drop("error", failure.code);
+  }
+  onTimeout(): void {
+    this.#drop("timeout");
+  }
+  onStop(): void {
+    this.#drop("stopping");
+  }
+}
+
+/** `head`, `hello` and `extra` in one new buffer (what is written to a dial-back at once). */
+function concat(head: Uint8Array | undefined, hello: Uint8Array, extra: Uint8Array): Uint8Array {
+  const h = head?.length ?? 0;
+  const out = new Uint8Array(h + hello.length + extra.length);
+  if (head !== undefined) out.set(head);
+  out.set(hello, h);
+  out.set(extra, h + hello.length);
+  return out;
+}

@@ -1,0 +1,152 @@
+/**
+ * The data plane's side of the contract (docs/architecture.md, "The snapshot/event contract"):
+ * the typed events it emits, and the typed reasons a connection ends or is refused. A reason is
+ * a value, never a string to parse; {@linkcode reasonText} renders one for a log line.
+ * @module
+ */
+
+/** Which socket of a connection. */
+export type SideName = "client" | "dial-back" | "internal";
+
+/** Why a connection ended. */
+export type EndReason =
+  /** Both directions finished (EOF each way). */
+  | { readonly kind: "done" }
+  /** A socket failed. `code` is the errno name (ECONNRESET) or the driver's error name. */
+  | {
+    readonly kind: "error";
+    readonly side: SideName;
+    readonly op: "read" | "write" | "connect";
+    readonly code: string;
+  }
+  /** A deadline passed. */
+  | { readonly kind: "timeout"; readonly phase: "connect" | "idle"; readonly side: SideName }
+  /** The role stopped it (kill after the grace period). */
+  | { readonly kind: "stopped" };
+
+/** Why the data plane refused a connection (no splice was set up). */
+export type Refusal =
+  /** Public port: `max_connections` reached. */
+  | "connections"
+  /** Public port: the ClientHello was malformed, too large, or cut off by EOF. */
+  | "bad-hello"
+  /** Public port: no complete ClientHello within `hello_timeout_ms`. */
+  | "hello-timeout"
+  /** Public port: no SNI, or no route for it. */
+  | "unknown-name"
+  /** Public port: a pending cap (`max_pending`, per operator, per client). */
+  | "pending-total"
+  | "pending-operator"
+  | "pending-client"
+  /** Public port: the notice failed. */
+  | "notice-failed"
+  /** Public port: no dial-back within `dial_back_timeout_ms`. */
+  | "expired"
+  /** Private port: unknown, expired or reused token; EOF or bytes before 32 came. */
+  | "bad-token"
+  /** Private port: no token within `token_timeout_ms`. */
+  | "token-timeout"
+  /** Private proxy: a pooled client for a name not announced here, or a bad pool header. */
+  | "unknown-pooled-name";
+
+/** Monotonic times (ms) of a connection's phases; 0: the phase did not happen. */
+export interface Phases {
+  readonly accepted: number;
+  /** Public: the ClientHello complete. */
+  readonly hello: number;
+  /** The dial-back there (claimed, taken from the pool, or connected and token written). */
+  readonly dialBack: number;
+  /** Private: the internal server connected. */
+  readonly internal: number;
+  /** Bytes flow both ways. */
+  readonly piped: number;
+  readonly ended: number;
+}
+
+/** How a public client got its dial-back. */
+export type Via = "pool" | "notice";
+
+/** An event of the data plane. `conn` names one connection for its whole life. */
+export type DataEvent =
+  /** Public: a routed client waits for a dial-back; send the notice with `token` (base64). */
+  | {
+    readonly type: "needDialBack";
+    readonly conn: number;
+    readonly operator: string;
+    readonly domain: string;
+    readonly token: string;
+    readonly client: string;
+  }
+  /** A connection was refused before any splice; `client` is the peer's address. */
+  | {
+    readonly type: "refused";
+    readonly why: Refusal;
+    readonly client: string;
+    readonly domain?: string;
+    readonly operator?: string;
+    readonly detail?: string;
+  }
+  /** A splice was set up (public: client ↔ dial-back; private: dial-back ↔ internal). */
+  | {
+    readonly type: "piped";
+    readonly conn: number;
+    readonly via: Via;
+    readonly operator: string;
+    readonly domain: string;
+    readonly client: string;
+  }
+  /** A spliced connection ended. `up`: bytes towards the internal server; `down`: back. */
+  | {
+    readonly type: "ended";
+    readonly conn: number;
+    readonly via: Via;
+    readonly operator: string;
+    readonly domain: string;
+    readonly client: string;
+    readonly up: number;
+    readonly down: number;
+    readonly reason: EndReason;
+    readonly phases: Phases;
+  }
+  /** Private: a connect for a connection failed before its splice (dial-back or internal). */
+  | {
+    readonly type: "connectFailed";
+    readonly conn: number;
+    readonly via: Via;
+    readonly side: "dial-back" | "internal";
+    readonly operator: string;
+    readonly domain: string;
+    readonly target: string;
+    readonly reason: EndReason;
+  }
+  /** Public: a dial-back redeemed a pool token and waits idle. Private: a pooled one is open. */
+  | { readonly type: "poolIdle"; readonly operator: string }
+  /** An idle pooled dial-back ended without a client. */
+  | {
+    readonly type: "poolDropped";
+    readonly operator: string;
+    readonly why: "eof" | "data" | "error" | "timeout" | "stopping" | "failed";
+    readonly detail?: string;
+  }
+  /** Public: pool tokens that were never redeemed expired. */
+  | { readonly type: "poolTokensExpired"; readonly operator: string; readonly count: number }
+  /** Private: a client came on an idle pooled dial-back (its header named `domain`). */
+  | { readonly type: "poolUsed"; readonly operator: string; readonly domain: string }
+  /** A listening port could not accept (EMFILE and the like); it pauses briefly and goes on. */
+  | { readonly type: "acceptFailed"; readonly port: "public" | "private"; readonly error: string }
+  /** The data plane holds no socket any more after a stop. */
+  | { readonly type: "drained" };
+
+/** A reason as log text: `done`, `client read failed: ECONNRESET`, `idle timeout (internal)`. */
+export function reasonText(r: EndReason): string {
+  switch (r.kind) {
+    case "done":
+      return "done";
+    case "error":
+      return `${r.side} ${r.op} failed: ${r.code}`;
+    case "timeout":
+      return r.phase === "idle" ? `idle timeout (${r.side})` : `${r.side} connect timed out`;
+    case "stopped":
+      return "stopped";
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * The control plane's side of the contract with the data plane (docs/architecture.md, "The
+ * snapshot/event contract"): the versioned snapshot it pushes whole, and the few commands it
+ * sends. Every value here is plain data (structured-clonable), so the same objects cross to the
+ * native driver's worker thread unchanged.
+ * @module
+ */
+import type { HostPort } from "../role.ts";
+
+/** Which proxy a data plane serves. */
+export type PlaneRole = "public" | "private";
+
+/** A route of the public proxy: who serves a name (exact, or `*.parent`). */
+export interface PublicRoute {
+  readonly operator: string;
+}
+
+/** A route of the private proxy: where the internal server of a name is (an IP literal). */
+export interface PrivateRoute {
+  readonly internal: HostPort;
+}
+
+/** The limits and deadlines the data plane applies to new connections. */
+export interface Limits {
+  /** Data sockets of clients and dial-backs open at once; over it, a new one is closed at once. */
+  readonly maxConnections: number;
+  readonly helloTimeoutMs: number;
+  readonly maxClientHelloBytes: number;
+  readonly tokenTimeoutMs: number;
+  readonly dialBackTimeoutMs: number;
+  readonly maxPending: number;
+  readonly maxPendingPerOperator: number;
+  readonly maxPendingPerClient: number;
+  /** Connect to a public proxy's private port (private proxy). */
+  readonly dialTimeoutMs: number;
+  /** Connect to an internal server (private proxy). */
+  readonly connectTimeoutMs: number;
+  /** A splice with no byte either way for this long is closed; 0: never. */
+  readonly idleTimeoutMs: number;
+  /** How long a refused client may read its TLS alert before it is closed. */
+  readonly lingerMs: number;
+}
+
+/** Limits for a role that uses only some of them (tests, the private proxy). */
+export const DEFAULT_LIMITS: Limits = {
+  maxConnections: 16_384,
+  helloTimeoutMs: 10_000,
+  maxClientHelloBytes: 16_384,
+  tokenTimeoutMs: 5000,
+  dialBackTimeoutMs: 10_000,
+  maxPending: 1024,
+  maxPendingPerOperator: 512,
+  maxPendingPerClient: 64,
+  dialTimeoutMs: 5000,
+  connectTimeoutMs: 5000,
+  idleTimeoutMs: 0,
+  lingerMs: 1000,
+};
+
+/**
+ * Everything the data plane looks up on the fast path, replaced whole between two turns of its
+ * loop. Live connections keep what they resolved under the previous one.
+ */
+export interface Snapshot {
+  /** Grows with every snapshot a control plane makes. */
+  readonly version: number;
+  readonly limits: Limits;
+  /** Public proxy: domain (`name` or `*.parent`) → route. */
+  readonly publicRoutes: readonly (readonly [string, PublicRoute])[];
+  /** Private proxy: announced domain → route. */
+  readonly privateRoutes: readonly (readonly [string, PrivateRoute])[];
+}
+
+/** A command of the control plane; the data plane applies it between two turns of its loop. */
+export type Command =
+  | { readonly type: "snapshot"; readonly snapshot: Snapshot }
+  /** Public: `tokens` (base64) may each open one idle pooled dial-back for `domains`. */
+  | {
+    readonly type: "grantPool";
+    readonly operator: string;
+    readonly domains: readonly string[];
+    readonly tokens: readonly string[];
+    /** How long an idle pooled dial-back is kept. */
+    readonly idleTimeoutMs: number;
+  }
+  /** Public: the notice for a waiting client failed; refuse it now (TLS alert internal_error). */
+  | { readonly type: "noticeFailed"; readonly conn: number }
+  /** Private: a notice came; dial `endpoint`, present `token`, connect `internal`, splice. */
+  | {
+    readonly type: "dialBack";
+    readonly operator: string;
+    readonly domain: string;
+    readonly endpoint: HostPort;
+    readonly token: string;
+    readonly internal: HostPort;
+  }
+  /** Private: open one idle pooled dial-back per token (base64) to `endpoint`. */
+  | {
+    readonly type: "openPooled";
+    readonly operator: string;
+    readonly endpoint: HostPort;
+    readonly tokens: readonly string[];
+    /** The private side gives an idle one up this long after it opened it. */
+    readonly idleTimeoutMs: number;
+  }
+  /** Stop: no new connections; waiting clients and idle pooled dial-backs end. Splices go on. */
+  | { readonly type: "stop" }
+  /** Every connection ends now. */
+  | { readonly type: "kill" };
+
+/** An empty snapshot (version 0) with `limits`. */
+export function emptySnapshot(limits: Limits = DEFAULT_LIMITS): Snapshot {
+  return { version: 0, limits, publicRoutes: [], privateRoutes: [] };
+}

@@ -1,0 +1,78 @@
+/**
+ * The private proxy's check of a notice (docs/architecture.md, "The control plane"): a notice is
+ * accepted only from an operator in `announce_to`, only for an announced domain (exact, then
+ * `*.parent`), and only for the endpoint the settings allow for that operator — an address from
+ * the network is never dialled unchecked. The result is the data plane's `dialBack` command.
+ * @module
+ */
+import { RpcCode, RpcError } from "../errors.ts";
+import { formatHostPort, type HostPort } from "../role.ts";
+import type { Command } from "../dataplane/mod.ts";
+import { address } from "../settings/check.ts";
+import type { PrivateAnnouncement, PrivateSettings } from "../settings/private.ts";
+import { matchName, normalizeHostName } from "../wire/names.ts";
+import { decodeToken, TOKEN_BYTES } from "../wire/token.ts";
+
+export interface NoticeContext {
+  settings: PrivateSettings;
+  byDomain: ReadonlyMap<string, PrivateAnnouncement>;
+  /** The IP literal of an address (resolved on the control plane), or undefined. */
+  resolve(a: HostPort): HostPort | undefined;
+  /** Connections in flight or spliced now. */
+  live(): number;
+  stopping(): boolean;
+}
+
+/** Checks a notice; returns the `dialBack` command or throws the RpcError to answer. */
+export function checkNotice(
+  params: Record<string, unknown>,
+  caller: string,
+  c: NoticeContext,
+): Extract<Command, { type: "dialBack" }> {
+  const s = c.settings;
+  const refuse = (why: string, code: number): never => {
+    throw new RpcError(`Cannot accept notice from "${caller}": ${why}`, code);
+  };
+  if (c.stopping()) throw new RpcError("Cannot accept notice: stopping", RpcCode.Unavailable);
+  if (!s.announceTo.includes(caller)) {
+    refuse("not an operator this proxy announces to", RpcCode.NotPermitted);
+  }
+  const domain = typeof params.domain === "string" ? normalizeHostName(params.domain) : null;
+  const announcement = domain === null ? undefined : matchName(domain, c.byDomain);
+  if (domain === null || announcement === undefined) {
+    refuse(`domain ${JSON.stringify(params.domain)} is not announced here`, RpcCode.InvalidParams);
+  }
+  const allowed = s.endpoints[caller]!;
+  const problems: string[] = [];
+  const endpoint = address(params.endpoint, "endpoint", problems);
+  if (
+    problems.length > 0 || endpoint.port !== allowed.port || endpoint.hostname !== allowed.hostname
+  ) {
+    refuse(
+      `endpoint ${JSON.stringify(params.endpoint)} is not the allowed "${formatHostPort(allowed)}"`,
+      RpcCode.NotPermitted,
+    );
+  }
+  if (decodeToken(params.token) === null) {
+    refuse(`token must be ${TOKEN_BYTES} bytes of base64`, RpcCode.InvalidParams);
+  }
+  if (c.live() >= s.maxConnections) {
+    refuse(`${s.maxConnections} connections open`, RpcCode.Unavailable);
+  }
+  const to = c.resolve(allowed);
+  const internal = c.resolve(announcement!.internal);
+  if (to === undefined || internal === undefined) {
+    refuse(
+      `cannot resolve ${to === undefined ? formatHostPort(allowed) : formatHostPort(announcement!.internal)}`,
+      RpcCode.Unavailable,
+    );
+  }
+  return {
+    type: "dialBack",
+    operator: caller,
+    domain: domain!,
+    endpoint: to!,
+    token: params.token as string,
+    internal: internal!,
+  };
+}

@@ -1,0 +1,203 @@
+/**
+ * What the public proxy's control plane makes of the data plane's events: its counters
+ * ({@linkcode PublicStats}), its log lines, the pool accounting, and the notices (a client
+ * waiting for a dial-back). See docs/architecture.md, "The snapshot/event contract".
+ * @module
+ */
+import type { Logger } from "@logtape/logtape";
+import { type DataEvent, reasonText } from "../dataplane/mod.ts";
+import { redact } from "../log.ts";
+import { Counters } from "./counters.ts";
+
+/** Counters of the public proxy, for tests and diagnostics. */
+export interface PublicStats {
+  /** Client connections accepted on the public port. */
+  accepted: number;
+  /** Refused because `max_connections` connections were open. */
+  refusedConnections: number;
+  /** Hellos that were malformed, too large or cut off. */
+  badHellos: number;
+  /** Hellos not complete within `hello_timeout_ms`. */
+  helloTimeouts: number;
+  /** Hellos without SNI or for a name nobody announced. */
+  unknownNames: number;
+  /** Refused by a pending cap (total, per operator, per client). */
+  refusedPending: number;
+  /** Notices that failed (operator unreachable, refused, deadline). */
+  failedNotices: number;
+  /** Pending connections whose dial-back did not come in time. */
+  expired: number;
+  /** Dial-backs refused: unknown, expired or reused token, short read or timeout. */
+  badTokens: number;
+  /** Connections spliced to a dial-back (by notice or from the pool). */
+  spliced: number;
+  /** Notices sent (one per client not served from the pool). */
+  notices: number;
+  /** Pool tokens minted by openPool. */
+  poolTokens: number;
+  /** openPool calls refused: the operator's `max_pooled_per_operator` was reached, or pooling is off. */
+  refusedPool: number;
+  /** Connections that redeemed a pool token and went idle. */
+  pooled: number;
+  /** Clients served from the pool (no notice). */
+  poolHits: number;
+  /** Idle pooled connections dropped (EOF, reset, stray bytes, idle timeout). */
+  poolDropped: number;
+}
+
+export function newPublicStats(): PublicStats {
+  return {
+    accepted: 0,
+    refusedConnections: 0,
+    badHellos: 0,
+    helloTimeouts: 0,
+    unknownNames: 0,
+    refusedPending: 0,
+    failedNotices: 0,
+    expired: 0,
+    badTokens: 0,
+    spliced: 0,
+    notices: 0,
+    poolTokens: 0,
+    refusedPool: 0,
+    pooled: 0,
+    poolHits: 0,
+    poolDropped: 0,
+  };
+}
+
+/** A client waiting for its dial-back: the notice to send. */
+export interface NoticeRequest {
+  conn: number;
+  operator: string;
+  domain: string;
+  token: string;
+  client: string;
+}
+
+/** Counts and logs one event of the public data plane; returns a notice to send, if any. */
+export function onPublicEvent(
+  e: DataEvent,
+  stats: PublicStats,
+  log: Logger,
+  counters: Counters,
+  settings: { dialBackTimeoutMs: number; maxConnections: number; tokenTimeoutMs: number },
+): NoticeRequest | undefined {
+  switch (e.type) {
+    case "needDialBack":
+      stats.accepted++;
+      stats.notices++;
+      log.debug("Parked {client} for {domain} of {operator} as {token}", {
+        client: e.client,
+        domain: e.domain,
+        operator: e.operator,
+        token: redact(e.token),
+      });
+      return e;
+    case "piped":
+      stats.spliced++;
+      if (e.via === "pool") {
+        stats.accepted++;
+        stats.poolHits++;
+        log.debug("Took a pooled connection of {operator} for {client} ({domain})", e);
+      }
+      return;
+    case "ended":
+      log.info(
+        "Closed {client} for {domain} via {operator}: {up} bytes up, {down} down, {ms} ms, {reason}",
+        {
+          conn: e.conn,
+          client: e.client,
+          domain: e.domain,
+          operator: e.operator,
+          up: e.up,
+          down: e.down,
+          ms: Math.round(e.phases.ended - e.phases.accepted),
+          reason: reasonText(e.reason),
+        },
+      );
+      return;
+    case "refused":
+      onRefused(e, stats, log, counters, settings);
+      return;
+    case "poolIdle":
+      stats.pooled++;
+      return;
+    case "poolDropped":
+      stats.poolDropped++;
+      log.debug("Dropped an idle pooled connection of {operator}: {why}", e);
+      return;
+    case "acceptFailed":
+      counters.warn("accept", "Cannot accept connections ({count} since last report): {error}", {
+        error: e.error,
+      });
+      return;
+  }
+}
+
+function onRefused(
+  e: Extract<DataEvent, { type: "refused" }>,
+  stats: PublicStats,
+  log: Logger,
+  counters: Counters,
+  settings: { dialBackTimeoutMs: number; maxConnections: number; tokenTimeoutMs: number },
+): void {
+  const client = e.client;
+  switch (e.why) {
+    case "connections":
+      stats.refusedConnections++;
+      counters.warn(
+        "connections",
+        "Refused connections: {max} open ({count} since last report), last from {peer}",
+        { max: settings.maxConnections, peer: client },
+      );
+      return;
+    case "bad-hello":
+      stats.accepted++;
+      if (e.detail !== "EOF" && !e.detail?.includes("failed")) stats.badHellos++;
+      log.debug("Refused client {client}: {error}", { client, error: e.detail });
+      return;
+    case "hello-timeout":
+      stats.accepted++;
+      stats.helloTimeouts++;
+      log.debug("Dropped client {client}: no ClientHello in time", { client });
+      return;
+    case "unknown-name":
+      stats.accepted++;
+      stats.unknownNames++;
+      log.debug("Refused client {client}: {why}", { client, why: e.detail });
+      return;
+    case "pending-total":
+    case "pending-operator":
+    case "pending-client":
+      stats.accepted++;
+      stats.refusedPending++;
+      counters.warn(
+        e.why,
+        "Refused clients: pending cap {cap} reached ({count} since last report), last {client} for {domain}",
+        { cap: e.why.slice("pending-".length), client, domain: e.domain },
+      );
+      return;
+    case "notice-failed":
+      stats.failedNotices++;
+      return;
+    case "expired":
+      if (e.detail === "stopping") return;
+      stats.expired++;
+      counters.warn(
+        "expired",
+        "Closed clients: no dial-back within {ms} ms ({count} since last report), last {client} for {domain} of {operator}",
+        { ms: settings.dialBackTimeoutMs, client, domain: e.domain, operator: e.operator },
+      );
+      return;
+    case "bad-token":
+    case "token-timeout":
+      stats.badTokens++;
+      counters.warn(
+        "token",
+        "Refused dial-backs ({count} since last report), last from {peer}: {why}",
+        { peer: client, why: e.detail },
+      );
+      return;
+  }
+}

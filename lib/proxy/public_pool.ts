@@ -1,0 +1,103 @@
+/**
+ * The public half of the dial-back pool (docs/architecture.md, "Pre-warmed dial-backs"): the
+ * accounting behind `openPool`. It mints one-time pool tokens within `max_pooled_per_operator`
+ * (tokens not yet redeemed count, as do idle pooled dial-backs) and hands them to the data plane
+ * as a `grantPool` command; the data plane keeps the idle connections themselves and tells this
+ * table, by events, when one went idle, was taken by a client or dropped.
+ * @module
+ */
+import type { Command, DataEvent } from "../dataplane/mod.ts";
+import { TOKEN_BYTES, tokenText } from "../wire/token.ts";
+
+/** Longest a public proxy keeps an idle pooled connection, whatever the private proxy asks. */
+export const MAX_POOL_IDLE_MS = 600_000;
+/** Shortest idle timeout a private proxy may ask for. */
+export const MIN_POOL_IDLE_MS = 1000;
+/** Most tokens one `openPool` call may ask for. */
+export const MAX_OPEN_COUNT = 64;
+
+/** The result of `mint()`: the tokens (base64; never log them), or why none were granted. */
+export type MintResult =
+  | { ok: true; tokens: string[]; idleTimeoutMs: number }
+  | { ok: false; why: "off" | "cap" };
+
+/** Tokens and idle pooled dial-backs per operator, as the data plane reports them. */
+export class PoolGrants {
+  /** Unredeemed tokens plus idle connections, per operator: what the cap counts. */
+  #held = new Map<string, number>();
+  #idle = new Map<string, number>();
+  #closed = false;
+
+  constructor(
+    readonly maxPerOperator: number,
+    readonly send: (cmd: Command) => void,
+    readonly random: (into: Uint8Array) => void = (b) => crypto.getRandomValues(b),
+  ) {}
+
+  /** Tokens and idle connections held for `operator`. */
+  held(operator: string): number {
+    return this.#held.get(operator) ?? 0;
+  }
+
+  /** Idle pooled connections of `operator`, or of all operators. */
+  idle(operator?: string): number {
+    if (operator !== undefined) return this.#idle.get(operator) ?? 0;
+    let n = 0;
+    for (const v of this.#idle.values()) n += v;
+    return n;
+  }
+
+  /**
+   * Mints up to `count` tokens for `operator`, usable for `domains` (announcement names), within
+   * the per-operator cap, and grants them to the data plane. Grants fewer when the cap leaves less
+   * room; none → `{ok: false}`.
+   */
+  mint(operator: string, domains: readonly string[], count: number, idleMs: number): MintResult {
+    if (this.maxPerOperator === 0 || this.#closed) return { ok: false, why: "off" };
+    const n = Math.min(count, this.maxPerOperator - this.held(operator));
+    if (n <= 0) return { ok: false, why: "cap" };
+    const idleTimeoutMs = Math.min(Math.max(idleMs, MIN_POOL_IDLE_MS), MAX_POOL_IDLE_MS);
+    const tokens: string[] = [];
+    const raw = new Uint8Array(TOKEN_BYTES);
+    for (let i = 0; i < n; i++) {
+      this.random(raw);
+      tokens.push(tokenText(raw));
+    }
+    bump(this.#held, operator, n);
+    this.send({ type: "grantPool", operator, domains, tokens, idleTimeoutMs });
+    return { ok: true, tokens, idleTimeoutMs };
+  }
+
+  /** Follows the data plane's pool events. */
+  onEvent(e: DataEvent): void {
+    switch (e.type) {
+      case "poolIdle":
+        bump(this.#idle, e.operator, 1);
+        return;
+      case "poolDropped":
+        bump(this.#idle, e.operator, -1);
+        bump(this.#held, e.operator, -1);
+        return;
+      case "poolTokensExpired":
+        bump(this.#held, e.operator, -e.count);
+        return;
+      case "piped":
+        if (e.via === "pool") {
+          bump(this.#idle, e.operator, -1);
+          bump(this.#held, e.operator, -1);
+        }
+        return;
+    }
+  }
+
+  /** Later mints are refused (the role stops). */
+  close(): void {
+    this.#closed = true;
+  }
+}
+
+function bump(m: Map<string, number>, key: string, by: number): void {
+  const n = (m.get(key) ?? 0) + by;
+  if (n <= 0) m.delete(key);
+  else m.set(key, n);
+}

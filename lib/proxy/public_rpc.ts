@@ -1,0 +1,114 @@
+/**
+ * The calls the public proxy serves through its EPS (docs/architecture.md, "The control plane"):
+ * `announceConnections`, `withdrawConnections`, `getAnnouncements` and `openPool`.
+ * @module
+ */
+import type { Logger } from "@logtape/logtape";
+import { RpcCode, RpcError } from "../errors.ts";
+import { errorText } from "../log.ts";
+import type { EpsClient } from "../eps/client.ts";
+import { type Announcements, parseAnnounceParams, parseWithdrawParams, viewOf } from "./announcements.ts";
+import type { Counters } from "./counters.ts";
+import { MAX_OPEN_COUNT, type PoolGrants } from "./public_pool.ts";
+import type { PublicStats } from "./public_events.ts";
+
+export interface PublicRpcParts {
+  eps: EpsClient;
+  announcements: Announcements;
+  grants: PoolGrants;
+  stats: PublicStats;
+  log: Logger;
+  counters: Counters;
+  maxPooledPerOperator: number;
+  /** The announcements changed (or may have): push a new snapshot. */
+  changed(): void;
+}
+
+/** Serves the public proxy's calls on `p.eps`. */
+export function servePublicCalls(p: PublicRpcParts): void {
+  const { eps, announcements, log } = p;
+  eps.serve("announceConnections", async (params, ctx) => {
+    const requests = parseAnnounceParams(params, Date.now());
+    try {
+      const added = await announcements.announce(ctx.caller, requests);
+      log.info("Accepted announcement of {domains} from {operator}", {
+        operator: ctx.caller,
+        domains: added.map((a) => a.domain),
+      });
+      return { connections: viewOf(added) };
+    } catch (err) {
+      log.warn("Refused announcement from {operator}: {error}", {
+        operator: ctx.caller,
+        error: errorText(err),
+      });
+      throw err;
+    } finally {
+      p.changed(); // also after a failed store write: the table may have changed
+    }
+  });
+  eps.serve("withdrawConnections", async (params, ctx) => {
+    let withdrawn: string[];
+    try {
+      withdrawn = await announcements.withdraw(ctx.caller, parseWithdrawParams(params));
+    } finally {
+      p.changed();
+    }
+    log.info("Withdrew {domains} of {operator}", { operator: ctx.caller, domains: withdrawn });
+    return { withdrawn };
+  });
+  eps.serve("openPool", (params, ctx) => openPool(p, params, ctx.caller));
+  eps.serve("getAnnouncements", (_params, ctx) => ({
+    connections: viewOf(announcements.list(ctx.caller)),
+  }));
+}
+
+function openPool(p: PublicRpcParts, params: Record<string, unknown>, operator: string) {
+  const { count, idle_timeout_ms: idleMs, domains } = params;
+  if (
+    !Number.isInteger(count) || (count as number) < 1 || (count as number) > MAX_OPEN_COUNT ||
+    !Number.isInteger(idleMs) || (idleMs as number) < 1 ||
+    !Array.isArray(domains) || domains.length < 1 || domains.length > 1000 ||
+    !domains.every((d) => typeof d === "string")
+  ) {
+    throw new RpcError(
+      `Cannot open pool for "${operator}": want {domains: [1 to 1000 names], count: 1 to ${MAX_OPEN_COUNT}, idle_timeout_ms: > 0}`,
+      RpcCode.InvalidParams,
+    );
+  }
+  // only names this operator holds now: a pooled connection serves nothing else
+  const held = new Set(p.announcements.list(operator).map((a) => a.domain));
+  const foreign = (domains as string[]).filter((d) => !held.has(d));
+  if (foreign.length > 0) {
+    p.counters.warn(
+      "pool-domains",
+      "Refused pools: domains not announced by the caller ({count} since last report), last {operator} for {domains}",
+      { operator, domains: foreign },
+    );
+    throw new RpcError(
+      `Cannot open pool for "${operator}": ${JSON.stringify(foreign)} not announced by it`,
+      RpcCode.DomainNotAllowed,
+    );
+  }
+  const minted = p.grants.mint(operator, domains as string[], count as number, idleMs as number);
+  if (!minted.ok) {
+    p.stats.refusedPool++;
+    const max = p.maxPooledPerOperator;
+    p.counters.warn(
+      `pool-${minted.why}`,
+      "Refused pool tokens: {why} ({count} since last report), last for {operator}",
+      {
+        operator,
+        why: minted.why === "off" ? "pooling is off" : `max_pooled_per_operator ${max} reached`,
+      },
+    );
+    throw new RpcError(
+      minted.why === "off"
+        ? `Cannot open pool for "${operator}": pooling is off`
+        : `Cannot open pool for "${operator}": ${max} connections or tokens held`,
+      RpcCode.Unavailable,
+    );
+  }
+  p.stats.poolTokens += minted.tokens.length;
+  p.log.debug("Minted {n} pool tokens for {operator}", { n: minted.tokens.length, operator });
+  return { tokens: minted.tokens, idle_timeout_ms: minted.idleTimeoutMs };
+}
