@@ -229,6 +229,9 @@ export class Engine {
     if (this.stopping) return;
     this.stopping = true;
     for (const owner of new Set(this.socks.values())) owner.onStop(now);
+    // unredeemed pool tokens die with the stop: no dial-back is accepted any more
+    for (const g of this.grants.values()) this.timers.disarm(g);
+    this.grants.clear();
   }
 
   /** Sockets open now. */

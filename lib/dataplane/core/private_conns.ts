@@ -203,6 +203,10 @@ export class PooledDialBack implements SockOwner {
   onData(_sock: SockId, bytes: Uint8Array, now: number): void {
     if (this.state === "connecting") {
       this.#rest = append(this.#rest, bytes); // more of the hello: written before the pipe
+      // a client cannot make this grow without bound while the internal server connects
+      if (this.#rest.length > this.engine.limits.maxClientHelloBytes) {
+        this.engine.out({ op: "read", sock: this.sock, on: false });
+      }
       return;
     }
     if (this.state !== "idle") return;

@@ -12,6 +12,9 @@ export interface TimerOwner {
   onTimeout(now: number): void;
 }
 
+/** Heap size below which stale entries are only dropped as they surface. */
+const COMPACT_MIN = 1024;
+
 interface Entry {
   at: number;
   owner: TimerOwner;
@@ -21,13 +24,31 @@ interface Entry {
 /** A min-heap of deadlines. */
 export class Timers {
   #heap: Entry[] = [];
+  /** Past this size the stale entries are dropped (amortised: it doubles with the live ones). */
+  #compactAt = COMPACT_MIN;
 
   /** Arms `owner`'s deadline at `at` (replacing any earlier one). */
   arm(owner: TimerOwner, at: number): void {
     const gen = ++owner.timerGen;
+    if (this.#heap.length >= this.#compactAt) this.#compact();
     const h = this.#heap;
     h.push({ at, owner, gen });
-    let i = h.length - 1;
+    this.#up(h.length - 1);
+  }
+
+  /**
+   * Drops stale entries. Without it a connection that ends long before its deadline (most do)
+   * leaves its entry, and with it the connection's object, in the heap until the deadline.
+   */
+  #compact(): void {
+    const live = this.#heap.filter((e) => e.gen === e.owner.timerGen);
+    live.sort((x, y) => x.at - y.at); // a sorted array is a heap
+    this.#heap = live;
+    this.#compactAt = Math.max(COMPACT_MIN, 2 * live.length);
+  }
+
+  #up(i: number): void {
+    const h = this.#heap;
     while (i > 0) {
       const p = (i - 1) >> 1;
       if (h[p]!.at <= h[i]!.at) break;

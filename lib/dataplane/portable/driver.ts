@@ -17,8 +17,13 @@ import type { DataEvent } from "../events.ts";
 import type { Command } from "../snapshot.ts";
 import type { DataPlane, DataPlaneOptions } from "../mod.ts";
 
-/** Bytes one read may take. */
+/** Bytes one read may take while data flows (a read that fills its buffer grows it to this). */
 const READ_BYTES = 64 * 1024;
+/**
+ * The read buffer a socket starts with: an idle held connection keeps a read pending, and its
+ * buffer stays pinned, so it starts small (a ClientHello, a token, a small request fit).
+ */
+const SMALL_READ_BYTES = 2048;
 /** How long a listener pauses after a failed accept (EMFILE and the like). */
 const ACCEPT_PAUSE_MS = 100;
 
@@ -60,14 +65,16 @@ class PSock {
   }
 
   async #loop(): Promise<void> {
-    const buf = new Uint8Array(READ_BYTES);
+    let buf = new Uint8Array(SMALL_READ_BYTES);
     const conn = this.conn!;
     while (!this.closed && (this.reading || this.peer !== undefined)) {
       let n: number | null;
       try {
         n = await conn.read(buf);
       } catch (err) {
-        if (!this.closed) this.d.input((e, now) => e.failed(this.id, { op: "read", code: codeOf(err) }, now));
+        if (!this.closed) {
+          this.d.input((e, now) => e.failed(this.id, { op: "read", code: codeOf(err) }, now));
+        }
         return;
       }
       if (this.closed) return;
@@ -80,6 +87,7 @@ class PSock {
         this.stash.push(item === null ? null : item.slice());
       }
       if (n === null) return;
+      if (n === buf.length && buf.length < READ_BYTES) buf = new Uint8Array(READ_BYTES);
     }
   }
 
