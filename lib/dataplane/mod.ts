@@ -10,7 +10,14 @@ import type { HostPort } from "../role.ts";
 import type { DataEvent } from "./events.ts";
 import type { Command, PlaneRole, Snapshot } from "./snapshot.ts";
 
-export type { Command, Limits, PlaneRole, PrivateRoute, PublicRoute, Snapshot } from "./snapshot.ts";
+export type {
+  Command,
+  Limits,
+  PlaneRole,
+  PrivateRoute,
+  PublicRoute,
+  Snapshot,
+} from "./snapshot.ts";
 export { DEFAULT_LIMITS, emptySnapshot } from "./snapshot.ts";
 export type { DataEvent, EndReason, Phases, Refusal, SideName, Via } from "./events.ts";
 export { reasonText } from "./events.ts";
@@ -48,7 +55,6 @@ export interface DataPlane {
   /** Rejects when the driver itself fails (its worker died): the role cannot serve any more. */
   readonly failed: Promise<never>;
 }
-
 
 /**
  * Opens the data plane on the driver `choice` asks for; the environment variable

@@ -1,8 +1,9 @@
 /**
- * Links: mutually authenticated TLS 1.3 connections (ALPN `tls-pass-eps/1`) between two EPS
- * servers or between a proxy and its own EPS, each carrying one yamux session (DESIGN.md §5).
- * The peer's operator name is its certificate's subject CN, which must also be one of its DNS
- * SANs; when the directory pins fingerprints for that operator, the certificate must match one.
+ * Links: mutually authenticated TLS 1.3 connections (ALPN `tls-pass-eps/1`) between two EPS servers
+ * or between a proxy and its own EPS, each carrying one yamux session (docs/architecture.md, "The
+ * picture"). The peer's operator name is its certificate's subject CN, which must also be one of
+ * its DNS SANs; when the directory pins fingerprints for that operator, the certificate must match
+ * one.
  * @module
  */
 import { X509Certificate } from "node:crypto";
@@ -10,6 +11,9 @@ import { errorText, logger, RateLimitedCounter } from "../log.ts";
 import { formatHostPort, type HostPort } from "../role.ts";
 import { remoteText } from "../net/conn.ts";
 import { pause } from "../net/io.ts";
+import { Backoff } from "../backoff.ts";
+
+export { Backoff };
 
 export { pause };
 import {
@@ -197,24 +201,6 @@ export async function listenLinks(
     }
   })();
   return { addr: listener.addr, close: () => listener.close(), finished };
-}
-
-/** Exponential backoff with jitter: 200 ms doubling to 20 s, each delay drawn from [d/2, d]. */
-export class Backoff {
-  #attempt = 0;
-  constructor(readonly baseMs = 200, readonly maxMs = 20_000) {}
-  /** The next delay in milliseconds. */
-  next(): number {
-    const d = Math.min(this.maxMs, this.baseMs * 2 ** Math.min(this.#attempt, 30));
-    this.#attempt++;
-    return Math.round(d / 2 + Math.random() * d / 2);
-  }
-  reset(): void {
-    this.#attempt = 0;
-  }
-  get attempts(): number {
-    return this.#attempt;
-  }
 }
 
 /** Resolves when `p` settles or `signal` aborts, whichever is first; never rejects. */

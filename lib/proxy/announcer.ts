@@ -10,6 +10,7 @@ import { RpcCode, RpcError } from "../errors.ts";
 import { errorText } from "../log.ts";
 import type { EpsClient } from "../eps/client.ts";
 import type { PrivateSettings } from "../settings/private.ts";
+import { Backoff } from "../backoff.ts";
 
 /** Longest wait between two announcement attempts while the EPS or the public side is not there. */
 const MAX_RETRY_MS = 20_000;
@@ -64,7 +65,7 @@ export class Announcer {
 
   async #loop(operator: string): Promise<void> {
     const s = this.settings;
-    let retryMs = s.retryMs;
+    const backoff = new Backoff(s.retryMs, MAX_RETRY_MS, false);
     let waitingLogged = false;
     while (!this.signal.aborted) {
       const now = Date.now();
@@ -76,7 +77,7 @@ export class Announcer {
           })),
         }, { signal: this.signal });
         this.announced++;
-        retryMs = s.retryMs;
+        backoff.reset();
         waitingLogged = false;
         this.log.info("Announced {domains} to {operator}", {
           operator,
@@ -97,7 +98,7 @@ export class Announcer {
             error: errorText(err),
             ms: MAX_RETRY_MS,
           });
-          retryMs = MAX_RETRY_MS;
+          backoff.longest();
         } else if (!waitingLogged) {
           this.log.info("Waiting for {operator} to acknowledge the announcement: {error}", {
             operator,
@@ -105,10 +106,12 @@ export class Announcer {
           });
           waitingLogged = true;
         } else {
-          this.log.debug("Still waiting for {operator}: {error}", { operator, error: errorText(err) });
+          this.log.debug("Still waiting for {operator}: {error}", {
+            operator,
+            error: errorText(err),
+          });
         }
-        await pause(retryMs, this.signal, this.#wakers);
-        retryMs = Math.min(retryMs * 2, MAX_RETRY_MS);
+        await pause(backoff.next(), this.signal, this.#wakers);
       }
     }
   }

@@ -10,6 +10,7 @@ import type { Logger } from "@logtape/logtape";
 import { RpcCode, RpcError } from "../errors.ts";
 import { errorText } from "../log.ts";
 import type { DataEvent } from "../dataplane/mod.ts";
+import { Backoff } from "../backoff.ts";
 
 /** Most tokens one `openPool` call may ask for (the public proxy's cap). */
 export const MAX_OPEN_COUNT = 64;
@@ -134,7 +135,7 @@ export class DialPool {
   opening = 0;
   #refillMs = INITIAL_REFILL_MS;
   #calling = false;
-  #backoffMs = 0;
+  #backoff: Backoff;
   #blockedUntil = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #tasks = new Set<Promise<void>>();
@@ -143,6 +144,7 @@ export class DialPool {
   #started: number[] = [];
 
   constructor(readonly o: DialPoolOptions) {
+    this.#backoff = new Backoff(o.retryMs, MAX_BACKOFF_MS, false);
     o.signal.addEventListener("abort", () => clearTimeout(this.#timer), { once: true });
   }
 
@@ -236,7 +238,7 @@ export class DialPool {
         // a moving average of how long one refill takes (call + connect + token)
         const started = this.#started.shift() ?? now;
         this.#refillMs = 0.8 * this.#refillMs + 0.2 * (now - started);
-        this.#backoffMs = 0;
+        this.#backoff.reset();
         this.#refusedLogged = false;
         return;
       }
@@ -269,11 +271,10 @@ export class DialPool {
 
   #failed(why: string, longest = false): void {
     this.stats.failedRefills++;
-    this.#backoffMs = longest
-      ? MAX_BACKOFF_MS
-      : Math.min(Math.max(this.#backoffMs * 2, this.o.retryMs), MAX_BACKOFF_MS);
-    this.#blockedUntil = performance.now() + this.#backoffMs;
-    const props = { operator: this.o.operator, why, ms: this.#backoffMs };
+    if (longest) this.#backoff.longest();
+    const ms = this.#backoff.next();
+    this.#blockedUntil = performance.now() + ms;
+    const props = { operator: this.o.operator, why, ms };
     if (!this.#refusedLogged) {
       this.#refusedLogged = true;
       this.o.log.warn(

@@ -23,7 +23,12 @@ import { Announcements } from "./announcements.ts";
 import { openStore } from "./store.ts";
 import { Counters } from "./counters.ts";
 import { PoolGrants } from "./public_pool.ts";
-import { newPublicStats, type NoticeRequest, onPublicEvent, type PublicStats } from "./public_events.ts";
+import {
+  newPublicStats,
+  type NoticeRequest,
+  onPublicEvent,
+  type PublicStats,
+} from "./public_events.ts";
 import { servePublicCalls } from "./public_rpc.ts";
 
 export type { PublicStats } from "./public_events.ts";
@@ -117,7 +122,9 @@ export async function startPublic(
     (snapshot) => plane?.send({ type: "snapshot", snapshot }),
   );
   const grants = new PoolGrants(settings.maxPooledPerOperator, (cmd) => plane?.send(cmd));
-  let eps: EpsClient | undefined;
+  // before the data plane: its first events may come as soon as its ports are bound
+  const client: EpsClient = connectEps(settings.eps, stop.signal);
+  let endpointText = "";
   const onEvents = (events: readonly DataEvent[]) => {
     for (const e of events) {
       grants.onEvent(e);
@@ -126,14 +133,21 @@ export async function startPublic(
     }
   };
   try {
-    plane = await openDataPlane(settings.sockets, {
-      role: "public",
-      listen: { public: settings.publicListen, private: settings.privateListen },
-      snapshot: snapshots.make(),
-      onEvents,
-    }, (problem) => log.warn("Native sockets are not available ({problem}): using Deno's", { problem }));
+    plane = await openDataPlane(
+      settings.sockets,
+      {
+        role: "public",
+        listen: { public: settings.publicListen, private: settings.privateListen },
+        snapshot: snapshots.make(),
+        onEvents,
+      },
+      (problem) =>
+        log.warn("Native sockets are not available ({problem}): using Deno's", { problem }),
+    );
   } catch (err) {
     snapshots.close();
+    stop.abort();
+    await client.close().catch(() => {});
     await store.close();
     throw err;
   }
@@ -142,9 +156,7 @@ export async function startPublic(
   const addrs = { public: dp.addrs.public!, private: dp.addrs.private! };
   const privateEndpoint = settings.privateEndpoint ??
     directory.operators.get(settings.operator)?.proxy.privateEndpoint ?? addrs.private;
-  const endpointText = formatHostPort(privateEndpoint);
-  eps = connectEps(settings.eps, stop.signal);
-  const client = eps;
+  endpointText = formatHostPort(privateEndpoint);
 
   function sendNotice(n: NoticeRequest): void {
     client.call(

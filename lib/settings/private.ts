@@ -1,5 +1,5 @@
 /**
- * Settings of the private proxy (`tls-pass run private`), DESIGN.md §4.
+ * Settings of the private proxy (`tls-pass run private`); reference in docs/settings.md.
  *
  * ```yaml
  * operator: private-proxy-1
@@ -14,7 +14,7 @@
  */
 import type { HostPort } from "../role.ts";
 import type { SocketsChoice } from "./public.ts";
-import { type EpsClientSettings, parseEpsClientSettings } from "../eps/client.ts";
+import { type EpsClientSettings, parseEpsClientSettings } from "./eps_client.ts";
 import * as check from "./check.ts";
 import { loadSettings } from "./loader.ts";
 import { operatorName } from "./public.ts";
@@ -101,7 +101,10 @@ const KEYS = [
 const POOL_KEYS = ["enabled", "min_idle", "max_idle", "idle_timeout_ms"] as const;
 const ANNOUNCEMENT_KEYS = ["domain", "internal", "expires_in_ms"] as const;
 
-/** Validates merged private proxy settings, reporting every problem (STYLE.md §3.7). */
+/**
+ * Validates merged private proxy settings, reporting every problem
+ * (docs/settings.md, "Validation").
+ */
 export function parsePrivateSettings(
   data: Record<string, unknown>,
   problems: check.Problems,

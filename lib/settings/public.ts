@@ -1,5 +1,5 @@
 /**
- * Settings of the public proxy (`tls-pass run public`), DESIGN.md §4.
+ * Settings of the public proxy (`tls-pass run public`); reference in docs/settings.md.
  *
  * ```yaml
  * operator: public-proxy-1
@@ -18,7 +18,7 @@ import type { HostPort } from "../role.ts";
 /** Which data-plane driver: native (libc over FFI, a worker thread), deno (portable), or auto. */
 export type SocketsChoice = "auto" | "native" | "deno";
 import type { StoreSettings } from "../proxy/store.ts";
-import { type EpsClientSettings, parseEpsClientSettings } from "../eps/client.ts";
+import { type EpsClientSettings, parseEpsClientSettings } from "./eps_client.ts";
 import * as check from "./check.ts";
 import { loadSettings } from "./loader.ts";
 
@@ -114,7 +114,9 @@ export function existingDir(path: string, key: string, problems: check.Problems)
   }
 }
 
-/** Validates merged public proxy settings, reporting every problem (STYLE.md §3.7). */
+/**
+ * Validates merged public proxy settings, reporting every problem (docs/settings.md, "Validation").
+ */
 export function parsePublicSettings(
   data: Record<string, unknown>,
   problems: check.Problems,
