@@ -35,7 +35,10 @@ export class SettingsError extends Error {
   }
 }
 
-/** JSON-RPC error codes used by tls-pass (DESIGN.md §5), beside the standard ones. */
+/**
+ * JSON-RPC error codes used by tls-pass (docs/architecture.md, "The picture"), beside the
+ * standard ones.
+ */
 export const RpcCode = {
   ParseError: -32700,
   InvalidRequest: -32600,

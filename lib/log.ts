@@ -1,5 +1,5 @@
 /**
- * Logging helpers. Library code only gets loggers; cli.ts configures sinks (STYLE.md §3.6).
+ * Logging helpers. Library code only gets loggers; cli.ts configures sinks.
  * @module
  */
 import { getLogger, type Logger } from "@logtape/logtape";
@@ -22,7 +22,7 @@ export function errorText(err: unknown): string {
 
 /**
  * Counts events and logs at most once per interval, so a cap that is hit by every connection does
- * not flood the log (DESIGN.md §8).
+ * not flood the log.
  */
 export class RateLimitedCounter {
   #count = 0;

@@ -1,5 +1,5 @@
 /**
- * The contract every long-lived role follows (STYLE.md §3.4).
+ * The contract every long-lived role follows.
  * @module
  */
 

@@ -1,6 +1,6 @@
 /**
  * EPS calls end to end in one process: proxy → EPS A → EPS B → proxy over real mTLS links on
- * loopback, and the JSON-RPC errors of DESIGN.md §5.
+ * loopback, and the JSON-RPC errors (docs/architecture.md, "The picture").
  */
 import assert from "node:assert/strict";
 import { RpcCode, RpcError } from "../lib/errors.ts";

@@ -32,7 +32,7 @@ export interface PkiOptions {
   days?: number;
 }
 
-/** The dev names: one leaf each (DESIGN.md §3, dev layout). */
+/** The dev names: one leaf each (the roles of settings/dev). */
 export const DEV_NAMES: readonly string[] = Object.freeze([
   "public-proxy-1",
   "private-proxy-1",

@@ -1,7 +1,7 @@
 /**
  * The directory: the shared list of operators, their EPS addresses, certificate pins, permissions
- * and proxy settings (DESIGN.md §5). Loaded from YAML files that deep-merge (the pins written by
- * `tls-pass certs` merge into the hand-written operators file).
+ * and proxy settings (docs/settings.md, "Directory"). Loaded from YAML files that deep-merge (the
+ * pins written by `tls-pass certs` merge into the hand-written operators file).
  * @module
  */
 import type { HostPort } from "../role.ts";

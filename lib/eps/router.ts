@@ -1,7 +1,7 @@
 /**
- * Routing of `operator.method` calls on an EPS server (DESIGN.md §5). A call from peer P (the
- * operator whose certificate authenticated the link it came on; the own proxy counts as the own
- * operator) to `X.method`:
+ * Routing of `operator.method` calls on an EPS server (docs/architecture.md, "The picture"). A call
+ * from peer P (the operator whose certificate authenticated the link it came on; the own proxy
+ * counts as the own operator) to `X.method`:
  * - X is this operator: delivered to the local proxy with `params._client = {name: P}`;
  * - X is another operator: only from the own proxy (no transit), only if the directory lets this
  *   operator call X.method; forwarded over the link to X with `_client` = this operator.

@@ -1,7 +1,8 @@
 /**
- * Calls: one JSON-RPC 2.0 request and its response, one stream each (DESIGN.md §5). The caller
- * writes the request and half-closes; the callee writes the response and half-closes. Every
- * message is bounded by `maxMessageBytes`, every call by a deadline that resets the stream.
+ * Calls: one JSON-RPC 2.0 request and its response, one stream each (docs/architecture.md, "The
+ * picture"). The caller writes the request and half-closes; the callee writes the response and
+ * half-closes. Every message is bounded by `maxMessageBytes`, every call by a deadline that resets
+ * the stream.
  * @module
  */
 import { LinkClosedError, RpcCode, RpcError } from "../errors.ts";

@@ -1,6 +1,7 @@
 /**
  * The EPS role: listens for links (peer EPS servers and the own proxy), dials the peers it may
- * call, keeps one link per peer, and routes calls between them (DESIGN.md §5).
+ * call, keeps one link per peer, and routes calls between them
+ * (docs/architecture.md, "The picture").
  * @module
  */
 import { LinkClosedError, RpcCode, RpcError, SettingsError } from "../errors.ts";

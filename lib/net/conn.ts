@@ -1,6 +1,7 @@
 /**
- * The one transport seam (STYLE.md §3.3). `Deno.Conn` and `Deno.TlsConn` fit it as they are;
- * `node_tls_conn.ts` adapts a `node:tls` socket, used where client certificates must be verified.
+ * The one transport seam of the EPS links (docs/architecture.md, "The two planes"). `Deno.Conn` and
+ * `Deno.TlsConn` fit it as they are; `node_tls_conn.ts` adapts a `node:tls` socket, used where
+ * client certificates must be verified.
  * @module
  */
 /** A bidirectional byte stream with half-close. */

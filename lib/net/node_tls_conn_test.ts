@@ -87,7 +87,7 @@ async function nodePair(): Promise<Pair> {
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 const bytes = (s: string) => new TextEncoder().encode(s);
 
-/** The ByteConn conformance cases (STYLE.md §3.3): every implementation runs all of them. */
+/** The ByteConn conformance cases: every implementation runs all of them. */
 const cases: Record<string, (p: Pair) => Promise<void>> = {
   "carries bytes both ways": async ({ client, server }) => {
     await writeAll(client, bytes("ping"));

@@ -63,7 +63,9 @@ export function checkNotice(
   const internal = c.resolve(announcement!.internal);
   if (to === undefined || internal === undefined) {
     refuse(
-      `cannot resolve ${to === undefined ? formatHostPort(allowed) : formatHostPort(announcement!.internal)}`,
+      `cannot resolve ${
+        to === undefined ? formatHostPort(allowed) : formatHostPort(announcement!.internal)
+      }`,
       RpcCode.Unavailable,
     );
   }

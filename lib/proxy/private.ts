@@ -216,7 +216,9 @@ class PrivateControl {
               { signal },
             );
             const tokens = Array.isArray(r?.tokens) ? r.tokens : [null];
-            if (tokens.some((t) => decodeToken(t) === null) || !Number.isInteger(r.idle_timeout_ms)) {
+            if (
+              tokens.some((t) => decodeToken(t) === null) || !Number.isInteger(r.idle_timeout_ms)
+            ) {
               throw new RpcError(
                 `Cannot use the openPool answer of "${operator}": want {tokens: [${TOKEN_BYTES} bytes of base64], idle_timeout_ms}`,
                 RpcCode.InternalError,
@@ -257,11 +259,16 @@ export async function startPrivate(
   const log = logger("proxy", "private");
   const c = new PrivateControl(settings, log);
   await c.resolve();
-  c.plane = await openDataPlane(settings.sockets, {
-    role: "private",
-    snapshot: c.snapshot(),
-    onEvents: (events) => c.onEvents(events),
-  }, (problem) => log.warn("Native sockets are not available ({problem}): using Deno's", { problem }));
+  c.plane = await openDataPlane(
+    settings.sockets,
+    {
+      role: "private",
+      snapshot: c.snapshot(),
+      onEvents: (events) => c.onEvents(events),
+    },
+    (problem) =>
+      log.warn("Native sockets are not available ({problem}): using Deno's", { problem }),
+  );
   const plane = c.plane;
   log.info("Data plane: {driver}", { driver: plane.driver });
   const stop = new AbortController(); // no new notices, announcing ends

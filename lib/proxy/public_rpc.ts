@@ -7,7 +7,12 @@ import type { Logger } from "@logtape/logtape";
 import { RpcCode, RpcError } from "../errors.ts";
 import { errorText } from "../log.ts";
 import type { EpsClient } from "../eps/client.ts";
-import { type Announcements, parseAnnounceParams, parseWithdrawParams, viewOf } from "./announcements.ts";
+import {
+  type Announcements,
+  parseAnnounceParams,
+  parseWithdrawParams,
+  viewOf,
+} from "./announcements.ts";
 import type { Counters } from "./counters.ts";
 import { MAX_OPEN_COUNT, type PoolGrants } from "./public_pool.ts";
 import type { PublicStats } from "./public_events.ts";

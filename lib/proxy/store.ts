@@ -1,5 +1,6 @@
 /**
- * Where the public proxy keeps its announcements so that they survive a restart (DESIGN.md §4).
+ * Where the public proxy keeps its announcements so that they survive a restart
+ * (docs/architecture.md, "The control plane").
  *
  * - `memory`: nothing survives; for tests.
  * - `file`: an append-only JSON-lines file, one change per line, each appended line fsynced
@@ -26,7 +27,9 @@ export type StoreChange =
   | { op: "put"; announcement: Announcement }
   | { op: "del"; operator: string; domain: string };
 
-export type StoreSettings = { kind: "memory" } | { kind: "file"; path: string };
+import type { StoreSettings } from "../settings/public.ts";
+
+export type { StoreSettings };
 
 export interface AnnouncementStore extends AsyncDisposable {
   /** The live announcements found when the store was opened. */

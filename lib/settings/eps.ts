@@ -1,5 +1,5 @@
 /**
- * Settings of the EPS role (`tls-pass run eps`), DESIGN.md §5.
+ * Settings of the EPS role (`tls-pass run eps`); reference in docs/settings.md.
  * @module
  */
 import type { HostPort } from "../role.ts";
@@ -49,7 +49,7 @@ const KEYS = [
   "handshake_timeout_ms",
 ] as const;
 
-/** Validates merged EPS settings, reporting every problem (STYLE.md §3.7). */
+/** Validates merged EPS settings, reporting every problem (docs/settings.md, "Validation"). */
 export function parseEpsSettings(
   data: Record<string, unknown>,
   problems: check.Problems,

@@ -1,7 +1,8 @@
 /**
- * The settings loader (DESIGN.md §3): files and folders in order, deep merge, `${VAR}` from the
- * environment, relative paths resolved against the file that names them, then one strict parser
- * per role that reports every problem at once as `FILE: key.path: problem`.
+ * The settings loader (docs/settings.md, "How settings are loaded"): files and folders in order,
+ * deep merge, `${VAR}` from the environment, relative paths resolved against the file that names
+ * them, then one strict parser per role that reports every problem at once as
+ * `FILE: key.path: problem`.
  * @module
  */
 import { parseDocument } from "yaml";

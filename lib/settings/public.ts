@@ -17,7 +17,8 @@
 import type { HostPort } from "../role.ts";
 /** Which data-plane driver: native (libc over FFI, a worker thread), deno (portable), or auto. */
 export type SocketsChoice = "auto" | "native" | "deno";
-import type { StoreSettings } from "../proxy/store.ts";
+/** Where the public proxy keeps its announcements: in memory (tests) or an append-only file. */
+export type StoreSettings = { kind: "memory" } | { kind: "file"; path: string };
 import { type EpsClientSettings, parseEpsClientSettings } from "./eps_client.ts";
 import * as check from "./check.ts";
 import { loadSettings } from "./loader.ts";

@@ -1,7 +1,8 @@
 /**
- * The pool header (dial_pool.ts): what a public proxy writes first on a pooled dial-back when a
- * client takes it — type 1, one length byte, the SNI in ASCII — then the ClientHello. A module of
- * its own so that the data-plane worker (data_plane_worker.ts) decodes it with the same code.
+ * The pool header (docs/architecture.md, "Pre-warmed dial-backs"): what a public proxy writes
+ * first on a pooled dial-back when a client takes it — type 1, one length byte, the SNI in ASCII —
+ * then the ClientHello. Pure, so that both proxies' cores (core/public_conns.ts encodes,
+ * core/private_conns.ts decodes) use the same code.
  * @module
  */
 import { ProtocolError } from "../errors.ts";

@@ -29,4 +29,3 @@ export function tlsAlert(description: number): Uint8Array {
   }
   return Uint8Array.of(CONTENT_TYPE_ALERT, 3, 3, 0, 2, ALERT_LEVEL_FATAL, description);
 }
-

@@ -190,7 +190,7 @@ export class Engine {
             },
           };
           this.grants.set(token, g);
-          this.timers.arm(g, now + this.limits.tokenTimeoutMs);
+          this.timers.arm(g, now + this.limits.dialBackTimeoutMs); // as long as a client waits
         }
         break;
       case "noticeFailed":

@@ -419,8 +419,8 @@ Deno.test("core drops an idle pooled dial-back on data, EOF, failure and timeout
   clean(sim);
 });
 
-Deno.test("core expires pool tokens that are never redeemed", () => {
-  const sim = pub({ tokenTimeoutMs: 5000 });
+Deno.test("core expires pool tokens that are never redeemed (after dial_back_timeout_ms)", () => {
+  const sim = pub({ dialBackTimeoutMs: 5000 });
   const t1 = newToken(sim.rng);
   const t2 = newToken(sim.rng);
   sim.command({
