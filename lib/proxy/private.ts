@@ -25,6 +25,7 @@ import { Announcer } from "./announcer.ts";
 import { checkNotice } from "./notices.ts";
 import { DialPool, type DialPoolStats } from "./pool_sizing.ts";
 import { Resolver } from "./targets.ts";
+import { drainAndClose, untilStopped } from "./lifecycle.ts";
 
 /** Counters of the private proxy, for tests and diagnostics. */
 export interface PrivateStats {
@@ -182,6 +183,24 @@ class PrivateControl {
     }
   }
 
+  /** One line per pool: what it did over the role's life. */
+  logPools(): void {
+    for (const [operator, p] of this.pools) {
+      this.log.info(
+        "Dial-back pool for {operator}: {pooled} opened, {used} used, {dropped} dropped, {failed} failed refills, {refills} refills of {refillMs} ms",
+        {
+          operator,
+          pooled: p.stats.pooled,
+          used: p.stats.used,
+          dropped: p.stats.dropped,
+          failed: p.stats.failedRefills,
+          refills: p.stats.refills,
+          refillMs: Math.round(p.refillMs * 10) / 10,
+        },
+      );
+    }
+  }
+
   #internalText(domain: string): string {
     const a = this.byDomain.get(domain);
     return a === undefined ? "?" : formatHostPort(a.internal);
@@ -311,39 +330,16 @@ export async function startPrivate(
   });
 
   const finished = (async () => {
-    await Promise.race([
-      new Promise<void>((resolve) => {
-        if (stop.signal.aborted) resolve();
-        else stop.signal.addEventListener("abort", () => resolve(), { once: true });
-      }),
-      plane.failed,
-    ]).catch((err) => {
+    await untilStopped(stop.signal, plane).catch((err) => {
       log.error("Stopping: {error}", { error: errorText(err) });
       stop.abort();
     });
     await announcer.stopped();
     await Promise.all([...c.pools.values()].map((p) => p.settled()));
-    let grace: ReturnType<typeof setTimeout> | undefined;
-    const drained = plane.stop();
-    for (const [operator, p] of c.pools) {
-      log.info(
-        "Dial-back pool for {operator}: {pooled} opened, {used} used, {dropped} dropped, {failed} failed refills, {refills} refills of {refillMs} ms",
-        {
-          operator,
-          pooled: p.stats.pooled,
-          used: p.stats.used,
-          dropped: p.stats.dropped,
-          failed: p.stats.failedRefills,
-          refills: p.stats.refills,
-          refillMs: Math.round(p.refillMs * 10) / 10,
-        },
-      );
-    }
+    const drained = drainAndClose(plane, settings.graceMs);
+    c.logPools();
     await announcer.withdraw();
-    await Promise.race([drained, new Promise<void>((r) => grace = setTimeout(r, settings.graceMs))])
-      .catch(() => {});
-    clearTimeout(grace);
-    await plane.close();
+    await drained;
     epsStop.abort();
     await eps.close().catch(() => {});
     log.info("Stopped");

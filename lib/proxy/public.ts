@@ -6,7 +6,6 @@
  * for a notice (`needDialBack`), and splices.
  * @module
  */
-import { RpcError } from "../errors.ts";
 import { errorText, logger } from "../log.ts";
 import { formatHostPort, type HostPort, makeHandle, type RoleHandle } from "../role.ts";
 import { connectEps, type EpsClient } from "../eps/client.ts";
@@ -23,12 +22,9 @@ import { Announcements } from "./announcements.ts";
 import { openStore } from "./store.ts";
 import { Counters } from "./counters.ts";
 import { PoolGrants } from "./public_pool.ts";
-import {
-  newPublicStats,
-  type NoticeRequest,
-  onPublicEvent,
-  type PublicStats,
-} from "./public_events.ts";
+import { newPublicStats, onPublicEvent, type PublicStats } from "./public_events.ts";
+import { Notifier } from "./public_notices.ts";
+import { drainAndClose, untilStopped } from "./lifecycle.ts";
 import { servePublicCalls } from "./public_rpc.ts";
 
 export type { PublicStats } from "./public_events.ts";
@@ -124,12 +120,12 @@ export async function startPublic(
   const grants = new PoolGrants(settings.maxPooledPerOperator, (cmd) => plane?.send(cmd));
   // before the data plane: its first events may come as soon as its ports are bound
   const client: EpsClient = connectEps(settings.eps, stop.signal);
-  let endpointText = "";
+  const notifier = new Notifier(client, settings.noticeTimeoutMs, stop.signal, counters);
   const onEvents = (events: readonly DataEvent[]) => {
     for (const e of events) {
       grants.onEvent(e);
       const notice = onPublicEvent(e, stats, log, counters, settings);
-      if (notice !== undefined) sendNotice(notice);
+      if (notice !== undefined) notifier.send(notice);
     }
   };
   try {
@@ -156,28 +152,8 @@ export async function startPublic(
   const addrs = { public: dp.addrs.public!, private: dp.addrs.private! };
   const privateEndpoint = settings.privateEndpoint ??
     directory.operators.get(settings.operator)?.proxy.privateEndpoint ?? addrs.private;
-  endpointText = formatHostPort(privateEndpoint);
-
-  function sendNotice(n: NoticeRequest): void {
-    client.call(
-      `${n.operator}.incomingConnection`,
-      { domain: n.domain, token: n.token, endpoint: endpointText },
-      { timeoutMs: settings.noticeTimeoutMs, signal: stop.signal },
-    ).catch((err) => {
-      // no dial-back will come: let the client go now, not at the dial-back deadline
-      dp.send({ type: "noticeFailed", conn: n.conn });
-      if (stop.signal.aborted) return;
-      const why = new RpcError(
-        `Cannot notify "${n.operator}" of a connection for "${n.domain}": ${errorText(err)}`,
-        err instanceof RpcError ? err.code : -32603,
-      );
-      counters.warn(
-        "notice",
-        "Closed clients: notice failed ({count} since last report), last {client}: {error}",
-        { client: n.client, error: why.message },
-      );
-    });
-  }
+  const endpointText = formatHostPort(privateEndpoint);
+  notifier.start(endpointText, dp);
 
   servePublicCalls({
     eps: client,
@@ -197,26 +173,15 @@ export async function startPublic(
   });
 
   const finished = (async () => {
-    const stopped = new Promise<void>((resolve) => {
-      if (stop.signal.aborted) resolve();
-      else stop.signal.addEventListener("abort", () => resolve(), { once: true });
-    });
     try {
-      await Promise.race([stopped, dp.failed]);
+      await untilStopped(stop.signal, dp);
     } catch (err) {
       log.error("Stopping: {error}", { error: errorText(err) });
       stop.abort();
       throw err;
     } finally {
-      // listeners close, waits end; live splices get their grace, then are cut
       grants.close();
-      let grace: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        dp.stop(),
-        new Promise<void>((r) => grace = setTimeout(r, settings.graceMs)),
-      ]).catch(() => {});
-      clearTimeout(grace);
-      await dp.close();
+      await drainAndClose(dp, settings.graceMs);
       snapshots.close();
       await client.close().catch(() => {});
       await store.close();
