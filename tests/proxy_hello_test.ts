@@ -1,10 +1,6 @@
 import assert from "node:assert/strict";
 import { clientHello, DOMAIN, readToEnd, SHORT, startCluster, within } from "./_cluster.ts";
-import {
-  ALERT_DECODE_ERROR,
-  ALERT_UNRECOGNIZED_NAME,
-  tlsAlert,
-} from "../lib/wire/client_hello.ts";
+import { ALERT_DECODE_ERROR, ALERT_UNRECOGNIZED_NAME, tlsAlert } from "../lib/wire/client_hello.ts";
 
 /** Sends `bytes` to the public port and returns what came back before the proxy hung up. */
 async function exchange(addr: { hostname: string; port: number }, bytes: Uint8Array) {

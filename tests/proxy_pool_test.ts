@@ -311,7 +311,10 @@ Deno.test("private proxy refuses a pooled client for a name it did not announce"
   // header for a name the private proxy never announced
   using fake = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const endpoint = { hostname: "127.0.0.1", port: fake.addr.port };
-  await using c = await startCluster({ startPrivate: false, public: { privateEndpoint: endpoint } });
+  await using c = await startCluster({
+    startPrivate: false,
+    public: { privateEndpoint: endpoint },
+  });
   c.options.private = {
     ...WARM,
     pool: { ...WARM.pool, minIdle: 1, maxIdle: 1 },

@@ -16,7 +16,6 @@ import { splitMethod } from "./router.ts";
 export { type EpsClientSettings, parseEpsClientSettings } from "../settings/eps_client.ts";
 import type { Stream } from "./session.ts";
 
-
 export interface CallOptions {
   signal?: AbortSignal;
   timeoutMs?: number;

@@ -7,7 +7,7 @@
  * @module
  */
 import { X509Certificate } from "node:crypto";
-import { errorText, logger, RateLimitedCounter } from "../log.ts";
+import { errorText, logger, RateLimitedLog } from "../log.ts";
 import { formatHostPort, type HostPort } from "../role.ts";
 import { remoteText } from "../net/conn.ts";
 import { pause } from "../net/io.ts";
@@ -152,27 +152,27 @@ export async function listenLinks(
     onLink: (conn: NodeTlsConn, operator: string) => void;
   },
 ): Promise<{ addr: HostPort; close(): Promise<void>; finished: Promise<void> }> {
-  const overload = new RateLimitedCounter();
+  const refusals = new RateLimitedLog(log);
   const listener: NodeTlsListener = await listenNodeTls(address, {
     cert: tls.cert,
     key: tls.key,
     ca: tls.ca,
     alpnProtocols: [ALPN],
     handshakeTimeoutMs: tls.handshakeTimeoutMs,
-    onTlsError: (err, remote) =>
-      log.warn("Refused link from {remote} on {listener}: {reason}", {
-        remote,
-        listener: options.what,
-        reason: err.message,
-      }),
+    onTlsError: (err, remote) => {
+      const reason = tlsRefusalReason(err);
+      refusals.warn(
+        `tls ${reason}`,
+        "Refused {count} links on {listener}: {reason} (last from {remote}: {error})",
+        { remote, listener: options.what, reason, error: err.message },
+      );
+    },
     onOverload: (remote) => {
-      const n = overload.hit();
-      if (n !== undefined) {
-        log.warn(
-          "Closed {count} connections on {listener} at once: too many TLS handshakes at a time (last from {remote})",
-          { count: n, listener: options.what, remote },
-        );
-      }
+      refusals.warn(
+        "overload",
+        "Closed {count} connections on {listener} at once: too many TLS handshakes at a time (last from {remote})",
+        { listener: options.what, remote },
+      );
     },
   });
   const finished = (async () => {
@@ -189,18 +189,54 @@ export async function listenLinks(
           );
         }
       } catch (err) {
-        log.warn("Refused link from {remote} on {listener}: {reason}", {
-          remote: remoteText(conn),
-          listener: options.what,
-          reason: err instanceof Error ? err.message : String(err),
-        });
+        const reason = err instanceof Error ? err.message : String(err);
+        refusals.warn(
+          `peer ${reason}`,
+          "Refused {count} links on {listener}: {reason} (last from {remote})",
+          { remote: remoteText(conn), listener: options.what, reason },
+        );
         conn.close();
         continue;
       }
       options.onLink(conn, operator);
     }
   })();
-  return { addr: listener.addr, close: () => listener.close(), finished };
+  return {
+    addr: listener.addr,
+    close: async () => {
+      await listener.close();
+      refusals.close();
+    },
+    finished,
+  };
+}
+
+/**
+ * Why a TLS handshake on a link listener failed, in an operator's words: "unknown CA", "no
+ * certificate", "ALPN" (not `tls-pass-eps/1`), "handshake timeout", "not TLS", or the runtime's
+ * message when it is none of these.
+ */
+export function tlsRefusalReason(err: Error): string {
+  const text = `${(err as { code?: unknown }).code ?? ""} ${err.message}`.toLowerCase();
+  if (
+    /unknown_ca|unknown ca|unable to (get|verify)|self[- ]signed|certificate_verify_failed|unable_to_verify|depth_zero/
+      .test(text)
+  ) {
+    return "unknown CA";
+  }
+  if (
+    /did_not_return_a_certificate|peer did not return|no certificate|certificate required|certificate_required/
+      .test(text)
+  ) {
+    return "no certificate";
+  }
+  if (/alpn|no_application_protocol|application protocol/.test(text)) return "ALPN";
+  if (/timed? ?out|timeout/.test(text)) return "handshake timeout";
+  if (/wrong version|http request|unknown protocol|packet length|record layer/.test(text)) {
+    return "not TLS";
+  }
+  if (/hang up|econnreset|socket closed|eof/.test(text)) return "closed during the handshake";
+  return err.message;
 }
 
 /** Resolves when `p` settles or `signal` aborts, whichever is first; never rejects. */

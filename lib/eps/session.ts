@@ -11,7 +11,7 @@
  * @module
  */
 import { LinkClosedError, ProtocolError } from "../errors.ts";
-import { errorText, logger, RateLimitedCounter } from "../log.ts";
+import { errorText, logger, RateLimitedLog } from "../log.ts";
 import { type ByteConn, remoteText, tryClose } from "../net/conn.ts";
 import { writeAll } from "../net/io.ts";
 import {
@@ -104,7 +104,7 @@ export class Session implements AsyncDisposable {
   #acceptWaiters: PromiseWithResolvers<Stream | null>[] = [];
   #draining = new Set<Entry>();
   #unacked = new Set<Entry>(); // inbound, served, ACK not sent yet
-  #refusedLog = new RateLimitedCounter();
+  #refusedLog = new RateLimitedLog(log);
   #refused = 0;
 
   // writer
@@ -330,14 +330,10 @@ export class Session implements AsyncDisposable {
     if (why !== undefined) {
       this.#post(FrameType.WindowUpdate, Flag.RST, id, 0);
       this.#refused++;
-      const n = this.#refusedLog.hit();
-      if (n !== undefined) {
-        log.warning("Refused {count} streams from {peer}: {reason}", {
-          count: n,
-          peer: this.#name,
-          reason: why,
-        });
-      }
+      this.#refusedLog.warn("refused", "Refused {count} streams from {peer}: {reason}", {
+        peer: this.#name,
+        reason: why,
+      });
       return undefined;
     }
     const entry = this.#add(id, true);
@@ -639,6 +635,7 @@ export class Session implements AsyncDisposable {
     this.#shutdown = new Promise((r) => resolveShutdown = r);
     void (async () => {
       if (this.#timer !== undefined) clearInterval(this.#timer);
+      this.#refusedLog.close();
       this.#timer = undefined;
       const streamErr = err ??
         new LinkClosedError(`Session with "${this.#name}" closed`);

@@ -276,7 +276,9 @@ export async function listenNodeTls(
     key: options.key,
     ca: options.ca,
     requestCert: true,
-    rejectUnauthorized: true,
+    // checked in "secureConnection" instead, where the reason is known (node's own refusal of a
+    // client certificate from a foreign CA reaches "tlsClientError" as "socket hang up")
+    rejectUnauthorized: false,
     minVersion: "TLSv1.3",
     ALPNProtocols: options.alpnProtocols,
     handshakeTimeout: options.handshakeTimeoutMs ?? 10_000,
@@ -293,9 +295,22 @@ export async function listenNodeTls(
     raw.once("close", () => handshaking.delete(key));
   });
   server.on("secureConnection", (socket: tls.TLSSocket) => {
-    handshaking.delete(`${socket.remoteAddress}:${socket.remotePort}`);
+    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    handshaking.delete(remote);
     if (closed) {
       socket.destroy();
+      return;
+    }
+    if (!socket.authorized) {
+      // nothing of this peer is read: it is refused with the verifier's reason
+      const cert = socket.getPeerCertificate();
+      const why = cert === null || Object.keys(cert ?? {}).length === 0
+        ? "PEER_DID_NOT_RETURN_A_CERTIFICATE: no client certificate"
+        : `${
+          String(socket.authorizationError ?? "unauthorized")
+        }: client certificate not issued by a trusted CA`;
+      socket.destroy();
+      options.onTlsError?.(new Error(why), remote);
       return;
     }
     const conn = new NodeTlsConn(

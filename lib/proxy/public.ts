@@ -142,6 +142,7 @@ export async function startPublic(
     );
   } catch (err) {
     snapshots.close();
+    counters.close();
     stop.abort();
     await client.close().catch(() => {});
     await store.close();
@@ -183,6 +184,7 @@ export async function startPublic(
       grants.close();
       await drainAndClose(dp, settings.graceMs);
       snapshots.close();
+      counters.close();
       await client.close().catch(() => {});
       await store.close();
       log.info(

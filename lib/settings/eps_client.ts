@@ -65,4 +65,3 @@ export function parseEpsClientSettings(
   );
   return s;
 }
-
