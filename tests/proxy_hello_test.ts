@@ -64,8 +64,11 @@ Deno.test("public proxy answers garbage with alert decode_error", async () => {
 });
 
 Deno.test("public proxy refuses a hello over max_client_hello_bytes", async () => {
-  await using c = await startCluster({ startPrivate: false });
-  const big = clientHello(DOMAIN, 20_000); // two records, over the 16 384 default
+  await using c = await startCluster({
+    startPrivate: false,
+    public: { maxClientHelloBytes: 16_384 },
+  });
+  const big = clientHello(DOMAIN, 20_000); // two records, over the 16 384 set here
   const r = await exchange(c.pub.addrs.public, big);
   assert.deepEqual(r.bytes, tlsAlert(ALERT_DECODE_ERROR));
   assert.equal(c.pub.stats.badHellos, 1);
@@ -95,4 +98,13 @@ Deno.test("public proxy cuts a hello that trickles in at hello_timeout_ms", asyn
   assert.ok(sent < hello.length, `the proxy waited for all ${hello.length} bytes`);
   assert.ok(elapsed >= SHORT.helloTimeoutMs - 20, `cut after ${elapsed} ms`);
   assert.equal(c.pub.stats.helloTimeouts, 1);
+});
+
+Deno.test("public proxy closes a connection that sends nothing without an alert", async () => {
+  await using c = await startCluster({ startPrivate: false });
+  using conn = await Deno.connect({ ...c.pub.addrs.public, transport: "tcp" });
+  await conn.closeWrite(); // a port probe: connect, FIN
+  const r = await readToEnd(conn);
+  assert.equal(r.bytes.length, 0);
+  assert.equal(c.pub.stats.badHellos, 0);
 });

@@ -48,6 +48,24 @@ Deno.test("public proxy sends a notice, replays the hello on the dial-back, refu
   assert.equal(c.pub.stats.badTokens, 1);
 });
 
+Deno.test("public proxy routes a 20 KiB ClientHello (two records) with the default max_client_hello_bytes", async () => {
+  await using c = await startCluster({ startPrivate: false });
+  await using inbox = await NoticeInbox.attach(c);
+  await inbox.announce();
+  using client = await Deno.connect({ ...c.pub.addrs.public, transport: "tcp" });
+  const hello = clientHello(DOMAIN, 20 * 1024);
+  assert.ok(hello.length > 16_384 + 5, "more than one record");
+  await client.write(hello);
+  const notice = await inbox.next();
+  assert.equal(notice.domain, DOMAIN);
+  using dial = await Deno.connect({ ...c.pub.addrs.private, transport: "tcp" });
+  await dial.write(tokenBytes(notice.token));
+  const replay = new Uint8Array(hello.length);
+  assert.ok(await within(readExact(dial, replay), 5000, "the replayed hello"));
+  assert.deepEqual(replay, hello);
+  assert.equal(c.pub.stats.badHellos, 0);
+});
+
 Deno.test("public proxy closes a dial-back with a wrong token", async () => {
   await using c = await startCluster({ startPrivate: false });
   using dial = await Deno.connect({ ...c.pub.addrs.private, transport: "tcp" });

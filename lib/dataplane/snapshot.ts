@@ -45,7 +45,7 @@ export interface Limits {
 export const DEFAULT_LIMITS: Limits = {
   maxConnections: 16_384,
   helloTimeoutMs: 10_000,
-  maxClientHelloBytes: 16_384,
+  maxClientHelloBytes: 65_536,
   tokenTimeoutMs: 5000,
   dialBackTimeoutMs: 10_000,
   maxPending: 1024,

@@ -57,7 +57,7 @@ export interface PublicSettings {
 
 export const PUBLIC_DEFAULTS = {
   helloTimeoutMs: 10_000,
-  maxClientHelloBytes: 16_384,
+  maxClientHelloBytes: 65_536,
   dialBackTimeoutMs: 10_000,
   tokenTimeoutMs: 5000,
   maxPending: 1024,

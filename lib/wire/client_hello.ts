@@ -31,7 +31,7 @@ export const HANDSHAKE_HEADER_LENGTH = 4;
 /** Largest plaintext record payload (2^14). */
 export const MAX_RECORD_PAYLOAD = 16_384;
 /** Default bound on the records holding a ClientHello (`max_client_hello_bytes`). */
-export const DEFAULT_MAX_CLIENT_HELLO_BYTES = 16_384;
+export const DEFAULT_MAX_CLIENT_HELLO_BYTES = 65_536;
 
 /** Extension type of server_name (RFC 6066). */
 export const EXT_SERVER_NAME = 0;

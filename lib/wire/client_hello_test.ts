@@ -253,7 +253,8 @@ Deno.test("readClientHello() reads a ClientHello larger than one record", async 
   const message = handshake(body({ extensions: [...sni(HOST), ...alpn("h2"), ...padding] }));
   const input = records(message, [16_384]);
   assert.equal(input.length, message.length + 10);
-  assertProtocolError(() => parseClientHello(input), "client-hello-too-large");
+  assertProtocolError(() => parseClientHello(input, 16_384), "client-hello-too-large");
+  assert.equal(parseClientHello(input).serverName, HOST); // the default bound is 65 536
   const chunks: Uint8Array[] = [];
   for (let off = 0; off < input.length; off += 1000) chunks.push(input.subarray(off, off + 1000));
   const r = await readClientHello(chunkConn(chunks), 32_768);
@@ -695,9 +696,9 @@ Deno.test("ClientHelloReader refuses more than maxBytes as soon as a header says
   // A handshake header announcing a message larger than the bound, in a small first record.
   const big = records(handshake(Array(20_000).fill(0)), [100]);
   assertProtocolError(
-    () => new ClientHelloReader().push(big.subarray(0, 9)),
+    () => new ClientHelloReader(16_384).push(big.subarray(0, 9)),
     "client-hello-too-large",
-    `${PREFIX}a ClientHello of 20004 bytes needs at least 20014 bytes of records, exceeds max_client_hello_bytes ${DEFAULT_MAX_CLIENT_HELLO_BYTES}`,
+    `${PREFIX}a ClientHello of 20004 bytes needs at least 20014 bytes of records, exceeds max_client_hello_bytes 16384`,
   );
   // Two records: the second header pushes the total over.
   const two = records(messageOf(bytes), [256]);
