@@ -74,7 +74,10 @@ export interface Snapshot {
 /** A command of the control plane; the data plane applies it between two turns of its loop. */
 export type Command =
   | { readonly type: "snapshot"; readonly snapshot: Snapshot }
-  /** Public: `tokens` (base64) may each open one idle pooled dial-back for `domains`. */
+  /**
+   * Public: `tokens` (base64) may each open one idle pooled dial-back for `domains` (empty: for
+   * every name of `operator`).
+   */
   | {
     readonly type: "grantPool";
     readonly operator: string;

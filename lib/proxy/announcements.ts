@@ -20,8 +20,10 @@ import type { Announcement, AnnouncementStore, StoreChange } from "./store.ts";
 
 /** The longest an announcement may live. */
 export const MAX_EXPIRY_MS = 7 * 86_400_000;
-/** The most domains one operator may hold, and the most one call may carry. */
-export const MAX_ANNOUNCEMENTS_PER_OPERATOR = 1024;
+/** The default of `max_announcements_per_operator`: the most domains one operator may hold. */
+export const MAX_ANNOUNCEMENTS_PER_OPERATOR = 100_000;
+/** The most domains one announce or withdraw call (one page) may carry. */
+export const MAX_PAGE = 5000;
 
 /** Whether `operator` may announce `domain` (the directory's allowed_domains). */
 export type DomainPolicy = (operator: string, domain: string) => boolean;
@@ -69,9 +71,9 @@ export function parseAnnounceParams(
   if (!Array.isArray(list)) {
     throw invalid(`Cannot announce: "connections" must be a list, got ${JSON.stringify(list)}`);
   }
-  if (list.length > MAX_ANNOUNCEMENTS_PER_OPERATOR) {
+  if (list.length > MAX_PAGE) {
     throw invalid(
-      `Cannot announce: ${list.length} connections exceed ${MAX_ANNOUNCEMENTS_PER_OPERATOR}`,
+      `Cannot announce: ${list.length} connections in one call exceed the page size ${MAX_PAGE}; send them in pages`,
     );
   }
   const out = new Map<string, AnnouncementRequest>();
@@ -99,10 +101,8 @@ export function parseAnnounceParams(
 export function parseWithdrawParams(params: Record<string, unknown>): string[] | undefined {
   const list = params.domains;
   if (list === undefined || list === null) return undefined;
-  if (!Array.isArray(list) || list.length > MAX_ANNOUNCEMENTS_PER_OPERATOR) {
-    throw invalid(
-      `Cannot withdraw: "domains" must be a list of at most ${MAX_ANNOUNCEMENTS_PER_OPERATOR} names`,
-    );
+  if (!Array.isArray(list) || list.length > MAX_PAGE) {
+    throw invalid(`Cannot withdraw: "domains" must be a list of at most ${MAX_PAGE} names`);
   }
   return list.map((v, i) => {
     const d = normalizeDomain(v);
@@ -127,7 +127,12 @@ export class Announcements {
   #policy: DomainPolicy;
   #clock: () => number;
 
-  constructor(store: AnnouncementStore, policy: DomainPolicy, clock: () => number = Date.now) {
+  constructor(
+    store: AnnouncementStore,
+    policy: DomainPolicy,
+    clock: () => number = Date.now,
+    readonly maxPerOperator: number = MAX_ANNOUNCEMENTS_PER_OPERATOR,
+  ) {
     this.#store = store;
     this.#policy = policy;
     this.#clock = clock;
@@ -152,6 +157,14 @@ export class Announcements {
     const now = this.#clock();
     const domain = matchDomain(name, (d) => this.#live(d, now) !== undefined);
     return domain === undefined ? undefined : this.#byDomain.get(domain);
+  }
+
+  /** How many live announcements `operator` holds. */
+  count(operator: string): number {
+    const now = this.#clock();
+    let n = 0;
+    for (const a of this.#byDomain.values()) if (a.operator === operator && a.expiresAt > now) n++;
+    return n;
   }
 
   /** The live announcements of `operator`. */
@@ -200,9 +213,10 @@ export class Announcements {
       }
     }
     const fresh = requests.filter((r) => this.#live(r.domain, now)?.operator !== operator).length;
-    if (this.list(operator).length + fresh > MAX_ANNOUNCEMENTS_PER_OPERATOR) {
+    const holds = this.count(operator);
+    if (holds + fresh > this.maxPerOperator) {
       throw invalid(
-        `Cannot announce for "${operator}": more than ${MAX_ANNOUNCEMENTS_PER_OPERATOR} domains`,
+        `Cannot announce ${fresh} more domains for "${operator}": it holds ${holds}, and max_announcements_per_operator is ${this.maxPerOperator}`,
       );
     }
     const added = requests.map((r) => ({ operator, domain: r.domain, expiresAt: r.expiresAt }));

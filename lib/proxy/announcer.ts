@@ -14,8 +14,17 @@ import { Backoff } from "../backoff.ts";
 
 /** Longest wait between two announcement attempts while the EPS or the public side is not there. */
 const MAX_RETRY_MS = 20_000;
-/** Longest a withdrawal may hold up a graceful stop. */
+/** Domains per announce or withdraw call (the public proxy takes at most 5,000). */
+const PAGE = 2000;
+/** Longest a withdrawal may hold up a graceful stop (per page). */
 const WITHDRAW_TIMEOUT_MS = 2000;
+
+/** True for an answer that will not change by retrying at once (the page itself is refused). */
+function isRefusal(err: unknown): boolean {
+  return err instanceof RpcError &&
+    (err.code === RpcCode.DomainNotAllowed || err.code === RpcCode.Conflict ||
+      err.code === RpcCode.NotPermitted || err.code === RpcCode.InvalidParams);
+}
 
 /** Waits `ms`, or until a waker in `wakers` is called or `signal` aborts; never rejects. */
 function pause(ms: number, signal: AbortSignal, wakers: Set<() => void>): Promise<void> {
@@ -68,38 +77,23 @@ export class Announcer {
     const backoff = new Backoff(s.retryMs, MAX_RETRY_MS, false);
     let waitingLogged = false;
     while (!this.signal.aborted) {
-      const now = Date.now();
       try {
-        await this.eps.call(`${operator}.announceConnections`, {
-          connections: s.announcements.map((a) => ({
-            domain: a.domain,
-            expires_at: new Date(now + a.expiresInMs).toISOString(),
-          })),
-        }, { signal: this.signal });
+        const accepted = await this.#round(operator);
+        if (accepted === 0) {
+          backoff.longest(); // every page refused: nothing will change soon
+          await pause(backoff.next(), this.signal, this.#wakers);
+          continue;
+        }
         this.announced++;
         backoff.reset();
         waitingLogged = false;
-        this.log.info("Announced {domains} to {operator}", {
-          operator,
-          domains: s.announcements.map((a) => a.domain),
-        });
         this.#acknowledged.add(operator);
         if (this.#acknowledged.size === s.announceTo.length) this.#ready.resolve();
         await this.onAnnounced(operator);
         await pause(s.reannounceIntervalMs, this.signal, this.#wakers);
       } catch (err) {
         if (this.signal.aborted) break;
-        const refused = err instanceof RpcError &&
-          (err.code === RpcCode.DomainNotAllowed || err.code === RpcCode.Conflict ||
-            err.code === RpcCode.NotPermitted || err.code === RpcCode.InvalidParams);
-        if (refused) {
-          this.log.error("Announcement refused by {operator}: {error}; retrying in {ms} ms", {
-            operator,
-            error: errorText(err),
-            ms: MAX_RETRY_MS,
-          });
-          backoff.longest();
-        } else if (!waitingLogged) {
+        if (!waitingLogged) {
           this.log.info("Waiting for {operator} to acknowledge the announcement: {error}", {
             operator,
             error: errorText(err),
@@ -114,6 +108,49 @@ export class Announcer {
         await pause(backoff.next(), this.signal, this.#wakers);
       }
     }
+  }
+
+  /**
+   * Announces every domain to `operator`, a page at a time; returns how many pages it accepted.
+   * A page it refuses (domain not allowed, conflict, over its cap) is logged and skipped: the
+   * others are served. Any other failure (EPS down, deadline) throws: the round is retried.
+   */
+  async #round(operator: string): Promise<number> {
+    const all = this.settings.announcements;
+    let accepted = 0;
+    for (let at = 0; at < all.length; at += PAGE) {
+      const page = all.slice(at, at + PAGE);
+      const now = Date.now();
+      try {
+        await this.eps.call(`${operator}.announceConnections`, {
+          connections: page.map((a) => ({
+            domain: a.domain,
+            expires_at: new Date(now + a.expiresInMs).toISOString(),
+          })),
+        }, { signal: this.signal });
+        accepted++;
+      } catch (err) {
+        if (!isRefusal(err)) throw err;
+        this.log.error(
+          "Announcement of {count} domains ({first} to {last}) refused by {operator}: {error}; retrying in {ms} ms",
+          {
+            operator,
+            count: page.length,
+            first: page[0]!.domain,
+            last: page.at(-1)!.domain,
+            error: errorText(err),
+            ms: accepted === 0 ? MAX_RETRY_MS : this.settings.reannounceIntervalMs,
+          },
+        );
+      }
+    }
+    if (accepted > 0) {
+      this.log.info("Announced {domains} to {operator}", {
+        operator,
+        domains: all.length <= 10 ? all.map((a) => a.domain) : `${all.length} domains`,
+      });
+    }
+    return accepted;
   }
 
   /** After the signal aborted: ends the loops (ready rejects if it had not resolved). */
@@ -132,9 +169,12 @@ export class Announcer {
     await Promise.all(s.announceTo.map(async (operator) => {
       if (!this.eps.attached) return;
       try {
-        await this.eps.call(`${operator}.withdrawConnections`, {
-          domains: s.announcements.map((a) => a.domain),
-        }, { timeoutMs: WITHDRAW_TIMEOUT_MS });
+        const domains = s.announcements.map((a) => a.domain);
+        for (let at = 0; at < domains.length; at += PAGE) {
+          await this.eps.call(`${operator}.withdrawConnections`, {
+            domains: domains.slice(at, at + PAGE),
+          }, { timeoutMs: WITHDRAW_TIMEOUT_MS });
+        }
         this.log.info("Withdrew announcements from {operator}", { operator });
       } catch (err) {
         this.log.warn("Cannot withdraw announcements from {operator}: {error}", {

@@ -210,7 +210,6 @@ class PrivateControl {
   openPools(eps: EpsClient, signal: AbortSignal): void {
     const s = this.settings;
     if (!s.pool.enabled) return;
-    const domains = s.announcements.map((a) => a.domain);
     const room = () => {
       let n = s.maxConnections - this.live;
       for (const p of this.pools.values()) n -= p.idle + p.opening;
@@ -231,7 +230,8 @@ class PrivateControl {
           open: async (count) => {
             const r = await eps.call<{ tokens?: unknown; idle_timeout_ms?: unknown }>(
               `${operator}.openPool`,
-              { domains, count, idle_timeout_ms: s.pool.idleTimeoutMs },
+              // no domains: the pool serves every name this operator holds there
+              { count, idle_timeout_ms: s.pool.idleTimeoutMs },
               { signal },
             );
             const tokens = Array.isArray(r?.tokens) ? r.tokens : [null];

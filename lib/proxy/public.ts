@@ -107,6 +107,8 @@ export async function startPublic(
   const announcements = new Announcements(
     store,
     (operator, domain) => domainAllowed(directory, operator, domain),
+    Date.now,
+    settings.maxAnnouncementsPerOperator,
   );
   const stats = newPublicStats();
   const counters = new Counters(log);

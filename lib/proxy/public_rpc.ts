@@ -9,6 +9,7 @@ import { errorText } from "../log.ts";
 import type { EpsClient } from "../eps/client.ts";
 import {
   type Announcements,
+  MAX_PAGE,
   parseAnnounceParams,
   parseWithdrawParams,
   viewOf,
@@ -68,19 +69,27 @@ export function servePublicCalls(p: PublicRpcParts): void {
 }
 
 function openPool(p: PublicRpcParts, params: Record<string, unknown>, operator: string) {
-  const { count, idle_timeout_ms: idleMs, domains } = params;
+  const { count, idle_timeout_ms: idleMs } = params;
+  // absent: every name the caller holds (any number of them); a list narrows the pool to those
+  const domains = params.domains ?? [];
   if (
     !Number.isInteger(count) || (count as number) < 1 || (count as number) > MAX_OPEN_COUNT ||
     !Number.isInteger(idleMs) || (idleMs as number) < 1 ||
-    !Array.isArray(domains) || domains.length < 1 || domains.length > 1000 ||
+    !Array.isArray(domains) || domains.length > MAX_PAGE ||
     !domains.every((d) => typeof d === "string")
   ) {
     throw new RpcError(
-      `Cannot open pool for "${operator}": want {domains: [1 to 1000 names], count: 1 to ${MAX_OPEN_COUNT}, idle_timeout_ms: > 0}`,
+      `Cannot open pool for "${operator}": want {count: 1 to ${MAX_OPEN_COUNT}, idle_timeout_ms: > 0, domains?: [at most ${MAX_PAGE} names]}`,
       RpcCode.InvalidParams,
     );
   }
   // only names this operator holds now: a pooled connection serves nothing else
+  if (domains.length === 0 && p.announcements.count(operator) === 0) {
+    throw new RpcError(
+      `Cannot open pool for "${operator}": it holds no announcement`,
+      RpcCode.DomainNotAllowed,
+    );
+  }
   const held = new Set(p.announcements.list(operator).map((a) => a.domain));
   const foreign = (domains as string[]).filter((d) => !held.has(d));
   if (foreign.length > 0) {

@@ -98,6 +98,9 @@ const KEYS = [
   "sockets",
   "pool",
 ] as const;
+/** The most announcements one private proxy may list (sent in pages of 5,000 or fewer). */
+export const MAX_ANNOUNCEMENTS = 100_000;
+
 const POOL_KEYS = ["enabled", "min_idle", "max_idle", "idle_timeout_ms"] as const;
 const ANNOUNCEMENT_KEYS = ["domain", "internal", "expires_in_ms"] as const;
 
@@ -167,6 +170,11 @@ export function parsePrivateSettings(
       return a;
     })
     : [];
+  if (announcements.length > MAX_ANNOUNCEMENTS) {
+    problems.push(
+      `announcements: ${announcements.length} entries, at most ${MAX_ANNOUNCEMENTS} (the public proxy's default max_announcements_per_operator)`,
+    );
+  }
   const seen = new Set<string>();
   announcements.forEach((a, i) => {
     if (a.domain !== "" && seen.has(a.domain)) {

@@ -53,6 +53,8 @@ export interface PublicSettings {
    * tokens one private operator may hold; 0 refuses every openPool call.
    */
   maxPooledPerOperator: number;
+  /** Domains one private operator may hold; a page of announcements over it is refused alone. */
+  maxAnnouncementsPerOperator: number;
 }
 
 export const PUBLIC_DEFAULTS = {
@@ -68,6 +70,7 @@ export const PUBLIC_DEFAULTS = {
   graceMs: 5000,
   sockets: "auto",
   maxPooledPerOperator: 64,
+  maxAnnouncementsPerOperator: 100_000,
 } as const;
 
 const KEYS = [
@@ -91,6 +94,7 @@ const KEYS = [
   "grace_ms",
   "sockets",
   "max_pooled_per_operator",
+  "max_announcements_per_operator",
 ] as const;
 
 /** An operator name: a lower-case host name, as in the directory. */
@@ -180,6 +184,11 @@ export function parsePublicSettings(
       problems,
       0,
       100_000,
+    ),
+    maxAnnouncementsPerOperator: count(
+      "max_announcements_per_operator",
+      D.maxAnnouncementsPerOperator,
+      10_000_000,
     ),
   };
   if (data.private_endpoint !== undefined) {

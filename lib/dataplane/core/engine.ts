@@ -179,7 +179,7 @@ export class Engine {
         for (const token of cmd.tokens) {
           const g: Grant = {
             operator: cmd.operator,
-            domains: new Set(cmd.domains),
+            domains: cmd.domains.length === 0 ? null : new Set(cmd.domains),
             idleTimeoutMs: cmd.idleTimeoutMs,
             token,
             timerGen: 0,
@@ -254,7 +254,7 @@ export class Engine {
     if (list === undefined) return undefined;
     for (let i = list.length - 1; i >= 0; i--) {
       const e = list[i]!;
-      if (!e.domains.has(domain)) continue;
+      if (e.domains !== null && !e.domains.has(domain)) continue;
       this.removeIdle(e);
       return e;
     }

@@ -28,7 +28,8 @@ const LINGER_BYTES = 64 * 1024;
 /** A pool token the control plane granted. */
 export interface Grant {
   readonly operator: string;
-  readonly domains: ReadonlySet<string>;
+  /** The names it may serve; null: every name of its operator. */
+  readonly domains: ReadonlySet<string> | null;
   readonly idleTimeoutMs: number;
   readonly token: string;
   timerGen: number;
@@ -380,7 +381,8 @@ export class DialBackIn extends Machine {
 /** An idle pooled dial-back: anything on it (bytes, EOF, an error) or its timeout ends it. */
 export class IdlePooled extends Machine {
   readonly operator: string;
-  readonly domains: ReadonlySet<string>;
+  /** The names it may serve; null: every name of its operator. */
+  readonly domains: ReadonlySet<string> | null;
   #idle = true;
 
   constructor(engine: Engine, sock: SockId, grant: Grant, now: number) {
