@@ -81,6 +81,8 @@ export type DataEvent =
   | {
     readonly type: "refused";
     readonly why: Refusal;
+    /** The connection, once it had one (a client that was routed). */
+    readonly conn?: number;
     readonly client: string;
     readonly domain?: string;
     readonly operator?: string;

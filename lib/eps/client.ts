@@ -227,7 +227,7 @@ class Client implements EpsClient {
     const link = await this.#linkFor(method, signal, timeoutMs);
     let stream: Stream;
     try {
-      stream = link.open();
+      stream = await link.openWhenFree(signal); // a burst waits for streams, not refused
     } catch (err) {
       throw new RpcError(
         `Cannot call "${method}": cannot open a stream to the EPS (${errorText(err)})`,

@@ -294,6 +294,11 @@ export class Link {
     return this.session.open();
   }
 
+  /** Opens a stream for one call, waiting for a free one until `signal` aborts. */
+  openWhenFree(signal: AbortSignal): Promise<Stream> {
+    return this.session.openWhenFree(signal);
+  }
+
   get isClosed(): boolean {
     return this.session.isClosed;
   }

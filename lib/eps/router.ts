@@ -135,9 +135,11 @@ export class Router {
         throw err;
       }
     }
+    const timeoutMs = forwardTimeoutMs(this.#o.callTimeoutMs);
+    using limit = this.#o.clock.deadline(timeoutMs, signal);
     let stream;
     try {
-      stream = link.open();
+      stream = await link.openWhenFree(limit.signal); // a burst waits for streams, not refused
     } catch (err) {
       throw new RpcError(
         `Cannot call "${target}": cannot open a stream to "${link.peer}" (${
@@ -146,8 +148,6 @@ export class Router {
         RpcCode.Unavailable,
       );
     }
-    const timeoutMs = forwardTimeoutMs(this.#o.callTimeoutMs);
-    using limit = this.#o.clock.deadline(timeoutMs, signal);
     return await callOnStream(
       stream,
       { jsonrpc: "2.0", id: this.#nextId++, method: target, params },

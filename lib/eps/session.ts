@@ -102,6 +102,8 @@ export class Session implements AsyncDisposable {
   #nextId: number;
   #pending = new Set<Entry>(); // inbound, not yet accepted (insertion order)
   #acceptWaiters: PromiseWithResolvers<Stream | null>[] = [];
+  /** Callers of openWhenFree() waiting for an outbound stream slot, first come first served. */
+  #slotWaiters: { wake(): void }[] = [];
   #draining = new Set<Entry>();
   #unacked = new Set<Entry>(); // inbound, served, ACK not sent yet
   #refusedLog = new RateLimitedLog(log);
@@ -225,6 +227,35 @@ export class Session implements AsyncDisposable {
     return entry.stream;
   }
 
+  /**
+   * Opens a stream like {@linkcode open}, but when `maxStreams` outbound streams are open it waits
+   * for one to end (first come, first served) until `signal` aborts, instead of refusing: a burst
+   * of calls is served as fast as the streams turn over. At most `4 × maxStreams` callers wait;
+   * beyond that it refuses as `open()` does.
+   */
+  async openWhenFree(signal: AbortSignal): Promise<Stream> {
+    while (this.#outbound >= this.#maxStreams && !this.#shutdown && !this.#remoteGoAway) {
+      signal.throwIfAborted();
+      if (this.#slotWaiters.length >= 4 * this.#maxStreams) break; // open() refuses below
+      await new Promise<void>((resolve, reject) => {
+        const w = {
+          wake: () => {
+            signal.removeEventListener("abort", onAbort);
+            resolve();
+          },
+        };
+        const onAbort = () => {
+          const i = this.#slotWaiters.indexOf(w);
+          if (i >= 0) this.#slotWaiters.splice(i, 1);
+          reject(signal.reason);
+        };
+        signal.addEventListener("abort", onAbort, { once: true });
+        this.#slotWaiters.push(w);
+      });
+    }
+    return this.open();
+  }
+
   /** The next inbound stream (its ACK is sent now), or null once the session is closed. */
   accept(): Promise<Stream | null> {
     for (const entry of this.#pending) {
@@ -306,7 +337,10 @@ export class Session implements AsyncDisposable {
     if (!entry) return;
     this.#streams.delete(id);
     if (entry.inbound) this.#inbound--;
-    else this.#outbound--;
+    else {
+      this.#outbound--;
+      this.#slotWaiters.shift()?.wake();
+    }
     this.#pending.delete(entry);
     this.#draining.delete(entry);
     this.#unacked.delete(entry);
@@ -644,6 +678,8 @@ export class Session implements AsyncDisposable {
       this.#pings.clear();
       for (const w of this.#acceptWaiters) w.resolve(null);
       this.#acceptWaiters = [];
+      for (const w of this.#slotWaiters.splice(0)) w.wake(); // open() then says why
+
       for (const e of [...this.#streams.values()]) e.control.fail(streamErr);
       this.#pending.clear();
       this.#dropQueue(ended);

@@ -438,6 +438,33 @@ Deno.test("Session.open() refuses more than maxStreams outbound streams", async 
   p.client.open().reset();
 });
 
+Deno.test("Session.openWhenFree() waits for a stream slot in order, and gives up at its signal", async () => {
+  await using p = await sessionPair({ maxStreams: 1 });
+  const s = p.client.open();
+  const order: number[] = [];
+  const first = p.client.openWhenFree(AbortSignal.timeout(5000)).then((st) => {
+    order.push(1);
+    return st;
+  });
+  const second = p.client.openWhenFree(AbortSignal.timeout(5000)).then((st) => {
+    order.push(2);
+    return st;
+  });
+  const gaveUp = p.client.openWhenFree(AbortSignal.timeout(50));
+  await assert.rejects(gaveUp, (err: unknown) => err instanceof DOMException);
+  assert.deepEqual(order, []); // nobody got a slot while one stream was open
+  s.reset();
+  await s.closed;
+  const a = await within(first);
+  assert.deepEqual(order, [1]);
+  a.reset();
+  await a.closed;
+  const b = await within(second);
+  assert.deepEqual(order, [1, 2]);
+  b.reset();
+  await b.closed;
+});
+
 Deno.test("Session.goAway() stops new streams both ways; open streams go on", async () => {
   await using p = await sessionPair();
   const st = p.client.open();

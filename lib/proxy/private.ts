@@ -8,7 +8,7 @@
  */
 import type { Logger } from "@logtape/logtape";
 import { RpcCode, RpcError } from "../errors.ts";
-import { errorText, logger, redact } from "../log.ts";
+import { errorText, logger, RateLimitedLog, redact } from "../log.ts";
 import { formatHostPort, type HostPort, makeHandle, type RoleHandle } from "../role.ts";
 import { connectEps, type EpsClient } from "../eps/client.ts";
 import {
@@ -87,12 +87,14 @@ class PrivateControl {
   readonly byDomain: ReadonlyMap<string, PrivateAnnouncement>;
   readonly pools = new Map<string, DialPool>();
   readonly resolver = new Resolver();
+  readonly refusals: RateLimitedLog;
   /** Connections set up or spliced now (notices accepted, pooled clients, until they end). */
   live = 0;
   #version = 0;
   plane!: DataPlane;
 
   constructor(readonly settings: PrivateSettings, readonly log: Logger) {
+    this.refusals = new RateLimitedLog(log);
     this.byDomain = new Map(settings.announcements.map((a) => [a.domain, a]));
   }
 
@@ -294,10 +296,11 @@ export async function startPrivate(
   const epsStop = new AbortController(); // the EPS client, closed last (after the withdrawal)
   const eps = connectEps(settings.eps, epsStop.signal);
 
-  eps.serve("incomingConnection", (params, ctx) => {
+  /** Checks one notice and hands it to the data plane; throws the RpcError to answer. */
+  const accept = (params: Record<string, unknown>, caller: string): void => {
     let cmd;
     try {
-      cmd = checkNotice(params, ctx.caller, {
+      cmd = checkNotice(params, caller, {
         settings,
         byDomain: c.byDomain,
         resolve: (a) => c.resolver.get(a),
@@ -306,7 +309,11 @@ export async function startPrivate(
       });
     } catch (err) {
       c.stats.refusedNotices++;
-      log.warn("Refused notice: {why}", { caller: ctx.caller, why: errorText(err) });
+      c.refusals.warn(
+        `notice ${caller}`,
+        "Refused {count} notices from {caller}, last: {why}",
+        { caller, why: errorText(err) },
+      );
       throw err;
     }
     c.stats.notices++;
@@ -317,8 +324,24 @@ export async function startPrivate(
       token: redact(cmd.token),
     });
     plane.send(cmd);
-    c.pools.get(ctx.caller)?.arrival();
-    return { ok: true };
+    c.pools.get(caller)?.arrival();
+  };
+  // one client, or a batch of them (a burst): `{endpoint, connections: [{domain, token}]}`
+  eps.serve("incomingConnection", (params, ctx) => {
+    if (!Array.isArray(params.connections)) {
+      accept(params, ctx.caller);
+      return { ok: true };
+    }
+    const results = params.connections.map((entry: unknown) => {
+      const o = typeof entry === "object" && entry !== null ? entry as Record<string, unknown> : {};
+      try {
+        accept({ domain: o.domain, token: o.token, endpoint: params.endpoint }, ctx.caller);
+        return { ok: true };
+      } catch (err) {
+        return { ok: false, error: err instanceof Error ? err.message : String(err) };
+      }
+    });
+    return { ok: true, results };
   });
 
   c.openPools(eps, stop.signal);
@@ -340,6 +363,7 @@ export async function startPrivate(
     c.logPools();
     await announcer.withdraw();
     await drained;
+    c.refusals.close();
     epsStop.abort();
     await eps.close().catch(() => {});
     log.info("Stopped");

@@ -128,6 +128,7 @@ export async function startPublic(
       grants.onEvent(e);
       const notice = onPublicEvent(e, stats, log, counters, settings);
       if (notice !== undefined) notifier.send(notice);
+      else if (e.type === "refused" && e.conn !== undefined) notifier.forget(e.conn, e.operator);
     }
   };
   try {

@@ -1,8 +1,13 @@
 /**
  * Notices (docs/architecture.md, "The control plane"): when the data plane says a client waits
- * for a dial-back, the public proxy calls `<operator>.incomingConnection {domain, token,
- * endpoint}` through its EPS; when that call fails, no dial-back will come, so the data plane is
- * told at once (`noticeFailed`) and refuses the client with alert internal_error instead of
+ * for a dial-back, the public proxy calls `<operator>.incomingConnection` through its EPS. A
+ * burst is signalled in batches: up to {@linkcode MAX_IN_FLIGHT} calls per operator go at once,
+ * and the clients that arrive meanwhile wait (in order) and go in one call of up to
+ * {@linkcode MAX_BATCH} — `{endpoint, connections: [{domain, token}]}` — when a call returns. A
+ * single waiting client goes in the original form `{domain, token, endpoint}`.
+ *
+ * When a call fails, or the answer refuses a connection, no dial-back will come: the data plane
+ * is told at once (`noticeFailed`) and refuses the client with alert internal_error instead of
  * holding it until its dial-back deadline.
  * @module
  */
@@ -13,10 +18,24 @@ import type { DataPlane } from "../dataplane/mod.ts";
 import type { Counters } from "./counters.ts";
 import type { NoticeRequest } from "./public_events.ts";
 
+/** Notice calls in flight per operator before clients are batched. */
+export const MAX_IN_FLIGHT = 8;
+/** Clients in one batched notice. */
+export const MAX_BATCH = 256;
+
+interface OperatorQueue {
+  inFlight: number;
+  waiting: Map<number, NoticeRequest>;
+}
+
 /** Sends the notices of one public proxy. */
 export class Notifier {
   #endpoint = "";
   #plane: DataPlane | undefined;
+  #queues = new Map<string, OperatorQueue>();
+  /** Notice calls sent, and how many clients they carried (for tests and the log). */
+  calls = 0;
+  batched = 0;
 
   constructor(
     readonly eps: EpsClient,
@@ -31,24 +50,74 @@ export class Notifier {
     this.#plane = plane;
   }
 
+  /** A client waits for its dial-back: notify its operator now, or with the next batch. */
   send(n: NoticeRequest): void {
-    this.eps.call(
-      `${n.operator}.incomingConnection`,
-      { domain: n.domain, token: n.token, endpoint: this.#endpoint },
-      { timeoutMs: this.timeoutMs, signal: this.signal },
-    ).catch((err) => {
-      // no dial-back will come: let the client go now, not at the dial-back deadline
-      this.#plane?.send({ type: "noticeFailed", conn: n.conn });
-      if (this.signal.aborted) return;
-      const why = new RpcError(
-        `Cannot notify "${n.operator}" of a connection for "${n.domain}": ${errorText(err)}`,
-        err instanceof RpcError ? err.code : -32603,
-      );
-      this.counters.warn(
-        "notice",
-        "Closed clients: notice failed ({count} since last report), last {client}: {error}",
-        { client: n.client, error: why.message },
-      );
+    let q = this.#queues.get(n.operator);
+    if (q === undefined) this.#queues.set(n.operator, q = { inFlight: 0, waiting: new Map() });
+    if (q.inFlight >= MAX_IN_FLIGHT) {
+      q.waiting.set(n.conn, n);
+      return;
+    }
+    this.#call(n.operator, q, [n]);
+  }
+
+  /** The client is gone (refused, expired): no notice for it any more. */
+  forget(conn: number, operator: string | undefined): void {
+    if (operator !== undefined) this.#queues.get(operator)?.waiting.delete(conn);
+  }
+
+  #call(operator: string, q: OperatorQueue, batch: NoticeRequest[]): void {
+    q.inFlight++;
+    this.calls++;
+    if (batch.length > 1) this.batched += batch.length;
+    const params = batch.length === 1
+      ? { domain: batch[0]!.domain, token: batch[0]!.token, endpoint: this.#endpoint }
+      : {
+        endpoint: this.#endpoint,
+        connections: batch.map((n) => ({ domain: n.domain, token: n.token })),
+      };
+    this.eps.call<{ results?: unknown }>(`${operator}.incomingConnection`, params, {
+      timeoutMs: this.timeoutMs,
+      signal: this.signal,
+    }).then((answer) => {
+      const results = Array.isArray(answer?.results) ? answer.results : undefined;
+      if (batch.length === 1 || results === undefined) return;
+      batch.forEach((n, i) => {
+        const r = results[i] as { ok?: unknown; error?: unknown } | undefined;
+        if (r?.ok !== true) this.#failed(n, new Error(String(r?.error ?? "refused")));
+      });
+    }, (err) => {
+      for (const n of batch) this.#failed(n, err);
+    }).finally(() => {
+      q.inFlight--;
+      this.#next(operator, q);
     });
+  }
+
+  /** A call returned: the clients that waited meanwhile go in one call. */
+  #next(operator: string, q: OperatorQueue): void {
+    if (this.signal.aborted || q.waiting.size === 0) return;
+    const batch: NoticeRequest[] = [];
+    for (const [conn, n] of q.waiting) {
+      batch.push(n);
+      q.waiting.delete(conn);
+      if (batch.length === MAX_BATCH) break;
+    }
+    this.#call(operator, q, batch);
+  }
+
+  #failed(n: NoticeRequest, err: unknown): void {
+    // no dial-back will come: let the client go now, not at the dial-back deadline
+    this.#plane?.send({ type: "noticeFailed", conn: n.conn });
+    if (this.signal.aborted) return;
+    const why = new RpcError(
+      `Cannot notify "${n.operator}" of a connection for "${n.domain}": ${errorText(err)}`,
+      err instanceof RpcError ? err.code : -32603,
+    );
+    this.counters.warn(
+      "notice",
+      "Closed clients: notice failed ({count} since last report), last {client}: {error}",
+      { client: n.client, error: why.message },
+    );
   }
 }

@@ -62,9 +62,10 @@ export const PUBLIC_DEFAULTS = {
   maxClientHelloBytes: 65_536,
   dialBackTimeoutMs: 10_000,
   tokenTimeoutMs: 5000,
-  maxPending: 1024,
-  maxPendingPerOperator: 512,
-  maxPendingPerClient: 64,
+  // a burst of 2,000 clients behind one NAT is legitimate: these caps bound memory, not abuse
+  maxPending: 4096,
+  maxPendingPerOperator: 4096,
+  maxPendingPerClient: 4096,
   noticeTimeoutMs: 5000,
   maxConnections: 16_384,
   graceMs: 5000,

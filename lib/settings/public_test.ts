@@ -22,12 +22,12 @@ store_path: state/announcements.jsonl
     assert.equal(s.directoryDir, join(dir, "directory"));
     assert.deepEqual(s.store, { kind: "file", path: join(dir, "state/announcements.jsonl") });
     assert.equal(s.helloTimeoutMs, 10_000);
-    assert.equal(s.maxClientHelloBytes, 16_384);
+    assert.equal(s.maxClientHelloBytes, 65_536);
     assert.equal(s.dialBackTimeoutMs, 10_000);
     assert.equal(s.tokenTimeoutMs, 5000);
-    assert.equal(s.maxPending, 1024);
-    assert.equal(s.maxPendingPerOperator, 512);
-    assert.equal(s.maxPendingPerClient, 64);
+    assert.equal(s.maxPending, 4096);
+    assert.equal(s.maxPendingPerOperator, 4096);
+    assert.equal(s.maxPendingPerClient, 4096);
     assert.equal(s.graceMs, 5000);
     assert.equal(s.maxPooledPerOperator, 64);
   });

@@ -101,6 +101,7 @@ Deno.test("core refuses an unknown SNI with alert 112, lingers, then closes", ()
   assert.deepEqual(sim.take(), [{
     type: "refused",
     why: "unknown-name",
+    conn: 2,
     client: "203.0.113.9:40000",
     domain: "nope.example.org",
     detail: 'no announcement for "nope.example.org"',

@@ -235,6 +235,7 @@ export class ClientConn extends Machine {
     e.emit({
       type: "refused",
       why,
+      conn: this.id,
       client: this.client,
       ...(this.#sni !== "" ? { domain: this.#sni } : {}),
       ...(this.#operator !== "" ? { operator: this.#operator } : {}),
