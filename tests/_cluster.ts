@@ -55,6 +55,8 @@ export interface ClusterOptions {
   secondPrivate?: boolean;
   /** Start the private proxy (default true). */
   startPrivate?: boolean;
+  /** Deadline of EPS calls (the EPS servers' and the proxies' clients'); default SHORT's. */
+  callTimeoutMs?: number;
   /** Leave `openPool` out of the directory (a directory from before the dial-back pool). */
   noOpenPool?: boolean;
 }
@@ -153,7 +155,7 @@ export class Cluster implements AsyncDisposable {
       keyFile: this.key(operator),
       directoryDir: join(this.dir, "directory"),
       ...EPS_DEFAULTS,
-      callTimeoutMs: SHORT.callTimeoutMs,
+      callTimeoutMs: this.options.callTimeoutMs ?? SHORT.callTimeoutMs,
       keepaliveIntervalMs: 60_000,
     };
   }
@@ -164,7 +166,7 @@ export class Cluster implements AsyncDisposable {
       certificateFile: this.cert(operator),
       keyFile: this.key(operator),
       caCertificateFiles: [this.rootFile],
-      callTimeoutMs: SHORT.callTimeoutMs,
+      callTimeoutMs: this.options.callTimeoutMs ?? SHORT.callTimeoutMs,
       maxMessageBytes: 1024 * 1024,
     };
   }

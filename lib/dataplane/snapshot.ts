@@ -22,8 +22,17 @@ export interface PrivateRoute {
 
 /** The limits and deadlines the data plane applies to new connections. */
 export interface Limits {
-  /** Data sockets of clients and dial-backs open at once; over it, a new one is closed at once. */
+  /**
+   * Public port: clients open at once (reading a hello, waiting, spliced); over it a new one is
+   * closed at once. Private proxy: connections set up or spliced at once.
+   */
   readonly maxConnections: number;
+  /**
+   * Private port: dial-backs open at once (reading a token, idle pooled, spliced). Kept apart
+   * from the clients' budget so that clients can never take the descriptors the dial-backs they
+   * wait for need (docs/architecture.md, "The descriptor budget").
+   */
+  readonly maxDialBacks: number;
   readonly helloTimeoutMs: number;
   readonly maxClientHelloBytes: number;
   readonly tokenTimeoutMs: number;
@@ -44,6 +53,7 @@ export interface Limits {
 /** Limits for a role that uses only some of them (tests, the private proxy). */
 export const DEFAULT_LIMITS: Limits = {
   maxConnections: 16_384,
+  maxDialBacks: 17_408,
   helloTimeoutMs: 10_000,
   maxClientHelloBytes: 65_536,
   tokenTimeoutMs: 5000,

@@ -20,6 +20,8 @@ export interface NoticeContext {
   resolve(a: HostPort): HostPort | undefined;
   /** Connections in flight or spliced now. */
   live(): number;
+  /** The budget's connections at once. */
+  maxConnections: number;
   stopping(): boolean;
 }
 
@@ -56,8 +58,8 @@ export function checkNotice(
   if (decodeToken(params.token) === null) {
     refuse(`token must be ${TOKEN_BYTES} bytes of base64`, RpcCode.InvalidParams);
   }
-  if (c.live() >= s.maxConnections) {
-    refuse(`${s.maxConnections} connections open`, RpcCode.Unavailable);
+  if (c.live() >= c.maxConnections) {
+    refuse(`${c.maxConnections} connections open`, RpcCode.Unavailable);
   }
   const to = c.resolve(allowed);
   const internal = c.resolve(announcement!.internal);

@@ -26,6 +26,7 @@ import { checkNotice } from "./notices.ts";
 import { DialPool, type DialPoolStats } from "./pool_sizing.ts";
 import { Resolver } from "./targets.ts";
 import { drainAndClose, untilStopped } from "./lifecycle.ts";
+import { type Budget, privateBudget, softFdLimit } from "./budget.ts";
 
 /** Counters of the private proxy, for tests and diagnostics. */
 export interface PrivateStats {
@@ -57,9 +58,10 @@ export interface PrivateHandle extends RoleHandle<never> {
   readonly driver: DataPlane["driver"];
 }
 
-function privateLimits(s: PrivateSettings): Limits {
+function privateLimits(s: PrivateSettings, budget: Budget): Limits {
   return {
-    maxConnections: s.maxConnections,
+    maxConnections: budget.maxConnections,
+    maxDialBacks: budget.maxDialBacks,
     helloTimeoutMs: 10_000,
     maxClientHelloBytes: 16_384,
     tokenTimeoutMs: s.dialTimeoutMs,
@@ -93,7 +95,10 @@ class PrivateControl {
   #version = 0;
   plane!: DataPlane;
 
+  readonly budget: Budget;
+
   constructor(readonly settings: PrivateSettings, readonly log: Logger) {
+    this.budget = privateBudget(settings.maxConnections, softFdLimit());
     this.refusals = new RateLimitedLog(log);
     this.byDomain = new Map(settings.announcements.map((a) => [a.domain, a]));
   }
@@ -106,7 +111,7 @@ class PrivateControl {
     }
     return {
       version: ++this.#version,
-      limits: privateLimits(this.settings),
+      limits: privateLimits(this.settings, this.budget),
       publicRoutes: [],
       privateRoutes: routes,
     };
@@ -213,7 +218,7 @@ class PrivateControl {
     const s = this.settings;
     if (!s.pool.enabled) return;
     const room = () => {
-      let n = s.maxConnections - this.live;
+      let n = this.budget.maxConnections - this.live;
       for (const p of this.pools.values()) n -= p.idle + p.opening;
       return n;
     };
@@ -279,6 +284,14 @@ export async function startPrivate(
 ): Promise<PrivateHandle> {
   const log = logger("proxy", "private");
   const c = new PrivateControl(settings, log);
+  log.info(
+    "Descriptor budget: {connections} connections at once (max_connections from the {from}, open-file limit {limit})",
+    {
+      connections: c.budget.maxConnections,
+      from: c.budget.from,
+      limit: c.budget.limit ?? "unknown",
+    },
+  );
   await c.resolve();
   c.plane = await openDataPlane(
     settings.sockets,
@@ -305,6 +318,7 @@ export async function startPrivate(
         byDomain: c.byDomain,
         resolve: (a) => c.resolver.get(a),
         live: () => c.live,
+        maxConnections: c.budget.maxConnections,
         stopping: () => stop.signal.aborted,
       });
     } catch (err) {

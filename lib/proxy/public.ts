@@ -26,6 +26,7 @@ import { newPublicStats, onPublicEvent, type PublicStats } from "./public_events
 import { Notifier } from "./public_notices.ts";
 import { drainAndClose, untilStopped } from "./lifecycle.ts";
 import { servePublicCalls } from "./public_rpc.ts";
+import { type Budget, publicBudget, softFdLimit } from "./budget.ts";
 
 export type { PublicStats } from "./public_events.ts";
 
@@ -42,9 +43,10 @@ export interface PublicHandle extends RoleHandle<"public" | "private"> {
 }
 
 /** The data plane's limits from the settings. */
-export function publicLimits(s: PublicSettings): Limits {
+export function publicLimits(s: PublicSettings, budget: Budget): Limits {
   return {
-    maxConnections: s.maxConnections,
+    maxConnections: budget.maxConnections,
+    maxDialBacks: budget.maxDialBacks,
     helloTimeoutMs: s.helloTimeoutMs,
     maxClientHelloBytes: s.maxClientHelloBytes,
     tokenTimeoutMs: s.tokenTimeoutMs,
@@ -110,23 +112,34 @@ export async function startPublic(
     Date.now,
     settings.maxAnnouncementsPerOperator,
   );
+  const budget = publicBudget(settings.maxConnections, softFdLimit());
+  log.info(
+    "Descriptor budget: {clients} clients and {dialBacks} dial-backs at once (max_connections from the {from}, open-file limit {limit})",
+    {
+      clients: budget.maxConnections,
+      dialBacks: budget.maxDialBacks,
+      from: budget.from,
+      limit: budget.limit ?? "unknown",
+    },
+  );
   const stats = newPublicStats();
   const counters = new Counters(log);
   const stop = new AbortController();
   let plane: DataPlane | undefined;
   const snapshots = new PublicSnapshots(
     announcements,
-    publicLimits(settings),
+    publicLimits(settings, budget),
     (snapshot) => plane?.send({ type: "snapshot", snapshot }),
   );
   const grants = new PoolGrants(settings.maxPooledPerOperator, (cmd) => plane?.send(cmd));
+  const limits = { ...settings, maxConnections: budget.maxConnections };
   // before the data plane: its first events may come as soon as its ports are bound
   const client: EpsClient = connectEps(settings.eps, stop.signal);
   const notifier = new Notifier(client, settings.noticeTimeoutMs, stop.signal, counters);
   const onEvents = (events: readonly DataEvent[]) => {
     for (const e of events) {
       grants.onEvent(e);
-      const notice = onPublicEvent(e, stats, log, counters, settings);
+      const notice = onPublicEvent(e, stats, log, counters, limits);
       if (notice !== undefined) notifier.send(notice);
       else if (e.type === "refused" && e.conn !== undefined) notifier.forget(e.conn, e.operator);
     }

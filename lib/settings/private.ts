@@ -54,8 +54,8 @@ export interface PrivateSettings {
   dialTimeoutMs: number;
   /** Deadline of the connect to the internal server. */
   connectTimeoutMs: number;
-  /** Spliced connections open at once; a notice over it is refused. */
-  maxConnections: number;
+  /** Connections at once; absent: planned from the open-file limit at start (lib/proxy/budget.ts). */
+  maxConnections?: number;
   /** On a graceful stop, how long live splices may go on (withdrawing is bounded by the call deadline). */
   graceMs: number;
   /** Data sockets: "native" (libc over FFI, spliced in a worker thread), "deno", or "auto". */
@@ -75,7 +75,6 @@ export const PRIVATE_DEFAULTS = {
   retryMs: 200,
   dialTimeoutMs: 5000,
   connectTimeoutMs: 5000,
-  maxConnections: 16_384,
   graceMs: 5000,
   sockets: "auto",
   pool: POOL_DEFAULTS,
@@ -210,13 +209,6 @@ export function parsePrivateSettings(
     retryMs: ms("retry_ms", D.retryMs),
     dialTimeoutMs: ms("dial_timeout_ms", D.dialTimeoutMs),
     connectTimeoutMs: ms("connect_timeout_ms", D.connectTimeoutMs),
-    maxConnections: check.integer(
-      data.max_connections ?? D.maxConnections,
-      "max_connections",
-      problems,
-      1,
-      1_000_000,
-    ),
     graceMs: check.integer(data.grace_ms ?? D.graceMs, "grace_ms", problems, 0, 3_600_000),
     sockets: check.oneOf(
       data.sockets ?? D.sockets,
@@ -225,6 +217,15 @@ export function parsePrivateSettings(
       problems,
     ),
     pool,
+    ...(data.max_connections === undefined ? {} : {
+      maxConnections: check.integer(
+        data.max_connections,
+        "max_connections",
+        problems,
+        1,
+        1_000_000,
+      ),
+    }),
   };
 }
 

@@ -42,8 +42,8 @@ export interface PublicSettings {
   maxPendingPerClient: number;
   /** Deadline of the notice call. */
   noticeTimeoutMs: number;
-  /** Connections open at once on both ports (reading a hello or token, pending, spliced); over it a new one is closed at once. */
-  maxConnections: number;
+  /** Connections at once; absent: planned from the open-file limit at start (lib/proxy/budget.ts). */
+  maxConnections?: number;
   /** On a graceful stop, how long live splices may go on. */
   graceMs: number;
   /** Data sockets: "native" (libc over FFI, spliced in a worker thread), "deno", or "auto". */
@@ -67,7 +67,6 @@ export const PUBLIC_DEFAULTS = {
   maxPendingPerOperator: 4096,
   maxPendingPerClient: 4096,
   noticeTimeoutMs: 5000,
-  maxConnections: 16_384,
   graceMs: 5000,
   sockets: "auto",
   maxPooledPerOperator: 64,
@@ -171,7 +170,6 @@ export function parsePublicSettings(
     maxPendingPerOperator: count("max_pending_per_operator", D.maxPendingPerOperator),
     maxPendingPerClient: count("max_pending_per_client", D.maxPendingPerClient),
     noticeTimeoutMs: ms("notice_timeout_ms", D.noticeTimeoutMs),
-    maxConnections: count("max_connections", D.maxConnections),
     graceMs: check.integer(data.grace_ms ?? D.graceMs, "grace_ms", problems, 0, 3_600_000),
     sockets: check.oneOf(
       data.sockets ?? D.sockets,
@@ -192,6 +190,9 @@ export function parsePublicSettings(
       10_000_000,
     ),
   };
+  if (data.max_connections !== undefined) {
+    s.maxConnections = count("max_connections", 1);
+  }
   if (data.private_endpoint !== undefined) {
     s.privateEndpoint = check.address(data.private_endpoint, "private_endpoint", problems);
   }

@@ -68,6 +68,10 @@ export class Engine {
   privateRoutes: ReadonlyMap<string, PrivateRoute> = new Map();
   stopping = false;
   #drained = false;
+  /** Accepted sockets and their port, for the two budgets. */
+  #accepted = new Map<SockId, Port>();
+  #clients = 0;
+  #dialBacks = 0;
   #next = 1;
 
   constructor(readonly role: PlaneRole, readonly random: RandomBytes) {}
@@ -97,6 +101,12 @@ export class Engine {
   /** Closes `sock` and forgets it. `abort`: at once, dropping what is queued. */
   close(sock: SockId, abort: boolean): void {
     if (!this.socks.delete(sock)) return;
+    const port = this.#accepted.get(sock);
+    if (port !== undefined) {
+      this.#accepted.delete(sock);
+      if (port === "public") this.#clients--;
+      else this.#dialBacks--;
+    }
     this.outputs.push({ op: "close", sock, abort });
   }
 
@@ -121,11 +131,21 @@ export class Engine {
    */
   accept(port: Port, remote: HostPort, now: number): SockId | null {
     if (this.stopping) return null;
-    if (this.socks.size >= this.limits.maxConnections) {
-      this.emit({ type: "refused", why: "connections", client: hostPortText(remote) });
+    const open = port === "public" ? this.#clients : this.#dialBacks;
+    const cap = port === "public" ? this.limits.maxConnections : this.limits.maxDialBacks;
+    if (open >= cap) {
+      this.emit({
+        type: "refused",
+        why: "connections",
+        client: hostPortText(remote),
+        detail: `${open} open on the ${port} port, the limit is ${cap}`,
+      });
       return null;
     }
     const sock = this.id();
+    this.#accepted.set(sock, port);
+    if (port === "public") this.#clients++;
+    else this.#dialBacks++;
     const owner = port === "public"
       ? new ClientConn(this, sock, remote, now)
       : new DialBackIn(this, sock, remote, now);

@@ -273,17 +273,16 @@ Deno.test("core drops an idle pooled dial-back after idleTimeoutMs + IDLE_SLACK_
 });
 
 Deno.test("core reports a pooled dial-back whose internal connect fails or times out", () => {
-  for (const how of ["refused", "timeout", "dial-back-eof"] as const) {
+  for (const how of ["refused", "timeout"] as const) {
     const sim = priv({ connectTimeoutMs: 1500 });
     const { db } = pooled(sim);
     sim.feed(db, concat(encodePoolHeader(HOST), CURL));
     const [internal] = sim.connecting();
     if (how === "refused") sim.connectFailed(internal!.id);
-    else if (how === "timeout") sim.advance(1500);
-    else sim.eof(db);
+    else sim.advance(1500);
     const [f, ...more] = sim.ofType("connectFailed");
     assert.equal(more.length, 0);
-    const side = how === "dial-back-eof" ? "dial-back" : "internal";
+    const side = "internal";
     assert.deepEqual([f?.via, f?.side, f?.domain], ["pool", side, HOST], how);
     assert.equal(f?.target, side === "internal" ? "10.1.0.5:8443" : "192.0.2.1:7443");
     assert.equal(f?.reason.kind, how === "timeout" ? "timeout" : "error");
@@ -291,6 +290,21 @@ Deno.test("core reports a pooled dial-back whose internal connect fails or times
     assert.equal(sim.engine.nextTimeout(), Infinity);
     clean(sim);
   }
+});
+
+Deno.test("core passes on a client's EOF that came while the internal server connected", () => {
+  const sim = priv();
+  const { db } = pooled(sim);
+  sim.feed(db, concat(encodePoolHeader(HOST), CURL));
+  const [internal] = sim.connecting();
+  sim.eof(db); // the client half-closed right after its hello
+  assert.equal(sim.ofType("connectFailed").length, 0);
+  sim.connected(internal!.id);
+  assert.deepEqual(sim.written(internal!.id), CURL); // the hello first
+  assert.equal(sim.sock(internal!.id).shutdown, true); // then the EOF
+  sim.eof(internal!.id);
+  assert.equal(sim.ofType("ended")[0]?.reason.kind, "done");
+  clean(sim);
 });
 
 Deno.test("core ignores dialBack and openPooled once stopping, and drains", () => {

@@ -381,18 +381,23 @@ Deno.test("core applies the pending caps (total, per operator, per client host)"
   }
 });
 
-Deno.test("Engine.accept() returns null over maxConnections and emits a connections refusal", () => {
-  const sim = pub({ maxConnections: 2 });
+Deno.test("Engine.accept() keeps two budgets: clients cannot take the dial-backs' descriptors", () => {
+  const sim = pub({ maxConnections: 2, maxDialBacks: 1 });
   const a = sim.accept("public")!;
-  sim.accept("private");
-  assert.equal(sim.accept("public"), null);
+  sim.accept("public");
+  assert.equal(sim.accept("public"), null); // the clients' budget is spent
   assert.deepEqual(sim.take(), [{
     type: "refused",
     why: "connections",
     client: "203.0.113.9:40002",
+    detail: "2 open on the public port, the limit is 2",
   }]);
+  const d = sim.accept("private"); // a dial-back still gets in
+  assert.notEqual(d, null);
+  assert.equal(sim.accept("private"), null); // its own budget
+  assert.equal(sim.ofType("refused").at(-1)?.detail, "1 open on the private port, the limit is 1");
   sim.eof(a);
-  assert.notEqual(sim.accept("public"), null);
+  assert.notEqual(sim.accept("public"), null); // room again at once
   clean(sim);
 });
 

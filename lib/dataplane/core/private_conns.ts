@@ -148,6 +148,8 @@ export class PooledDialBack implements SockOwner {
   #rest: Uint8Array | null = null;
   #domain = "";
   #target: HostPort | undefined;
+  /** EOF from the dial-back while the internal server connects. */
+  #eof = false;
   #accepted: number;
   #dialedAt = 0;
 
@@ -182,7 +184,7 @@ export class PooledDialBack implements SockOwner {
     const rest = this.#rest!;
     this.#rest = null;
     if (rest.length > 0) e.out({ op: "write", sock, bytes: rest });
-    new Pipe(
+    const pipe = new Pipe(
       e,
       this.sock,
       sock,
@@ -198,6 +200,7 @@ export class PooledDialBack implements SockOwner {
       now,
       rest.length,
     );
+    if (this.#eof) pipe.onEof(this.sock, now);
   }
 
   onData(_sock: SockId, bytes: Uint8Array, now: number): void {
@@ -288,12 +291,8 @@ export class PooledDialBack implements SockOwner {
 
   onEof(sock: SockId): void {
     if (this.state === "idle") return this.#drop("eof");
-    if (this.state === "connecting" && sock === this.sock) {
-      this.#connectFailed(
-        { kind: "error", side: "dial-back", op: "read", code: "EOF" },
-        "dial-back",
-      );
-    }
+    // the client half-closed right after its hello: pass the EOF on once the pipe is up
+    if (this.state === "connecting" && sock === this.sock) this.#eof = true;
   }
 
   onTimeout(): void {

@@ -1,0 +1,600 @@
+/**
+ * Conformance of the two drivers (docs/architecture.md, "The drivers"): the same cases, over
+ * real loopback sockets, against the portable and the native driver. Every wait is bounded, and
+ * every socket, listener and data plane is closed at the end.
+ * @module
+ */
+import assert from "node:assert/strict";
+import type { HostPort } from "../role.ts";
+import { parseClientHello } from "../wire/client_hello.ts";
+import { encodePoolHeader } from "../wire/pool_header.ts";
+import { ALERT_INTERNAL_ERROR, ALERT_UNRECOGNIZED_NAME, tlsAlert } from "../wire/tls_alert.ts";
+import { decodeToken, tokenText } from "../wire/token.ts";
+import type { DataEvent } from "./events.ts";
+import type { DataPlane, DataPlaneOptions } from "./mod.ts";
+import { type Command, emptySnapshot, type PlaneRole, type Snapshot } from "./snapshot.ts";
+import { startPortable } from "./portable/driver.ts";
+import { nativeProblem, startNative } from "./native/driver.ts";
+
+const HELLO = Deno.readFileSync(new URL("../wire/testdata/curl_tls13.bin", import.meta.url));
+const SNI = parseClientHello(HELLO).serverName!;
+const LOOPBACK: HostPort = { hostname: "127.0.0.1", port: 0 };
+const WAIT_MS = 10_000;
+const enc = new TextEncoder();
+
+interface Driver {
+  readonly name: string;
+  readonly start: (options: DataPlaneOptions) => Promise<DataPlane>;
+  readonly ignore: boolean;
+}
+
+const DRIVERS: readonly Driver[] = [
+  { name: "portable", start: startPortable, ignore: false },
+  { name: "native", start: startNative, ignore: nativeProblem() !== undefined },
+];
+
+/** Runs `case_` as one test per driver. */
+function conformance(name: string, case_: (d: Driver) => Promise<void>): void {
+  for (const d of DRIVERS) {
+    Deno.test({ name: `${d.name} driver: ${name}`, ignore: d.ignore, fn: () => case_(d) });
+  }
+}
+
+/** `p`, or a rejection after `ms`. */
+async function within<T>(p: Promise<T>, what: string, ms = WAIT_MS): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms: ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The events of a data plane, taken by type in the order they came. */
+class Events {
+  readonly all: DataEvent[] = [];
+  readonly #unread: DataEvent[] = [];
+  #wake: (() => void) | undefined;
+
+  push(batch: readonly DataEvent[]): void {
+    this.all.push(...batch);
+    this.#unread.push(...batch);
+    this.#wake?.();
+  }
+
+  /** The next event of `type` not taken yet. */
+  next<K extends DataEvent["type"]>(type: K): Promise<Extract<DataEvent, { type: K }>> {
+    const find = async () => {
+      for (;;) {
+        const i = this.#unread.findIndex((e) => e.type === type);
+        if (i >= 0) return this.#unread.splice(i, 1)[0] as Extract<DataEvent, { type: K }>;
+        await new Promise<void>((resolve) => this.#wake = resolve);
+      }
+    };
+    return within(find(), `event ${type} (got ${this.all.map((e) => e.type).join(", ")})`);
+  }
+}
+
+interface Running {
+  readonly plane: DataPlane;
+  readonly events: Events;
+  /** `plane.send()`, checking that no events are delivered inside it. */
+  send(cmd: Command): void;
+}
+
+/** Opens a data plane on `d` (a public one listens on loopback, any ports), closed after `fn`. */
+async function withPlane(
+  d: Driver,
+  role: PlaneRole,
+  snapshot: Snapshot,
+  fn: (r: Running) => Promise<void>,
+): Promise<void> {
+  const events = new Events();
+  let sending = false;
+  let inside = 0;
+  const plane = await d.start({
+    role,
+    snapshot,
+    ...(role === "public" ? { listen: { public: LOOPBACK, private: LOOPBACK } } : {}),
+    onEvents: (batch) => {
+      if (sending) inside++;
+      events.push(batch);
+    },
+  });
+  const send = (cmd: Command) => {
+    sending = true;
+    try {
+      plane.send(cmd);
+    } finally {
+      sending = false;
+    }
+  };
+  try {
+    send({ type: "snapshot", snapshot });
+    await fn({ plane, events, send });
+  } finally {
+    await within(plane.close(), "close()");
+    await within(plane.close(), "a second close()");
+  }
+  assert.equal(inside, 0, "events were delivered inside send()");
+}
+
+function publicSnapshot(operator = "op1"): Snapshot {
+  return { ...emptySnapshot(), version: 1, publicRoutes: [[SNI, { operator }]] };
+}
+
+function privateSnapshot(internal: HostPort): Snapshot {
+  return { ...emptySnapshot(), version: 1, privateRoutes: [[SNI, { internal }]] };
+}
+
+function randomToken(): string {
+  return tokenText(crypto.getRandomValues(new Uint8Array(32)));
+}
+
+async function readExact(c: Deno.Conn, n: number): Promise<Uint8Array> {
+  const out = new Uint8Array(n);
+  for (let off = 0; off < n;) {
+    const r = await within(c.read(out.subarray(off)), `read ${n} bytes`);
+    if (r === null) throw new Error(`EOF after ${off} of ${n} bytes`);
+    off += r;
+  }
+  return out;
+}
+
+/** Reads until EOF; everything read. */
+async function readToEnd(c: Deno.Conn): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  const buf = new Uint8Array(64 * 1024);
+  for (;;) {
+    const r = await within(c.read(buf), "read to EOF");
+    if (r === null) return concat(...parts);
+    parts.push(buf.slice(0, r));
+  }
+}
+
+async function writeAll(c: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let off = 0; off < bytes.length;) off += await c.write(bytes.subarray(off));
+}
+
+function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  parts.reduce((off, p) => (out.set(p, off), off + p.length), 0);
+  return out;
+}
+
+function connect(a: HostPort | undefined): Promise<Deno.TcpConn> {
+  assert.ok(a !== undefined);
+  return within(Deno.connect({ hostname: a.hostname, port: a.port }), `connect ${a.port}`);
+}
+
+/** Closes each of `conns`, ignoring the ones closed already. */
+function closeAll(...conns: (Deno.Conn | Deno.Listener | undefined)[]): void {
+  for (const c of conns) {
+    try {
+      c?.close();
+    } catch {
+      // closed already
+    }
+  }
+}
+
+/**
+ * A public client routed by notice: returns the client and its dial-back, spliced (the hello was
+ * read back on the dial-back).
+ */
+async function routedByNotice(r: Running): Promise<[Deno.TcpConn, Deno.TcpConn]> {
+  const client = await connect(r.plane.addrs.public);
+  let dialBack: Deno.TcpConn | undefined;
+  try {
+    await writeAll(client, HELLO);
+    const need = await r.events.next("needDialBack");
+    assert.equal(need.domain, SNI);
+    assert.equal(need.operator, "op1");
+    dialBack = await connect(r.plane.addrs.private);
+    await writeAll(dialBack, decodeToken(need.token)!);
+    assert.deepEqual(await readExact(dialBack, HELLO.length), HELLO);
+    const piped = await r.events.next("piped");
+    assert.equal(piped.conn, need.conn);
+    assert.equal(piped.via, "notice");
+    return [client, dialBack];
+  } catch (err) {
+    closeAll(client, dialBack);
+    throw err;
+  }
+}
+
+// -- the public proxy ------------------------------------------------------------------------------
+
+conformance("a routed client gets its dial-back; bytes flow, half-closed", async (d) => {
+  await withPlane(d, "public", publicSnapshot(), async (r) => {
+    assert.equal(r.plane.driver, d.name);
+    assert.equal(r.plane.addrs.public?.hostname, "127.0.0.1"); // the real ports: not 0
+    assert.ok(r.plane.addrs.public!.port > 0 && r.plane.addrs.private!.port > 0);
+    const [client, dialBack] = await routedByNotice(r);
+    try {
+      const up = enc.encode("GET / from the client");
+      const down = enc.encode("200 from the server");
+      await writeAll(client, up);
+      assert.deepEqual(await readExact(dialBack, up.length), up);
+      await client.closeWrite(); // half-close: the server reads EOF, then answers
+      assert.equal((await readToEnd(dialBack)).length, 0);
+      await writeAll(dialBack, down);
+      await dialBack.closeWrite();
+      assert.deepEqual(await readToEnd(client), down);
+      const ended = await r.events.next("ended");
+      assert.deepEqual(ended.reason, { kind: "done" });
+      assert.equal(ended.up, HELLO.length + up.length);
+      assert.equal(ended.down, down.length);
+      assert.equal(ended.domain, SNI);
+      assert.equal(ended.via, "notice");
+      // the core's times are this thread's performance.now(), whichever thread runs the core
+      assert.ok(Math.abs(ended.phases.ended - performance.now()) < 1000);
+    } finally {
+      closeAll(client, dialBack);
+    }
+    await within(r.plane.stop(), "stop()");
+  });
+});
+
+conformance("a pool grant: the pooled dial-back gets the pool header and the hello", async (d) => {
+  await withPlane(d, "public", publicSnapshot(), async (r) => {
+    const token = randomToken();
+    r.send({
+      type: "grantPool",
+      operator: "op1",
+      domains: [SNI],
+      tokens: [token],
+      idleTimeoutMs: 10_000,
+    });
+    const pooled = await connect(r.plane.addrs.private);
+    let client: Deno.TcpConn | undefined;
+    try {
+      await writeAll(pooled, decodeToken(token)!);
+      assert.equal((await r.events.next("poolIdle")).operator, "op1");
+      client = await connect(r.plane.addrs.public);
+      await writeAll(client, HELLO);
+      const head = concat(encodePoolHeader(SNI), HELLO);
+      assert.deepEqual(await readExact(pooled, head.length), head);
+      assert.equal((await r.events.next("piped")).via, "pool");
+      await writeAll(pooled, enc.encode("hi"));
+      assert.deepEqual(await readExact(client, 2), enc.encode("hi"));
+      await pooled.closeWrite();
+      await client.closeWrite();
+      assert.equal((await readToEnd(client)).length, 0);
+      assert.equal((await readToEnd(pooled)).length, 0);
+      const ended = await r.events.next("ended");
+      assert.equal(ended.via, "pool");
+      assert.equal(ended.up, HELLO.length);
+      assert.equal(ended.down, 2);
+    } finally {
+      closeAll(pooled, client);
+    }
+  });
+});
+
+conformance("an unknown name gets TLS alert 112 (unrecognized_name)", async (d) => {
+  await withPlane(d, "public", emptySnapshot(), async (r) => {
+    const client = await connect(r.plane.addrs.public);
+    try {
+      await writeAll(client, HELLO);
+      assert.deepEqual(await readToEnd(client), tlsAlert(ALERT_UNRECOGNIZED_NAME));
+      const refused = await r.events.next("refused");
+      assert.equal(refused.why, "unknown-name");
+      assert.equal(refused.domain, SNI);
+    } finally {
+      closeAll(client);
+    }
+  });
+});
+
+conformance("stop(): a waiting client gets internal_error, then stop() resolves", async (d) => {
+  await withPlane(d, "public", publicSnapshot(), async (r) => {
+    const client = await connect(r.plane.addrs.public);
+    try {
+      await writeAll(client, HELLO);
+      await r.events.next("needDialBack");
+      const stopped = r.plane.stop();
+      assert.deepEqual(await readToEnd(client), tlsAlert(ALERT_INTERNAL_ERROR));
+      await client.closeWrite(); // the lingering refusal ends at the client's EOF
+      await within(stopped, "stop()");
+      await within(r.plane.stop(), "a second stop()");
+      await r.events.next("drained");
+    } finally {
+      closeAll(client);
+    }
+  });
+});
+
+conformance("a hello that does not complete in time: hello-timeout", async (d) => {
+  const snapshot = publicSnapshot();
+  const limits = { ...snapshot.limits, helloTimeoutMs: 50 };
+  await withPlane(d, "public", { ...snapshot, limits }, async (r) => {
+    const client = await connect(r.plane.addrs.public);
+    try {
+      await writeAll(client, HELLO.subarray(0, 20));
+      const started = performance.now();
+      assert.equal((await r.events.next("refused")).why, "hello-timeout");
+      assert.ok(performance.now() - started < 5000);
+      await within(client.read(new Uint8Array(1)).catch(() => null), "the client's close");
+    } finally {
+      closeAll(client);
+    }
+  });
+});
+
+conformance("a connection that sends nothing and closes is refused without an alert", async (d) => {
+  await withPlane(d, "public", publicSnapshot(), async (r) => {
+    const client = await connect(r.plane.addrs.public);
+    try {
+      await client.closeWrite();
+      const refused = await r.events.next("refused");
+      assert.equal(refused.why, "bad-hello");
+      assert.equal(refused.detail, "EOF");
+      assert.equal((await readToEnd(client)).length, 0);
+    } finally {
+      closeAll(client);
+    }
+  });
+});
+
+conformance("a snapshot of 100,000 routes arrives whole", async (d) => {
+  await withPlane(d, "public", emptySnapshot(), async (r) => {
+    const routes: [string, { operator: string }][] = [];
+    for (let i = 0; i < 100_000; i++) routes.push([`host-${i}.example.com`, { operator: `o${i}` }]);
+    routes.push([SNI, { operator: "last" }]);
+    for (const version of [2, 3]) {
+      r.send({ type: "snapshot", snapshot: { ...emptySnapshot(), version, publicRoutes: routes } });
+    }
+    const client = await connect(r.plane.addrs.public);
+    try {
+      await writeAll(client, HELLO);
+      assert.equal((await r.events.next("needDialBack")).operator, "last");
+    } finally {
+      closeAll(client);
+    }
+  });
+});
+
+/** What starting a public data plane on `listen` fails with. */
+async function startError(
+  d: Driver,
+  listen: NonNullable<DataPlaneOptions["listen"]>,
+): Promise<Error> {
+  let plane: DataPlane | undefined;
+  try {
+    plane = await within(
+      d.start({ role: "public", snapshot: emptySnapshot(), listen, onEvents() {} }),
+      "start()",
+    );
+  } catch (err) {
+    assert.ok(err instanceof Error);
+    return err;
+  }
+  await plane.close();
+  throw new Error("started on a port in use");
+}
+
+conformance("a bind to a port in use rejects with a clear message", async (d) => {
+  const taken = Deno.listen(LOOPBACK);
+  try {
+    const port = taken.addr.port;
+    const busy = { ...LOOPBACK, port };
+    for (
+      const listen of [{ public: busy, private: LOOPBACK }, { public: LOOPBACK, private: busy }]
+    ) {
+      const err = await startError(d, listen);
+      if (d.name !== "native") continue;
+      assert.equal(err.message, `Cannot listen on 127.0.0.1:${port}: EADDRINUSE (address in use)`);
+    }
+  } finally {
+    taken.close();
+  }
+});
+
+// -- the private proxy -----------------------------------------------------------------------------
+
+/** Two test listeners: the public proxy's private port and an internal server. */
+async function withListeners(
+  fn: (endpoint: Deno.TcpListener, internal: Deno.TcpListener) => Promise<void>,
+): Promise<void> {
+  const endpoint = Deno.listen(LOOPBACK);
+  const internal = Deno.listen(LOOPBACK);
+  try {
+    await fn(endpoint, internal);
+  } finally {
+    closeAll(endpoint, internal);
+  }
+}
+
+function addrOf(l: Deno.TcpListener): HostPort {
+  return { hostname: l.addr.hostname, port: l.addr.port };
+}
+
+conformance("openPooled: the pool header's client reaches the internal server", async (d) => {
+  await withListeners(async (endpoint, internal) => {
+    await withPlane(d, "private", privateSnapshot(addrOf(internal)), async (r) => {
+      const token = randomToken();
+      r.send({
+        type: "openPooled",
+        operator: "op1",
+        endpoint: addrOf(endpoint),
+        tokens: [token],
+        idleTimeoutMs: 10_000,
+      });
+      const pooled = await within(endpoint.accept(), "accept the pooled dial-back");
+      let server: Deno.TcpConn | undefined;
+      try {
+        assert.deepEqual(await readExact(pooled, 32), decodeToken(token));
+        await r.events.next("poolIdle");
+        const early = enc.encode("early");
+        await writeAll(pooled, concat(encodePoolHeader(SNI), HELLO, early));
+        server = await within(internal.accept(), "accept at the internal server");
+        assert.deepEqual(
+          await readExact(server, HELLO.length + early.length),
+          concat(HELLO, early),
+        );
+        assert.equal((await r.events.next("poolUsed")).domain, SNI);
+        assert.equal((await r.events.next("piped")).via, "pool");
+        await writeAll(server, enc.encode("reply"));
+        assert.deepEqual(await readExact(pooled, 5), enc.encode("reply"));
+        await pooled.closeWrite();
+        assert.equal((await readToEnd(server)).length, 0);
+        await server.closeWrite();
+        assert.equal((await readToEnd(pooled)).length, 0);
+        const ended = await r.events.next("ended");
+        assert.deepEqual(ended.reason, { kind: "done" });
+        assert.equal(ended.up, HELLO.length + early.length);
+        assert.equal(ended.down, 5);
+      } finally {
+        closeAll(pooled, server);
+      }
+    });
+  });
+});
+
+conformance("dialBack: connects both, presents the token, pipes", async (d) => {
+  await withListeners(async (endpoint, internal) => {
+    await withPlane(d, "private", privateSnapshot(addrOf(internal)), async (r) => {
+      const token = randomToken();
+      r.send({
+        type: "dialBack",
+        operator: "op1",
+        domain: SNI,
+        endpoint: addrOf(endpoint),
+        token,
+        internal: addrOf(internal),
+      });
+      const dialBack = await within(endpoint.accept(), "accept the dial-back");
+      let server: Deno.TcpConn | undefined;
+      try {
+        server = await within(internal.accept(), "accept at the internal server");
+        assert.deepEqual(await readExact(dialBack, 32), decodeToken(token));
+        assert.equal((await r.events.next("piped")).via, "notice");
+        await writeAll(dialBack, HELLO);
+        assert.deepEqual(await readExact(server, HELLO.length), HELLO);
+        await writeAll(server, enc.encode("back"));
+        assert.deepEqual(await readExact(dialBack, 4), enc.encode("back"));
+        await server.closeWrite();
+        await dialBack.closeWrite();
+        assert.equal((await readToEnd(dialBack)).length, 0);
+        assert.equal((await readToEnd(server)).length, 0);
+        const ended = await r.events.next("ended");
+        assert.equal(ended.up, HELLO.length);
+        assert.equal(ended.down, 4);
+      } finally {
+        closeAll(dialBack, server);
+      }
+    });
+  });
+});
+
+conformance("dialBack to a closed port: connectFailed with ECONNREFUSED", async (d) => {
+  await withListeners(async (endpoint, internal) => {
+    const closed = addrOf(internal);
+    internal.close();
+    await withPlane(d, "private", privateSnapshot(closed), async (r) => {
+      r.send({
+        type: "dialBack",
+        operator: "op1",
+        domain: SNI,
+        endpoint: addrOf(endpoint),
+        token: randomToken(),
+        internal: closed,
+      });
+      const failed = await r.events.next("connectFailed");
+      assert.equal(failed.side, "internal");
+      assert.deepEqual(failed.reason, {
+        kind: "error",
+        side: "internal",
+        op: "connect",
+        code: "ECONNREFUSED",
+      });
+      // the dial-back was connected (or is being connected) and is closed again
+      const dialBack = await within(endpoint.accept(), "accept the dial-back");
+      closeAll(dialBack);
+    });
+  });
+});
+
+// -- bulk ------------------------------------------------------------------------------------------
+
+const BULK = 64 * 1024 * 1024;
+
+/** `n` pseudo-random bytes (xorshift32). */
+function pattern(n: number, seed: number): Uint8Array {
+  const out = new Uint8Array(n);
+  const words = new Uint32Array(out.buffer, 0, n >>> 2);
+  let x = seed;
+  for (let i = 0; i < words.length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    words[i] = x;
+  }
+  return out;
+}
+
+/** A 32-bit FNV-1a checksum, over chunks. */
+class Checksum {
+  h = 0x811c9dc5;
+  length = 0;
+  constructor(whole?: Uint8Array) {
+    if (whole !== undefined) this.add(whole);
+  }
+  add(b: Uint8Array): void {
+    let h = this.h;
+    for (let i = 0; i < b.length; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+    this.h = h >>> 0;
+    this.length += b.length;
+  }
+}
+
+/** Reads to EOF into a checksum; `slow`: small reads, yielding now and then (backpressure). */
+async function drain(c: Deno.Conn, slow: boolean): Promise<Checksum> {
+  const sum = new Checksum();
+  const buf = new Uint8Array(slow ? 4096 : 256 * 1024);
+  for (let i = 0;; i++) {
+    const n = await c.read(buf);
+    if (n === null) return sum;
+    sum.add(buf.subarray(0, n));
+    if (slow && i % 256 === 255) await new Promise((r) => setTimeout(r, 0));
+  }
+}
+
+async function send(c: Deno.Conn, data: Uint8Array): Promise<void> {
+  for (let off = 0; off < data.length; off += 1 << 20) {
+    await writeAll(c, data.subarray(off, Math.min(data.length, off + (1 << 20))));
+  }
+  await c.closeWrite();
+}
+
+conformance("64 MiB each way through a pipe arrive intact, with a slow reader", async (d) => {
+  const up = pattern(BULK, 0x12345678);
+  const down = pattern(BULK, 0x9abcdef1);
+  await withPlane(d, "public", publicSnapshot(), async (r) => {
+    const [client, dialBack] = await routedByNotice(r);
+    try {
+      const [, , gotUp, gotDown] = await within(
+        Promise.all([
+          send(client, up),
+          send(dialBack, down),
+          drain(dialBack, false),
+          drain(client, true),
+        ]),
+        "64 MiB each way",
+        60_000,
+      );
+      assert.deepEqual(gotUp, new Checksum(up));
+      assert.deepEqual(gotDown, new Checksum(down));
+      const ended = await r.events.next("ended");
+      assert.deepEqual(ended.reason, { kind: "done" });
+      assert.equal(ended.up, HELLO.length + BULK);
+      assert.equal(ended.down, BULK);
+    } finally {
+      closeAll(client, dialBack);
+    }
+  });
+});

@@ -1,0 +1,340 @@
+/**
+ * The worker's sockets (docs/architecture.md, "The drivers"): per-socket state, the descriptor
+ * table, epoll interest, the write queue and the shared copy buffer of the native driver.
+ *
+ * Every epoll registration carries the descriptor in the low 32 bits of `epoll_event.data` and
+ * the socket's generation in the high 32 bits. A descriptor closed while one `epoll_wait` batch
+ * is handled can be reused by an accept or a connect of the same batch; a later event of that
+ * batch then names the new socket's descriptor with the old generation, and
+ * {@linkcode Socks.lookup} says it is stale.
+ *
+ * Bytes are copied with `recv` into one shared {@linkcode CHUNK} and `sendmsg` straight out
+ * (the iovec and msghdr are prepared once, so a chunk costs no allocation and no BigInt); only
+ * what a slow peer has not taken is kept, in that peer's queue, and the source is not read until
+ * the queue is empty (backpressure).
+ * @module
+ */
+import type { Port, SockId } from "../core/io.ts";
+import {
+  AF_INET,
+  AF_INET6,
+  EAGAIN,
+  EINTR,
+  EPOLL_CTL_ADD,
+  EPOLL_CTL_DEL,
+  EPOLL_CTL_MOD,
+  EPOLL_DATA_OFFSET,
+  EPOLL_EVENT_BYTES,
+  EPOLLIN,
+  EPOLLOUT,
+  errnoMessage,
+  IPPROTO_TCP,
+  type Libc,
+  type LibcSymbols,
+  MSG_NOSIGNAL,
+  SHUT_WR,
+  SO_REUSEADDR,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  SOCK_STREAM,
+  SOL_SOCKET,
+  TCP_DEFER_ACCEPT,
+  TCP_NODELAY,
+} from "./libc.ts";
+
+/** Bytes one `recv` may take; one buffer shared by every socket of the worker. */
+export const CHUNK = 256 * 1024;
+const CHUNK_LEN = BigInt(CHUNK);
+const LISTEN_BACKLOG = 1024;
+
+/** A data socket of the worker. */
+export class Sock {
+  readonly kind = "sock";
+  /** Events registered with epoll (0: not registered). */
+  mask = 0;
+  /** The core wants data, EOF and read errors reported. */
+  reading = false;
+  /** Piped to this socket: what is read goes there. */
+  peer: Sock | null = null;
+  /** A non-blocking connect is under way. */
+  connecting = false;
+  /** EOF (or a read error) was seen: never read again. */
+  eof = false;
+  /** A write failed: what is queued is dropped and nothing more is written. */
+  broken = false;
+  /** The core closed it gracefully: it only flushes its queue, then closes. */
+  released = false;
+  closed = false;
+  /** Bytes to write, in order (views; the first may be partly written already). */
+  readonly queue: Uint8Array[] = [];
+  /** Half-close once the queue is flushed. */
+  shutAfter = false;
+
+  constructor(readonly fd: number, readonly id: SockId, readonly gen: number) {}
+}
+
+/** A listening socket of the worker. */
+export class Listener {
+  readonly kind = "listener";
+  /** Unwatched until then after a failed accept (ms, the driver's clock); 0: watched. */
+  pausedUntil = 0;
+  closed = false;
+  constructor(readonly fd: number, readonly port: Port, readonly gen: number) {}
+}
+
+/** The eventfd the main thread wakes the worker with. */
+export class Wake {
+  readonly kind = "wake";
+  constructor(readonly fd: number, readonly gen: number) {}
+}
+
+/** What a descriptor of the worker is. */
+export type Owner = Sock | Listener | Wake;
+
+/** The descriptor table, epoll interest and syscalls of one worker. */
+export class Socks {
+  readonly s: LibcSymbols;
+  /** By descriptor: what owns it now. */
+  readonly byFd: (Owner | undefined)[] = [];
+  /** By the core's socket id. */
+  readonly byId = new Map<SockId, Sock>();
+  /** The shared copy buffer: recv into it, send from it. */
+  readonly chunk = new Uint8Array(CHUNK);
+  readonly #ev = new Uint8Array(EPOLL_EVENT_BYTES);
+  readonly #evView = new DataView(this.#ev.buffer);
+  readonly #iovView: DataView;
+  readonly #msg = new Uint8Array(56); // struct msghdr: name, namelen, iov, iovlen, control, …
+  /** Generations of registrations (never 0). */
+  #gen = 0;
+
+  constructor(readonly libc: Libc, readonly ep: number) {
+    this.s = libc.sym;
+    const iov = new Uint8Array(16); // struct iovec over `chunk`; its length is set per send
+    this.#iovView = new DataView(iov.buffer);
+    this.#iovView.setBigUint64(
+      0,
+      BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(this.chunk))),
+      true,
+    );
+    const msgView = new DataView(this.#msg.buffer);
+    msgView.setBigUint64(16, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(iov))), true);
+    msgView.setBigUint64(24, 1n, true);
+    this.#keep = iov;
+  }
+
+  /** Keeps the iovec alive as long as the msghdr that points at it. */
+  readonly #keep: Uint8Array;
+
+  /** A new registration generation (never 0). */
+  nextGen(): number {
+    this.#gen = (this.#gen + 1) >>> 0;
+    if (this.#gen === 0) this.#gen = 1;
+    return this.#gen;
+  }
+
+  /** The owner of descriptor `fd` registered as `gen`, or undefined when that one is gone. */
+  lookup(fd: number, gen: number): Owner | undefined {
+    const x = this.byFd[fd];
+    return x !== undefined && x.gen === gen ? x : undefined;
+  }
+
+  /** The owner of the event at byte `off` of an epoll_wait buffer, or undefined when stale. */
+  lookupEvent(events: DataView, off: number): Owner | undefined {
+    const fd = events.getInt32(off + EPOLL_DATA_OFFSET, true);
+    return this.lookup(fd, events.getUint32(off + EPOLL_DATA_OFFSET + 4, true));
+  }
+
+  add(fd: number, id: SockId): Sock {
+    const x = new Sock(fd, id, this.nextGen());
+    this.byFd[fd] = x;
+    this.byId.set(id, x);
+    return x;
+  }
+
+  /** Registers the wake-up eventfd for EPOLLIN; the errno, or 0. */
+  addWake(fd: number): number {
+    const w = new Wake(fd, this.nextGen());
+    this.byFd[fd] = w;
+    return this.ctl(EPOLL_CTL_ADD, fd, w.gen, EPOLLIN);
+  }
+
+  addListener(fd: number, port: Port): Listener {
+    const l = new Listener(fd, port, this.nextGen());
+    this.byFd[fd] = l;
+    return l;
+  }
+
+  /** epoll_ctl with `fd` and `gen` in the event's data; the errno, or 0. */
+  ctl(op: number, fd: number, gen: number, events: number): number {
+    const v = this.#evView;
+    v.setUint32(0, events, true);
+    v.setInt32(EPOLL_DATA_OFFSET, fd, true);
+    v.setUint32(EPOLL_DATA_OFFSET + 4, gen, true);
+    return this.s.epollCtl(this.ep, op, fd, this.#ev) === 0 ? 0 : this.libc.errno();
+  }
+
+  /** Registers `x` for what it waits for now; the errno when epoll_ctl failed, or 0. */
+  watch(x: Sock): number {
+    if (x.closed) return 0;
+    let want: number;
+    if (x.connecting) want = EPOLLOUT;
+    else {
+      want = x.queue.length > 0 ? EPOLLOUT : 0;
+      const p = x.peer;
+      if (!x.eof && !x.released && (p !== null ? p.queue.length === 0 : x.reading)) {
+        want |= EPOLLIN;
+      }
+    }
+    if (want === x.mask) return 0;
+    const op = x.mask === 0 ? EPOLL_CTL_ADD : want === 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD;
+    const e = this.ctl(op, x.fd, x.gen, want);
+    if (e === 0) x.mask = want;
+    return e;
+  }
+
+  /** `recv` into {@linkcode chunk}: bytes, 0 at EOF, -1 with errno set. */
+  recv(fd: number): number {
+    return this.s.recv(fd, this.chunk, CHUNK_LEN, 0);
+  }
+
+  /** Sends the first `n` bytes of {@linkcode chunk}: bytes sent, or -1 with errno set. */
+  sendChunk(fd: number, n: number): number {
+    this.#iovView.setUint32(8, n, true); // the high half of iov_len stays 0
+    return this.s.sendmsg(fd, this.#msg, MSG_NOSIGNAL);
+  }
+
+  /** Queues `bytes` for `x` and sends what it can now; the errno of a failed send, or 0. */
+  write(x: Sock, bytes: Uint8Array): number {
+    if (x.broken || x.closed || bytes.length === 0) return 0;
+    if (x.queue.length > 0 || x.connecting) {
+      x.queue.push(bytes);
+      return 0;
+    }
+    const m = this.s.send(x.fd, bytes, BigInt(bytes.length), MSG_NOSIGNAL);
+    if (m < 0) {
+      const e = this.libc.errno();
+      if (e !== EAGAIN && e !== EINTR) return this.broke(x, e);
+      x.queue.push(bytes);
+    } else if (m < bytes.length) x.queue.push(bytes.subarray(m));
+    return 0;
+  }
+
+  /** Keeps only the bytes of `chunk[m, n)` for `x` (its peer read faster than it takes). */
+  keepRest(x: Sock, m: number, n: number): void {
+    x.queue.push(this.chunk.slice(m, n));
+  }
+
+  /** Sends what `x` has queued, then its half-close and close; the errno of a failure, or 0. */
+  flush(x: Sock): number {
+    const q = x.queue;
+    while (q.length > 0) {
+      const b = q[0]!;
+      const m = this.s.send(x.fd, b, BigInt(b.length), MSG_NOSIGNAL);
+      if (m < 0) {
+        const e = this.libc.errno();
+        if (e === EAGAIN || e === EINTR) return 0;
+        return this.broke(x, e);
+      }
+      if (m < b.length) {
+        q[0] = b.subarray(m);
+        return 0;
+      }
+      q.shift();
+    }
+    if (x.shutAfter) {
+      x.shutAfter = false;
+      this.s.shutdown(x.fd, SHUT_WR); // ENOTCONN after a reset: the next read reports the reset
+    }
+    if (x.released) this.release(x);
+    return 0;
+  }
+
+  /** A write of `x` failed: drop what is queued, write nothing more; returns `errno`. */
+  broke(x: Sock, errno = 0): number {
+    x.broken = true;
+    x.queue.length = 0;
+    x.shutAfter = false;
+    return errno;
+  }
+
+  /** A half-close after what is queued. */
+  shutdown(x: Sock): void {
+    if (x.closed || x.broken) return;
+    if (x.queue.length > 0 || x.connecting) x.shutAfter = true;
+    else this.s.shutdown(x.fd, SHUT_WR);
+  }
+
+  /** The core closed `x`: now when `abort` or nothing is queued, else once flushed. */
+  close(x: Sock, abort: boolean): void {
+    if (x.closed) return;
+    this.#unpipe(x);
+    x.reading = false;
+    if (abort || x.queue.length === 0 || x.connecting || x.broken) return this.release(x);
+    x.released = true;
+  }
+
+  #unpipe(x: Sock): void {
+    const p = x.peer;
+    if (p !== null && p.peer === x) p.peer = null;
+    x.peer = null;
+  }
+
+  /** Closes the descriptor of `x` now (its registration goes with it). */
+  release(x: Sock): void {
+    if (x.closed) return;
+    x.closed = true;
+    this.#unpipe(x);
+    if (this.byFd[x.fd] === x) this.byFd[x.fd] = undefined;
+    if (this.byId.get(x.id) === x) this.byId.delete(x.id);
+    this.s.close(x.fd);
+  }
+
+  /** Stops watching listener `l` and closes it. */
+  closeListener(l: Listener): void {
+    if (l.closed) return;
+    l.closed = true;
+    if (this.byFd[l.fd] === l) this.byFd[l.fd] = undefined;
+    this.s.close(l.fd);
+  }
+
+  /** Closes every socket and listener (the worker's exit). */
+  closeAll(): void {
+    for (const x of this.byFd) {
+      if (x === undefined) continue;
+      if (x.kind === "sock") this.release(x);
+      else if (x.kind === "listener") this.closeListener(x);
+      else this.byFd[x.fd] = undefined; // the eventfd is the main thread's
+    }
+  }
+}
+
+/** A listening socket on `ip:port` (`what` names it in errors): SO_REUSEADDR, backlog 1024. */
+export function openListener(
+  libc: Libc,
+  sa: Uint8Array,
+  what: string,
+  deferAccept: boolean,
+): { fd: number; local: Uint8Array } {
+  const s = libc.sym;
+  const fd = s.socket(
+    sa.length === 16 ? AF_INET : AF_INET6,
+    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+    0,
+  );
+  if (fd < 0) throw new Error(`Cannot listen on ${what}: ${errnoMessage(libc.errno())}`);
+  const one = new Int32Array([1]);
+  s.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, 4);
+  // accepted sockets inherit it: no setsockopt per accept
+  s.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4);
+  // a client is accepted once its first bytes are there (the ClientHello), so its first read
+  // needs no wait; a silent one is still accepted, after about a second
+  if (deferAccept) s.setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, one, 4);
+  if (s.bind(fd, sa, sa.length) !== 0 || s.listen(fd, LISTEN_BACKLOG) !== 0) {
+    const e = libc.errno();
+    s.close(fd);
+    throw new Error(`Cannot listen on ${what}: ${errnoMessage(e)}`);
+  }
+  const local = new Uint8Array(28);
+  s.getsockname(fd, local, new Uint32Array([local.length]));
+  return { fd, local };
+}

@@ -1,0 +1,517 @@
+/**
+ * The native driver's worker (docs/architecture.md, "The drivers"): one thread that owns every
+ * data socket of a role and runs the sans-IO core over them. Its loop blocks in `epoll_wait`
+ * (synchronous FFI: no promise, no op, no thread hop per event); each wake-up applies the
+ * commands the main thread wrote into the ring (before the socket events of the same wake-up),
+ * feeds the socket events to the core, fires the core's deadlines, carries out what the core
+ * asks for, and posts the turn's events in one message.
+ *
+ * Inputs are never fed to the core while its outputs are being carried out: a failure found
+ * then (a write, a connect, an epoll_ctl) is kept and fed after them.
+ * @module
+ */
+import type { HostPort } from "../../role.ts";
+import { Engine } from "../core/engine.ts";
+import type { Output, SockFailure, SockId } from "../core/io.ts";
+import {
+  AF_INET,
+  AF_INET6,
+  decodeSockaddr,
+  EAGAIN,
+  ECONNABORTED,
+  EINPROGRESS,
+  EINTR,
+  encodeSockaddr,
+  EPOLL_CTL_ADD,
+  EPOLL_CTL_DEL,
+  EPOLL_EVENT_BYTES,
+  EPOLLIN,
+  EPOLLOUT,
+  errnoMessage,
+  errnoName,
+  IPPROTO_TCP,
+  Libc,
+  SO_ERROR,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  SOCK_STREAM,
+  SOL_SOCKET,
+  TCP_NODELAY,
+} from "./libc.ts";
+import {
+  type ListenAt,
+  type RingMessage,
+  RingReader,
+  SLEEPING,
+  type WorkerInit,
+  type WorkerMessage,
+} from "./ring.ts";
+import { CHUNK, type Listener, openListener, type Sock, Socks } from "./socks.ts";
+
+/** The worker's global scope (the project's lib types are the main thread's). */
+const scope = self as unknown as {
+  onmessage: ((e: MessageEvent<WorkerInit>) => void) | null;
+  postMessage(message: WorkerMessage): void;
+};
+
+const MAX_EVENTS = 512;
+/** Chunks copied per readiness event of a piped socket before other sockets get their turn. */
+const READS_PER_EVENT = 4;
+/** Connections taken from a listener per readiness event before other sockets get their turn. */
+const ACCEPTS_PER_EVENT = 64;
+/** How long a listener is not watched after a failed accept (EMFILE and the like). */
+const ACCEPT_PAUSE_MS = 100;
+const MAX_WAIT_MS = 0x7fff_ffff;
+
+/** A failure found while outputs were carried out, fed to the core after them. */
+interface Failure {
+  readonly id: SockId;
+  readonly failure: SockFailure;
+}
+
+/** The worker's loop over one epoll instance and one core. */
+class Loop {
+  readonly libc: Libc;
+  readonly ep: number;
+  readonly socks: Socks;
+  readonly engine: Engine;
+  readonly reader: RingReader;
+  readonly #events = new Uint8Array(MAX_EVENTS * EPOLL_EVENT_BYTES);
+  readonly #view = new DataView(this.#events.buffer);
+  readonly #listeners: Listener[] = [];
+  readonly #failures: Failure[] = [];
+  readonly #int = new Int32Array(1);
+  readonly #intLen = new Uint32Array(1);
+  readonly #addr = new Uint8Array(28);
+  readonly #addrLen = new Uint32Array(1);
+  readonly #drain = new Uint8Array(8);
+  readonly #decoder = new TextDecoder();
+  readonly #onMessage = (bytes: Uint8Array): void => this.#command(bytes);
+  /** performance.now() of this thread + this = the main thread's performance.now(). */
+  readonly #clockOffset: number;
+  /** The time of the current turn (the core's clock). */
+  #now = 0;
+  #exit = false;
+
+  constructor(init: WorkerInit) {
+    this.libc = Libc.get();
+    this.ep = this.libc.sym.epollCreate1(SOCK_CLOEXEC); // EPOLL_CLOEXEC is O_CLOEXEC
+    if (this.ep < 0) throw new Error(`Cannot create an epoll: ${errnoMessage(this.libc.errno())}`);
+    this.socks = new Socks(this.libc, this.ep);
+    const e = this.socks.addWake(init.wakeFd);
+    if (e !== 0) throw new Error(`Cannot watch the wake-up eventfd: ${errnoMessage(e)}`);
+    this.reader = new RingReader(init.sab, init.mailbox);
+    this.engine = new Engine(init.role, (b) => crypto.getRandomValues(b));
+    this.engine.setSnapshot(init.snapshot);
+    this.#clockOffset = performance.timeOrigin - init.timeOrigin;
+    this.#now = this.clock();
+  }
+
+  clock(): number {
+    return performance.now() + this.#clockOffset;
+  }
+
+  /** Binds the public proxy's listeners; throws (a clear message) when one cannot be bound. */
+  listen(at: WorkerInit["listen"]): { public?: HostPort; private?: HostPort } {
+    if (at === undefined) return {};
+    const pub = this.#bind(at.public, "public");
+    const priv = this.#bind(at.private, "private");
+    return { public: pub, private: priv };
+  }
+
+  #bind(at: ListenAt, port: "public" | "private"): HostPort {
+    let sa: Uint8Array | null;
+    try {
+      sa = encodeSockaddr(at.ip, at.port);
+    } catch (err) {
+      throw new Error(`Cannot listen on ${at.what}: ${(err as Error).message}`);
+    }
+    if (sa === null) throw new Error(`Cannot listen on ${at.what}: not an IP address`);
+    const { fd, local } = openListener(this.libc, sa, at.what, port === "public");
+    const l = this.socks.addListener(fd, port);
+    this.#listeners.push(l);
+    const e = this.socks.ctl(EPOLL_CTL_ADD, fd, l.gen, EPOLLIN);
+    if (e !== 0) throw new Error(`Cannot listen on ${at.what}: ${errnoMessage(e)}`);
+    const a = decodeSockaddr(local);
+    return { hostname: a.hostname, port: a.port };
+  }
+
+  /**
+   * The loop: one turn per wake-up. A function called from a trivial loop, so V8 optimizes it
+   * as any hot function (a loop inline in a function that never returns is recompiled for
+   * on-stack replacement again and again).
+   */
+  run(): void {
+    this.#commands();
+    this.#post();
+    while (this.#turn());
+  }
+
+  #turn(): boolean {
+    const n = this.#wait();
+    this.#now = this.clock();
+    this.#commands();
+    if (this.#exit) return false;
+    const view = this.#view;
+    for (let i = 0; i < n; i++) {
+      const off = i * EPOLL_EVENT_BYTES;
+      const x = this.socks.lookupEvent(view, off);
+      if (x === undefined) continue; // stale: its socket was closed in this batch
+      if (x.kind === "sock") this.#onSock(x, view.getUint32(off, true));
+      else if (x.kind === "listener") this.#accept(x);
+      else this.libc.sym.read(x.fd, this.#drain, 8n);
+    }
+    this.#timers();
+    this.#post();
+    return true;
+  }
+
+  /** Blocks until a socket event, a command, or the next deadline; the number of events. */
+  #wait(): number {
+    const timeout = this.#timeoutMs();
+    const ctl = this.reader.ctl;
+    Atomics.store(ctl, SLEEPING, 1);
+    // checked after SLEEPING is set: a command written before it is not slept on
+    if (this.reader.pending() || this.reader.wantsRoom()) {
+      Atomics.store(ctl, SLEEPING, 0);
+      return 0;
+    }
+    const n = this.libc.sym.epollWait(this.ep, this.#events, MAX_EVENTS, timeout);
+    Atomics.store(ctl, SLEEPING, 0);
+    if (n >= 0) return n;
+    const e = this.libc.errno();
+    if (e === EINTR) return 0;
+    throw new Error(`epoll_wait failed: ${errnoMessage(e)}`);
+  }
+
+  #timeoutMs(): number {
+    let at = this.engine.nextTimeout();
+    for (const l of this.#listeners) {
+      if (l.pausedUntil > 0 && l.pausedUntil < at) at = l.pausedUntil;
+    }
+    if (at === Infinity) return -1;
+    const ms = Math.ceil(at - this.clock());
+    return ms <= 0 ? 0 : Math.min(ms, MAX_WAIT_MS);
+  }
+
+  /** Fires the core's deadlines that are due and resumes paused listeners. */
+  #timers(): void {
+    const now = this.#now = this.clock();
+    if (this.engine.nextTimeout() <= now) {
+      this.engine.timeout(now);
+      this.#settle();
+    }
+    for (const l of this.#listeners) {
+      if (l.pausedUntil === 0 || l.pausedUntil > now) continue;
+      l.pausedUntil = 0;
+      if (!l.closed) this.socks.ctl(EPOLL_CTL_ADD, l.fd, l.gen, EPOLLIN);
+    }
+  }
+
+  /** Posts the turn's events, in one message. */
+  #post(): void {
+    const ev = this.engine.events;
+    if (ev.length === 0) return;
+    scope.postMessage({ t: "events", events: ev }); // cloned here: the array may be reused
+    ev.length = 0;
+  }
+
+  // -- commands --------------------------------------------------------------------------------
+
+  #commands(): void {
+    if (this.reader.read(this.#onMessage)) scope.postMessage({ t: "room" });
+  }
+
+  #command(bytes: Uint8Array): void {
+    const msg = JSON.parse(this.#decoder.decode(bytes)) as RingMessage;
+    if (msg.type === "exit") {
+      this.#exit = true;
+      return;
+    }
+    if (this.#exit) return;
+    if (msg.type === "stop" || msg.type === "kill") this.#closeListeners();
+    this.engine.command(msg, this.#now);
+    this.#settle();
+  }
+
+  #closeListeners(): void {
+    for (const l of this.#listeners) this.socks.closeListener(l);
+  }
+
+  // -- socket events ---------------------------------------------------------------------------
+
+  #onSock(x: Sock, events: number): void {
+    if (x.connecting) return this.#connectDone(x);
+    if (x.queue.length > 0 && (events & ~EPOLLIN) !== 0) {
+      const e = this.socks.flush(x);
+      if (e !== 0) return this.#writeFailed(x, e);
+      if (x.closed) return;
+      if (x.peer !== null) this.#watch(x.peer); // its reads waited for this queue
+    }
+    if ((events & ~EPOLLOUT) !== 0 && canRead(x)) {
+      if (x.peer !== null) this.#pump(x);
+      else this.#readOnce(x);
+    }
+    this.#watch(x);
+    this.#settle();
+  }
+
+  /** A write of `x` failed outside the outputs (a flush, a piped chunk). */
+  #writeFailed(x: Sock, errno: number): void {
+    if (x.released) return this.socks.release(x); // the core is done with it: nobody to tell
+    this.engine.failed(x.id, { op: "write", code: errnoName(errno) }, this.#now);
+    this.#settle();
+  }
+
+  /** Copies what `x` has to its peer, chunk by chunk, until the peer cannot take more. */
+  #pump(x: Sock): void {
+    const y = x.peer!;
+    const socks = this.socks;
+    const engine = this.engine;
+    for (let i = 0; i < READS_PER_EVENT; i++) {
+      const n = socks.recv(x.fd);
+      if (n > 0) {
+        let m = socks.sendChunk(y.fd, n);
+        if (m < 0) {
+          const e = this.libc.errno();
+          if (e !== EAGAIN && e !== EINTR) {
+            socks.broke(y);
+            return this.#writeFailed(y, e);
+          }
+          m = 0;
+        }
+        engine.moved(x.id, n, this.#now);
+        if (m < n) {
+          socks.keepRest(y, m, n); // backpressure: x is not read until y took it
+          break;
+        }
+        if (n < CHUNK) break;
+      } else if (n === 0) {
+        x.eof = true;
+        engine.eof(x.id, this.#now);
+        break;
+      } else {
+        const e = this.libc.errno();
+        if (e === EAGAIN || e === EINTR) break;
+        x.eof = true;
+        engine.failed(x.id, { op: "read", code: errnoName(e) }, this.#now);
+        break;
+      }
+    }
+    this.#watch(y);
+  }
+
+  /** One read of a socket the core reads itself. */
+  #readOnce(x: Sock): void {
+    const n = this.socks.recv(x.fd);
+    if (n > 0) this.engine.data(x.id, this.socks.chunk.subarray(0, n), this.#now);
+    else if (n === 0) {
+      x.eof = true;
+      this.engine.eof(x.id, this.#now);
+    } else {
+      const e = this.libc.errno();
+      if (e === EAGAIN || e === EINTR) return;
+      x.eof = true;
+      this.engine.failed(x.id, { op: "read", code: errnoName(e) }, this.#now);
+    }
+  }
+
+  /** A connecting socket became writable (connected) or failed. */
+  #connectDone(x: Sock): void {
+    this.#int[0] = 0;
+    this.#intLen[0] = 4;
+    this.libc.sym.getsockopt(x.fd, SOL_SOCKET, SO_ERROR, this.#int, this.#intLen);
+    const err = this.#int[0]!;
+    x.connecting = false;
+    if (err !== 0) {
+      x.eof = true;
+      this.socks.broke(x);
+      this.engine.failed(x.id, { op: "connect", code: errnoName(err) }, this.#now);
+    } else {
+      const e = x.queue.length > 0 || x.shutAfter ? this.socks.flush(x) : 0;
+      if (e !== 0) return this.#writeFailed(x, e);
+      this.engine.connected(x.id, this.#now);
+    }
+    this.#watch(x);
+    this.#settle();
+  }
+
+  #accept(l: Listener): void {
+    const s = this.libc.sym;
+    for (let i = 0; i < ACCEPTS_PER_EVENT; i++) {
+      this.#addrLen[0] = this.#addr.length;
+      const fd = s.accept4(l.fd, this.#addr, this.#addrLen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        const e = this.libc.errno();
+        if (e === EAGAIN) return;
+        if (e === EINTR || e === ECONNABORTED) continue;
+        // EMFILE and the like: the connection stays queued, so pause or this would spin
+        this.socks.ctl(EPOLL_CTL_DEL, l.fd, l.gen, 0);
+        l.pausedUntil = this.#now + ACCEPT_PAUSE_MS;
+        this.engine.emit({ type: "acceptFailed", port: l.port, error: errnoName(e) });
+        return;
+      }
+      const a = decodeSockaddr(this.#addr);
+      const id = this.engine.accept(l.port, { hostname: a.hostname, port: a.port }, this.#now);
+      if (id === null) s.close(fd);
+      else this.socks.add(fd, id); // TCP_NODELAY: inherited from the listener
+      this.#settle();
+    }
+  }
+
+  // -- outputs ---------------------------------------------------------------------------------
+
+  /** Carries out the core's outputs, then feeds it the failures found meanwhile, until quiet. */
+  #settle(): void {
+    const outs = this.engine.outputs;
+    for (;;) {
+      if (outs.length > 0) {
+        for (let i = 0; i < outs.length; i++) this.#do(outs[i]!);
+        outs.length = 0;
+      }
+      const f = this.#failures.shift();
+      if (f === undefined) return;
+      this.engine.failed(f.id, f.failure, this.#now);
+    }
+  }
+
+  #do(o: Output): void {
+    const byId = this.socks.byId;
+    switch (o.op) {
+      case "read": {
+        const x = byId.get(o.sock);
+        if (x === undefined) return;
+        x.reading = o.on;
+        return this.#watch(x);
+      }
+      case "write": {
+        const x = byId.get(o.sock);
+        if (x === undefined) return;
+        const e = this.socks.write(x, o.bytes);
+        if (e !== 0) return this.#fail(x.id, "write", errnoName(e));
+        return this.#watch(x);
+      }
+      case "shutdown": {
+        const x = byId.get(o.sock);
+        if (x !== undefined) this.socks.shutdown(x);
+        return;
+      }
+      case "close": {
+        const x = byId.get(o.sock);
+        if (x === undefined) return;
+        const peer = x.peer;
+        this.socks.close(x, o.abort);
+        this.#watch(x);
+        if (peer !== null) this.#watch(peer);
+        return;
+      }
+      case "connect":
+        return this.#connect(o.sock, o.to);
+      case "pipe": {
+        const a = byId.get(o.a);
+        const b = byId.get(o.b);
+        if (a === undefined || b === undefined) return;
+        a.peer = b;
+        b.peer = a;
+        this.#watch(a);
+        return this.#watch(b);
+      }
+    }
+  }
+
+  #fail(id: SockId, op: SockFailure["op"], code: string): void {
+    this.#failures.push({ id, failure: { op, code } });
+  }
+
+  /** Updates the epoll interest of `x`; a failure of epoll_ctl fails the socket. */
+  #watch(x: Sock): void {
+    const e = this.socks.watch(x);
+    if (e === 0) return;
+    if (x.released) return this.socks.release(x);
+    x.eof = true;
+    this.#fail(x.id, "read", errnoName(e));
+  }
+
+  /** A non-blocking connect to an IP literal; it completes with EPOLLOUT (and SO_ERROR). */
+  #connect(id: SockId, to: HostPort): void {
+    let sa: Uint8Array | null;
+    try {
+      sa = encodeSockaddr(to.hostname, to.port);
+    } catch {
+      sa = null;
+    }
+    if (sa === null) return this.#fail(id, "connect", "EINVAL"); // not an IP literal
+    const s = this.libc.sym;
+    const fd = s.socket(
+      sa.length === 16 ? AF_INET : AF_INET6,
+      SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+      0,
+    );
+    if (fd < 0) return this.#fail(id, "connect", errnoName(this.libc.errno()));
+    this.#int[0] = 1;
+    s.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, this.#int, 4);
+    const x = this.socks.add(fd, id);
+    x.connecting = true;
+    if (s.connect(fd, sa, sa.length) !== 0) {
+      const e = this.libc.errno();
+      if (e !== EINPROGRESS && e !== EINTR) {
+        x.connecting = false;
+        x.eof = true;
+        return this.#fail(id, "connect", errnoName(e));
+      }
+    }
+    this.#watch(x);
+  }
+
+  /** Closes every socket, listener and the epoll instance. */
+  close(): void {
+    this.socks.closeAll();
+    this.libc.sym.close(this.ep);
+  }
+
+  /** Posts what the last turn left (the kill's events). */
+  flushEvents(): void {
+    this.#post();
+  }
+}
+
+/** Whether `x` is to be read now: by the core, or piped with a peer that took everything. */
+function canRead(x: Sock): boolean {
+  if (x.eof || x.released || x.closed) return false;
+  const p = x.peer;
+  return p !== null ? p.queue.length === 0 : x.reading;
+}
+
+function main(init: WorkerInit): void {
+  let loop: Loop | undefined;
+  let addrs: { public?: HostPort; private?: HostPort };
+  try {
+    loop = new Loop(init);
+    addrs = loop.listen(init.listen);
+  } catch (err) {
+    loop?.close();
+    scope.postMessage({
+      t: "bindFailed",
+      message: err instanceof Error ? err.message : String(err),
+    });
+    return;
+  }
+  scope.postMessage({ t: "ready", addrs });
+  let error: unknown;
+  try {
+    loop.run();
+  } catch (err) {
+    error = err;
+  }
+  // stopped, or failed (a bug): either way nothing stays open behind the main thread's back
+  loop.close();
+  loop.flushEvents();
+  if (error === undefined) return scope.postMessage({ t: "exited" });
+  const text = error instanceof Error ? error.stack ?? error.message : String(error);
+  scope.postMessage({ t: "failed", error: text });
+}
+
+scope.onmessage = (e: MessageEvent<WorkerInit>) => {
+  scope.onmessage = null;
+  main(e.data);
+};
