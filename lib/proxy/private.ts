@@ -332,10 +332,10 @@ export async function startPrivate(
     }
     c.stats.notices++;
     c.live++;
-    log.debug("Notice from {operator} for {domain} ({token})", {
+    log.debug("Notice from {operator} for {domain} (token {tokenHint})", {
       operator: cmd.operator,
       domain: cmd.domain,
-      token: redact(cmd.token),
+      tokenHint: redact(cmd.token),
     });
     plane.send(cmd);
     c.pools.get(caller)?.arrival();
