@@ -62,11 +62,18 @@ export interface SpawnedCli extends AsyncDisposable {
  */
 export async function spawnCli(
   args: string[],
-  options: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {},
+  options: {
+    cwd?: string;
+    env?: Record<string, string>;
+    timeoutMs?: number;
+    /** A command that runs the CLI (it must exec it), e.g. `["prlimit", "--nofile=256:256", "--"]`. */
+    wrapper?: string[];
+  } = {},
 ): Promise<SpawnedCli> {
-  const [cmd, pre] = cliCommand();
-  const child = new Deno.Command(cmd, {
-    args: [...pre, ...args],
+  const [cli, pre] = cliCommand();
+  const [cmd, ...lead] = [...(options.wrapper ?? []), cli];
+  const child = new Deno.Command(cmd!, {
+    args: [...lead, ...pre, ...args],
     cwd: options.cwd ?? REPO_ROOT,
     env: options.env ?? {},
     stdin: "null",
