@@ -19,6 +19,7 @@ import { EPS_DEFAULTS, type EpsSettings } from "../lib/settings/eps.ts";
 import { PUBLIC_DEFAULTS, type PublicSettings } from "../lib/settings/public.ts";
 import { PRIVATE_DEFAULTS, type PrivateSettings } from "../lib/settings/private.ts";
 import { within } from "../lib/net/_testing.ts";
+import { spawnCli, type SpawnedCli } from "./_cli.ts";
 
 export { within };
 
@@ -59,12 +60,86 @@ export interface ClusterOptions {
   callTimeoutMs?: number;
   /** Leave `openPool` out of the directory (a directory from before the dial-back pool). */
   noOpenPool?: boolean;
+  /**
+   * Run this operator's EPS server as a child process (`tls-pass run eps`: `deno run -A cli.ts`,
+   * or `$TLS_PASS_BIN`), so that a test can kill -9 it and start it again ({@linkcode EpsChild}).
+   */
+  epsProcess?: "public-proxy-1" | "private-proxy-1";
+}
+
+/** An EPS server in a child process, on a fixed port once started (see ClusterOptions.epsProcess). */
+export class EpsChild implements RoleHandle<"links" | "proxy"> {
+  #cli: SpawnedCli;
+  addrs: Readonly<Record<"links" | "proxy", HostPort>>;
+
+  private constructor(readonly settingsDir: string, cli: SpawnedCli) {
+    this.#cli = cli;
+    this.addrs = EpsChild.#addrs(cli);
+  }
+
+  static #addrs(cli: SpawnedCli): Record<"links" | "proxy", HostPort> {
+    const parse = (v: string | undefined): HostPort => {
+      const i = (v ?? "").lastIndexOf(":");
+      return { hostname: v!.slice(0, i).replace(/^\[|\]$/g, ""), port: Number(v!.slice(i + 1)) };
+    };
+    const links = parse(cli.ready.addrs.links);
+    return { links, proxy: cli.ready.addrs.proxy ? parse(cli.ready.addrs.proxy) : links };
+  }
+
+  static async start(dir: string, settings: EpsSettings): Promise<EpsChild> {
+    await Deno.mkdir(dir, { recursive: true });
+    await EpsChild.#write(dir, settings, settings.listen ?? LOOPBACK);
+    return new EpsChild(dir, await spawnCli(["run", "eps", "--settings", dir]));
+  }
+
+  static async #write(dir: string, s: EpsSettings, listen: HostPort): Promise<void> {
+    await Deno.writeTextFile(
+      join(dir, "settings.yml"),
+      stringify({
+        operator: s.operator,
+        listen: formatHostPort(listen),
+        certificate_file: s.certificateFile,
+        key_file: s.keyFile,
+        directory_dir: s.directoryDir,
+        call_timeout_ms: s.callTimeoutMs,
+        keepalive_interval_ms: 1000,
+      }),
+    );
+  }
+
+  get pid(): number {
+    return this.#cli.child.pid;
+  }
+
+  get finished(): Promise<void> {
+    return this.#cli.child.status.then(() => {});
+  }
+
+  /** kill -9: no goodbye to any peer. */
+  async kill(): Promise<void> {
+    await this.#cli.stop("SIGKILL");
+  }
+
+  /** Starts it again on the same port (after kill()). */
+  async restart(settings: EpsSettings): Promise<void> {
+    await EpsChild.#write(this.settingsDir, settings, this.addrs.links);
+    this.#cli = await spawnCli(["run", "eps", "--settings", this.settingsDir]);
+    this.addrs = EpsChild.#addrs(this.#cli);
+  }
+
+  async close(): Promise<void> {
+    await this.#cli.stop("SIGTERM");
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
 }
 
 export class Cluster implements AsyncDisposable {
   internal!: RoleHandle<"main">;
-  epsPublic!: RoleHandle<"links" | "proxy">;
-  epsPrivate!: RoleHandle<"links" | "proxy">;
+  epsPublic!: RoleHandle<"links" | "proxy"> | EpsChild;
+  epsPrivate!: RoleHandle<"links" | "proxy"> | EpsChild;
   epsPrivate2: RoleHandle<"links" | "proxy"> | undefined;
   pub!: PublicHandle;
   priv: PrivateHandle | undefined;
@@ -88,10 +163,10 @@ export class Cluster implements AsyncDisposable {
         keyFile: c.key("internal-server"),
         maxBodyBytes: 1024 * 1024,
       });
-      c.epsPublic = await startEps(c.epsSettings("public-proxy-1"));
+      c.epsPublic = await c.#startEps("public-proxy-1");
       // now the public EPS has a port: peers dial it from the directory
       await c.#writeDirectory(c.epsPublic.addrs.links);
-      c.epsPrivate = await startEps(c.epsSettings("private-proxy-1"));
+      c.epsPrivate = await c.#startEps("private-proxy-1");
       if (options.secondPrivate) c.epsPrivate2 = await startEps(c.epsSettings("private-proxy-2"));
       c.pub = await startPublic(c.publicSettings());
       if (options.startPrivate ?? true) await c.startPrivate();
@@ -101,6 +176,20 @@ export class Cluster implements AsyncDisposable {
       else await Deno.remove(dir, { recursive: true });
       throw err;
     }
+  }
+
+  #startEps(operator: "public-proxy-1" | "private-proxy-1") {
+    const s = this.epsSettings(operator);
+    return this.options.epsProcess === operator
+      ? EpsChild.start(join(this.dir, "roles", operator), s)
+      : startEps(s);
+  }
+
+  /** The EPS that runs as a child process (ClusterOptions.epsProcess). */
+  epsChild(): EpsChild {
+    const e = this.options.epsProcess === "public-proxy-1" ? this.epsPublic : this.epsPrivate;
+    if (!(e instanceof EpsChild)) throw new Error("epsChild: no EPS runs as a child process");
+    return e;
   }
 
   cert(name: string): string {

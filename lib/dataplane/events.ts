@@ -46,6 +46,8 @@ export type Refusal =
   | "bad-token"
   /** Private port: no token within `token_timeout_ms`. */
   | "token-timeout"
+  /** Private port: a ticket's dial-back while its operator holds the ticket's cap of idle ones. */
+  | "pool-full"
   /** Private proxy: a pooled client for a name not announced here, or a bad pool header. */
   | "unknown-pooled-name";
 
@@ -121,14 +123,19 @@ export type DataEvent =
     readonly target: string;
     readonly reason: EndReason;
   }
-  /** Public: a dial-back redeemed a pool token and waits idle. Private: a pooled one is open. */
-  | { readonly type: "poolIdle"; readonly operator: string }
+  /**
+   * Public: a dial-back redeemed a pool token (`ticket` false) or presented a ticket token
+   * (`ticket` true) and waits idle. Private: a pooled one is open.
+   */
+  | { readonly type: "poolIdle"; readonly operator: string; readonly ticket?: boolean }
   /** An idle pooled dial-back ended without a client. */
   | {
     readonly type: "poolDropped";
     readonly operator: string;
     readonly why: "eof" | "data" | "error" | "timeout" | "stopping" | "failed";
     readonly detail?: string;
+    /** Private: how long it was idle before an EOF or error (a public proxy refusing its token at once shows as a short one). */
+    readonly idleMs?: number;
   }
   /** Public: pool tokens that were never redeemed expired. */
   | { readonly type: "poolTokensExpired"; readonly operator: string; readonly count: number }
@@ -140,14 +147,26 @@ export type DataEvent =
   | { readonly type: "drained" };
 
 /** A reason as log text: `done`, `client read failed: ECONNRESET`, `idle timeout (internal)`. */
+/** Whether a splice was reaped idle: by `idle_timeout_ms`, or by TCP keepalive (peer vanished). */
+export function reapedBy(r: EndReason): "idle-timeout" | "keepalive" | null {
+  if (r.kind === "timeout" && r.phase === "idle") return "idle-timeout";
+  if (r.kind === "error" && r.code === "ETIMEDOUT" && r.op !== "connect") return "keepalive";
+  return null;
+}
+
 export function reasonText(r: EndReason): string {
   switch (r.kind) {
     case "done":
       return "done";
     case "error":
-      return `${r.side} ${r.op} failed: ${r.code}`;
+      // a socket with TCP keepalive on fails so when its peer answered no probe
+      return r.code === "ETIMEDOUT" && r.op !== "connect"
+        ? `${r.side} ${r.op} failed: ETIMEDOUT (peer vanished: TCP keepalive unanswered)`
+        : `${r.side} ${r.op} failed: ${r.code}`;
     case "timeout":
-      return r.phase === "idle" ? `idle timeout (${r.side})` : `${r.side} connect timed out`;
+      return r.phase === "idle"
+        ? `idle timeout: no byte either way for idle_timeout_ms`
+        : `${r.side} connect timed out`;
     case "stopped":
       return "stopped";
   }

@@ -20,7 +20,7 @@ export type {
 } from "./snapshot.ts";
 export { DEFAULT_LIMITS, emptySnapshot } from "./snapshot.ts";
 export type { DataEvent, EndReason, Phases, Refusal, SideName, Via } from "./events.ts";
-export { reasonText } from "./events.ts";
+export { reapedBy, reasonText } from "./events.ts";
 
 /** Which driver: what the settings key `sockets` and `TLS_PASS_SOCKETS` choose. */
 export type DriverChoice = "auto" | "native" | "deno";

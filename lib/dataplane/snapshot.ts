@@ -46,6 +46,8 @@ export interface Limits {
   readonly connectTimeoutMs: number;
   /** A splice with no byte either way for this long is closed; 0: never. */
   readonly idleTimeoutMs: number;
+  /** TCP keepalive on both sockets of a splice after this much idleness; 0: off. */
+  readonly tcpKeepAliveMs: number;
   /** How long a refused client may read its TLS alert before it is closed. */
   readonly lingerMs: number;
 }
@@ -64,6 +66,7 @@ export const DEFAULT_LIMITS: Limits = {
   dialTimeoutMs: 5000,
   connectTimeoutMs: 5000,
   idleTimeoutMs: 0,
+  tcpKeepAliveMs: 0,
   lingerMs: 1000,
 };
 
@@ -94,6 +97,21 @@ export type Command =
     readonly domains: readonly string[];
     readonly tokens: readonly string[];
     /** How long an idle pooled dial-back is kept. */
+    readonly idleTimeoutMs: number;
+  }
+  /**
+   * Public: a pool ticket (docs/architecture.md, "Pool tickets"): dial-backs presenting a token
+   * made with `key` (base64; never log it) for ticket `id` (hex) go idle for `operator`'s
+   * `domains` (empty: every name), while it holds fewer than `cap` idle; valid for `ttlMs`.
+   */
+  | {
+    readonly type: "grantTicket";
+    readonly operator: string;
+    readonly domains: readonly string[];
+    readonly id: string;
+    readonly key: string;
+    readonly ttlMs: number;
+    readonly cap: number;
     readonly idleTimeoutMs: number;
   }
   /** Public: the notice for a waiting client failed; refuse it now (TLS alert internal_error). */

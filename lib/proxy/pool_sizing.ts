@@ -93,8 +93,11 @@ export interface DialPoolOptions {
   idleTimeoutMs: number;
   /** First delay after a failed refill; doubles up to {@linkcode MAX_BACKOFF_MS}. */
   retryMs: number;
-  /** Asks for `count` tokens (the openPool call); resolves to the tokens (base64) granted. */
-  open(count: number): Promise<{ tokens: string[]; idleTimeoutMs: number }>;
+  /**
+   * Asks for `count` tokens (base64): made from the pool ticket, or granted by an openPool call
+   * (`fromTicket` says which).
+   */
+  open(count: number): Promise<{ tokens: string[]; idleTimeoutMs: number; fromTicket?: boolean }>;
   /** Hands tokens to the data plane, which opens one idle pooled dial-back per token. */
   dial(tokens: string[], idleTimeoutMs: number): void;
   /** How many more connections the proxy may open now (its max_connections). */
@@ -113,8 +116,10 @@ export interface DialPoolStats {
   dropped: number;
   /** Refills that failed (openPool refused or failed, dial failed). */
   failedRefills: number;
-  /** openPool calls made. */
+  /** Refills started (an openPool call, or tokens made from the pool ticket). */
   refills: number;
+  /** Refills whose tokens came from the pool ticket, without an openPool call. */
+  ticketRefills: number;
 }
 
 /** Longest wait after failed refills. */
@@ -127,7 +132,14 @@ const INITIAL_REFILL_MS = 10;
  * itself to {@linkcode poolTarget}: after each arrival, each drop, and after a failure's backoff.
  */
 export class DialPool {
-  readonly stats: DialPoolStats = { pooled: 0, used: 0, dropped: 0, failedRefills: 0, refills: 0 };
+  readonly stats: DialPoolStats = {
+    pooled: 0,
+    used: 0,
+    dropped: 0,
+    failedRefills: 0,
+    refills: 0,
+    ticketRefills: 0,
+  };
   readonly rate = new ArrivalRate();
   /** Idle connections (waiting for a client). */
   idle = 0;
@@ -202,9 +214,10 @@ export class DialPool {
   }
 
   async #open(want: number, started: number): Promise<void> {
-    let granted: { tokens: string[]; idleTimeoutMs: number };
+    let granted: { tokens: string[]; idleTimeoutMs: number; fromTicket?: boolean };
     try {
       granted = await this.o.open(want);
+      if (granted.fromTicket) this.stats.ticketRefills++;
       if (granted.tokens.length === 0) throw new RangeError("no tokens granted");
     } catch (err) {
       this.opening -= want;

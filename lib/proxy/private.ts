@@ -26,6 +26,11 @@ import { checkNotice } from "./notices.ts";
 import { DialPool, type DialPoolStats } from "./pool_sizing.ts";
 import { Resolver } from "./targets.ts";
 import { drainAndClose, untilStopped } from "./lifecycle.ts";
+import { countEnded } from "./counters.ts";
+import { PoolTicket } from "./pool_tickets.ts";
+
+/** A pooled dial-back closed sooner than this after its token was refused, not idle-timed out. */
+const QUICK_DROP_MS = 1000;
 import { type Budget, privateBudget, softFdLimit } from "./budget.ts";
 
 /** Counters of the private proxy, for tests and diagnostics. */
@@ -42,6 +47,12 @@ export interface PrivateStats {
   announced: number;
   /** Clients that came on a pooled connection for a name not announced here (closed). */
   refusedPooled: number;
+  /** Splices that ended (any reason). */
+  ended: number;
+  /** Splices closed by `idle_timeout_ms`. */
+  idleTimeouts: number;
+  /** Splices whose peer answered no TCP keepalive probe. */
+  vanishedPeers: number;
 }
 
 /** The handle of a running private proxy; it listens on nothing. */
@@ -71,7 +82,8 @@ function privateLimits(s: PrivateSettings, budget: Budget): Limits {
     maxPendingPerClient: 0,
     dialTimeoutMs: s.dialTimeoutMs,
     connectTimeoutMs: s.connectTimeoutMs,
-    idleTimeoutMs: 0,
+    idleTimeoutMs: s.idleTimeoutMs,
+    tcpKeepAliveMs: s.tcpKeepAliveMs,
     lingerMs: 1000,
   };
 }
@@ -85,11 +97,16 @@ class PrivateControl {
     spliced: 0,
     announced: 0,
     refusedPooled: 0,
+    ended: 0,
+    idleTimeouts: 0,
+    vanishedPeers: 0,
   };
   readonly byDomain: ReadonlyMap<string, PrivateAnnouncement>;
   readonly pools = new Map<string, DialPool>();
   readonly resolver = new Resolver();
   readonly refusals: RateLimitedLog;
+  /** The pool ticket of each public operator (docs/architecture.md, "Pool tickets"). */
+  readonly tickets = new Map<string, PoolTicket>();
   /** Connections set up or spliced now (notices accepted, pooled clients, until they end). */
   live = 0;
   #version = 0;
@@ -139,6 +156,7 @@ class PrivateControl {
         return;
       case "ended":
         this.live--;
+        countEnded(this.stats, e.reason);
         log.info(
           "Closed {domain} from {operator} to {internal}: {up} bytes up, {down} down, {ms} ms, {reason}",
           {
@@ -183,8 +201,15 @@ class PrivateControl {
         this.live++;
         this.pools.get(e.operator)?.onEvent(e);
         return;
-      case "poolIdle":
       case "poolDropped":
+        // closed at once after its token: the public proxy does not know the ticket (it
+        // restarted) or its pool is full; the next refill asks openPool again
+        if (e.why !== "failed" && (e.idleMs ?? Infinity) < QUICK_DROP_MS) {
+          this.tickets.delete(e.operator);
+        }
+        this.pools.get(e.operator)?.onEvent(e);
+        return;
+      case "poolIdle":
         this.pools.get(e.operator)?.onEvent(e);
         return;
     }
@@ -213,6 +238,53 @@ class PrivateControl {
     return a === undefined ? "?" : formatHostPort(a.internal);
   }
 
+  /**
+   * Tokens for `count` pooled dial-backs towards `operator` (docs/architecture.md, "Pool
+   * tickets"): made from its ticket while that is young, else from an openPool call (which also
+   * renews the ticket); when the call fails, from the ticket while it is still valid.
+   */
+  async #openPool(
+    eps: EpsClient,
+    operator: string,
+    count: number,
+    signal: AbortSignal,
+  ): Promise<{ tokens: string[]; idleTimeoutMs: number; fromTicket?: boolean }> {
+    const idle = this.settings.pool.idleTimeoutMs;
+    const t = this.tickets.get(operator);
+    if (t !== undefined && t.usable(performance.now()) && !t.renewDue(performance.now())) {
+      return { tokens: t.tokens(count), idleTimeoutMs: idle, fromTicket: true };
+    }
+    let r: { tokens?: unknown; idle_timeout_ms?: unknown; ticket?: unknown };
+    try {
+      r = await eps.call(`${operator}.openPool`, {
+        count,
+        idle_timeout_ms: idle,
+        ticket: true,
+      }, { signal });
+    } catch (err) {
+      if (t === undefined || !t.usable(performance.now()) || signal.aborted) throw err;
+      this.refusals.warn(
+        `ticket-${operator}`,
+        "Cannot renew the pool ticket of {operator} ({count} since last report): {error}; the pool refills with the old one until it expires",
+        { operator, error: errorText(err) },
+      );
+      return { tokens: t.tokens(count), idleTimeoutMs: idle, fromTicket: true };
+    }
+    const tokens = Array.isArray(r?.tokens) ? r.tokens : [null];
+    const ticket = r?.ticket === undefined ? null : PoolTicket.parse(r.ticket, performance.now());
+    if (
+      tokens.some((x) => decodeToken(x) === null) || !Number.isInteger(r.idle_timeout_ms) ||
+      (r?.ticket !== undefined && ticket === null)
+    ) {
+      throw new RpcError(
+        `Cannot use the openPool answer of "${operator}": want {tokens: [${TOKEN_BYTES} bytes of base64], idle_timeout_ms, ticket?: {id, key, expires_in_ms, cap}}`,
+        RpcCode.InternalError,
+      );
+    }
+    if (ticket !== null) this.tickets.set(operator, ticket);
+    return { tokens: tokens as string[], idleTimeoutMs: r.idle_timeout_ms as number };
+  }
+
   /** The dial-back pools, one per public operator. */
   openPools(eps: EpsClient, signal: AbortSignal): void {
     const s = this.settings;
@@ -234,24 +306,7 @@ class PrivateControl {
           signal,
           log: this.log,
           room,
-          open: async (count) => {
-            const r = await eps.call<{ tokens?: unknown; idle_timeout_ms?: unknown }>(
-              `${operator}.openPool`,
-              // no domains: the pool serves every name this operator holds there
-              { count, idle_timeout_ms: s.pool.idleTimeoutMs },
-              { signal },
-            );
-            const tokens = Array.isArray(r?.tokens) ? r.tokens : [null];
-            if (
-              tokens.some((t) => decodeToken(t) === null) || !Number.isInteger(r.idle_timeout_ms)
-            ) {
-              throw new RpcError(
-                `Cannot use the openPool answer of "${operator}": want {tokens: [${TOKEN_BYTES} bytes of base64], idle_timeout_ms}`,
-                RpcCode.InternalError,
-              );
-            }
-            return { tokens: tokens as string[], idleTimeoutMs: r.idle_timeout_ms as number };
-          },
+          open: (count) => this.#openPool(eps, operator, count, signal),
           dial: (tokens, idleTimeoutMs) => {
             const endpoint = this.resolver.get(s.endpoints[operator]!);
             if (endpoint === undefined) {

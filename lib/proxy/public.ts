@@ -57,7 +57,8 @@ export function publicLimits(s: PublicSettings, budget: Budget): Limits {
     maxPendingPerClient: s.maxPendingPerClient,
     dialTimeoutMs: s.dialBackTimeoutMs,
     connectTimeoutMs: s.dialBackTimeoutMs,
-    idleTimeoutMs: 0,
+    idleTimeoutMs: s.idleTimeoutMs,
+    tcpKeepAliveMs: s.tcpKeepAliveMs,
     lingerMs: 1000,
   };
 }

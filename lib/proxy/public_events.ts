@@ -7,7 +7,7 @@
 import type { Logger } from "@logtape/logtape";
 import { type DataEvent, reasonText } from "../dataplane/mod.ts";
 import { redact } from "../log.ts";
-import { Counters } from "./counters.ts";
+import { countEnded, Counters } from "./counters.ts";
 
 /** Counters of the public proxy, for tests and diagnostics. */
 export interface PublicStats {
@@ -43,6 +43,12 @@ export interface PublicStats {
   poolHits: number;
   /** Idle pooled connections dropped (EOF, reset, stray bytes, idle timeout). */
   poolDropped: number;
+  /** Splices that ended (any reason). */
+  ended: number;
+  /** Splices closed by `idle_timeout_ms`. */
+  idleTimeouts: number;
+  /** Splices whose peer answered no TCP keepalive probe. */
+  vanishedPeers: number;
 }
 
 export function newPublicStats(): PublicStats {
@@ -63,6 +69,9 @@ export function newPublicStats(): PublicStats {
     pooled: 0,
     poolHits: 0,
     poolDropped: 0,
+    ended: 0,
+    idleTimeouts: 0,
+    vanishedPeers: 0,
   };
 }
 
@@ -103,6 +112,7 @@ export function onPublicEvent(
       }
       return;
     case "ended":
+      countEnded(stats, e.reason);
       log.info(
         "Closed {client} for {domain} via {operator}: {up} bytes up, {down} down, {ms} ms, {reason}",
         {
@@ -196,6 +206,14 @@ function onRefused(
       counters.warn(
         "token",
         "Refused dial-backs ({count} since last report), last from {peer}: {why}",
+        { peer: client, why: e.detail },
+      );
+      return;
+    case "pool-full":
+      stats.refusedPool++;
+      counters.warn(
+        "pool-full",
+        "Refused ticket dial-backs: pool full ({count} since last report), last from {peer}: {why}",
         { peer: client, why: e.detail },
       );
       return;

@@ -8,6 +8,7 @@
  */
 import type { Command, DataEvent } from "../dataplane/mod.ts";
 import { TOKEN_BYTES, tokenText } from "../wire/token.ts";
+import { TICKET_ID_BYTES, TICKET_KEY_BYTES, ticketIdText } from "../wire/ticket.ts";
 
 /** Longest a public proxy keeps an idle pooled connection, whatever the private proxy asks. */
 export const MAX_POOL_IDLE_MS = 600_000;
@@ -15,6 +16,20 @@ export const MAX_POOL_IDLE_MS = 600_000;
 export const MIN_POOL_IDLE_MS = 1000;
 /** Most tokens one `openPool` call may ask for. */
 export const MAX_OPEN_COUNT = 64;
+
+/**
+ * How long a pool ticket is valid. The private proxy renews it at half that, so an EPS may be
+ * down for about five minutes before its pool stops refilling on its own.
+ */
+export const TICKET_TTL_MS = 600_000;
+
+/** A pool ticket as openPool answers it (the key is base64 and secret: never log it). */
+export interface TicketGrant {
+  id: string;
+  key: string;
+  expiresInMs: number;
+  cap: number;
+}
 
 /** The result of `mint()`: the tokens (base64; never log them), or why none were granted. */
 export type MintResult =
@@ -68,11 +83,44 @@ export class PoolGrants {
     return { ok: true, tokens, idleTimeoutMs };
   }
 
+  /**
+   * A ticket for `operator`'s pooled dial-backs (docs/architecture.md, "Pool tickets"): the data
+   * plane admits a dial-back that presents it while the operator holds fewer idle ones than the
+   * cap (`max_pooled_per_operator`). Null when pooling is off.
+   */
+  ticket(operator: string, domains: readonly string[], idleMs: number): TicketGrant | null {
+    if (this.maxPerOperator === 0 || this.#closed) return null;
+    const idleTimeoutMs = Math.min(Math.max(idleMs, MIN_POOL_IDLE_MS), MAX_POOL_IDLE_MS);
+    const id = new Uint8Array(TICKET_ID_BYTES);
+    const key = new Uint8Array(TICKET_KEY_BYTES);
+    this.random(id);
+    this.random(key);
+    const grant = {
+      id: ticketIdText(id),
+      key: tokenText(key),
+      expiresInMs: TICKET_TTL_MS,
+      cap: this.maxPerOperator,
+    };
+    this.send({
+      type: "grantTicket",
+      operator,
+      domains,
+      id: grant.id,
+      key: grant.key,
+      ttlMs: TICKET_TTL_MS,
+      cap: grant.cap,
+      idleTimeoutMs,
+    });
+    return grant;
+  }
+
   /** Follows the data plane's pool events. */
   onEvent(e: DataEvent): void {
     switch (e.type) {
       case "poolIdle":
         bump(this.#idle, e.operator, 1);
+        // a ticket's dial-back was not counted at mint time: it is held from now on
+        if (e.ticket) bump(this.#held, e.operator, 1);
         return;
       case "poolDropped":
         bump(this.#idle, e.operator, -1);

@@ -15,7 +15,13 @@ import {
   viewOf,
 } from "./announcements.ts";
 import type { Counters } from "./counters.ts";
-import { MAX_OPEN_COUNT, type PoolGrants } from "./public_pool.ts";
+import {
+  MAX_OPEN_COUNT,
+  MAX_POOL_IDLE_MS,
+  MIN_POOL_IDLE_MS,
+  type PoolGrants,
+  type TicketGrant,
+} from "./public_pool.ts";
 import type { PublicStats } from "./public_events.ts";
 
 export interface PublicRpcParts {
@@ -70,16 +76,20 @@ export function servePublicCalls(p: PublicRpcParts): void {
 
 function openPool(p: PublicRpcParts, params: Record<string, unknown>, operator: string) {
   const { count, idle_timeout_ms: idleMs } = params;
+  // ticket: true asks for a pool ticket too (docs/architecture.md, "Pool tickets"); then count may be 0
+  const wantTicket = params.ticket === true;
   // absent: every name the caller holds (any number of them); a list narrows the pool to those
   const domains = params.domains ?? [];
   if (
-    !Number.isInteger(count) || (count as number) < 1 || (count as number) > MAX_OPEN_COUNT ||
+    !Number.isInteger(count) || (count as number) < (wantTicket ? 0 : 1) ||
+    (count as number) > MAX_OPEN_COUNT ||
     !Number.isInteger(idleMs) || (idleMs as number) < 1 ||
     !Array.isArray(domains) || domains.length > MAX_PAGE ||
-    !domains.every((d) => typeof d === "string")
+    !domains.every((d) => typeof d === "string") ||
+    (params.ticket !== undefined && typeof params.ticket !== "boolean")
   ) {
     throw new RpcError(
-      `Cannot open pool for "${operator}": want {count: 1 to ${MAX_OPEN_COUNT}, idle_timeout_ms: > 0, domains?: [at most ${MAX_PAGE} names]}`,
+      `Cannot open pool for "${operator}": want {count: 1 to ${MAX_OPEN_COUNT} (0 with a ticket), idle_timeout_ms: > 0, domains?: [at most ${MAX_PAGE} names], ticket?: boolean}`,
       RpcCode.InvalidParams,
     );
   }
@@ -103,6 +113,13 @@ function openPool(p: PublicRpcParts, params: Record<string, unknown>, operator: 
       RpcCode.DomainNotAllowed,
     );
   }
+  const ticket = wantTicket
+    ? p.grants.ticket(operator, domains as string[], idleMs as number)
+    : null;
+  if (ticket !== null && count === 0) {
+    p.log.debug("Granted a pool ticket to {operator}", { operator });
+    return { tokens: [], idle_timeout_ms: clampIdle(idleMs as number), ticket: ticketJson(ticket) };
+  }
   const minted = p.grants.mint(operator, domains as string[], count as number, idleMs as number);
   if (!minted.ok) {
     p.stats.refusedPool++;
@@ -115,6 +132,14 @@ function openPool(p: PublicRpcParts, params: Record<string, unknown>, operator: 
         why: minted.why === "off" ? "pooling is off" : `max_pooled_per_operator ${max} reached`,
       },
     );
+    // the ticket still serves once the pool has room again
+    if (ticket !== null) {
+      return {
+        tokens: [],
+        idle_timeout_ms: clampIdle(idleMs as number),
+        ticket: ticketJson(ticket),
+      };
+    }
     throw new RpcError(
       minted.why === "off"
         ? `Cannot open pool for "${operator}": pooling is off`
@@ -124,5 +149,17 @@ function openPool(p: PublicRpcParts, params: Record<string, unknown>, operator: 
   }
   p.stats.poolTokens += minted.tokens.length;
   p.log.debug("Minted {n} pool tokens for {operator}", { n: minted.tokens.length, operator });
-  return { tokens: minted.tokens, idle_timeout_ms: minted.idleTimeoutMs };
+  return {
+    tokens: minted.tokens,
+    idle_timeout_ms: minted.idleTimeoutMs,
+    ...(ticket === null ? {} : { ticket: ticketJson(ticket) }),
+  };
+}
+
+function ticketJson(t: TicketGrant) {
+  return { id: t.id, key: t.key, expires_in_ms: t.expiresInMs, cap: t.cap };
+}
+
+function clampIdle(ms: number): number {
+  return Math.min(Math.max(ms, MIN_POOL_IDLE_MS), MAX_POOL_IDLE_MS);
 }

@@ -17,6 +17,12 @@ import type { SocketsChoice } from "./public.ts";
 import { type EpsClientSettings, parseEpsClientSettings } from "./eps_client.ts";
 import * as check from "./check.ts";
 import { loadSettings } from "./loader.ts";
+import {
+  parseSpliceSettings,
+  SPLICE_DEFAULTS,
+  SPLICE_KEYS,
+  type SpliceSettings,
+} from "./splice.ts";
 import { operatorName } from "./public.ts";
 
 /** One announced domain and the internal server behind it. */
@@ -39,7 +45,7 @@ export interface PrivatePoolSettings {
   idleTimeoutMs: number;
 }
 
-export interface PrivateSettings {
+export interface PrivateSettings extends SpliceSettings {
   operator: string;
   eps: EpsClientSettings;
   /** The public operators to announce to; notices are accepted only from them. */
@@ -71,6 +77,7 @@ export const POOL_DEFAULTS: PrivatePoolSettings = {
 };
 
 export const PRIVATE_DEFAULTS = {
+  ...SPLICE_DEFAULTS,
   reannounceIntervalMs: 600_000,
   retryMs: 200,
   dialTimeoutMs: 5000,
@@ -96,6 +103,7 @@ const KEYS = [
   "grace_ms",
   "sockets",
   "pool",
+  ...SPLICE_KEYS,
 ] as const;
 /** The most announcements one private proxy may list (sent in pages of 5,000 or fewer). */
 export const MAX_ANNOUNCEMENTS = 100_000;
@@ -217,6 +225,7 @@ export function parsePrivateSettings(
       problems,
     ),
     pool,
+    ...parseSpliceSettings(data, problems),
     ...(data.max_connections === undefined ? {} : {
       maxConnections: check.integer(
         data.max_connections,

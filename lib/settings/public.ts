@@ -22,8 +22,14 @@ export type StoreSettings = { kind: "memory" } | { kind: "file"; path: string };
 import { type EpsClientSettings, parseEpsClientSettings } from "./eps_client.ts";
 import * as check from "./check.ts";
 import { loadSettings } from "./loader.ts";
+import {
+  parseSpliceSettings,
+  SPLICE_DEFAULTS,
+  SPLICE_KEYS,
+  type SpliceSettings,
+} from "./splice.ts";
 
-export interface PublicSettings {
+export interface PublicSettings extends SpliceSettings {
   /** This operator (the public proxy attaches to its EPS as it). */
   operator: string;
   publicListen: HostPort;
@@ -58,6 +64,7 @@ export interface PublicSettings {
 }
 
 export const PUBLIC_DEFAULTS = {
+  ...SPLICE_DEFAULTS,
   helloTimeoutMs: 10_000,
   maxClientHelloBytes: 65_536,
   dialBackTimeoutMs: 10_000,
@@ -95,6 +102,7 @@ const KEYS = [
   "sockets",
   "max_pooled_per_operator",
   "max_announcements_per_operator",
+  ...SPLICE_KEYS,
 ] as const;
 
 /** An operator name: a lower-case host name, as in the directory. */
@@ -189,6 +197,7 @@ export function parsePublicSettings(
       D.maxAnnouncementsPerOperator,
       10_000_000,
     ),
+    ...parseSpliceSettings(data, problems),
   };
   if (data.max_connections !== undefined) {
     s.maxConnections = count("max_connections", 1);

@@ -9,7 +9,6 @@ import {
   type ClientHelloInfo,
   ClientHelloReader,
   type ClientHelloResult,
-  DEFAULT_MAX_CLIENT_HELLO_BYTES,
   parseClientHello,
   readClientHello,
   tlsAlert,

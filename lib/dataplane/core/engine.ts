@@ -27,6 +27,7 @@ import { Timers } from "./timers.ts";
 import type { TimerOwner } from "./timers.ts";
 import { ClientConn, DialBackIn, type Grant, IdlePooled } from "./public_conns.ts";
 import { NoticeDialBack, PooledDialBack } from "./private_conns.ts";
+import { Tickets } from "./tickets.ts";
 
 /** What owns a socket: the machine that gets its inputs. */
 export interface SockOwner extends TimerOwner {
@@ -61,6 +62,8 @@ export class Engine {
   readonly pendingPerClient = new Map<string, number>();
   /** Public: pool tokens not yet redeemed. */
   readonly grants = new Map<string, Grant>();
+  /** Public: pool tickets (docs/architecture.md, "Pool tickets"). */
+  readonly tickets: Tickets = new Tickets(this);
   /** Public: idle pooled dial-backs per operator, newest last. */
   readonly idle = new Map<string, IdlePooled[]>();
   snapshot: Snapshot = emptySnapshot();
@@ -213,6 +216,9 @@ export class Engine {
           this.timers.arm(g, now + this.limits.dialBackTimeoutMs); // as long as a client waits
         }
         break;
+      case "grantTicket":
+        if (!this.stopping) this.tickets.grant(cmd, now);
+        break;
       case "noticeFailed":
         this.waiting.get(cmd.conn)?.noticeFailed(now);
         break;
@@ -232,6 +238,7 @@ export class Engine {
         for (const owner of new Set(this.socks.values())) owner.onKill(now);
         for (const g of this.grants.values()) this.timers.disarm(g);
         this.grants.clear();
+        this.tickets.clear();
         break;
     }
     this.#settle();
@@ -252,6 +259,7 @@ export class Engine {
     // unredeemed pool tokens die with the stop: no dial-back is accepted any more
     for (const g of this.grants.values()) this.timers.disarm(g);
     this.grants.clear();
+    this.tickets.clear();
   }
 
   /** Sockets open now. */

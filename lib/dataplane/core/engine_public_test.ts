@@ -35,7 +35,7 @@ function idlePooled(sim: Sim, operator = "op1", domains = [HOST], idleTimeoutMs 
   sim.command({ type: "grantPool", operator, domains, tokens: [t.text], idleTimeoutMs });
   const db = sim.accept("private")!;
   sim.feed(db, t.raw);
-  assert.deepEqual(sim.take(), [{ type: "poolIdle", operator }]);
+  assert.deepEqual(sim.take(), [{ type: "poolIdle", operator, ticket: false }]);
   assert.equal(sim.sock(db).reading, true);
   return db;
 }
@@ -219,7 +219,11 @@ Deno.test("core pipes a client to an idle pooled dial-back (token split at every
     });
     const db = sim.accept("private")!;
     sim.feedAt(db, t.raw, cut === 0 ? [] : [cut]);
-    assert.deepEqual(sim.take(), [{ type: "poolIdle", operator: "op1" }], `cut ${cut}`);
+    assert.deepEqual(
+      sim.take(),
+      [{ type: "poolIdle", operator: "op1", ticket: false }],
+      `cut ${cut}`,
+    );
     const client = sim.accept("public")!;
     sim.feed(client, concat(CURL, EXTRA));
     assert.deepEqual(sim.written(db), concat(encodePoolHeader(HOST), CURL, EXTRA));

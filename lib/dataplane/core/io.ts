@@ -39,4 +39,10 @@ export type Output =
    * backpressure; report each chunk with `moved`, and EOF and failures as usual. The core answers
    * EOF with a shutdown of the peer and closes both when both directions are done.
    */
-  | { readonly op: "pipe"; readonly a: SockId; readonly b: SockId };
+  | {
+    readonly op: "pipe";
+    readonly a: SockId;
+    readonly b: SockId;
+    /** TCP keepalive on both sockets after this much idleness (lib/dataplane/keepalive.ts); 0: off. */
+    readonly keepAliveMs: number;
+  };

@@ -48,7 +48,7 @@ export class Pipe implements SockOwner {
     this.#piped = now;
     engine.own(a, this);
     engine.own(b, this);
-    engine.out({ op: "pipe", a, b });
+    engine.out({ op: "pipe", a, b, keepAliveMs: engine.limits.tcpKeepAliveMs });
     engine.emit({
       type: "piped",
       conn: meta.conn,

@@ -252,7 +252,12 @@ export class PooledDialBack implements SockOwner {
     });
   }
 
-  #drop(why: "eof" | "error" | "timeout" | "stopping" | "failed", detail?: string): void {
+  #drop(
+    why: "eof" | "error" | "timeout" | "stopping" | "failed",
+    detail?: string,
+    now?: number,
+  ): void {
+    const idleMs = now !== undefined && this.state === "idle" ? now - this.#dialedAt : undefined;
     this.state = "done";
     this.engine.timers.disarm(this);
     this.engine.close(this.sock, true);
@@ -261,6 +266,7 @@ export class PooledDialBack implements SockOwner {
       operator: this.cmd.operator,
       why,
       ...(detail !== undefined ? { detail } : {}),
+      ...(idleMs !== undefined ? { idleMs } : {}),
     });
   }
 
@@ -281,16 +287,16 @@ export class PooledDialBack implements SockOwner {
     });
   }
 
-  onFailed(sock: SockId, f: SockFailure): void {
+  onFailed(sock: SockId, f: SockFailure, now: number): void {
     if (this.state === "dialing") return this.#drop("failed", `${f.op} failed: ${f.code}`);
-    if (this.state === "idle") return this.#drop("error", f.code);
+    if (this.state === "idle") return this.#drop("error", f.code, now);
     if (this.state !== "connecting") return;
     if (sock === this.#internal) return this.#connectFailed(failure("internal", f));
     this.#connectFailed(failure("dial-back", f), "dial-back");
   }
 
-  onEof(sock: SockId): void {
-    if (this.state === "idle") return this.#drop("eof");
+  onEof(sock: SockId, now: number): void {
+    if (this.state === "idle") return this.#drop("eof", undefined, now);
     // the client half-closed right after its hello: pass the EOF on once the pipe is up
     if (this.state === "connecting" && sock === this.sock) this.#eof = true;
   }

@@ -26,11 +26,16 @@ import { Pipe } from "./pipe.ts";
 const LINGER_BYTES = 64 * 1024;
 
 /** A pool token the control plane granted. */
-export interface Grant {
+/** What lets a dial-back go idle in the pool: a one-time pool token's grant, or a ticket. */
+export interface PoolRight {
   readonly operator: string;
   /** The names it may serve; null: every name of its operator. */
   readonly domains: ReadonlySet<string> | null;
   readonly idleTimeoutMs: number;
+}
+
+/** A one-time pool token not yet redeemed. */
+export interface Grant extends PoolRight {
   readonly token: string;
   timerGen: number;
   onTimeout(now: number): void;
@@ -349,10 +354,14 @@ export class DialBackIn extends Machine {
     if (grant !== undefined && early.length === 0) {
       e.grants.delete(token);
       e.timers.disarm(grant);
-      new IdlePooled(e, this.sock, grant, now);
+      new IdlePooled(e, this.sock, grant, now, false);
       return;
     }
-    this.#refuse("bad-token", "unknown, expired or reused token");
+    const t = e.tickets.check(this.#buf);
+    if (t === null) return this.#refuse("bad-token", "unknown, expired or reused token");
+    if (!t.ok) return this.#refuse(t.why, t.detail);
+    if (early.length > 0) return this.#refuse("bad-token", "bytes after a ticket token");
+    new IdlePooled(e, this.sock, t.right, now, true);
   }
 
   #refuse(why: Refusal, detail: string): void {
@@ -386,7 +395,7 @@ export class IdlePooled extends Machine {
   readonly domains: ReadonlySet<string> | null;
   #idle = true;
 
-  constructor(engine: Engine, sock: SockId, grant: Grant, now: number) {
+  constructor(engine: Engine, sock: SockId, grant: PoolRight, now: number, ticket: boolean) {
     super(engine, sock);
     this.operator = grant.operator;
     this.domains = grant.domains;
@@ -394,7 +403,7 @@ export class IdlePooled extends Machine {
     engine.addIdle(this);
     engine.out({ op: "read", sock, on: true });
     engine.timers.arm(this, now + grant.idleTimeoutMs);
-    engine.emit({ type: "poolIdle", operator: this.operator });
+    engine.emit({ type: "poolIdle", operator: this.operator, ticket });
   }
 
   /** A client took it (already out of the idle list): stop watching it. */

@@ -32,11 +32,16 @@ import {
   IPPROTO_TCP,
   Libc,
   SO_ERROR,
+  SO_KEEPALIVE,
   SOCK_CLOEXEC,
   SOCK_NONBLOCK,
   SOCK_STREAM,
   SOL_SOCKET,
+  TCP_KEEPCNT,
+  TCP_KEEPIDLE,
+  TCP_KEEPINTVL,
   TCP_NODELAY,
+  TCP_USER_TIMEOUT,
 } from "./libc.ts";
 import {
   type ListenAt,
@@ -46,6 +51,7 @@ import {
   type WorkerInit,
   type WorkerMessage,
 } from "./ring.ts";
+import { keepAliveBoundMs, keepAliveTimings } from "../keepalive.ts";
 import { CHUNK, type Listener, openListener, type Sock, Socks } from "./socks.ts";
 
 /** The worker's global scope (the project's lib types are the main thread's). */
@@ -413,9 +419,32 @@ class Loop {
         if (a === undefined || b === undefined) return;
         a.peer = b;
         b.peer = a;
+        if (o.keepAliveMs > 0) {
+          this.#keepAlive(a.fd, o.keepAliveMs);
+          this.#keepAlive(b.fd, o.keepAliveMs);
+        }
         this.#watch(a);
         return this.#watch(b);
       }
+    }
+  }
+
+  /** SO_KEEPALIVE with the timings of lib/dataplane/keepalive.ts (best effort: a failure is harmless). */
+  #keepAlive(fd: number, ms: number): void {
+    const t = keepAliveTimings(ms);
+    const s = this.libc.sym;
+    for (
+      const [level, name, v] of [
+        [SOL_SOCKET, SO_KEEPALIVE, 1],
+        [IPPROTO_TCP, TCP_KEEPIDLE, t.idleS],
+        [IPPROTO_TCP, TCP_KEEPINTVL, t.intervalS],
+        [IPPROTO_TCP, TCP_KEEPCNT, t.count],
+        // data in flight to a vanished peer holds off the probes: bound that wait the same way
+        [IPPROTO_TCP, TCP_USER_TIMEOUT, keepAliveBoundMs(ms)],
+      ] as const
+    ) {
+      this.#int[0] = v;
+      s.setsockopt(fd, level, name, this.#int, 4);
     }
   }
 

@@ -279,6 +279,11 @@ export class PortableDriver implements DataPlane {
         if (a === undefined || b === undefined) return;
         a.peer = b;
         b.peer = a;
+        if (o.keepAliveMs > 0) {
+          // Deno sets SO_KEEPALIVE only: the probes keep the system's timings (README, "Drivers")
+          a.conn?.setKeepAlive(true);
+          b.conn?.setKeepAlive(true);
+        }
         a.kick();
         b.kick();
         return;
