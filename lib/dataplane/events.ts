@@ -28,6 +28,8 @@ export type EndReason =
 export type Refusal =
   /** Public port: `max_connections` reached. */
   | "connections"
+  /** Private port: the dial-back budget reached (docs/architecture.md, "The descriptor budget"). */
+  | "dial-backs"
   /** Public port: the ClientHello was malformed, too large, or cut off by EOF. */
   | "bad-hello"
   /** Public port: no complete ClientHello within `hello_timeout_ms`. */

@@ -33,6 +33,11 @@ export interface Limits {
    * wait for need (docs/architecture.md, "The descriptor budget").
    */
   readonly maxDialBacks: number;
+  /**
+   * Public: idle pooled dial-backs of all operators at once (the part of `maxDialBacks` that is
+   * not one per client), so that the pool can never take the dial-backs waiting clients need.
+   */
+  readonly maxPooled: number;
   readonly helloTimeoutMs: number;
   readonly maxClientHelloBytes: number;
   readonly tokenTimeoutMs: number;
@@ -56,6 +61,7 @@ export interface Limits {
 export const DEFAULT_LIMITS: Limits = {
   maxConnections: 16_384,
   maxDialBacks: 17_408,
+  maxPooled: 1024,
   helloTimeoutMs: 10_000,
   maxClientHelloBytes: 65_536,
   tokenTimeoutMs: 5000,

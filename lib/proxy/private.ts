@@ -73,6 +73,7 @@ function privateLimits(s: PrivateSettings, budget: Budget): Limits {
   return {
     maxConnections: budget.maxConnections,
     maxDialBacks: budget.maxDialBacks,
+    maxPooled: 0,
     helloTimeoutMs: 10_000,
     maxClientHelloBytes: 16_384,
     tokenTimeoutMs: s.dialTimeoutMs,

@@ -47,6 +47,7 @@ export function publicLimits(s: PublicSettings, budget: Budget): Limits {
   return {
     maxConnections: budget.maxConnections,
     maxDialBacks: budget.maxDialBacks,
+    maxPooled: budget.maxDialBacks - budget.maxConnections,
     helloTimeoutMs: s.helloTimeoutMs,
     maxClientHelloBytes: s.maxClientHelloBytes,
     tokenTimeoutMs: s.tokenTimeoutMs,
@@ -132,8 +133,17 @@ export async function startPublic(
     publicLimits(settings, budget),
     (snapshot) => plane?.send({ type: "snapshot", snapshot }),
   );
-  const grants = new PoolGrants(settings.maxPooledPerOperator, (cmd) => plane?.send(cmd));
-  const limits = { ...settings, maxConnections: budget.maxConnections };
+  const grants = new PoolGrants(
+    settings.maxPooledPerOperator,
+    (cmd) => plane?.send(cmd),
+    undefined,
+    budget.maxDialBacks - budget.maxConnections,
+  );
+  const limits = {
+    ...settings,
+    maxConnections: budget.maxConnections,
+    maxDialBacks: budget.maxDialBacks,
+  };
   // before the data plane: its first events may come as soon as its ports are bound
   const client: EpsClient = connectEps(settings.eps, stop.signal);
   const notifier = new Notifier(client, settings.noticeTimeoutMs, stop.signal, counters);

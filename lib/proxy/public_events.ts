@@ -15,6 +15,8 @@ export interface PublicStats {
   accepted: number;
   /** Refused because `max_connections` connections were open. */
   refusedConnections: number;
+  /** Dial-backs refused because the dial-back budget was reached. */
+  refusedDialBacks: number;
   /** Hellos that were malformed, too large or cut off. */
   badHellos: number;
   /** Hellos not complete within `hello_timeout_ms`. */
@@ -55,6 +57,7 @@ export function newPublicStats(): PublicStats {
   return {
     accepted: 0,
     refusedConnections: 0,
+    refusedDialBacks: 0,
     badHellos: 0,
     helloTimeouts: 0,
     unknownNames: 0,
@@ -90,7 +93,12 @@ export function onPublicEvent(
   stats: PublicStats,
   log: Logger,
   counters: Counters,
-  settings: { dialBackTimeoutMs: number; maxConnections: number; tokenTimeoutMs: number },
+  settings: {
+    dialBackTimeoutMs: number;
+    maxConnections: number;
+    maxDialBacks: number;
+    tokenTimeoutMs: number;
+  },
 ): NoticeRequest | undefined {
   switch (e.type) {
     case "needDialBack":
@@ -150,7 +158,12 @@ function onRefused(
   stats: PublicStats,
   log: Logger,
   counters: Counters,
-  settings: { dialBackTimeoutMs: number; maxConnections: number; tokenTimeoutMs: number },
+  settings: {
+    dialBackTimeoutMs: number;
+    maxConnections: number;
+    maxDialBacks: number;
+    tokenTimeoutMs: number;
+  },
 ): void {
   const client = e.client;
   switch (e.why) {
@@ -160,6 +173,14 @@ function onRefused(
         "connections",
         "Refused connections: {max} open ({count} since last report), last from {peer}",
         { max: settings.maxConnections, peer: client },
+      );
+      return;
+    case "dial-backs":
+      stats.refusedDialBacks++;
+      counters.warn(
+        "dial-backs",
+        "Refused dial-backs: the budget's {max} open ({count} since last report), last from {peer}",
+        { max: settings.maxDialBacks, peer: client },
       );
       return;
     case "bad-hello":

@@ -47,7 +47,16 @@ export class PoolGrants {
     readonly maxPerOperator: number,
     readonly send: (cmd: Command) => void,
     readonly random: (into: Uint8Array) => void = (b) => crypto.getRandomValues(b),
+    /** Tokens and idle connections of all operators at once: the descriptor budget's part for them. */
+    readonly maxTotal = Infinity,
   ) {}
+
+  /** Tokens and idle connections held for every operator. */
+  heldTotal(): number {
+    let n = 0;
+    for (const v of this.#held.values()) n += v;
+    return n;
+  }
 
   /** Tokens and idle connections held for `operator`. */
   held(operator: string): number {
@@ -69,7 +78,11 @@ export class PoolGrants {
    */
   mint(operator: string, domains: readonly string[], count: number, idleMs: number): MintResult {
     if (this.maxPerOperator === 0 || this.#closed) return { ok: false, why: "off" };
-    const n = Math.min(count, this.maxPerOperator - this.held(operator));
+    const n = Math.min(
+      count,
+      this.maxPerOperator - this.held(operator),
+      this.maxTotal - this.heldTotal(),
+    );
     if (n <= 0) return { ok: false, why: "cap" };
     const idleTimeoutMs = Math.min(Math.max(idleMs, MIN_POOL_IDLE_MS), MAX_POOL_IDLE_MS);
     const tokens: string[] = [];

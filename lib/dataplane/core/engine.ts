@@ -139,7 +139,7 @@ export class Engine {
     if (open >= cap) {
       this.emit({
         type: "refused",
-        why: "connections",
+        why: port === "public" ? "connections" : "dial-backs",
         client: hostPortText(remote),
         detail: `${open} open on the ${port} port, the limit is ${cap}`,
       });
@@ -289,7 +289,11 @@ export class Engine {
     return undefined;
   }
 
+  /** Public: idle pooled dial-backs of every operator (within `Limits.maxPooled`). */
+  idleTotal = 0;
+
   addIdle(e: IdlePooled): void {
+    this.idleTotal++;
     let list = this.idle.get(e.operator);
     if (list === undefined) this.idle.set(e.operator, list = []);
     list.push(e);
@@ -299,6 +303,7 @@ export class Engine {
     const list = this.idle.get(e.operator);
     const i = list?.indexOf(e) ?? -1;
     if (i < 0) return;
+    this.idleTotal--;
     list!.splice(i, 1);
     if (list!.length === 0) this.idle.delete(e.operator);
   }

@@ -133,3 +133,25 @@ Deno.test("core: an expired ticket, stray bytes after its token, and tickets bey
   assert.equal(sim.engine.tickets.size, 0);
   assert.deepEqual(sim.violations, []);
 });
+
+Deno.test("core: idle pooled dial-backs of all operators stay within maxPooled, the budget's part for them", () => {
+  const sim = new Sim("public", {
+    seed: 3,
+    limits: { maxPooled: 2, maxDialBacks: 4, maxConnections: 2 },
+    publicRoutes: [[HOST, { operator: "op1" }], ["two.example.com", { operator: "op2" }]],
+  });
+  const one = ticket(sim, { operator: "op1", seed: 1 });
+  const two = ticket(sim, { operator: "op2", seed: 2 });
+  dialBack(sim, one(1));
+  dialBack(sim, two(1));
+  dialBack(sim, two(2));
+  const ev = sim.take();
+  assert.equal(ev.filter((e) => e.type === "poolIdle").length, 2);
+  assert.deepEqual(ev.flatMap((e) => e.type === "refused" ? [e.why] : []), ["pool-full"]);
+  // the refused one was closed: 2 dial-backs open; two more fill the dial-back budget
+  const a = sim.accept("private");
+  const b = sim.accept("private");
+  assert.ok(a !== null && b !== null);
+  assert.equal(sim.accept("private"), null);
+  assert.deepEqual(since(sim, "refused").map((e) => e.why), ["dial-backs"]);
+});
