@@ -87,7 +87,11 @@ export class Tickets {
     const idle = this.engine.idle.get(t.operator)?.length ?? 0;
     const all = this.engine.limits.maxPooled;
     if (this.engine.idleTotal >= all) {
-      return { ok: false, why: "pool-full", detail: `${all} idle pooled in all, the budget's part for them` };
+      return {
+        ok: false,
+        why: "pool-full",
+        detail: `${all} idle pooled in all, the budget's part for them`,
+      };
     }
     if (idle >= t.cmd.cap) {
       return {
