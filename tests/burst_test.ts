@@ -67,8 +67,11 @@ async function oneClient(addr: { hostname: string; port: number }): Promise<bool
 
 Deno.test({
   name: "proxies serve a burst of 1,000 simultaneous new clients from one address",
-  // Known gap: under the whole suite's load the portable driver (accepting on a busy main thread)
-  // loses 10-35 % of such a burst to listen-backlog overflow and SYN retries; alone it serves all.
+  // Both drivers listen with a backlog of 4096 (LISTEN_BACKLOG). On the portable driver this
+  // in-process cluster runs the 1,000 clients, both proxies' data planes and three EPS servers on
+  // one thread: alone it serves the burst in about 4 s, but beside the rest of the suite on two
+  // cores it takes 17 s to over a minute, past its deadlines. Not run there; the bench's burst
+  // workload measures real processes.
   ignore: Deno.env.get("TLS_PASS_SOCKETS") === "deno",
   fn: burst,
 });

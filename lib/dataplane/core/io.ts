@@ -46,3 +46,10 @@ export type Output =
     /** TCP keepalive on both sockets after this much idleness (lib/dataplane/keepalive.ts); 0: off. */
     readonly keepAliveMs: number;
   };
+
+/**
+ * The listen backlog both drivers ask for on the public and private ports: a burst of new
+ * connections waits in the kernel while the data-plane thread is busy (Linux caps it at
+ * net.core.somaxconn, 4096 by default since 5.4).
+ */
+export const LISTEN_BACKLOG = 4096;

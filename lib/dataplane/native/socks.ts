@@ -14,7 +14,7 @@
  * the queue is empty (backpressure).
  * @module
  */
-import type { Port, SockId } from "../core/io.ts";
+import { LISTEN_BACKLOG, type Port, type SockId } from "../core/io.ts";
 import {
   AF_INET,
   AF_INET6,
@@ -45,7 +45,6 @@ import {
 /** Bytes one `recv` may take; one buffer shared by every socket of the worker. */
 export const CHUNK = 256 * 1024;
 const CHUNK_LEN = BigInt(CHUNK);
-const LISTEN_BACKLOG = 1024;
 
 /** A data socket of the worker. */
 export class Sock {

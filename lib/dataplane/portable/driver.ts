@@ -12,7 +12,7 @@
  */
 import type { HostPort } from "../../role.ts";
 import { Engine } from "../core/engine.ts";
-import type { Output, Port, SockId } from "../core/io.ts";
+import { LISTEN_BACKLOG, type Output, type Port, type SockId } from "../core/io.ts";
 import type { DataEvent } from "../events.ts";
 import type { Command } from "../snapshot.ts";
 import type { DataPlane, DataPlaneOptions } from "../mod.ts";
@@ -179,10 +179,18 @@ export class PortableDriver implements DataPlane {
   listen(): void {
     const l = this.options.listen;
     if (l === undefined) return;
-    const pub = Deno.listen({ hostname: l.public.hostname, port: l.public.port });
+    const pub = Deno.listen({
+      hostname: l.public.hostname,
+      port: l.public.port,
+      tcpBacklog: LISTEN_BACKLOG,
+    });
     let priv: Deno.TcpListener;
     try {
-      priv = Deno.listen({ hostname: l.private.hostname, port: l.private.port });
+      priv = Deno.listen({
+        hostname: l.private.hostname,
+        port: l.private.port,
+        tcpBacklog: LISTEN_BACKLOG,
+      });
     } catch (err) {
       pub.close();
       throw err;
