@@ -286,6 +286,63 @@ class PrivateControl {
     return { tokens: tokens as string[], idleTimeoutMs: r.idle_timeout_ms as number };
   }
 
+  /** Checks one notice and hands it to the data plane; throws the RpcError to answer. */
+  #accept(params: Record<string, unknown>, caller: string, stop: AbortSignal): void {
+    let cmd;
+    try {
+      cmd = checkNotice(params, caller, {
+        settings: this.settings,
+        byDomain: this.byDomain,
+        resolve: (a) => this.resolver.get(a),
+        live: () => this.live,
+        maxConnections: this.budget.maxConnections,
+        stopping: () => stop.aborted,
+      });
+    } catch (err) {
+      this.stats.refusedNotices++;
+      this.refusals.warn(
+        `notice ${caller}`,
+        "Refused {count} notices from {caller}, last: {why}",
+        { caller, why: errorText(err) },
+      );
+      throw err;
+    }
+    this.stats.notices++;
+    this.live++;
+    this.log.debug("Notice from {operator} for {domain} (token {tokenHint})", {
+      operator: cmd.operator,
+      domain: cmd.domain,
+      tokenHint: redact(cmd.token),
+    });
+    this.plane.send(cmd);
+    this.pools.get(caller)?.arrival();
+  }
+  /** Serves notices: one client, or a batch of them (a burst): `{endpoint, connections: [{domain, token}]}`. */
+  serveNotices(eps: EpsClient, stop: AbortSignal): void {
+    eps.serve("incomingConnection", (params, ctx) => {
+      if (!Array.isArray(params.connections)) {
+        this.#accept(params, ctx.caller, stop);
+        return { ok: true };
+      }
+      const results = params.connections.map((entry: unknown) => {
+        const o = typeof entry === "object" && entry !== null
+          ? entry as Record<string, unknown>
+          : {};
+        try {
+          this.#accept(
+            { domain: o.domain, token: o.token, endpoint: params.endpoint },
+            ctx.caller,
+            stop,
+          );
+          return { ok: true };
+        } catch (err) {
+          return { ok: false, error: err instanceof Error ? err.message : String(err) };
+        }
+      });
+      return { ok: true, results };
+    });
+  }
+
   /** The dial-back pools, one per public operator. */
   openPools(eps: EpsClient, signal: AbortSignal): void {
     const s = this.settings;
@@ -365,55 +422,7 @@ export async function startPrivate(
   const epsStop = new AbortController(); // the EPS client, closed last (after the withdrawal)
   const eps = connectEps(settings.eps, epsStop.signal);
 
-  /** Checks one notice and hands it to the data plane; throws the RpcError to answer. */
-  const accept = (params: Record<string, unknown>, caller: string): void => {
-    let cmd;
-    try {
-      cmd = checkNotice(params, caller, {
-        settings,
-        byDomain: c.byDomain,
-        resolve: (a) => c.resolver.get(a),
-        live: () => c.live,
-        maxConnections: c.budget.maxConnections,
-        stopping: () => stop.signal.aborted,
-      });
-    } catch (err) {
-      c.stats.refusedNotices++;
-      c.refusals.warn(
-        `notice ${caller}`,
-        "Refused {count} notices from {caller}, last: {why}",
-        { caller, why: errorText(err) },
-      );
-      throw err;
-    }
-    c.stats.notices++;
-    c.live++;
-    log.debug("Notice from {operator} for {domain} (token {tokenHint})", {
-      operator: cmd.operator,
-      domain: cmd.domain,
-      tokenHint: redact(cmd.token),
-    });
-    plane.send(cmd);
-    c.pools.get(caller)?.arrival();
-  };
-  // one client, or a batch of them (a burst): `{endpoint, connections: [{domain, token}]}`
-  eps.serve("incomingConnection", (params, ctx) => {
-    if (!Array.isArray(params.connections)) {
-      accept(params, ctx.caller);
-      return { ok: true };
-    }
-    const results = params.connections.map((entry: unknown) => {
-      const o = typeof entry === "object" && entry !== null ? entry as Record<string, unknown> : {};
-      try {
-        accept({ domain: o.domain, token: o.token, endpoint: params.endpoint }, ctx.caller);
-        return { ok: true };
-      } catch (err) {
-        return { ok: false, error: err instanceof Error ? err.message : String(err) };
-      }
-    });
-    return { ok: true, results };
-  });
-
+  c.serveNotices(eps, stop.signal);
   c.openPools(eps, stop.signal);
   const announcer = new Announcer(eps, settings, log, stop.signal, async (operator) => {
     c.stats.announced = announcer.announced;

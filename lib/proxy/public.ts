@@ -6,6 +6,7 @@
  * for a notice (`needDialBack`), and splices.
  * @module
  */
+import type { Logger } from "@logtape/logtape";
 import { errorText, logger } from "../log.ts";
 import { formatHostPort, type HostPort, makeHandle, type RoleHandle } from "../role.ts";
 import { connectEps, type EpsClient } from "../eps/client.ts";
@@ -64,6 +65,50 @@ export function publicLimits(s: PublicSettings, budget: Budget): Limits {
   };
 }
 
+/** The descriptor budget from the settings and the open-file limit, logged at start. */
+function planBudget(settings: PublicSettings, log: Logger): Budget {
+  const budget = publicBudget(settings.maxConnections, softFdLimit());
+  log.info(
+    "Descriptor budget: {clients} clients and {dialBacks} dial-backs at once (max_connections from the {from}, open-file limit {limit})",
+    {
+      clients: budget.maxConnections,
+      dialBacks: budget.maxDialBacks,
+      from: budget.from,
+      limit: budget.limit ?? "unknown",
+    },
+  );
+  return budget;
+}
+
+/** Runs until the stop (or a fault of the data plane), then `cleanUp()` and one summary line. */
+async function runUntilStopped(
+  stop: AbortController,
+  dp: DataPlane,
+  log: Logger,
+  stats: PublicStats,
+  cleanUp: () => Promise<void>,
+): Promise<void> {
+  try {
+    await untilStopped(stop.signal, dp);
+  } catch (err) {
+    log.error("Stopping: {error}", { error: errorText(err) });
+    stop.abort();
+    throw err;
+  } finally {
+    await cleanUp();
+    log.info(
+      "Stopped: {poolHits} clients served from the pool, {notices} by notice; {tokens} pool tokens, {pooled} redeemed, {dropped} dropped",
+      {
+        poolHits: stats.poolHits,
+        notices: stats.notices,
+        tokens: stats.poolTokens,
+        pooled: stats.pooled,
+        dropped: stats.poolDropped,
+      },
+    );
+  }
+}
+
 /** Builds snapshots from the announcements; re-pushes at the next expiry. */
 class PublicSnapshots {
   #version = 0;
@@ -114,16 +159,7 @@ export async function startPublic(
     Date.now,
     settings.maxAnnouncementsPerOperator,
   );
-  const budget = publicBudget(settings.maxConnections, softFdLimit());
-  log.info(
-    "Descriptor budget: {clients} clients and {dialBacks} dial-backs at once (max_connections from the {from}, open-file limit {limit})",
-    {
-      clients: budget.maxConnections,
-      dialBacks: budget.maxDialBacks,
-      from: budget.from,
-      limit: budget.limit ?? "unknown",
-    },
-  );
+  const budget = planBudget(settings, log);
   const stats = newPublicStats();
   const counters = new Counters(log);
   const stop = new AbortController();
@@ -200,32 +236,14 @@ export async function startPublic(
     endpoint: endpointText,
   });
 
-  const finished = (async () => {
-    try {
-      await untilStopped(stop.signal, dp);
-    } catch (err) {
-      log.error("Stopping: {error}", { error: errorText(err) });
-      stop.abort();
-      throw err;
-    } finally {
-      grants.close();
-      await drainAndClose(dp, settings.graceMs);
-      snapshots.close();
-      counters.close();
-      await client.close().catch(() => {});
-      await store.close();
-      log.info(
-        "Stopped: {poolHits} clients served from the pool, {notices} by notice; {tokens} pool tokens, {pooled} redeemed, {dropped} dropped",
-        {
-          poolHits: stats.poolHits,
-          notices: stats.notices,
-          tokens: stats.poolTokens,
-          pooled: stats.pooled,
-          dropped: stats.poolDropped,
-        },
-      );
-    }
-  })();
+  const finished = runUntilStopped(stop, dp, log, stats, async () => {
+    grants.close();
+    await drainAndClose(dp, settings.graceMs);
+    snapshots.close();
+    counters.close();
+    await client.close().catch(() => {});
+    await store.close();
+  });
 
   const handle = makeHandle(addrs, finished, () => stop.abort(), signal);
   return Object.assign(handle, {
