@@ -166,7 +166,9 @@ http {
   keepalive_timeout 120s;
   client_header_timeout 120s;
   server {
-    listen 127.0.0.1:${BACKEND_PORT} ssl;
+    # nginx's default listen backlog is 511; W6 starts up to 2,000 connections within 100 ms
+    # (the kernel caps this at net.core.somaxconn)
+    listen 127.0.0.1:${BACKEND_PORT} ssl backlog=4096;
     server_name ${SNI} localhost;
     ssl_certificate ${certs.serverChain};
     ssl_certificate_key ${certs.serverKey};

@@ -8,6 +8,8 @@
  *     [--private-port 4434] [--public-eps-port 4435] [--private-eps-port 4436]
  *     [--internal 127.0.0.1:8888] [--domain test.internal-server.local] [--store-dir DIR]
  *     [--no-pool]   (the private proxy without pre-warmed dial-backs: every client by notice)
+ *     [--names N]   (N announcements: n1.bench.local … and the domain last; the directory then
+ *                    also allows ".bench.local")
  *
  * Layout written (each role is one folder, pass it as `--settings`):
  *   DIR/directory/directory.yml
@@ -59,6 +61,24 @@ function suffixOf(domain: string): string {
   return i < 0 ? domain : domain.slice(i);
 }
 
+/** The directory rule that allows the generated names of {@link announcementsOf}. */
+export const NAMES_RULE = ".bench.local";
+
+/**
+ * The private proxy's announcements: `names` in all, every one to `p.internal`. With more than
+ * one, `n1.bench.local` … `n<names-1>.bench.local` come first and `p.domain` last (the name the
+ * bench requests is then the last of the pages the private proxy sends).
+ */
+export function announcementsOf(
+  p: PathPorts,
+  names = 1,
+): { domain: string; internal: string }[] {
+  const out: { domain: string; internal: string }[] = [];
+  for (let i = 1; i < names; i++) out.push({ domain: `n${i}${NAMES_RULE}`, internal: p.internal });
+  out.push({ domain: p.domain, internal: p.internal });
+  return out;
+}
+
 /** SHA-256 of the DER of the first certificate in a PEM text, lowercase hex (a directory pin). */
 export async function fingerprintOfPem(pem: string): Promise<string> {
   const m = /-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+)-----END CERTIFICATE-----/.exec(pem);
@@ -79,6 +99,7 @@ export function settingsDocuments(
   storeDir: string,
   pins: Record<string, string> = {},
   pool = true,
+  names = 1,
 ): Record<string, unknown> {
   const pin = (op: string) => (pins[op] ? { fingerprints: [pins[op]] } : {});
   const cert = (name: string) => join(pki, `${name}.crt`);
@@ -111,7 +132,9 @@ export function settingsDocuments(
           address: at(p.privateEpsPort),
           ...pin(PRIVATE_OPERATOR),
           permissions: [{ method: "incomingConnection", from: [PUBLIC_OPERATOR] }],
-          proxy: { allowed_domains: [suffixOf(p.domain)] },
+          proxy: {
+            allowed_domains: names > 1 ? [suffixOf(p.domain), NAMES_RULE] : [suffixOf(p.domain)],
+          },
         },
       },
     },
@@ -138,17 +161,17 @@ export function settingsDocuments(
       directory_dir: directoryDir,
       store: "file",
       store_path: join(storeDir, "announcements.jsonl"),
-      // Every bench client connects from 127.0.0.1, and W4 keeps 100 handshakes in flight: the
-      // per-client admission cap (default 64) would refuse a third of them. The other caps keep
-      // their defaults.
-      max_pending_per_client: 1024,
+      // Every bench client connects from 127.0.0.1: W4 keeps 100 handshakes in flight and W6
+      // starts 2,000 within 100 ms. This is the default (4096, as max_pending and
+      // max_pending_per_operator), written out so that the bench does not depend on it.
+      max_pending_per_client: 4096,
     },
     [`${ROLE_DIRS.private}/settings.yml`]: {
       operator: PRIVATE_OPERATOR,
       eps: eps(PRIVATE_OPERATOR, p.privateEpsPort),
       announce_to: [PUBLIC_OPERATOR],
       endpoints: { [PUBLIC_OPERATOR]: at(p.privatePort) },
-      announcements: [{ domain: p.domain, internal: p.internal }],
+      announcements: announcementsOf(p, names),
       ...(pool ? {} : { pool: { enabled: false } }),
     },
   };
@@ -161,13 +184,14 @@ export async function makeSettings(
   ports: PathPorts = DEFAULT_PORTS,
   storeDir: string = join(out, "store"),
   pool = true,
+  names = 1,
 ): Promise<Record<keyof typeof ROLE_DIRS, string>> {
   const absOut = resolve(out);
   const pins: Record<string, string> = {};
   for (const op of [PUBLIC_OPERATOR, PRIVATE_OPERATOR]) {
     pins[op] = await fingerprintOfPem(await Deno.readTextFile(join(resolve(pki), `${op}.crt`)));
   }
-  const docs = settingsDocuments(absOut, resolve(pki), ports, resolve(storeDir), pins, pool);
+  const docs = settingsDocuments(absOut, resolve(pki), ports, resolve(storeDir), pins, pool, names);
   await Deno.mkdir(resolve(storeDir), { recursive: true });
   for (const [rel, doc] of Object.entries(docs)) {
     const file = join(absOut, rel);
@@ -198,6 +222,7 @@ if (import.meta.main) {
       domain: { type: "string", default: DEFAULT_PORTS.domain },
       "store-dir": { type: "string" },
       "no-pool": { type: "boolean", default: false },
+      names: { type: "string", default: "1" },
     },
   });
   if (!a.out || !a.pki) {
@@ -219,6 +244,7 @@ if (import.meta.main) {
     },
     a["store-dir"] ?? join(a.out, "store"),
     !a["no-pool"],
+    Number(a.names),
   );
   // deno-lint-ignore no-console
   console.log(JSON.stringify(dirs));

@@ -153,7 +153,12 @@ export interface Report {
   markdown: string;
 }
 
-export function buildReport(rows: Row[], topologies: string[], meta: Meta): Report {
+export function buildReport(
+  rows: Row[],
+  topologies: string[],
+  meta: Meta,
+  names: Row[] = [],
+): Report {
   const ran = topologies.filter((t) => !meta.unavailable[t]);
   const byTopo = Object.fromEntries(ran.map((t) => [t, rows.filter((r) => r.topology === t)]));
 
@@ -222,17 +227,236 @@ export function buildReport(rows: Row[], topologies: string[], meta: Meta): Repo
     }
   }
 
+  const w6 = w6Summary(rows, ran);
   const json = {
     meta,
     topologies,
     summary,
     ratios,
     targets,
+    w6,
+    names,
     metrics: Object.fromEntries(
       Object.entries(METRICS).map(([k, [label, , better]]) => [k, { label, better }]),
     ),
   };
-  return { json, markdown: markdown(rows, topologies, ran, summary, ratios, targets, meta) };
+  let md = markdown(rows, topologies, ran, summary, ratios, targets, meta);
+  if (meta.workloads.includes("W6")) md += w6Markdown(w6, topologies, meta);
+  if (names.length) md += namesMarkdown(names);
+  return { json, markdown: md };
+}
+
+/** W6 per topology and burst size: medians over rounds, errors summed, ratios vs haproxy2. */
+function w6Summary(rows: Row[], ran: string[]): Record<string, Record<string, Row>> {
+  const out: Record<string, Record<string, Row>> = {};
+  const sizes = [...new Set(rows.flatMap((r) => Object.keys(r.W6 ?? {})))]
+    .sort((a, b) => Number(a) - Number(b));
+  const stat = (xs: unknown[]) => ({ median: median(xs), min: min(xs), max: max(xs) });
+  for (const t of ran) {
+    const rs = rows.filter((r) => r.topology === t && r.W6);
+    out[t] = {};
+    for (const size of sizes) {
+      const bursts = rs.map((r) => r.W6[size]).filter(Boolean);
+      const ok = bursts.filter((b) => !b.error);
+      const errors: Record<string, number> = {};
+      for (const b of ok) {
+        for (const [k, v] of Object.entries(b.errors ?? {})) {
+          errors[k] = (errors[k] ?? 0) + (v as number);
+        }
+      }
+      const netstat: Record<string, number> = {};
+      for (const b of ok) {
+        for (const [k, v] of Object.entries(b.netstat_delta ?? {})) {
+          netstat[k] = (netstat[k] ?? 0) + (v as number);
+        }
+      }
+      const per = (k: string) => stat(ok.map((b) => b[k]));
+      // per round: this topology / haproxy2, same round, same size
+      const ratio = (k: string) =>
+        median(rs.map((r) => {
+          const q = rows.find((x) => x.topology === "haproxy2" && x.round === r.round);
+          const a = r.W6?.[size]?.[k];
+          const b = q?.W6?.[size]?.[k];
+          return typeof a === "number" && typeof b === "number" && b !== 0 ? a / b : null;
+        }));
+      out[t]![size] = {
+        bursts: bursts.length,
+        failed_starts: bursts.filter((b) => b.error).map((b) => b.error),
+        attempted: Number(size),
+        served: per("served"),
+        handshakes: per("handshakes"),
+        setup_p50_ms: per("setup_p50_ms"),
+        setup_p99_ms: per("setup_p99_ms"),
+        setup_max_ms: per("setup_max_ms"),
+        connect_p99_ms: per("connect_p99_ms"),
+        total_p99_ms: per("total_p99_ms"),
+        start_spread_ms: per("start_spread_ms"),
+        hello_spread_ms: per("hello_spread_ms"),
+        relay_cpu_ms_per_client: per("relay_cpu_ms_per_client"),
+        client_cpu_ms_per_client: per("client_cpu_ms_per_client"),
+        errors,
+        netstat_delta: netstat,
+        vs_haproxy2: {
+          served: ratio("served"),
+          setup_p50_ms: ratio("setup_p50_ms"),
+          setup_p99_ms: ratio("setup_p99_ms"),
+        },
+      };
+    }
+  }
+  return out;
+}
+
+function w6Markdown(
+  w6: Record<string, Record<string, Row>>,
+  all: string[],
+  meta: Meta,
+): string {
+  const p = meta.params as Record<string, unknown>;
+  const sizes = [...new Set(Object.values(w6).flatMap((x) => Object.keys(x)))]
+    .sort((a, b) => Number(a) - Number(b));
+  const out: string[] = ["", "## W6: bursts of new TLS clients", ""];
+  out.push(
+    `Each burst on freshly started relays: N clients whose connect() calls start ${
+      Number(p.w6WindowMs) > 0 ? `spread over ${p.w6WindowMs} ms` : "at once"
+    } (${p.w6Procs} ${p.w6Client} client processes on one schedule; the spreads actually ` +
+      "measured are in the details), each a verified TLS handshake (SNI " +
+      "test.internal-server.local) and one POST /jsonrpc, then closed; " +
+      `${Number(p.w6DeadlineMs) / 1000} s deadline per client. served = answered ` +
+      '{"message":"success"}, worst round; set-up = connect() to handshake complete, medians ' +
+      "over rounds of each burst's p50/p99; × haproxy2 = median of per-round ratios.",
+  );
+  out.push("");
+  const head = ["topology"];
+  for (const n of sizes) {
+    const k = Number(n).toLocaleString("en-US");
+    head.push(`${k}: served`, `${k}: p50 ms`, `${k}: p99 ms`, `${k}: p50/p99 × haproxy2`);
+  }
+  const fmtStat = (x: Row | undefined, d: number) => fmt(x?.median, d);
+  out.push(table(
+    head,
+    all.filter((t) => w6[t]).map((t) => [
+      t,
+      ...sizes.flatMap((n) => {
+        const x = w6[t]![n];
+        if (!x) return ["–", "–", "–", "–"];
+        if (x.failed_starts.length === x.bursts) {
+          return [`failed: ${x.failed_starts[0] ?? "no burst ran"}`, "", "", ""];
+        }
+        const v = x.vs_haproxy2 as Row;
+        return [
+          `${fmt(x.served.min, 0)}/${n}`,
+          fmtStat(x.setup_p50_ms, 1),
+          fmtStat(x.setup_p99_ms, 1),
+          t === "haproxy2" ? "1" : `${fmt(v.setup_p50_ms, 2)} / ${fmt(v.setup_p99_ms, 2)}`,
+        ];
+      }),
+    ]),
+  ));
+  out.push("");
+  out.push("### W6 details (medians over rounds; failures and counters summed over rounds)");
+  out.push("");
+  const lines: string[][] = [];
+  for (const t of all.filter((t) => w6[t])) {
+    for (const n of sizes) {
+      const x = w6[t]![n];
+      if (!x || x.failed_starts.length === x.bursts) continue;
+      const errs = Object.entries(x.errors as Record<string, number>)
+        .sort((a, b) => b[1] - a[1]).map(([k, v]) => `${v} × ${k}`).join("; ");
+      const ns = x.netstat_delta as Record<string, number>;
+      lines.push([
+        t,
+        n,
+        `${fmt(x.served.min, 0)}–${fmt(x.served.max, 0)}`,
+        fmt(x.handshakes.median, 0),
+        fmt(x.setup_max_ms.median, 0),
+        fmt(x.connect_p99_ms.median, 1),
+        fmt(x.total_p99_ms.median, 1),
+        `${fmt(x.start_spread_ms.max, 0)} / ${fmt(x.hello_spread_ms.max, 0)}`,
+        `${ns.ListenOverflows ?? "–"} / ${ns.TCPReqQFullDrop ?? "–"} / ${ns.SyncookiesSent ?? "–"}`,
+        `${fmt(x.relay_cpu_ms_per_client.median, 2)} / ${
+          fmt(x.client_cpu_ms_per_client.median, 2)
+        }`,
+        errs || "none",
+      ]);
+    }
+  }
+  out.push(table(
+    [
+      "topology",
+      "clients",
+      "served (min–max)",
+      "handshakes",
+      "set-up max ms",
+      "TCP connect p99 ms",
+      "answer p99 ms",
+      "spread ms: connect() / hello (max)",
+      "listen overflows / SYN drops / SYN cookies",
+      "CPU ms/client: relays / clients",
+      "failures by error (stage: code)",
+    ],
+    lines,
+  ));
+  out.push("");
+  out.push(
+    "spread = first to last connect() call, and first to last ClientHello written (TCP " +
+      "connected), of the burst over all client processes. The " +
+      "listen counters are /proc/net/netstat TcpExt deltas over the burst (the whole network " +
+      "namespace: anything else running counts too); a connect p99 near 1,000 ms or more is a " +
+      "SYN retransmitted after a drop. The errors column of the tables above does not count W6.",
+  );
+  out.push("");
+  return out.join("\n");
+}
+
+function namesMarkdown(names: Row[]): string {
+  const out: string[] = ["", "## Names: start-up and memory with N announcements (tls-pass)", ""];
+  out.push(
+    "The private proxy announces N names (n1.bench.local … and test.internal-server.local " +
+      "last, all to the backend), the directory allows .bench.local. start-up = from spawning " +
+      "the private proxy until both proxies printed their ready line and POST /jsonrpc for " +
+      "test.internal-server.local was answered through :4433; RSS 2 s after that. The EPS " +
+      "servers are started with them (public-eps / private-eps). Settings parse = parsing the " +
+      "private settings YAML once in the bench process, for scale.",
+  );
+  out.push("");
+  out.push(table(
+    [
+      "N",
+      "start-up s",
+      "public RSS MiB",
+      "private RSS MiB",
+      "EPS RSS MiB",
+      "private ready s",
+      "public ready s",
+      "first served s",
+      "settings MB",
+      "settings parse s",
+    ],
+    names.map((x) =>
+      x.error
+        ? [Number(x.names).toLocaleString("en-US"), `failed: ${x.error}`, ...Array(8).fill("")]
+        : [
+          Number(x.names).toLocaleString("en-US"),
+          fmt(x.startup_s, 2),
+          fmt(x.rss_mib?.public, 1),
+          fmt(x.rss_mib?.private, 1),
+          `${fmt(x.rss_mib?.["public-eps"], 1)} / ${fmt(x.rss_mib?.["private-eps"], 1)}`,
+          fmt(x.ready_s?.private, 2),
+          fmt(x.ready_s?.public, 2),
+          fmt(x.served_s, 2),
+          fmt(x.settings_bytes / 1e6, 1),
+          fmt(x.settings_parse_s, 2),
+        ]
+    ),
+  ));
+  out.push("");
+  out.push(
+    "Caps: the private settings take at most 100,000 announcements; the public proxy's " +
+      "max_announcements_per_operator defaults to 100,000.",
+  );
+  out.push("");
+  return out.join("\n");
 }
 
 const fmt = (x: unknown, d = 1) => typeof x === "number" && Number.isFinite(x) ? x.toFixed(d) : "–";
@@ -282,6 +506,8 @@ function markdown(
       (meta.v8Flags ? ` V8 flags of the Deno processes: \`${meta.v8Flags}\`.` : ""),
   );
   out.push("");
+  // only W6 and/or names ran: their own sections follow, the W1–W5 tables would be empty
+  if (!meta.workloads.some((w) => /^W[1-5]$/.test(w))) return out.join("\n");
   out.push("## Results (medians)");
   out.push("");
   const head = [

@@ -3,14 +3,17 @@
  * The tls-pass benchmark: `deno task bench` (= `deno run -A bench/run.ts`). Never part of the
  * test command. See bench/README.md.
  *
- *   deno task bench [--quick] [--rounds N] [--workloads W1,W2,W3,W4,W5]
+ *   deno task bench [--quick] [--rounds N] [--workloads W1,W2,W3,W4,W5,W6,names]
  *     [--topologies tls-pass,haproxy2,direct] [--out DIR] [--save NAME] [--state DIR]
- *     [--max-minutes 10] [--extra-settings ROLE=FILE]... [--log-level warning]
+ *     [--max-minutes 15] [--extra-settings ROLE=FILE]... [--log-level warning]
+ *     [--w6-sizes 1000,2000] [--w6-client node|deno] [--names 1,10000,100000]
  *
  * Starts the backend (nginx HTTPS on 127.0.0.1:8888), then for each round runs every topology
  * in turn (order rotated each round): start → smoke test → W4 → warm-up → W1 → W2 → W3 → W5 →
- * stop. Writes raw.jsonl, results.json and results.md to bench/results/raw/<UTC time>/ (or
- * --out) and prints the Markdown. Loopback only; every load is bounded in count and time.
+ * stop, then per W6 burst size: start → smoke test → burst → stop. After the rounds, "names"
+ * starts tls-pass once per name-set size (names.ts). Writes raw.jsonl, results.json and
+ * results.md to bench/results/raw/<UTC time>/ (or --out) and prints the Markdown. Loopback
+ * only; every load is bounded in count and time.
  * @module
  */
 import { parseArgs } from "node:util";
@@ -19,6 +22,7 @@ import { fileURLToPath } from "node:url";
 import { type Backend, BACKEND_PORT, ensureCerts, SNI, startBackend } from "./backend.ts";
 import { memOf, portOpen, round, run, terminateAllStarted, which } from "./proc.ts";
 import { buildReport, type Meta, type Row } from "./report.ts";
+import { MAX_NAMES, measureNames } from "./names.ts";
 import {
   LISTEN_PORT,
   type Running,
@@ -33,6 +37,7 @@ import {
   FULL,
   type Params,
   QUICK,
+  w6,
   warmup,
   type WorkloadContext,
   type WorkloadName,
@@ -40,10 +45,14 @@ import {
 } from "./workloads.ts";
 
 const HELP = `usage: deno task bench [options]
-  --quick                 1 round, W1/W2 4 s each, W3 one download (about 1.5 min for 3 topologies)
+  --quick                 1 round, W1/W2 4 s each, W3 one download (about 2 min for 3 topologies)
   --rounds N              rounds (default 3; --quick: 1)
-  --workloads LIST        subset of W1,W2,W3,W4,W5 (default all)
+  --workloads LIST        subset of W1,W2,W3,W4,W5,W6,names (default all)
   --w4-conns N            connections W4 holds (default 2000; e.g. 10000 for the issue-6 target)
+  --w6-sizes LIST         W6 burst sizes, each on freshly started relays (default 1000,2000)
+  --w6-client C           W6 client: node (node:tls, as W4/W5; default) or deno (Deno.startTls)
+  --names LIST            "names": announcement counts for tls-pass (default 1,10000,100000:
+                          1 is the baseline; at most 100000, the private settings' cap)
   --v8-flags F            DENO_V8_FLAGS for every Deno process the run starts (the roles, loop2,
                           splice2); default: the shipped flags of tools/v8_flags.ts
                           (--max-semi-space-size=2); --v8-flags= for V8's defaults
@@ -51,7 +60,7 @@ const HELP = `usage: deno task bench [options]
   --out DIR               where this run's files go (default bench/results/raw/<UTC time>)
   --save NAME             also copy results.md/.json to bench/results/NAME.{md,json}
   --state DIR             scratch folder (default $TMPDIR/tls-pass-bench-run)
-  --max-minutes M         stop starting new topology rounds after M minutes (default 10)
+  --max-minutes M         stop starting new topology rounds after M minutes (default 15)
   --extra-settings R=FILE extra --settings file for tls-pass role R (eps|public|private), repeatable
   --log-level L           tls-pass --log-level (default warning)
 Environment: TLS_PASS_BIN runs that binary instead of 'deno run -A cli.ts'.`;
@@ -77,15 +86,18 @@ const { values: a } = (() => {
       options: {
         quick: { type: "boolean", default: false },
         rounds: { type: "string" },
-        workloads: { type: "string", default: "W1,W2,W3,W4,W5" },
+        workloads: { type: "string", default: "W1,W2,W3,W4,W5,W6,names" },
         topologies: { type: "string", default: "tls-pass,haproxy2,direct" },
         out: { type: "string" },
         save: { type: "string" },
         state: { type: "string" },
-        "max-minutes": { type: "string", default: "10" },
+        "max-minutes": { type: "string", default: "15" },
         "extra-settings": { type: "string", multiple: true, default: [] },
         "log-level": { type: "string", default: "warning" },
         "w4-conns": { type: "string" },
+        "w6-sizes": { type: "string", default: "1000,2000" },
+        "w6-client": { type: "string", default: "node" },
+        names: { type: "string", default: "1,10000,100000" },
         "v8-flags": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -103,8 +115,28 @@ const rounds = Number(a.rounds ?? (a.quick ? 1 : 3));
 if (!Number.isInteger(rounds) || rounds < 1) {
   die(`--rounds wants a positive integer, got ${a.rounds}`);
 }
-const workloads = a.workloads.split(",").map((w) => w.trim().toUpperCase()).filter(Boolean);
-for (const w of workloads) if (!(w in WORKLOADS)) die(`unknown workload "${w}" (known: W1..W5)`);
+const workloads = a.workloads.split(",").map((w) => w.trim()).filter(Boolean)
+  .map((w) => (w.toLowerCase() === "names" ? "names" : w.toUpperCase()));
+for (const w of workloads) {
+  if (!(w in WORKLOADS) && w !== "W6" && w !== "names") {
+    die(`unknown workload "${w}" (known: W1..W6, names)`);
+  }
+}
+/** The workloads of one topology start (W6 and names start their own). */
+const mainWorkloads = workloads.filter((w) => w in WORKLOADS);
+function countList(opt: string, v: string, max: number): number[] {
+  const xs = v.split(",").map((x) => Number(x.trim().replaceAll("_", "")));
+  if (!xs.length || xs.some((x) => !(Number.isInteger(x) && x >= 1 && x <= max))) {
+    die(`${opt} wants integers in 1..${max}, comma-separated, got "${v}"`);
+  }
+  return xs;
+}
+const w6Sizes = countList("--w6-sizes", a["w6-sizes"], 20_000);
+const nameSets = countList("--names", a.names, MAX_NAMES);
+const w6Client = a["w6-client"];
+if (w6Client !== "node" && w6Client !== "deno") {
+  die(`--w6-client wants node or deno, got "${w6Client}"`);
+}
 const topoNames = a.topologies.split(",").map((t) => t.trim()).filter(Boolean);
 for (const t of topoNames) {
   if (!TOPOLOGIES[t]) die(`unknown topology "${t}" (known: ${Object.keys(TOPOLOGIES).join(", ")})`);
@@ -122,7 +154,12 @@ const w4Conns = a["w4-conns"] === undefined ? undefined : Number(a["w4-conns"]);
 if (w4Conns !== undefined && !(Number.isInteger(w4Conns) && w4Conns > 0 && w4Conns <= 100_000)) {
   die(`--w4-conns wants an integer in 1..100000, got ${a["w4-conns"]}`);
 }
-const params: Params = { ...(a.quick ? QUICK : FULL), ...(w4Conns ? { w4Conns } : {}) };
+const params: Params = {
+  ...(a.quick ? QUICK : FULL),
+  ...(w4Conns ? { w4Conns } : {}),
+  w6Sizes,
+  w6Client,
+};
 /**
  * HAProxy's maxconn: 8000 as before, more for a larger W4, but never more than the open-file
  * limit allows (a relay needs two descriptors per connection; HAProxy refuses to start when it
@@ -226,11 +263,14 @@ backend = await startBackend(join(stateRoot, "backend"), certs, { blobMib: param
 
 // --- main loop ------------------------------------------------------------------------------
 const rows: Row[] = [];
+const namesRows: Row[] = [];
 const runnable = topoNames.filter((t) => !unavailable[t]);
 let timeUp = false;
 const took: Record<string, number> = {}; // longest round so far, per topology (ms)
+// names alone starts no topology round
+const perRound = mainWorkloads.length > 0 || workloads.includes("W6");
 try {
-  for (let r = 1; r <= rounds && !timeUp; r++) {
+  for (let r = 1; r <= rounds && !timeUp && perRound; r++) {
     for (let k = 0; k < runnable.length; k++) {
       const name = runnable[(k + r - 1) % runnable.length]!;
       // Start a topology round only if it can end within the budget (judged by its last one).
@@ -246,40 +286,83 @@ try {
       await Deno.writeTextFile(rawFile, JSON.stringify(row) + "\n", { append: true });
     }
   }
+  if (workloads.includes("names") && !stopping) {
+    if (!topoNames.includes("tls-pass") || unavailable["tls-pass"]) {
+      log(`names: skipped (tls-pass ${unavailable["tls-pass"] ?? "is not in --topologies"})`);
+    } else {
+      for (const n of nameSets) namesRows.push(await oneNameSet(n));
+    }
+  }
 } finally {
   await cleanup();
 }
 
-async function oneRound(name: string, r: number): Promise<Row> {
-  log(`round ${r}/${rounds}: ${name}`);
-  const state = join(stateRoot, "topo", name);
-  await Deno.remove(state, { recursive: true }).catch(() => {});
-  await Deno.mkdir(state, { recursive: true });
+/** The contexts of one topology start, in state folder `tag` (logs copied as NAME.rR.TAG.*). */
+function topoContext(name: string, tag: string): TopologyContext {
   const cache = join(stateRoot, "cache", name);
-  await Deno.mkdir(cache, { recursive: true });
-  const ctx: TopologyContext = {
-    state,
+  return {
+    state: join(stateRoot, "topo", tag),
     cache,
     certs,
     repo,
     tlsPass: tlsPassCmd,
     extraSettings,
     logLevel: a["log-level"],
-    maxConnections: haproxyMaxconn(params.w4Conns),
+    maxConnections: haproxyMaxconn(Math.max(params.w4Conns, ...params.w6Sizes)),
     log,
   };
+}
+
+function workloadContext(running: Running, work: string, name: string, r: number): WorkloadContext {
+  return {
+    port: running.port,
+    caCrt: certs.caCrt,
+    relayPids: () => running.pids(),
+    rolePids: () => running.rolePids(),
+    backendPids: () => backend?.pids() ?? [],
+    work,
+    logRaw: (w, text) =>
+      Deno.writeTextFile(
+        join(logs, `${w.toLowerCase()}.log`),
+        `== ${name} round ${r}\n${text}\n`,
+        {
+          append: true,
+        },
+      ),
+    js,
+    tools: join(here, "tools"),
+    params,
+  };
+}
+
+/**
+ * Starts topology `name` afresh in state folder `tag`, smoke-tests it, runs `body`, stops it and
+ * keeps its logs (as `NAME.rR.*`, or `NAME.rR.SUFFIX.*`). Returns the body's result, or the
+ * error that kept it from running.
+ */
+async function withTopology<T>(
+  name: string,
+  r: number,
+  suffix: string,
+  body: (running: Running, wctx: WorkloadContext, startS: number) => Promise<T>,
+): Promise<T | { error: string }> {
+  const ctx = topoContext(name, suffix ? `${name}.${suffix}` : name);
+  const logName = suffix ? `${name}.r${r}.${suffix}` : `${name}.r${r}`;
+  await Deno.remove(ctx.state, { recursive: true }).catch(() => {});
+  await Deno.mkdir(ctx.state, { recursive: true });
+  await Deno.mkdir(ctx.cache, { recursive: true });
   const tStart = Date.now();
   let running: Running;
   try {
     running = await TOPOLOGIES[name]!.start(ctx);
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
-    log(`${name}: start failed: ${msg}`);
-    await Deno.writeTextFile(join(logs, `${name}.start.log`), `round ${r}: ${msg}\n`, {
+    log(`${name}${suffix ? ` (${suffix})` : ""}: start failed: ${msg}`);
+    await Deno.writeTextFile(join(logs, `${name}.start.log`), `round ${r} ${suffix}: ${msg}\n`, {
       append: true,
     });
-    await copyStateLogs(state, name, r);
-    return { topology: name, round: r, error: `start failed: ${msg.split("\n")[0]}` };
+    await copyStateLogs(ctx.state, logName);
+    return { error: `start failed: ${msg.split("\n")[0]}` };
   }
   current = running;
   try {
@@ -287,69 +370,108 @@ async function oneRound(name: string, r: number): Promise<Row> {
     const why = await waitRoute(running.port, certs.caCrt, Date.now() + 10_000);
     if (why) {
       log(`${name}: smoke test failed: ${why}`);
-      return { topology: name, round: r, error: `smoke test failed: ${why}` };
+      return { error: `smoke test failed: ${why}` };
     }
-    const work = join(state, "work");
+    const work = join(ctx.state, "work");
     await Deno.mkdir(work, { recursive: true });
-    const wctx: WorkloadContext = {
-      port: running.port,
-      caCrt: certs.caCrt,
-      relayPids: () => running.pids(),
-      rolePids: () => running.rolePids(),
-      backendPids: () => backend?.pids() ?? [],
-      work,
-      logRaw: (w, text) =>
-        Deno.writeTextFile(
-          join(logs, `${w.toLowerCase()}.log`),
-          `== ${name} round ${r}\n${text}\n`,
-          {
-            append: true,
-          },
-        ),
-      js,
-      tools: join(here, "tools"),
-      params,
-    };
-    const pids = running.pids();
-    const row: Row = {
-      topology: name,
-      round: r,
-      start_s: startS,
-      port: running.port,
-      relay_pids: running.rolePids(),
-      relay_procs: memOf(pids).procs,
-      relay_rss_kib_at_start: memOf(pids).rssKib,
-    };
-    // W4 first, on freshly started relays, so that its idle baseline is not inflated by garbage
-    // from the other workloads; the warm-up (both request shapes) comes after it.
-    for (const w of ["W4", "warmup", "W1", "W2", "W3", "W5"]) {
-      if (w === "warmup") {
-        await warmup(wctx);
-        continue;
-      }
-      if (!workloads.includes(w)) continue;
-      const res = await WORKLOADS[w as WorkloadName](wctx);
-      res.relay_rss_kib_after = memOf(running.pids()).rssKib;
-      row[w] = res;
-      log(`  ${w} ${JSON.stringify(res).slice(0, 220)}`);
-    }
-    row.relays_alive_at_end = running.pids().length === running.procs.length;
-    return row;
+    return await body(running, workloadContext(running, work, name, r), startS);
   } finally {
     current = undefined;
     await running.stop();
-    await copyStateLogs(state, name, r);
-    for (const port of [LISTEN_PORT, 4434, 4435, 4436]) {
-      const end = Date.now() + 10_000;
-      while (Date.now() < end && await portOpen("127.0.0.1", port)) {
-        await new Promise((res) => setTimeout(res, 50));
-      }
+    await copyStateLogs(ctx.state, logName);
+    await waitPortsFree();
+  }
+}
+
+async function waitPortsFree(): Promise<void> {
+  for (const port of [LISTEN_PORT, 4434, 4435, 4436]) {
+    const end = Date.now() + 10_000;
+    while (Date.now() < end && await portOpen("127.0.0.1", port)) {
+      await new Promise((res) => setTimeout(res, 50));
     }
   }
 }
 
-/** Keeps the topology's own logs (*.log, *.out) with the run. */
-async function copyStateLogs(state: string, name: string, r: number): Promise<void> {
+async function oneRound(name: string, r: number): Promise<Row> {
+  log(`round ${r}/${rounds}: ${name}`);
+  let row: Row = { topology: name, round: r };
+  if (mainWorkloads.length > 0) {
+    const res = await withTopology(name, r, "", async (running, wctx, startS) => {
+      const pids = running.pids();
+      const row: Row = {
+        topology: name,
+        round: r,
+        start_s: startS,
+        port: running.port,
+        relay_pids: running.rolePids(),
+        relay_procs: memOf(pids).procs,
+        relay_rss_kib_at_start: memOf(pids).rssKib,
+      };
+      // W4 first, on freshly started relays, so that its idle baseline is not inflated by
+      // garbage from the other workloads; the warm-up (both request shapes) comes after it.
+      for (const w of ["W4", "warmup", "W1", "W2", "W3", "W5"]) {
+        if (w === "warmup") {
+          await warmup(wctx);
+          continue;
+        }
+        if (!workloads.includes(w)) continue;
+        const res = await WORKLOADS[w as WorkloadName](wctx);
+        res.relay_rss_kib_after = memOf(running.pids()).rssKib;
+        row[w] = res;
+        log(`  ${w} ${JSON.stringify(res).slice(0, 220)}`);
+      }
+      row.relays_alive_at_end = running.pids().length === running.procs.length;
+      return row;
+    });
+    if ("error" in res) return { topology: name, round: r, error: res.error };
+    row = res;
+  }
+  if (workloads.includes("W6") && !stopping) {
+    // each burst on freshly started relays: what a burst leaves behind (TIME_WAIT, a drained
+    // pool, a grown heap) is not what the next one meets
+    const bursts: Record<string, Row> = {};
+    for (const size of params.w6Sizes) {
+      const res = await withTopology(name, r, `w6-${size}`, async (running, wctx, startS) => {
+        await new Promise((res) => setTimeout(res, 1000)); // let a pool fill after the smoke test
+        const rss0 = memOf(running.pids()).rssKib;
+        const res: Row = await w6(wctx, size);
+        res.start_s = startS;
+        res.relay_rss_kib_before = rss0;
+        res.relay_rss_kib_after = memOf(running.pids()).rssKib;
+        res.relays_alive_at_end = running.pids().length === running.procs.length;
+        return res;
+      });
+      bursts[String(size)] = res;
+      const { errors, ...brief } = res as Row;
+      log(`  W6 ${size}: ${JSON.stringify(brief).slice(0, 300)} errors ${JSON.stringify(errors)}`);
+    }
+    row.W6 = bursts;
+  }
+  return row;
+}
+
+/** "names": tls-pass with `n` announcements, once (not per round). */
+async function oneNameSet(n: number): Promise<Row> {
+  log(`names: tls-pass with ${n} announcements`);
+  const ctx = topoContext("tls-pass", `names-${n}`);
+  await Deno.remove(ctx.state, { recursive: true }).catch(() => {});
+  await Deno.mkdir(ctx.state, { recursive: true });
+  await Deno.mkdir(ctx.cache, { recursive: true });
+  let res: Row;
+  try {
+    res = await measureNames(ctx, n, (r) => (current = r));
+  } catch (err) {
+    res = { names: n, error: err instanceof Error ? err.message : String(err) };
+  }
+  await copyStateLogs(ctx.state, `tls-pass.names-${n}`);
+  await waitPortsFree();
+  log(`  names ${n}: ${JSON.stringify(res).slice(0, 400)}`);
+  await Deno.writeTextFile(rawFile, JSON.stringify({ names: res }) + "\n", { append: true });
+  return res;
+}
+
+/** Keeps the topology's own logs (*.log, *.out) with the run, as `logs/PREFIX.FILE`. */
+async function copyStateLogs(state: string, prefix: string): Promise<void> {
   let entries: Deno.DirEntry[];
   try {
     entries = await Array.fromAsync(Deno.readDir(state));
@@ -358,7 +480,7 @@ async function copyStateLogs(state: string, name: string, r: number): Promise<vo
   }
   for (const e of entries) {
     if (!e.isFile || !/\.(log|out|cfg)$/.test(e.name)) continue;
-    await Deno.copyFile(join(state, e.name), join(logs, `${name}.r${r}.${e.name}`)).catch(() => {});
+    await Deno.copyFile(join(state, e.name), join(logs, `${prefix}.${e.name}`)).catch(() => {});
   }
 }
 
@@ -397,7 +519,7 @@ const meta: Meta = {
     ),
   },
 };
-const report = buildReport(rows, topoNames, meta);
+const report = buildReport(rows, topoNames, meta, namesRows);
 await Deno.writeTextFile(join(outdir, "results.json"), JSON.stringify(report.json, null, 2) + "\n");
 await Deno.writeTextFile(join(outdir, "results.md"), report.markdown);
 if (!a.out) {

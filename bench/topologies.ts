@@ -50,7 +50,8 @@ export interface Topology {
   start(ctx: TopologyContext): Promise<Running>;
 }
 
-function running(port: number, procs: Proc[]): Running {
+/** A {@link Running} over `procs`, stopped newest first. */
+export function running(port: number, procs: Proc[]): Running {
   return {
     port,
     procs,
@@ -79,12 +80,18 @@ export const haproxy2: Topology = {
   unavailable: () => Promise.resolve(which("haproxy") ? undefined : "not installed"),
   async start(ctx) {
     const hop = 4434;
+    // maxconn: global and per frontend (HAProxy's default for a frontend is the global one,
+    // said here). backlog: the listen() backlog, by default the frontend's maxconn; the kernel
+    // caps it at net.core.somaxconn (4096 here), enough for W6's bursts of 2,000 new clients.
+    const maxconn = ctx.maxConnections ?? 8000;
     const common = (name: string) =>
       `global
-  maxconn ${ctx.maxConnections ?? 8000}
+  maxconn ${maxconn}
   pidfile ${ctx.state}/${name}.haproxy.pid
 defaults
   mode tcp
+  maxconn ${maxconn}
+  backlog ${maxconn}
   timeout connect 5s
   timeout client 5m
   timeout server 5m
@@ -169,7 +176,7 @@ export const splice2: Topology = bareRelays("splice2", ["--impl", "splice"]);
 export type TlsPassRole = "eps" | "public" | "private";
 
 /** Waits for `{"event":"ready"}` on a process's stdout file; returns the parsed line. */
-async function waitReady(p: Proc, deadline: number): Promise<Record<string, unknown>> {
+export async function waitReady(p: Proc, deadline: number): Promise<Record<string, unknown>> {
   while (Date.now() < deadline) {
     const text = await Deno.readTextFile(p.stdoutFile).catch(() => "");
     for (const line of text.split("\n")) {
@@ -225,6 +232,22 @@ export async function waitRoute(
   return last || "no answer";
 }
 
+/** The tls-pass PKI of `tls-pass certs --out`, made once in the topology's cache folder. */
+export async function ensurePki(
+  ctx: Pick<TopologyContext, "cache" | "tlsPass" | "repo">,
+): Promise<string> {
+  const pki = join(ctx.cache, "pki");
+  try {
+    await Deno.stat(join(pki, "root.crt"));
+  } catch {
+    const r = await run([...ctx.tlsPass, "certs", "--out", pki], 60_000, { cwd: ctx.repo });
+    if (r.code !== 0) {
+      throw new Error(`tls-pass certs --out ${pki} failed (${r.code}):\n${r.stderr}${r.stdout}`);
+    }
+  }
+  return pki;
+}
+
 export const tlsPass: Topology = {
   name: "tls-pass",
   async unavailable(ctx) {
@@ -242,15 +265,7 @@ export const tlsPass: Topology = {
     }
   },
   async start(ctx) {
-    const pki = join(ctx.cache, "pki");
-    try {
-      await Deno.stat(join(pki, "root.crt"));
-    } catch {
-      const r = await run([...ctx.tlsPass, "certs", "--out", pki], 60_000, { cwd: ctx.repo });
-      if (r.code !== 0) {
-        throw new Error(`tls-pass certs --out ${pki} failed (${r.code}):\n${r.stderr}${r.stdout}`);
-      }
-    }
+    const pki = await ensurePki(ctx);
     const dirs = await makeSettings(join(ctx.state, "settings"), pki, {
       host: "127.0.0.1",
       publicPort: LISTEN_PORT,

@@ -1,7 +1,9 @@
+// deno-lint-ignore-file camelcase -- JSON keys match ../shared/bench results.json
 /**
  * The five workloads (W1–W5) and the warm-up, as in the shared harness (../shared/bench/run.sh):
  * the same clients (ab, wrk, curl, and the Node clients hold.mjs and handshake.mjs copied into
- * bench/tools/), the same request, the same bounds, the same CPU and memory accounting.
+ * bench/tools/), the same request, the same bounds, the same CPU and memory accounting. W6 (a
+ * burst of new TLS clients, tools/burst.mjs) is this bench's own.
  * @module
  */
 import { join } from "node:path";
@@ -35,6 +37,19 @@ export interface Params {
   w4SettleS: number;
   w5Count: number;
   warmupS: number;
+  /** W6 burst sizes, each on freshly started relays. */
+  w6Sizes: number[];
+  /**
+   * W6: the connect() calls are spread evenly over this window; 0 = all at once (each client
+   * process as fast as it can, the default: spread with yields, they come later, not sooner).
+   */
+  w6WindowMs: number;
+  /** W6 client: node (node:tls, as W4/W5; Deno's node:tls when node is missing) or deno. */
+  w6Client: "node" | "deno";
+  /** W6: client processes sharing the burst (one start schedule). */
+  w6Procs: number;
+  /** W6: each client's deadline, handshake and answer. */
+  w6DeadlineMs: number;
 }
 
 export const FULL: Params = {
@@ -50,6 +65,11 @@ export const FULL: Params = {
   w4SettleS: 2,
   w5Count: 500,
   warmupS: 1,
+  w6Sizes: [1000, 2000],
+  w6WindowMs: 0,
+  w6Client: "node",
+  w6Procs: 4,
+  w6DeadlineMs: 30_000,
 };
 
 export const QUICK: Params = { ...FULL, w1Seconds: 4, w2Seconds: 4, w3Repeats: 1 };
@@ -404,6 +424,151 @@ export async function w5(ctx: WorkloadContext): Promise<Record<string, unknown>>
   } catch {
     return { error: "handshake client failed" };
   }
+}
+
+/** Counters of /proc/net/netstat (TcpExt) that show a listen queue overflowing. */
+const NETSTAT_KEYS = ["ListenOverflows", "ListenDrops", "SyncookiesSent", "TCPReqQFullDrop"];
+
+function netstat(): Record<string, number> {
+  let text = "";
+  try {
+    text = Deno.readTextFileSync("/proc/net/netstat");
+  } catch {
+    return {};
+  }
+  const lines = text.split("\n").filter((l) => l.startsWith("TcpExt:"));
+  if (lines.length < 2) return {};
+  const keys = lines[0]!.split(/\s+/).slice(1);
+  const vals = lines[1]!.split(/\s+/).slice(1).map(Number);
+  const all = Object.fromEntries(keys.map((k, i) => [k, vals[i] ?? 0]));
+  return Object.fromEntries(NETSTAT_KEYS.map((k) => [k, all[k] ?? 0]));
+}
+
+interface BurstPart {
+  attempted: number;
+  handshakes: number;
+  served: number;
+  failed: number;
+  errors: Record<string, number>;
+  first_start: number | null;
+  last_start: number | null;
+  first_hello: number | null;
+  last_hello: number | null;
+  late_ms: number;
+  cpu_ms: number;
+  setup_ms: number[];
+  connect_ms: number[];
+  total_ms: number[];
+}
+
+/**
+ * W6: a burst of `size` new TLS clients whose connect() calls all start within `w6WindowMs`
+ * (`w6Procs` client processes on one schedule), each a verified handshake and one POST /jsonrpc,
+ * then closed. Bounded: each client by `w6DeadlineMs`, each client process by its `--max-s` and
+ * a kill 15 s after that.
+ */
+export async function w6(ctx: WorkloadContext, size: number): Promise<Record<string, unknown>> {
+  const { w6WindowMs, w6Procs, w6DeadlineMs, w6Client } = ctx.params;
+  const js = w6Client === "deno" ? [Deno.execPath(), "run", "-A"] : ctx.js;
+  const procs = Math.max(1, Math.min(w6Procs, size));
+  const maxS = Math.ceil((w6DeadlineMs + w6WindowMs) / 1000) + 10;
+  // the client processes start up meanwhile (Node: about 0.1 s; Deno: more)
+  const startAt = Date.now() + 2000;
+  const r0 = cpuByRole(ctx);
+  const c0 = cpuOf(ctx.relayPids());
+  const n0 = netstat();
+  const outs = await Promise.all(Array.from({ length: procs }, (_, p) =>
+    run([
+      ...js,
+      join(ctx.tools, "burst.mjs"),
+      "--port",
+      String(ctx.port),
+      "--sni",
+      SNI,
+      "--ca",
+      ctx.caCrt,
+      "--count",
+      String(size),
+      "--offset",
+      String(p),
+      "--stride",
+      String(procs),
+      "--start-at",
+      String(startAt),
+      "--window-ms",
+      String(w6WindowMs),
+      "--deadline-ms",
+      String(w6DeadlineMs),
+      "--max-s",
+      String(maxS),
+    ], (maxS + 15) * 1000)));
+  const n1 = netstat();
+  const cpu = cpuDelta(c0, cpuOf(ctx.relayPids()));
+  const r1 = cpuByRole(ctx);
+  const parts: BurstPart[] = [];
+  const errors: Record<string, number> = {};
+  let lost = 0;
+  for (const [p, o] of outs.entries()) {
+    try {
+      parts.push(JSON.parse(o.stdout));
+    } catch {
+      // this process's clients count as failed, under what it said
+      const mineN = Math.ceil((size - p) / procs);
+      lost += mineN;
+      const why = o.timedOut ? "client process killed at its deadline" : `client exit ${o.code}`;
+      errors[why] = (errors[why] ?? 0) + mineN;
+    }
+    if (o.stderr.trim()) await ctx.logRaw("W6", `burst ${size}, client ${p}: ${o.stderr.trim()}`);
+  }
+  for (const q of parts) {
+    for (const [k, v] of Object.entries(q.errors)) errors[k] = (errors[k] ?? 0) + v;
+  }
+  const sum = (f: (q: BurstPart) => number) => parts.reduce((s, q) => s + f(q), 0);
+  const setup = parts.flatMap((q) => q.setup_ms);
+  const connect = parts.flatMap((q) => q.connect_ms);
+  const total = parts.flatMap((q) => q.total_ms);
+  const spread = (a: (q: BurstPart) => number | null, b: (q: BurstPart) => number | null) => {
+    const xs = parts.map(a).filter((x): x is number => x !== null);
+    const ys = parts.map(b).filter((x): x is number => x !== null);
+    return xs.length && ys.length ? round(Math.max(...ys) - Math.min(...xs), 1) : null;
+  };
+  const served = sum((q) => q.served);
+  const res = {
+    attempted: size,
+    handshakes: sum((q) => q.handshakes),
+    served,
+    failed: sum((q) => q.failed) + lost,
+    errors,
+    client: w6Client === "deno" || js[0] !== "node" ? "deno" : "node",
+    client_procs: procs,
+    // first to last connect() call, and first to last ClientHello (TCP connected), all processes
+    start_spread_ms: spread((q) => q.first_start, (q) => q.last_start),
+    hello_spread_ms: spread((q) => q.first_hello, (q) => q.last_hello),
+    start_late_ms: parts.length ? round(Math.max(...parts.map((q) => q.late_ms)), 1) : null,
+    setup_p50_ms: percentile(setup, 50),
+    setup_p99_ms: percentile(setup, 99),
+    setup_max_ms: percentile(setup, 100),
+    connect_p50_ms: percentile(connect, 50),
+    connect_p99_ms: percentile(connect, 99),
+    total_p50_ms: percentile(total, 50),
+    total_p99_ms: percentile(total, 99),
+    total_max_ms: percentile(total, 100),
+    // the network namespace's counters: another program's connections count too
+    netstat_delta: Object.fromEntries(
+      Object.keys(n1).map((k) => [k, (n1[k] ?? 0) - (n0[k] ?? 0)]),
+    ),
+    relay_cpu_ms_per_client: ctx.relayPids().length ? cpuPer(cpu.seconds, size, 1e3) : null,
+    // the clients' own CPU (node:tls costs about 1.5 ms per handshake here)
+    client_cpu_ms_per_client: round(sum((q) => q.cpu_ms ?? 0) / size, 2),
+    relay_cpu_s_by_role: roleCpuDelta(r0, r1),
+  };
+  await ctx.logRaw(
+    "W6",
+    `burst ${size}: ${
+      JSON.stringify({ ...res, errors, netstat_delta: res.netstat_delta }).slice(0, 2000)
+    }`,
+  );
+  return res;
 }
 
 export const WORKLOADS = { W1: w1, W2: w2, W3: w3, W4: w4, W5: w5 } as const;
