@@ -246,13 +246,15 @@ Deno.test("e2e: the seed's five processes, curl, stress, long and large transfer
     );
 
     await t.step(
-      "kill -9 of one EPS server: calls fail fast, and it comes back by itself",
+      "kill -9 of one EPS server: a client is served from the pool or fails fast, and the EPS comes back by itself",
       async () => {
         await cluster.stop("eps-private", "SIGKILL");
         const started = performance.now();
         const r = await curl(SEED_CURL);
-        assert.notEqual(r.code, 0);
-        assert.ok(performance.now() - started < 5000, "fails fast");
+        // an idle pooled dial-back serves it without the EPS (pool tickets); without one the
+        // notice cannot go out and the client is refused at once, never left hanging
+        if (r.code === 0) assert.equal(r.out, '{"message":"success"}', r.err);
+        assert.ok(performance.now() - started < 5000, "answered or refused within 5 s");
         await cluster.start(["eps-private"]);
         // the private proxy re-attaches and the links come back by themselves; poll until routed
         const deadline = Date.now() + 30_000;

@@ -13,20 +13,19 @@
 import { LinkClosedError, ProtocolError } from "../errors.ts";
 import { errorText, logger, RateLimitedLog } from "../log.ts";
 import { type ByteConn, remoteText, tryClose } from "../net/conn.ts";
-import { writeAll } from "../net/io.ts";
 import {
-  encodeHeader,
   Flag,
   type Frame,
   FrameDecoder,
   type FrameHeader,
   FrameType,
   GoAwayCode,
-  HEADER_LENGTH,
   INITIAL_STREAM_WINDOW,
   MAX_U32,
 } from "./frame.ts";
-import { MAX_DATA_FRAME, Stream, type StreamControl, type StreamHost } from "./stream.ts";
+import { FrameWriter } from "./frame_writer.ts";
+import { Pings } from "./pings.ts";
+import { Stream, type StreamControl, type StreamHost } from "./stream.ts";
 
 export { GoAwayCode } from "./frame.ts";
 export { Stream } from "./stream.ts";
@@ -51,15 +50,8 @@ export interface SessionOptions {
 }
 
 const READ_BUFFER = 64 * 1024;
-const WRITE_BUFFER = 2 * (HEADER_LENGTH + MAX_DATA_FRAME);
 /** How long close() waits for its GoAway to be written before closing the connection. */
 const GOAWAY_FLUSH_MS = 500;
-const MAX_PINGS = 64;
-
-interface OutFrame extends FrameHeader {
-  payload: Uint8Array | undefined;
-  done: PromiseWithResolvers<void> | undefined;
-}
 
 interface Entry {
   stream: Stream;
@@ -67,12 +59,6 @@ interface Entry {
   inbound: boolean;
   drainingSince: number; // keepalive tick at which close() left it draining, or -1
   ackSince: number; // keepalive tick since which its ACK waits for the stream's first frame, or -1
-}
-
-interface PendingPing {
-  start: number;
-  resolve: (rtt: number) => void;
-  reject: (err: unknown) => void;
 }
 
 const log = logger("eps", "yamux");
@@ -110,22 +96,14 @@ export class Session implements AsyncDisposable {
   #refused = 0;
 
   // writer
-  #queue: (OutFrame | undefined)[] = [];
-  #qHead = 0;
+  readonly #writer: FrameWriter;
   #maxQueue: number;
-  #wbuf = new Uint8Array(WRITE_BUFFER);
-  #writing: Promise<void> | undefined;
-  #writeError: Error | undefined;
 
   // pings and keepalive
-  #pings = new Map<number, PendingPing>();
-  #nextPing = 1;
+  readonly #pings = new Pings();
   #timer: ReturnType<typeof setInterval> | undefined;
   #tick = 0;
   #interval: number;
-  #keepaliveId = -1;
-  #keepaliveSent = 0;
-  #misses = 0;
 
   // lifecycle
   #localGoAway = false;
@@ -137,7 +115,10 @@ export class Session implements AsyncDisposable {
   constructor(conn: ByteConn, options: SessionOptions) {
     this.#conn = conn;
     this.#client = options.client;
-    this.#name = options.name ?? safeRemoteText(conn);
+    this.#name = options.name ?? remoteText(conn, "peer");
+    this.#writer = new FrameWriter(conn, this.#name, (err) => {
+      if (!this.#shutdown) void this.#end(err, undefined);
+    });
     this.#window = checkCount(
       options.initialWindow ?? INITIAL_STREAM_WINDOW,
       "initialWindow",
@@ -275,23 +256,11 @@ export class Session implements AsyncDisposable {
     if (this.#shutdown) {
       throw new LinkClosedError(`Cannot ping "${this.#name}": the session is closed`);
     }
-    if (this.#pings.size >= MAX_PINGS) {
-      throw new RangeError(`Cannot ping "${this.#name}": ${MAX_PINGS} pings are in flight`);
-    }
-    const id = this.#pingId();
-    const p = Promise.withResolvers<number>();
-    this.#pings.set(id, { start: performance.now(), resolve: p.resolve, reject: p.reject });
-    const onAbort = () => {
-      this.#pings.delete(id);
-      p.reject(signal!.reason);
-    };
-    signal?.addEventListener("abort", onAbort, { once: true });
-    this.#post(FrameType.Ping, Flag.SYN, 0, id);
-    try {
-      return await p.promise;
-    } finally {
-      signal?.removeEventListener("abort", onAbort);
-    }
+    return await this.#pings.ask(
+      this.#name,
+      (id) => this.#post(FrameType.Ping, Flag.SYN, 0, id),
+      signal,
+    );
   }
 
   /**
@@ -461,7 +430,7 @@ export class Session implements AsyncDisposable {
     switch (h.type) {
       case FrameType.Ping:
         if (h.flags & Flag.SYN) this.#post(FrameType.Ping, Flag.ACK, 0, h.length);
-        else if (h.flags & Flag.ACK) this.#pong(h.length);
+        else if (h.flags & Flag.ACK) this.#pings.pong(h.length);
         return;
       case FrameType.GoAway:
         return this.#onGoAway(h.length);
@@ -507,45 +476,21 @@ export class Session implements AsyncDisposable {
     );
   }
 
-  #pong(id: number): void {
-    if (id === this.#keepaliveId) {
-      this.#keepaliveId = -1;
-      this.#misses = 0;
-      return;
-    }
-    const p = this.#pings.get(id);
-    if (!p) return; // unasked or abandoned: ignore
-    this.#pings.delete(id);
-    p.resolve(performance.now() - p.start);
-  }
-
-  #pingId(): number {
-    do {
-      this.#nextPing = this.#nextPing >= MAX_U32 ? 1 : this.#nextPing + 1;
-    } while (this.#pings.has(this.#nextPing) || this.#nextPing === this.#keepaliveId);
-    return this.#nextPing;
-  }
-
   #keepalive(): void {
     if (this.#shutdown) return;
     this.#tick++;
-    const now = performance.now();
-    if (this.#keepaliveId !== -1) {
-      // Ticks that fire back to back after a busy event loop do not count as a whole interval.
-      if (now - this.#keepaliveSent < this.#interval / 2) return;
-      if (++this.#misses >= this.#keepaliveMisses) {
-        void this.#end(
-          new LinkClosedError(
-            `Session with "${this.#name}" ended: ${this.#misses} keepalive pings unanswered`,
-          ),
-          undefined,
-        );
-        return;
-      }
+    const due = this.#pings.keepalive(performance.now(), this.#interval, this.#keepaliveMisses);
+    if (due === "wait") return;
+    if (typeof due === "object") {
+      void this.#end(
+        new LinkClosedError(
+          `Session with "${this.#name}" ended: ${due.dead} keepalive pings unanswered`,
+        ),
+        undefined,
+      );
+      return;
     }
-    this.#keepaliveId = this.#pingId();
-    this.#keepaliveSent = now;
-    this.#post(FrameType.Ping, Flag.SYN, 0, this.#keepaliveId);
+    this.#post(FrameType.Ping, Flag.SYN, 0, due);
     for (const e of this.#unacked) {
       if (this.#tick - e.ackSince >= 1) this.#post(FrameType.WindowUpdate, 0, e.stream.id, 0);
     }
@@ -569,14 +514,14 @@ export class Session implements AsyncDisposable {
     payload: Uint8Array | undefined,
     wait: boolean,
   ): Promise<void> {
-    if (this.#writeError || this.#shutdown) {
+    if (this.#writer.error || this.#shutdown) {
       if (!wait) return Promise.resolve();
       return Promise.reject(
-        this.#writeError ??
+        this.#writer.error ??
           new LinkClosedError(`Cannot write to "${this.#name}": the session is closed`),
       );
     }
-    if (this.#queue.length - this.#qHead >= this.#maxQueue) {
+    if (this.#writer.length >= this.#maxQueue) {
       void this.#end(
         new ProtocolError(
           `Cannot queue frame for "${this.#name}": ${this.#maxQueue} frames wait, the peer does not read`,
@@ -585,75 +530,15 @@ export class Session implements AsyncDisposable {
       );
       return wait ? Promise.reject(this.#closedError()) : Promise.resolve();
     }
-    if (id !== 0) {
-      if (this.#unacked.size > 0) {
-        const e = this.#streams.get(id);
-        if (e !== undefined && e.ackSince >= 0) {
-          e.ackSince = -1;
-          this.#unacked.delete(e);
-          flags |= Flag.ACK;
-        }
-      }
-      // A SYN or ACK still queued alone for this stream rides on this frame instead (the
-      // spec allows both flags on Data and WindowUpdate frames): one frame, one write.
-      const last = this.#queue.length > this.#qHead ? this.#queue.at(-1)! : undefined;
-      if (
-        last !== undefined && last.streamId === id && last.type === FrameType.WindowUpdate &&
-        last.length === 0 && last.done === undefined && (last.flags & ~(Flag.SYN | Flag.ACK)) === 0
-      ) {
-        flags |= last.flags;
-        this.#queue.pop();
+    if (id !== 0 && this.#unacked.size > 0) {
+      const e = this.#streams.get(id);
+      if (e !== undefined && e.ackSince >= 0) {
+        e.ackSince = -1;
+        this.#unacked.delete(e);
+        flags |= Flag.ACK;
       }
     }
-    const done = wait ? Promise.withResolvers<void>() : undefined;
-    this.#queue.push({ type, flags, streamId: id, length, payload, done });
-    if (!this.#writing) {
-      // Start on a microtask: frames queued in the same turn go out in one write.
-      this.#writing = Promise.resolve().then(() => this.#flush());
-    }
-    return done ? done.promise : Promise.resolve();
-  }
-
-  async #flush(): Promise<void> {
-    const buf = this.#wbuf;
-    try {
-      while (this.#qHead < this.#queue.length) {
-        let used = 0;
-        while (this.#qHead < this.#queue.length) {
-          const f = this.#queue[this.#qHead]!;
-          const size = HEADER_LENGTH + (f.payload?.length ?? 0);
-          if (used + size > buf.length) break;
-          encodeHeader(f, buf, used);
-          used += HEADER_LENGTH;
-          if (f.payload) {
-            buf.set(f.payload, used);
-            used += f.payload.length;
-          }
-          this.#queue[this.#qHead++] = undefined;
-          f.done?.resolve(); // copied: the caller's buffer is free again
-        }
-        if (this.#qHead === this.#queue.length) {
-          this.#queue.length = 0;
-          this.#qHead = 0;
-        }
-        await writeAll(this.#conn, buf.subarray(0, used));
-      }
-    } catch (err) {
-      this.#writeError = new LinkClosedError(
-        `Cannot write to "${this.#name}": ${errorText(err)}`,
-        { cause: err },
-      );
-      this.#dropQueue(this.#writeError);
-      if (!this.#shutdown) void this.#end(this.#writeError, undefined);
-    } finally {
-      this.#writing = undefined;
-    }
-  }
-
-  #dropQueue(err: Error): void {
-    for (let i = this.#qHead; i < this.#queue.length; i++) this.#queue[i]?.done?.reject(err);
-    this.#queue.length = 0;
-    this.#qHead = 0;
+    return this.#writer.push(type, flags, id, length, payload, wait);
   }
 
   #closedError(): LinkClosedError {
@@ -674,30 +559,20 @@ export class Session implements AsyncDisposable {
       const streamErr = err ??
         new LinkClosedError(`Session with "${this.#name}" closed`);
       const ended = new LinkClosedError(`Session with "${this.#name}" closed`, { cause: err });
-      for (const p of this.#pings.values()) p.reject(ended);
-      this.#pings.clear();
+      this.#pings.failAll(ended);
       for (const w of this.#acceptWaiters) w.resolve(null);
       this.#acceptWaiters = [];
       for (const w of this.#slotWaiters.splice(0)) w.wake(); // open() then says why
 
       for (const e of [...this.#streams.values()]) e.control.fail(streamErr);
       this.#pending.clear();
-      this.#dropQueue(ended);
-      if (goAway !== undefined && !this.#writeError) {
+      this.#writer.drop(ended);
+      if (goAway !== undefined && !this.#writer.error) {
         // Bypass #enqueue (it refuses once shutting down); wait briefly for the writer.
-        const done = Promise.withResolvers<void>();
-        this.#queue.push({
-          type: FrameType.GoAway,
-          flags: 0,
-          streamId: 0,
-          length: goAway,
-          payload: undefined,
-          done,
-        });
-        this.#writing ??= Promise.resolve().then(() => this.#flush());
+        const done = this.#writer.push(FrameType.GoAway, 0, 0, goAway, undefined, true);
         const flushed = (async () => {
-          await done.promise.catch(() => {});
-          await this.#writing;
+          await done.catch(() => {});
+          await this.#writer.idle;
         })();
         let timer: ReturnType<typeof setTimeout> | undefined;
         await Promise.race([
@@ -708,7 +583,7 @@ export class Session implements AsyncDisposable {
       }
       tryClose(this.#conn);
       await this.#reading;
-      await this.#writing;
+      await this.#writer.idle;
       if (err) {
         log.debug("Session with {peer} ended: {error}", { peer: this.#name, error: err.message });
       }
@@ -716,13 +591,5 @@ export class Session implements AsyncDisposable {
       resolveShutdown();
     })();
     return this.#shutdown;
-  }
-}
-
-function safeRemoteText(conn: ByteConn): string {
-  try {
-    return remoteText(conn);
-  } catch {
-    return "peer";
   }
 }

@@ -26,9 +26,15 @@ export function tryClose(conn: { close(): void }): void {
   }
 }
 
-/** The remote address of a connection as `host:port` for logs. */
-export function remoteText(conn: ByteConn): string {
-  const a = conn.remoteAddr;
+/** The remote address of a connection as `host:port` for logs; `unknown` when it cannot be read (absent: throws). */
+export function remoteText(conn: ByteConn, unknown?: string): string {
+  let a: Deno.Addr;
+  try {
+    a = conn.remoteAddr;
+  } catch (err) {
+    if (unknown === undefined) throw err;
+    return unknown; // a closed connection may not know its peer any more
+  }
   if (a.transport === "tcp" || a.transport === "udp") {
     return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
   }

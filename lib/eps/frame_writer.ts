@@ -1,0 +1,119 @@
+/**
+ * The serialised writer of a yamux session (lib/eps/session.ts): a capped queue of frames, sent
+ * in as few writes as fit in one buffer (frames queued in the same turn go out together), with a
+ * lone SYN/ACK window update folded into the next frame of its stream. The session keeps the
+ * policy (when it may write, which ACK to piggyback); this keeps the bytes in order.
+ * @module
+ */
+import { LinkClosedError } from "../errors.ts";
+import { errorText } from "../log.ts";
+import type { ByteConn } from "../net/conn.ts";
+import { writeAll } from "../net/io.ts";
+import { encodeHeader, Flag, type FrameHeader, FrameType, HEADER_LENGTH } from "./frame.ts";
+import { MAX_DATA_FRAME } from "./stream.ts";
+
+const WRITE_BUFFER = 2 * (HEADER_LENGTH + MAX_DATA_FRAME);
+
+interface OutFrame extends FrameHeader {
+  payload: Uint8Array | undefined;
+  done: PromiseWithResolvers<void> | undefined;
+}
+
+export class FrameWriter {
+  #queue: (OutFrame | undefined)[] = [];
+  #head = 0;
+  #buf = new Uint8Array(WRITE_BUFFER);
+  #writing: Promise<void> | undefined;
+  /** Set once a write failed: nothing more is written. */
+  error: Error | undefined;
+
+  constructor(
+    readonly conn: ByteConn,
+    readonly name: string,
+    /** Called once when a write fails (the session ends). */
+    readonly onError: (err: LinkClosedError) => void,
+  ) {}
+
+  /** Frames waiting. */
+  get length(): number {
+    return this.#queue.length - this.#head;
+  }
+
+  /** Settles when the writes under way are done. */
+  get idle(): Promise<void> {
+    return this.#writing ?? Promise.resolve();
+  }
+
+  /**
+   * Queues one frame; a SYN or ACK window update still queued alone for the same stream rides on
+   * it instead (the spec allows both flags on Data and WindowUpdate frames): one frame, one write.
+   * With `wait`, the promise settles once the payload was copied out (the caller's buffer is free).
+   */
+  push(
+    type: FrameType,
+    flags: number,
+    id: number,
+    length: number,
+    payload: Uint8Array | undefined,
+    wait: boolean,
+  ): Promise<void> {
+    if (id !== 0) {
+      const last = this.length > 0 ? this.#queue.at(-1)! : undefined;
+      if (
+        last !== undefined && last.streamId === id && last.type === FrameType.WindowUpdate &&
+        last.length === 0 && last.done === undefined && (last.flags & ~(Flag.SYN | Flag.ACK)) === 0
+      ) {
+        flags |= last.flags;
+        this.#queue.pop();
+      }
+    }
+    const done = wait ? Promise.withResolvers<void>() : undefined;
+    this.#queue.push({ type, flags, streamId: id, length, payload, done });
+    // Start on a microtask: frames queued in the same turn go out in one write.
+    this.#writing ??= Promise.resolve().then(() => this.#flush());
+    return done ? done.promise : Promise.resolve();
+  }
+
+  /** Fails every queued frame's waiter with `err` and empties the queue. */
+  drop(err: Error): void {
+    for (let i = this.#head; i < this.#queue.length; i++) this.#queue[i]?.done?.reject(err);
+    this.#queue.length = 0;
+    this.#head = 0;
+  }
+
+  async #flush(): Promise<void> {
+    const buf = this.#buf;
+    try {
+      while (this.#head < this.#queue.length) {
+        let used = 0;
+        while (this.#head < this.#queue.length) {
+          const f = this.#queue[this.#head]!;
+          const size = HEADER_LENGTH + (f.payload?.length ?? 0);
+          if (used + size > buf.length) break;
+          encodeHeader(f, buf, used);
+          used += HEADER_LENGTH;
+          if (f.payload) {
+            buf.set(f.payload, used);
+            used += f.payload.length;
+          }
+          this.#queue[this.#head++] = undefined;
+          f.done?.resolve(); // copied: the caller's buffer is free again
+        }
+        if (this.#head === this.#queue.length) {
+          this.#queue.length = 0;
+          this.#head = 0;
+        }
+        await writeAll(this.conn, buf.subarray(0, used));
+      }
+    } catch (err) {
+      this.error = new LinkClosedError(
+        `Cannot write to "${this.name}": ${errorText(err)}`,
+        { cause: err },
+      );
+      this.drop(this.error);
+      this.onError(this.error);
+    } finally {
+      this.#writing = undefined;
+    }
+  }
+}
