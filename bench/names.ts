@@ -14,10 +14,11 @@ import { join } from "node:path";
 import { parseDocument } from "yaml";
 import { SNI } from "./backend.ts";
 import { makeSettings } from "./make_settings.ts";
-import { memOf, type Proc, round, run, sleep, spawn } from "./proc.ts";
+import { memOf, type Proc, round, sleep, spawn } from "./proc.ts";
 import {
   ensurePki,
   LISTEN_PORT,
+  postJsonrpc,
   type Running,
   running,
   type TlsPassRole,
@@ -26,28 +27,6 @@ import {
 
 /** The private settings' cap (lib/settings/private.ts MAX_ANNOUNCEMENTS). */
 export const MAX_NAMES = 100_000;
-
-/** One POST /jsonrpc through :4433 with SNI test.internal-server.local; true when answered. */
-async function served(caCrt: string): Promise<boolean> {
-  const r = await run([
-    "curl",
-    "-sS",
-    "--max-time",
-    "2",
-    "--cacert",
-    caCrt,
-    "--resolve",
-    `${SNI}:${LISTEN_PORT}:127.0.0.1`,
-    "-X",
-    "POST",
-    "-H",
-    "Content-Type: application/json",
-    "-d",
-    '{"jsonrpc":"2.0","method":"demo.ping","params":[],"id":1}',
-    `https://${SNI}:${LISTEN_PORT}/jsonrpc`,
-  ], 5000);
-  return r.stdout.trim() === '{"message":"success"}';
-}
 
 async function readyLine(p: Proc): Promise<boolean> {
   const text = await Deno.readTextFile(p.stdoutFile).catch(() => "");
@@ -143,7 +122,7 @@ export async function measureNames(
     };
     const routeLoop = async () => {
       while (Date.now() < deadline && !died && servedS === undefined) {
-        if (await served(ctx.certs.caCrt)) servedS = since();
+        if ((await postJsonrpc(LISTEN_PORT, ctx.certs.caCrt)).ok) servedS = since();
         else await sleep(100);
       }
     };

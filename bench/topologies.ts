@@ -200,7 +200,35 @@ export async function waitReady(p: Proc, deadline: number): Promise<Record<strin
   throw new Error(`${p.name} printed no ready line in time:\n${await tail(p.stderrFile)}`);
 }
 
-/** Waits until POST /jsonrpc through LISTEN_PORT answers {"message":"success"}. */
+/** One POST /jsonrpc through `port` with SNI test.internal-server.local (curl, 2 s at most). */
+export async function postJsonrpc(
+  port: number,
+  caCrt: string,
+): Promise<{ ok: boolean; text: string }> {
+  const r = await run([
+    "curl",
+    "-sS",
+    "--max-time",
+    "2",
+    "--cacert",
+    caCrt,
+    "--resolve",
+    `${SNI}:${port}:127.0.0.1`,
+    "-X",
+    "POST",
+    "-H",
+    "Content-Type: application/json",
+    "-d",
+    '{"jsonrpc":"2.0","method":"demo.ping","params":[],"id":1}',
+    `https://${SNI}:${port}/jsonrpc`,
+  ], 5000);
+  return {
+    ok: r.stdout.trim() === '{"message":"success"}',
+    text: (r.stdout + r.stderr).trim(),
+  };
+}
+
+/** Waits until POST /jsonrpc through `port` answers {"message":"success"}. */
 export async function waitRoute(
   port: number,
   caCrt: string,
@@ -208,25 +236,9 @@ export async function waitRoute(
 ): Promise<string> {
   let last = "";
   while (Date.now() < deadline) {
-    const r = await run([
-      "curl",
-      "-sS",
-      "--max-time",
-      "2",
-      "--cacert",
-      caCrt,
-      "--resolve",
-      `${SNI}:${port}:127.0.0.1`,
-      "-X",
-      "POST",
-      "-H",
-      "Content-Type: application/json",
-      "-d",
-      '{"jsonrpc":"2.0","method":"demo.ping","params":[],"id":1}',
-      `https://${SNI}:${port}/jsonrpc`,
-    ], 5000);
-    if (r.stdout.trim() === '{"message":"success"}') return "";
-    last = (r.stdout + r.stderr).trim();
+    const r = await postJsonrpc(port, caCrt);
+    if (r.ok) return "";
+    last = r.text;
     await sleep(200);
   }
   return last || "no answer";
