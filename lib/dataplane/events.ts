@@ -162,7 +162,7 @@ export function reasonText(r: EndReason): string {
       return "done";
     case "error":
       // a socket with TCP keepalive on fails so when its peer answered no probe
-      return r.code === "ETIMEDOUT" && r.op !== "connect"
+      return reapedBy(r) === "keepalive"
         ? `${r.side} ${r.op} failed: ETIMEDOUT (peer vanished: TCP keepalive unanswered)`
         : `${r.side} ${r.op} failed: ${r.code}`;
     case "timeout":

@@ -29,6 +29,8 @@ export interface TicketGrant {
   key: string;
   expiresInMs: number;
   cap: number;
+  /** The idle timeout its dial-backs get (clamped as a mint's). */
+  idleTimeoutMs: number;
 }
 
 /** The result of `mint()`: the tokens (base64; never log them), or why none were granted. */
@@ -84,7 +86,7 @@ export class PoolGrants {
       this.maxTotal - this.heldTotal(),
     );
     if (n <= 0) return { ok: false, why: "cap" };
-    const idleTimeoutMs = Math.min(Math.max(idleMs, MIN_POOL_IDLE_MS), MAX_POOL_IDLE_MS);
+    const idleTimeoutMs = clampIdle(idleMs);
     const tokens: string[] = [];
     const raw = new Uint8Array(TOKEN_BYTES);
     for (let i = 0; i < n; i++) {
@@ -103,7 +105,7 @@ export class PoolGrants {
    */
   ticket(operator: string, domains: readonly string[], idleMs: number): TicketGrant | null {
     if (this.maxPerOperator === 0 || this.#closed) return null;
-    const idleTimeoutMs = Math.min(Math.max(idleMs, MIN_POOL_IDLE_MS), MAX_POOL_IDLE_MS);
+    const idleTimeoutMs = clampIdle(idleMs);
     const id = new Uint8Array(TICKET_ID_BYTES);
     const key = new Uint8Array(TICKET_KEY_BYTES);
     this.random(id);
@@ -113,6 +115,7 @@ export class PoolGrants {
       key: tokenText(key),
       expiresInMs: TICKET_TTL_MS,
       cap: this.maxPerOperator,
+      idleTimeoutMs,
     };
     this.send({
       type: "grantTicket",
@@ -155,6 +158,11 @@ export class PoolGrants {
   close(): void {
     this.#closed = true;
   }
+}
+
+/** The idle timeout a private proxy asked for, within what this proxy allows. */
+function clampIdle(ms: number): number {
+  return Math.min(Math.max(ms, MIN_POOL_IDLE_MS), MAX_POOL_IDLE_MS);
 }
 
 function bump(m: Map<string, number>, key: string, by: number): void {

@@ -15,13 +15,7 @@ import {
   viewOf,
 } from "./announcements.ts";
 import type { Counters } from "./counters.ts";
-import {
-  MAX_OPEN_COUNT,
-  MAX_POOL_IDLE_MS,
-  MIN_POOL_IDLE_MS,
-  type PoolGrants,
-  type TicketGrant,
-} from "./public_pool.ts";
+import { MAX_OPEN_COUNT, type PoolGrants, type TicketGrant } from "./public_pool.ts";
 import type { PublicStats } from "./public_events.ts";
 
 export interface PublicRpcParts {
@@ -118,7 +112,7 @@ function openPool(p: PublicRpcParts, params: Record<string, unknown>, operator: 
     : null;
   if (ticket !== null && count === 0) {
     p.log.debug("Granted a pool ticket to {operator}", { operator });
-    return { tokens: [], idle_timeout_ms: clampIdle(idleMs as number), ticket: ticketJson(ticket) };
+    return { tokens: [], idle_timeout_ms: ticket.idleTimeoutMs, ticket: ticketJson(ticket) };
   }
   const minted = p.grants.mint(operator, domains as string[], count as number, idleMs as number);
   if (!minted.ok) {
@@ -136,7 +130,7 @@ function openPool(p: PublicRpcParts, params: Record<string, unknown>, operator: 
     if (ticket !== null) {
       return {
         tokens: [],
-        idle_timeout_ms: clampIdle(idleMs as number),
+        idle_timeout_ms: ticket.idleTimeoutMs,
         ticket: ticketJson(ticket),
       };
     }
@@ -158,8 +152,4 @@ function openPool(p: PublicRpcParts, params: Record<string, unknown>, operator: 
 
 function ticketJson(t: TicketGrant) {
   return { id: t.id, key: t.key, expires_in_ms: t.expiresInMs, cap: t.cap };
-}
-
-function clampIdle(ms: number): number {
-  return Math.min(Math.max(ms, MIN_POOL_IDLE_MS), MAX_POOL_IDLE_MS);
 }
