@@ -67,3 +67,28 @@ export function makeHandle<K extends string>(
     [Symbol.asyncDispose]: close,
   };
 }
+
+/**
+ * The outcome of one reload (docs/architecture.md, "Reload"): `ok` when the new settings were
+ * applied, else `problems` holds the same `FILE: key: problem` lines a start would print (or the
+ * restart-only keys that changed) and the role kept its old settings.
+ */
+export interface ReloadResult {
+  /** ISO time of the reload. */
+  readonly at: string;
+  readonly ok: boolean;
+  /** What changed and was applied, one short line each (empty when nothing changed). */
+  readonly applied: readonly string[];
+  readonly problems: readonly string[];
+}
+
+/**
+ * A role that can re-read its settings (SIGHUP). `next()` loads and validates the settings files
+ * again exactly as at start (it throws SettingsError on a problem); the role applies what it can
+ * without dropping a live connection, or refuses and keeps running on the old settings.
+ */
+export interface Reloadable<S> {
+  reload(next: () => Promise<S>): Promise<ReloadResult>;
+  /** The last reload's result, null before the first. */
+  readonly lastReload: ReloadResult | null;
+}
