@@ -5,6 +5,8 @@
  *   tls-pass demo [--keep]
  *   tls-pass certs [--out DIR] [--force]
  *   tls-pass check ROLE [--settings PATH]...
+ *   tls-pass status [--admin HOST:PORT] [--json]
+ *   tls-pass drain|undrain DOMAIN [--admin HOST:PORT] [--no-wait]
  *   tls-pass version | --help | help [COMMAND]
  *
  * Exit codes: 0 done, 1 fault, 2 usage or settings error.
@@ -29,6 +31,9 @@ import denoJson from "./deno.json" with { type: "json" };
 
 const VERSION = denoJson.version;
 
+/** The admin endpoints of the dev settings (settings/dev/roles). */
+const DEFAULT_ADMIN = { public: "127.0.0.1:9101", private: "127.0.0.1:9102" } as const;
+
 const USAGE: Record<string, string> = {
   main: `tls-pass ${VERSION}: TLS-passthrough reverse tunnel
 
@@ -37,6 +42,9 @@ Usage:
   tls-pass demo [--keep]
   tls-pass certs [--out DIR] [--force]
   tls-pass check ROLE [--settings PATH]...
+  tls-pass status [--admin HOST:PORT] [--json]
+  tls-pass drain DOMAIN [--admin HOST:PORT] [--no-wait]
+  tls-pass undrain DOMAIN [--admin HOST:PORT]
   tls-pass version
   tls-pass help [COMMAND]
 
@@ -53,7 +61,28 @@ Starts one role: public, private, eps or internal-server.
   --log-format F    text (default) or json (one JSON object per line)
 When the role is ready it prints one JSON line on stdout:
   {"event":"ready","role":"public","addrs":{"public":"127.0.0.1:4433",...}}
-Logs go to stderr. SIGINT or SIGTERM stops it gracefully (exit 0).`,
+Logs go to stderr. SIGINT or SIGTERM stops it gracefully (exit 0). SIGHUP re-reads the settings,
+the directory and the certificates (kill -HUP PID); a change that is not valid is refused and logged,
+and the role keeps running on the old settings.`,
+  status: `Usage: tls-pass status [--admin HOST:PORT] [--json]
+
+Prints the status of a running role (announcements, links, pools, live connections, limits hit,
+refusals, the last reload) as tables, from the GET /status of its admin endpoint (admin_listen).
+  --admin HOST:PORT  the role's admin_listen (default: $TLS_PASS_ADMIN, else ${DEFAULT_ADMIN.public},
+                     the dev public proxy's)
+  --json             print the /status document as it is
+Exit 1 when the endpoint cannot be reached, 3 when the role is up but not ready.`,
+  drain: `Usage: tls-pass drain DOMAIN [--admin HOST:PORT] [--no-wait]
+
+Drains one announcement of a private proxy: the public proxies stop routing DOMAIN to it, its
+pooled dial-backs and notices for it end, live splices finish (bounded by grace_ms), then it is
+withdrawn. "tls-pass undrain DOMAIN" announces it again.
+  --admin HOST:PORT  the private proxy's admin_listen (default: $TLS_PASS_ADMIN, else
+                     ${DEFAULT_ADMIN.private}, the dev private proxy's)
+  --no-wait          return once routing stopped, without waiting for the live splices`,
+  undrain: `Usage: tls-pass undrain DOMAIN [--admin HOST:PORT]
+
+Announces a drained DOMAIN of a private proxy again (see "tls-pass help drain").`,
   demo: `Usage: tls-pass demo [--keep]
 
 Creates the dev certificates if missing (settings/dev/certs), starts all five roles from
@@ -74,7 +103,8 @@ Loads and validates the settings of ROLE as "run" would, and prints the merged r
 Prints the version.`,
 };
 
-const MAIN_USAGE_LINE = "Usage: tls-pass run|demo|certs|check|version|help [OPTIONS]";
+const MAIN_USAGE_LINE =
+  "Usage: tls-pass run|demo|certs|check|status|drain|undrain|version|help [OPTIONS]";
 
 class UsageError extends Error {
   override name = "UsageError";
@@ -279,6 +309,88 @@ async function cmdDemo(args: string[]): Promise<number> {
   return await runDemo({ keep: values.keep === true, print: out });
 }
 
+/** The admin endpoint a command talks to: --admin, else $TLS_PASS_ADMIN, else the dev default. */
+function adminUrl(flag: unknown, fallback: string, command: string): string {
+  const addr = typeof flag === "string" ? flag : Deno.env.get("TLS_PASS_ADMIN") || fallback;
+  if (!/^(\[[0-9a-fA-F:.]+\]|[^:[\]]+):\d{1,5}$/.test(addr)) {
+    throw new UsageError(`Invalid --admin "${addr}": expected HOST:PORT`, command);
+  }
+  return `http://${addr}`;
+}
+
+/** Fetches from an admin endpoint, with a deadline and a clear error. */
+async function adminFetch(url: string, init: RequestInit = {}, timeoutMs = 10_000) {
+  try {
+    return await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
+  } catch (e) {
+    const why = e instanceof DOMException && e.name === "TimeoutError"
+      ? `no answer within ${timeoutMs / 1000} s`
+      : (e instanceof Error ? e.message : String(e));
+    throw new AdminError(`Cannot reach the admin endpoint ${new URL(url).host}: ${why}`);
+  }
+}
+
+class AdminError extends Error {
+  override name = "AdminError";
+}
+
+async function cmdStatus(args: string[]): Promise<number> {
+  const { values, positionals } = parse("status", args, {
+    admin: { type: "string" },
+    json: { type: "boolean" },
+  });
+  if (values.help) return help("status");
+  if (positionals.length > 0) {
+    throw new UsageError(`Unexpected argument "${positionals[0]}"`, "status");
+  }
+  const base = adminUrl(values.admin, DEFAULT_ADMIN.public, "status");
+  const res = await adminFetch(`${base}/status`);
+  const body = await res.text();
+  if (!res.ok) throw new AdminError(`GET ${base}/status answered ${res.status}: ${body.trim()}`);
+  const doc = JSON.parse(body);
+  if (values.json) out(JSON.stringify(doc, null, 2));
+  else {
+    const { renderStatus } = await import("./lib/admin/status.ts");
+    out(renderStatus(doc));
+  }
+  return doc.ready ? 0 : 3;
+}
+
+async function cmdDrain(command: "drain" | "undrain", args: string[]): Promise<number> {
+  const { values, positionals } = parse(command, args, {
+    admin: { type: "string" },
+    ...(command === "drain" ? { "no-wait": { type: "boolean" as const } } : {}),
+  });
+  if (values.help) return help(command);
+  if (positionals.length !== 1) {
+    throw new UsageError(
+      positionals.length === 0 ? "Missing DOMAIN" : `Unexpected argument "${positionals[1]}"`,
+      command,
+    );
+  }
+  const domain = positionals[0]!;
+  const base = adminUrl(values.admin, DEFAULT_ADMIN.private, command);
+  const query = new URLSearchParams({ domain });
+  if (values["no-wait"]) query.set("wait", "false");
+  // a drain waits for live splices up to grace_ms: give it time
+  const res = await adminFetch(`${base}/${command}?${query}`, { method: "POST" }, 3_600_000);
+  const body = await res.text();
+  if (!res.ok) {
+    let why = body.trim();
+    try {
+      why = JSON.parse(body).error ?? why;
+    } catch { /* a text answer */ }
+    throw new AdminError(`Cannot ${command} ${domain}: ${why}`);
+  }
+  const r = JSON.parse(body).result;
+  out(
+    `${command === "drain" ? "Drained" : "Undrained"} ${domain}${
+      r ? `: ${JSON.stringify(r)}` : ""
+    }`,
+  );
+  return 0;
+}
+
 function help(command = "main"): number {
   out(USAGE[command] ?? USAGE.main!);
   return 0;
@@ -293,6 +405,11 @@ async function main(argv: string[]): Promise<number> {
       return await cmdCheck(rest);
     case "certs":
       return await cmdCerts(rest);
+    case "status":
+      return await cmdStatus(rest);
+    case "drain":
+    case "undrain":
+      return await cmdDrain(command, rest);
     case "demo":
       return await cmdDemo(rest);
     case "version":
@@ -339,6 +456,9 @@ if (import.meta.main) {
       err(command === "main" ? MAIN_USAGE_LINE : USAGE[command]!.split("\n")[0]!);
       err(`Run "tls-pass --help" for more.`);
       code = 2;
+    } else if (e instanceof AdminError) {
+      err(`tls-pass: ${e.message}`);
+      code = 1;
     } else if (e instanceof SettingsError) {
       err(e.message);
       code = 2;

@@ -32,6 +32,10 @@ import { PoolTicket } from "./pool_tickets.ts";
 /** A pooled dial-back closed sooner than this after its token was refused, not idle-timed out. */
 const QUICK_DROP_MS = 1000;
 import { type Budget, privateBudget, softFdLimit } from "./budget.ts";
+import { PrivateAdmin, settingsRows } from "./private_admin.ts";
+import { openAdmin } from "./role_admin.ts";
+import { countCalls } from "../admin/eps_calls.ts";
+import { matchName } from "../wire/names.ts";
 
 /** Counters of the private proxy, for tests and diagnostics. */
 export interface PrivateStats {
@@ -67,6 +71,8 @@ export interface PrivateHandle extends RoleHandle<never> {
   >;
   /** Which data-plane driver runs. */
   readonly driver: DataPlane["driver"];
+  /** Metrics and status, when `admin_listen` is set. */
+  readonly admin: PrivateAdmin | undefined;
 }
 
 function privateLimits(s: PrivateSettings, budget: Budget): Limits {
@@ -406,21 +412,32 @@ export async function startPrivate(
     },
   );
   await c.resolve();
+  const admin = settings.adminListen
+    ? new PrivateAdmin(settings.operator, (d) => matchName(d, c.byDomain)?.domain)
+    : undefined;
+  const adminServer = admin ? await openAdmin(settings.adminListen, admin.source()) : undefined;
   c.plane = await openDataPlane(
     settings.sockets,
     {
       role: "private",
       snapshot: c.snapshot(),
-      onEvents: (events) => c.onEvents(events),
+      onEvents: (events) => {
+        if (admin) { for (const e of events) admin.metrics.onEvent(e); }
+        c.onEvents(events);
+      },
     },
     (problem) =>
       log.warn("Native sockets are not available ({problem}): using Deno's", { problem }),
-  );
+  ).catch(async (err) => {
+    await adminServer?.close();
+    throw err;
+  });
   const plane = c.plane;
   log.info("Data plane: {driver}", { driver: plane.driver });
   const stop = new AbortController(); // no new notices, announcing ends
   const epsStop = new AbortController(); // the EPS client, closed last (after the withdrawal)
-  const eps = connectEps(settings.eps, epsStop.signal);
+  const epsClient = connectEps(settings.eps, epsStop.signal);
+  const eps = admin ? countCalls(epsClient, admin.calls) : epsClient;
 
   c.serveNotices(eps, stop.signal);
   c.openPools(eps, stop.signal);
@@ -445,14 +462,31 @@ export async function startPrivate(
     c.refusals.close();
     epsStop.abort();
     await eps.close().catch(() => {});
+    await adminServer?.close();
     log.info("Stopped");
   })();
 
-  const handle = makeHandle({} as Record<never, HostPort>, finished, () => stop.abort(), signal);
+  let announcedAll = false;
+  announcer.ready.then(() => announcedAll = true, () => {});
+  admin?.attach({
+    driver: plane.driver,
+    stats: c.stats,
+    eps: epsClient,
+    pools: c.pools,
+    announceTo: settings.announceTo,
+    announcements: () => settingsRows(settings.announcements),
+    announced: () => announcedAll,
+    live: () => c.live,
+    maxConnections: c.budget.maxConnections,
+  });
+  // the admin endpoint's address is in the ready line (admin_listen may say port 0)
+  const addrs = (adminServer ? { admin: adminServer.addr } : {}) as Record<never, HostPort>;
+  const handle = makeHandle(addrs, finished, () => stop.abort(), signal);
   return Object.assign(handle, {
     ready: announcer.ready,
     stats: c.stats,
     pools: c.pools,
     driver: plane.driver,
+    admin,
   });
 }

@@ -28,6 +28,10 @@ import { Notifier } from "./public_notices.ts";
 import { drainAndClose, untilStopped } from "./lifecycle.ts";
 import { servePublicCalls } from "./public_rpc.ts";
 import { type Budget, publicBudget, softFdLimit } from "./budget.ts";
+import { PublicAdmin } from "./public_admin.ts";
+import { openAdmin } from "./role_admin.ts";
+import { countCalls } from "../admin/eps_calls.ts";
+import type { AdminServer } from "../admin/server.ts";
 
 export type { PublicStats } from "./public_events.ts";
 
@@ -41,6 +45,8 @@ export interface PublicHandle extends RoleHandle<"public" | "private"> {
   readonly pool: PoolGrants;
   /** Which data-plane driver runs. */
   readonly driver: DataPlane["driver"];
+  /** Metrics and status, when `admin_listen` is set. */
+  readonly admin: PublicAdmin | undefined;
 }
 
 /** The data plane's limits from the settings. */
@@ -181,17 +187,24 @@ export async function startPublic(
     maxDialBacks: budget.maxDialBacks,
   };
   // before the data plane: its first events may come as soon as its ports are bound
-  const client: EpsClient = connectEps(settings.eps, stop.signal);
+  const admin = settings.adminListen
+    ? new PublicAdmin(settings.operator, announcements)
+    : undefined;
+  const epsClient = connectEps(settings.eps, stop.signal);
+  const client: EpsClient = admin ? countCalls(epsClient, admin.calls) : epsClient;
   const notifier = new Notifier(client, settings.noticeTimeoutMs, stop.signal, counters);
   const onEvents = (events: readonly DataEvent[]) => {
     for (const e of events) {
+      admin?.metrics.onEvent(e);
       grants.onEvent(e);
       const notice = onPublicEvent(e, stats, log, counters, limits);
       if (notice !== undefined) notifier.send(notice);
       else if (e.type === "refused" && e.conn !== undefined) notifier.forget(e.conn, e.operator);
     }
   };
+  let adminServer: AdminServer | undefined;
   try {
+    if (admin) adminServer = await openAdmin(settings.adminListen, admin.source());
     plane = await openDataPlane(
       settings.sockets,
       {
@@ -204,6 +217,7 @@ export async function startPublic(
         log.warn("Native sockets are not available ({problem}): using Deno's", { problem }),
     );
   } catch (err) {
+    await adminServer?.close();
     snapshots.close();
     counters.close();
     stop.abort();
@@ -216,6 +230,17 @@ export async function startPublic(
   const addrs = { public: dp.addrs.public!, private: dp.addrs.private! };
   const privateEndpoint = settings.privateEndpoint ??
     directory.operators.get(settings.operator)?.proxy.privateEndpoint ?? addrs.private;
+  admin?.attach({
+    operator: settings.operator,
+    driver: dp.driver,
+    stats,
+    announcements,
+    grants,
+    eps: epsClient,
+    addrs,
+    privateEndpoint,
+    limits: { connections: budget.maxConnections, "pending-total": settings.maxPending },
+  });
   const endpointText = formatHostPort(privateEndpoint);
   notifier.start(endpointText, dp);
 
@@ -243,14 +268,18 @@ export async function startPublic(
     counters.close();
     await client.close().catch(() => {});
     await store.close();
+    await adminServer?.close();
   });
 
-  const handle = makeHandle(addrs, finished, () => stop.abort(), signal);
+  // the admin endpoint's address is in the ready line too (admin_listen may say port 0)
+  const allAddrs = (adminServer ? { ...addrs, admin: adminServer.addr } : addrs) as typeof addrs;
+  const handle = makeHandle(allAddrs, finished, () => stop.abort(), signal);
   return Object.assign(handle, {
     stats,
     privateEndpoint,
     announcements,
     pool: grants,
     driver: dp.driver,
+    admin,
   });
 }

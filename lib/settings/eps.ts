@@ -5,8 +5,9 @@
 import type { HostPort } from "../role.ts";
 import * as check from "./check.ts";
 import { checkReadable, loadSettings } from "./loader.ts";
+import { ADMIN_KEYS, type AdminSettings, parseAdminSettings } from "./admin.ts";
 
-export interface EpsSettings {
+export interface EpsSettings extends AdminSettings {
   /** This EPS server's operator; its certificate's CN and DNS SAN. */
   operator: string;
   /** Links from peer EPS servers and from the own proxy. */
@@ -47,6 +48,7 @@ const KEYS = [
   "max_streams_per_link",
   "keepalive_interval_ms",
   "handshake_timeout_ms",
+  ...ADMIN_KEYS,
 ] as const;
 
 /** Validates merged EPS settings, reporting every problem (docs/settings.md, "Validation"). */
@@ -68,6 +70,7 @@ export function parseEpsSettings(
     }
   }
   const s: EpsSettings = {
+    ...parseAdminSettings(data, problems),
     operator,
     certificateFile: str("certificate_file"),
     keyFile: str("key_file"),

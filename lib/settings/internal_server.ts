@@ -5,8 +5,9 @@
 import type { HostPort } from "../role.ts";
 import { address, boolean, bytes, onlyKeys, type Problems, required, string } from "./check.ts";
 import { checkReadable } from "./loader.ts";
+import { ADMIN_KEYS, type AdminSettings, parseAdminSettings } from "./admin.ts";
 
-export interface InternalServerSettings {
+export interface InternalServerSettings extends AdminSettings {
   /** Where to listen, default 127.0.0.1:8888. */
   listen: HostPort;
   /** HTTPS when true (default), plain HTTP when false. */
@@ -25,6 +26,7 @@ export const INTERNAL_SERVER_KEYS = [
   "certificate_file",
   "key_file",
   "max_body_bytes",
+  ...ADMIN_KEYS,
 ] as const;
 
 export const INTERNAL_SERVER_DEFAULTS = {
@@ -40,6 +42,7 @@ export function parseInternalServerSettings(
 ): InternalServerSettings {
   onlyKeys(data, INTERNAL_SERVER_KEYS, "", problems);
   const settings: InternalServerSettings = {
+    ...parseAdminSettings(data, problems),
     listen: address(data.listen ?? INTERNAL_SERVER_DEFAULTS.listen, "listen", problems),
     tls: boolean(data.tls ?? INTERNAL_SERVER_DEFAULTS.tls, "tls", problems),
     maxBodyBytes: bytes(

@@ -24,6 +24,7 @@ import {
   type SpliceSettings,
 } from "./splice.ts";
 import { operatorName } from "./public.ts";
+import { ADMIN_KEYS, type AdminSettings, parseAdminSettings } from "./admin.ts";
 
 /** One announced domain and the internal server behind it. */
 export interface PrivateAnnouncement {
@@ -45,7 +46,7 @@ export interface PrivatePoolSettings {
   idleTimeoutMs: number;
 }
 
-export interface PrivateSettings extends SpliceSettings {
+export interface PrivateSettings extends SpliceSettings, AdminSettings {
   operator: string;
   eps: EpsClientSettings;
   /** The public operators to announce to; notices are accepted only from them. */
@@ -104,6 +105,7 @@ const KEYS = [
   "sockets",
   "pool",
   ...SPLICE_KEYS,
+  ...ADMIN_KEYS,
 ] as const;
 /** The most announcements one private proxy may list (sent in pages of 5,000 or fewer). */
 export const MAX_ANNOUNCEMENTS = 100_000;
@@ -226,6 +228,7 @@ export function parsePrivateSettings(
     ),
     pool,
     ...parseSpliceSettings(data, problems),
+    ...parseAdminSettings(data, problems),
     ...(data.max_connections === undefined ? {} : {
       maxConnections: check.integer(
         data.max_connections,

@@ -22,6 +22,7 @@ export type StoreSettings = { kind: "memory" } | { kind: "file"; path: string };
 import { type EpsClientSettings, parseEpsClientSettings } from "./eps_client.ts";
 import * as check from "./check.ts";
 import { loadSettings } from "./loader.ts";
+import { ADMIN_KEYS, type AdminSettings, parseAdminSettings } from "./admin.ts";
 import {
   parseSpliceSettings,
   SPLICE_DEFAULTS,
@@ -29,7 +30,7 @@ import {
   type SpliceSettings,
 } from "./splice.ts";
 
-export interface PublicSettings extends SpliceSettings {
+export interface PublicSettings extends SpliceSettings, AdminSettings {
   /** This operator (the public proxy attaches to its EPS as it). */
   operator: string;
   publicListen: HostPort;
@@ -103,6 +104,7 @@ const KEYS = [
   "max_pooled_per_operator",
   "max_announcements_per_operator",
   ...SPLICE_KEYS,
+  ...ADMIN_KEYS,
 ] as const;
 
 /** An operator name: a lower-case host name, as in the directory. */
@@ -198,6 +200,7 @@ export function parsePublicSettings(
       10_000_000,
     ),
     ...parseSpliceSettings(data, problems),
+    ...parseAdminSettings(data, problems),
   };
   if (data.max_connections !== undefined) {
     s.maxConnections = count("max_connections", 1);

@@ -1,0 +1,227 @@
+/**
+ * The private proxy's metrics and `/status` (docs/architecture.md, "The admin endpoint";
+ * README.md, "Metrics"). Read from the control plane at scrape time, except the event counts
+ * {@linkcode ProxyMetrics} keeps.
+ * @module
+ */
+import { counterOf, gaugeOf, ProxyMetrics } from "../admin/metrics.ts";
+import { CallCounts } from "../admin/eps_calls.ts";
+import type { AdminSource } from "../admin/server.ts";
+import type { StatusTable } from "../admin/status.ts";
+import { formatHostPort } from "../role.ts";
+import type { EpsClient } from "../eps/client.ts";
+import type { PrivateAnnouncement } from "../settings/private.ts";
+import type { DialPool } from "./pool_sizing.ts";
+import type { PrivateStats } from "./private.ts";
+import { RoleAdmin } from "./role_admin.ts";
+
+/** One announcement as `/status` shows it. */
+export interface AnnouncementRow {
+  domain: string;
+  internal: string;
+  state: string;
+  live: number;
+  /** The public operators that acknowledged it, with when (ISO). */
+  acknowledged: { operator: string; at: string }[];
+}
+
+export interface PrivateAdminParts {
+  driver: string;
+  stats: Readonly<PrivateStats>;
+  eps: EpsClient;
+  pools: ReadonlyMap<string, DialPool>;
+  announceTo: readonly string[];
+  /** The announcements and their state now. */
+  announcements(): AnnouncementRow[];
+  /** Whether every operator of announce_to acknowledged a first announcement. */
+  announced(): boolean;
+  /** Live connections now. */
+  live(): number;
+  maxConnections: number;
+  drain?(domain: string, wait: boolean): Promise<unknown>;
+  undrain?(domain: string): Promise<unknown>;
+}
+
+/** Rows of the announcements from the settings, before drain states exist. */
+export function settingsRows(list: readonly PrivateAnnouncement[]): AnnouncementRow[] {
+  return list.map((a) => ({
+    domain: a.domain,
+    internal: formatHostPort(a.internal),
+    state: "announced",
+    live: 0,
+    acknowledged: [],
+  }));
+}
+
+export class PrivateAdmin extends RoleAdmin {
+  readonly metrics: ProxyMetrics;
+  readonly calls = new CallCounts();
+  parts!: PrivateAdminParts;
+
+  constructor(operator: string, nameOf: (domain: string) => string | undefined) {
+    super("private", operator);
+    this.metrics = new ProxyMetrics(this.registry, "private", nameOf);
+  }
+
+  attach(parts: PrivateAdminParts): void {
+    this.parts = parts;
+    this.info({ driver: parts.driver });
+    const r = this.registry;
+    const p = parts;
+    gaugeOf(r, "tls_pass_links_up", "Links up: this proxy's link to its EPS", ["peer"], () => [
+      [{ peer: "eps" }, p.eps.attached ? 1 : 0],
+    ]);
+    gaugeOf(
+      r,
+      "tls_pass_announcements",
+      "This proxy's announcements by state (announced, draining, drained, pending)",
+      ["state"],
+      () => {
+        const m = new Map<string, number>();
+        for (const a of p.announcements()) m.set(a.state, (m.get(a.state) ?? 0) + 1);
+        return [...m].map(([state, v]) => [{ state }, v] as const);
+      },
+    );
+    const pools = (f: (pool: DialPool) => number) => () =>
+      [...p.pools].map(([operator, pool]) => [{ operator }, f(pool)] as const);
+    gaugeOf(
+      r,
+      "tls_pass_pool_idle",
+      "Idle pooled dial-backs per public operator",
+      ["operator"],
+      pools((x) => x.idle),
+    );
+    gaugeOf(
+      r,
+      "tls_pass_pool_target",
+      "The pool size aimed for now (from the arrival rate), per public operator",
+      ["operator"],
+      pools((x) => x.target()),
+    );
+    counterOf(
+      r,
+      "tls_pass_pool_hits_total",
+      "Clients that came on a pooled dial-back, per public operator",
+      ["operator"],
+      pools((x) => x.stats.used),
+    );
+    counterOf(
+      r,
+      "tls_pass_pool_dropped_total",
+      "Idle pooled dial-backs that ended without a client, per public operator",
+      ["operator"],
+      pools((x) => x.stats.dropped),
+    );
+    counterOf(
+      r,
+      "tls_pass_notices_total",
+      "Notices received, by result (ok, refused)",
+      ["code"],
+      () => [[{ code: "ok" }, p.stats.notices], [{ code: "refused" }, p.stats.refusedNotices]],
+    );
+    counterOf(
+      r,
+      "tls_pass_eps_calls_total",
+      "EPS calls this proxy made, by method and result code",
+      ["method", "code"],
+      () => this.calls.rows(),
+    );
+  }
+
+  ready(): { ready: boolean; problems: string[] } {
+    const problems: string[] = [];
+    if (this.parts === undefined) problems.push("starting");
+    else {
+      if (!this.parts.eps.attached) problems.push("no link to its EPS");
+      if (!this.parts.announced()) problems.push("first announcement not acknowledged yet");
+    }
+    return { ready: problems.length === 0, problems };
+  }
+
+  status(): Record<string, unknown> {
+    const p = this.parts;
+    const m = this.metrics;
+    const announcements = p.announcements();
+    const pools = [...p.pools].map(([operator, x]) => ({
+      operator,
+      idle: x.idle,
+      opening: x.opening,
+      target: x.target(),
+      hits: x.stats.used,
+      dropped: x.stats.dropped,
+      failedRefills: x.stats.failedRefills,
+    }));
+    const links = [{ peer: "eps", up: p.eps.attached }];
+    const tables: StatusTable[] = [
+      {
+        title: "Announcements",
+        columns: ["domain", "internal", "state", "live", "acknowledged by"],
+        rows: announcements.map((a) => [
+          a.domain,
+          a.internal,
+          a.state,
+          a.live,
+          a.acknowledged.map((x) => x.operator).join(", "),
+        ]),
+        empty: "no announcement",
+      },
+      {
+        title: "Links",
+        columns: ["peer", "state"],
+        rows: links.map((l) => [l.peer, l.up ? "up" : "down"]),
+      },
+      {
+        title: "Pools",
+        columns: ["operator", "idle", "opening", "target", "hits", "dropped", "failed refills"],
+        rows: pools.map((
+          x,
+        ) => [x.operator, x.idle, x.opening, x.target, x.hits, x.dropped, x.failedRefills]),
+        empty: "pool off",
+      },
+      {
+        title: "Refusals by reason",
+        columns: ["reason", "count"],
+        rows: [
+          ...(p.stats.refusedNotices > 0 ? [["notice refused", p.stats.refusedNotices]] : []),
+          ...[...m.refused].sort((a, b) => b[1] - a[1]),
+        ] as (string | number)[][],
+        empty: "no refusal",
+      },
+    ];
+    const summary = {
+      driver: p.driver,
+      "announce to": p.announceTo.join(", "),
+      notices: p.stats.notices,
+      "live connections": p.live(),
+      "max connections": p.maxConnections,
+    };
+    return this.document(this.ready(), summary, tables, {
+      driver: p.driver,
+      announcements,
+      links,
+      pools,
+      connections: { live: p.live(), spliced: m.piped, byName: Object.fromEntries(m.perName) },
+      limits: [{ limit: "max_connections", value: p.maxConnections }],
+      refusals: Object.fromEntries(m.refused),
+      counters: { ...p.stats },
+    });
+  }
+
+  source(): AdminSource {
+    const src: AdminSource = {
+      role: "private",
+      registry: this.registry,
+      status: () => this.status(),
+      ready: () => this.ready(),
+      drain: (domain, wait) => {
+        if (!this.parts?.drain) throw new Error("drain is not available yet");
+        return this.parts.drain(domain, wait);
+      },
+      undrain: (domain) => {
+        if (!this.parts?.undrain) throw new Error("undrain is not available yet");
+        return this.parts.undrain(domain);
+      },
+    };
+    return src;
+  }
+}

@@ -1,0 +1,221 @@
+/**
+ * The public proxy's metrics and `/status` (docs/architecture.md, "The admin endpoint";
+ * README.md, "Metrics"). Everything here is read from the control plane at scrape time, except
+ * the event counts {@linkcode ProxyMetrics} keeps.
+ * @module
+ */
+import { counterOf, gaugeOf, ProxyMetrics, rowsOf } from "../admin/metrics.ts";
+import { CallCounts } from "../admin/eps_calls.ts";
+import type { AdminSource } from "../admin/server.ts";
+import { type StatusTable, untilText } from "../admin/status.ts";
+import { formatHostPort, type HostPort } from "../role.ts";
+import type { EpsClient } from "../eps/client.ts";
+import type { Announcements } from "./announcements.ts";
+import type { PoolGrants } from "./public_pool.ts";
+import type { PublicStats } from "./public_events.ts";
+import { RoleAdmin } from "./role_admin.ts";
+
+/** The refusals that are a cap being hit, and the setting that sets the cap. */
+const LIMIT_OF: Record<string, string> = {
+  "connections": "max_connections",
+  "dial-backs": "max_connections (dial-back share)",
+  "pending-total": "max_pending",
+  "pending-operator": "max_pending_per_operator",
+  "pending-client": "max_pending_per_client",
+  "pool-full": "max_pooled_per_operator",
+  "hello-timeout": "hello_timeout_ms",
+  "expired": "dial_back_timeout_ms",
+};
+
+export interface PublicAdminParts {
+  operator: string;
+  driver: string;
+  stats: Readonly<PublicStats>;
+  announcements: Announcements;
+  grants: PoolGrants;
+  eps: EpsClient;
+  addrs: { public: HostPort; private: HostPort };
+  privateEndpoint: HostPort;
+  limits: Record<string, number>;
+}
+
+/** The public proxy's admin: metrics fed by events, and the AdminSource of its endpoint. */
+export class PublicAdmin extends RoleAdmin {
+  readonly metrics: ProxyMetrics;
+  readonly calls = new CallCounts();
+  parts!: PublicAdminParts;
+
+  constructor(operator: string, announcements: Announcements) {
+    super("public", operator);
+    this.metrics = new ProxyMetrics(
+      this.registry,
+      "public",
+      (domain) => announcements.match(domain)?.domain,
+    );
+  }
+
+  /** Registers the scrape-time metrics; call once the parts exist. */
+  attach(parts: PublicAdminParts): void {
+    this.parts = parts;
+    this.info({ driver: parts.driver });
+    const r = this.registry;
+    const p = parts;
+    gaugeOf(r, "tls_pass_links_up", "Links up: this proxy's link to its EPS", ["peer"], () => [
+      [{ peer: "eps" }, p.eps.attached ? 1 : 0],
+    ]);
+    gaugeOf(
+      r,
+      "tls_pass_announcements",
+      "Live announcements per private operator",
+      ["operator"],
+      () => {
+        const m = new Map<string, number>();
+        for (const a of p.announcements.all()) m.set(a.operator, (m.get(a.operator) ?? 0) + 1);
+        return rowsOf("operator", m);
+      },
+    );
+    gaugeOf(r, "tls_pass_pool_idle", "Idle pooled dial-backs per private operator", [
+      "operator",
+    ], () => this.#poolOperators().map((op) => [{ operator: op }, p.grants.idle(op)] as const));
+    gaugeOf(
+      r,
+      "tls_pass_pool_held",
+      "Pool tokens not yet redeemed plus idle pooled dial-backs, per private operator (capped by max_pooled_per_operator)",
+      ["operator"],
+      () => this.#poolOperators().map((op) => [{ operator: op }, p.grants.held(op)] as const),
+    );
+    counterOf(r, "tls_pass_pool_tokens_total", "Pool tokens minted by openPool", [], () => [
+      [{}, p.stats.poolTokens],
+    ]);
+    counterOf(
+      r,
+      "tls_pass_notices_total",
+      "Notices (incomingConnection calls) sent, by result: ok or the JSON-RPC error code",
+      ["code"],
+      () => this.#noticeRows(),
+    );
+    counterOf(
+      r,
+      "tls_pass_eps_calls_total",
+      "EPS calls this proxy made, by method and result code",
+      ["method", "code"],
+      () => this.calls.rows(),
+    );
+  }
+
+  #poolOperators(): string[] {
+    const ops = new Set<string>();
+    for (const a of this.parts.announcements.all()) ops.add(a.operator);
+    return [...ops];
+  }
+
+  *#noticeRows(): Iterable<readonly [Record<string, string>, number]> {
+    for (const [labels, v] of this.calls.rows()) {
+      if (labels.method === "incomingConnection") yield [{ code: labels.code! }, v] as const;
+    }
+  }
+
+  ready(): { ready: boolean; problems: string[] } {
+    const problems: string[] = [];
+    if (this.parts === undefined) problems.push("starting");
+    else if (!this.parts.eps.attached) problems.push("no link to its EPS");
+    return { ready: problems.length === 0, problems };
+  }
+
+  status(): Record<string, unknown> {
+    const p = this.parts;
+    const m = this.metrics;
+    const now = Date.now();
+    const all = p.announcements.all();
+    const announcements = all.map((a) => ({
+      domain: a.domain,
+      operator: a.operator,
+      instance: null,
+      expiresAt: new Date(a.expiresAt).toISOString(),
+      spliced: m.perName.get(a.domain) ?? 0,
+    }));
+    const operators = this.#poolOperators();
+    const pools = operators.map((op) => ({
+      operator: op,
+      idle: p.grants.idle(op),
+      held: p.grants.held(op),
+      cap: p.grants.maxPerOperator,
+      hits: m.poolHits.get(op) ?? 0,
+      misses: m.poolMisses.get(op) ?? 0,
+    }));
+    const refusals = Object.fromEntries(m.refused);
+    const limits = Object.entries(LIMIT_OF).map(([why, key]) => ({
+      limit: key,
+      reason: why,
+      value: p.limits[why] ?? null,
+      hits: m.refused.get(why) ?? 0,
+    }));
+    const links = [{ peer: "eps", up: p.eps.attached }];
+    const tables: StatusTable[] = [
+      {
+        title: "Announcements",
+        columns: ["domain", "operator", "expires in", "spliced"],
+        rows: announcements.map((
+          a,
+        ) => [a.domain, a.operator, untilText(Date.parse(a.expiresAt), now), a.spliced]),
+        empty: "no announcement",
+      },
+      {
+        title: "Links",
+        columns: ["peer", "state"],
+        rows: links.map((l) => [l.peer, l.up ? "up" : "down"]),
+      },
+      {
+        title: "Pools",
+        columns: ["operator", "idle", "held", "cap", "hits", "misses"],
+        rows: pools.map((x) => [x.operator, x.idle, x.held, x.cap, x.hits, x.misses]),
+        empty: "no private operator announced",
+      },
+      {
+        title: "Limits hit",
+        columns: ["limit", "value", "refused"],
+        rows: limits.filter((l) => l.hits > 0).map((l) => [l.limit, l.value ?? "", l.hits]),
+        empty: "no limit hit",
+      },
+      {
+        title: "Refusals by reason",
+        columns: ["reason", "count"],
+        rows: [...m.refused].sort((a, b) => b[1] - a[1]),
+        empty: "no refusal",
+      },
+    ];
+    const summary = {
+      driver: p.driver,
+      public: formatHostPort(p.addrs.public),
+      private: formatHostPort(p.addrs.private),
+      "notices name": formatHostPort(p.privateEndpoint),
+      accepted: m.accepted,
+      "live connections": m.active,
+      announcements: all.length,
+    };
+    return this.document(this.ready(), summary, tables, {
+      driver: p.driver,
+      addrs: { public: formatHostPort(p.addrs.public), private: formatHostPort(p.addrs.private) },
+      announcements,
+      links,
+      pools,
+      connections: {
+        accepted: m.accepted,
+        active: m.active,
+        byName: Object.fromEntries(m.perName),
+      },
+      limits,
+      refusals,
+      counters: { ...p.stats },
+    });
+  }
+
+  source(): AdminSource {
+    return {
+      role: "public",
+      registry: this.registry,
+      status: () => this.status(),
+      ready: () => this.ready(),
+    };
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * What every role's admin endpoint shares (docs/architecture.md, "The admin endpoint"): the
+ * registry with the process metrics, the common part of `/status`, and starting the endpoint when
+ * `admin_listen` is set.
+ * @module
+ */
+import denoJson from "../../deno.json" with { type: "json" };
+import { type AdminServer, type AdminSource, startAdmin } from "../admin/server.ts";
+import { infoGauge, newRegistry, type Registry } from "../admin/metrics.ts";
+import { reloadTable, type StatusDocument, type StatusTable } from "../admin/status.ts";
+import type { HostPort, ReloadResult } from "../role.ts";
+
+export const VERSION: string = denoJson.version;
+
+/** The common part of a role's admin: registry, start time, readiness, the last reload. */
+export class RoleAdmin {
+  readonly registry: Registry;
+  readonly startedAt = Date.now();
+  lastReload: ReloadResult | null = null;
+
+  constructor(readonly role: string, readonly operator: string | undefined) {
+    this.registry = newRegistry();
+  }
+
+  /** Sets `tls_pass_info` (role, version, operator and `extra`, e.g. the data-plane driver). */
+  info(extra: Record<string, string> = {}): void {
+    const labels: Record<string, string> = { role: this.role, version: VERSION, ...extra };
+    if (this.operator !== undefined) labels.operator = this.operator;
+    infoGauge(this.registry, labels);
+  }
+
+  /** A `/status` document from the role's parts. */
+  document(
+    ready: { ready: boolean; problems: string[] },
+    summary: Record<string, string | number>,
+    tables: StatusTable[],
+    details: Record<string, unknown>,
+  ): StatusDocument {
+    const doc: StatusDocument = {
+      role: this.role,
+      version: VERSION,
+      pid: Deno.pid,
+      startedAt: new Date(this.startedAt).toISOString(),
+      uptimeS: Math.round((Date.now() - this.startedAt) / 1000),
+      ready: ready.ready,
+      readyProblems: ready.problems,
+      summary,
+      tables: [...tables, reloadTable(this.lastReload)],
+      lastReload: this.lastReload,
+      ...details,
+    };
+    if (this.operator !== undefined) doc.operator = this.operator;
+    return doc;
+  }
+}
+
+/** Starts the admin endpoint when `listen` is set; undefined otherwise. */
+export function openAdmin(
+  listen: HostPort | undefined,
+  source: AdminSource,
+  signal?: AbortSignal,
+): Promise<AdminServer | undefined> {
+  return listen === undefined ? Promise.resolve(undefined) : startAdmin(listen, source, signal);
+}
