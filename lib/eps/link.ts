@@ -89,7 +89,9 @@ export function readLinkTlsSync(
     try {
       x = new X509Certificate(cert);
     } catch (err) {
-      problems.push(`${files.cert.key}: "${files.cert.path}" is not a PEM certificate: ${errorText(err)}`);
+      problems.push(
+        `${files.cert.key}: "${files.cert.path}" is not a PEM certificate: ${errorText(err)}`,
+      );
     }
   }
   if (key !== "") {
@@ -101,7 +103,9 @@ export function readLinkTlsSync(
         );
       }
     } catch (err) {
-      problems.push(`${files.key.key}: "${files.key.path}" is not a PEM private key: ${errorText(err)}`);
+      problems.push(
+        `${files.key.key}: "${files.key.path}" is not a PEM private key: ${errorText(err)}`,
+      );
     }
   }
   ca.forEach((pem, i) => {

@@ -6,7 +6,7 @@
  * @module
  */
 import { SettingsError } from "../errors.ts";
-import type { ReloadResult } from "../role.ts";
+import type { Reloadable, ReloadResult } from "../role.ts";
 
 /** One changed key, as the settings files name it. */
 export interface KeyChange {
@@ -74,7 +74,9 @@ export function diffSettings(
     const ra = isPlain(a) ? a : {};
     const rb = isPlain(b) ? b : {};
     const keys = [...new Set([...Object.keys(ra), ...Object.keys(rb)])];
-    for (const k of keys) walk(ra[k], rb[k], path === "" ? snakeCase(k) : `${path}.${snakeCase(k)}`);
+    for (const k of keys) {
+      walk(ra[k], rb[k], path === "" ? snakeCase(k) : `${path}.${snakeCase(k)}`);
+    }
   };
   walk(before, after, "");
   // a renamed pair (store.kind + store.path → store, store_path) may name one key twice
@@ -100,9 +102,9 @@ export function showValue(v: unknown): string {
 
 /** The refusal line of one restart-only key. */
 export function restartProblem(c: KeyChange): string {
-  return `${c.key}: cannot change without a restart (running ${showValue(c.before)}, the files now say ${
-    showValue(c.after)
-  })`;
+  return `${c.key}: cannot change without a restart (running ${
+    showValue(c.before)
+  }, the files now say ${showValue(c.after)})`;
 }
 
 /** The applied line of one changed key. */
@@ -163,4 +165,15 @@ export class Reloader<S> {
 export function checkRestartOnly(diff: SettingsDiff): string[] {
   if (diff.restartOnly.length > 0) throw new ReloadRefused(diff.restartOnly.map(restartProblem));
   return diff.changed.map(changeLine);
+}
+
+/** Adds `reload` and a live `lastReload` to a role's handle (Object.assign would copy a getter's value once). */
+export function withReload<H extends object, S>(
+  handle: H,
+  reloader: Reloader<S>,
+): H & Reloadable<S> {
+  return Object.defineProperties(handle, {
+    reload: { value: (next: () => Promise<S>) => reloader.reload(next), enumerable: true },
+    lastReload: { get: () => reloader.last, enumerable: true },
+  }) as H & Reloadable<S>;
 }
