@@ -197,10 +197,15 @@ function onHangUp(
       const r = await h.reload(reloadSettings);
       if (r.ok) {
         if (r.applied.length === 0) log.info("Reloaded: nothing changed");
-        else log.info("Reloaded: {applied}", { applied: r.applied.join("; ") });
+        else {log.info(
+            `Reloaded: ${r.applied.join("; ").replaceAll("{", "{{").replaceAll("}", "}}")}`,
+          );}
         return;
       }
-      for (const p of r.problems) log.error("Reload refused: {problem}", { problem: p });
+      // the text as a start prints it (not quoted as a property): braces escaped for the template
+      for (const p of r.problems) {
+        log.error(`Reload refused: ${p.replaceAll("{", "{{").replaceAll("}", "}}")}`);
+      }
       log.error("Reload refused: keeping the old settings");
     }).catch((err) => {
       log.error("Reload failed: {error}; keeping the old settings", {

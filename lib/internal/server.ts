@@ -10,7 +10,7 @@
  */
 import http from "node:http";
 import https from "node:https";
-import tls from "node:tls";
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { errorText, logger } from "../log.ts";
 import { makeHandle, type Reloadable, type RoleHandle } from "../role.ts";
@@ -151,15 +151,25 @@ async function readKeyPair(s: InternalServerSettings): Promise<{ cert: string; k
   };
   const cert = await read("certificate_file", s.certificateFile);
   const key = await read("key_file", s.keyFile);
-  if (problems.length === 0) {
+  let x: X509Certificate | undefined;
+  if (cert !== "") {
     try {
-      tls.createSecureContext({ cert, key });
+      x = new X509Certificate(cert);
     } catch (err) {
       problems.push(
-        `certificate_file: "${s.certificateFile}" with key_file "${s.keyFile}" cannot be used: ${
-          errorText(err)
-        }`,
+        `certificate_file: "${s.certificateFile}" is not a PEM certificate: ${errorText(err)}`,
       );
+    }
+  }
+  if (key !== "") {
+    try {
+      if (x && !x.checkPrivateKey(createPrivateKey(key))) {
+        problems.push(
+          `key_file: "${s.keyFile}" is not the key of the certificate "${s.certificateFile}"`,
+        );
+      }
+    } catch (err) {
+      problems.push(`key_file: "${s.keyFile}" is not a PEM private key: ${errorText(err)}`);
     }
   }
   if (problems.length > 0) throw new SettingsError(s.certificateFile ?? "", problems);
