@@ -348,6 +348,21 @@ Deno.test("public proxy reload: a directory change allows a new domain; restart-
   ]);
   assert.equal(c.pub.pool.maxPerOperator, settings.maxPooledPerOperator);
 
+  // an EPS link key that does not load (EpsClient.reconfigure): refused naming key and file
+  const garbage = join(c.dir, "garbage.key");
+  await Deno.writeTextFile(garbage, "not a key\n");
+  const badKey = await c.pub.reload(() =>
+    Promise.resolve({ ...settings, eps: { ...settings.eps, keyFile: garbage } })
+  );
+  assert.equal(badKey.ok, false);
+  assert.ok(
+    badKey.problems.some((p) =>
+      p.startsWith(`eps.key_file: "${garbage}" is not a PEM private key`)
+    ),
+    badKey.problems.join("\n"),
+  );
+  assert.equal(c.pub.pool.maxPerOperator, settings.maxPooledPerOperator);
+
   // an invalid directory: refused with the loader's message naming the file; old one kept
   await Deno.writeTextFile(file, text.replace("operators:", "operators: [\n"));
   const broken = await c.pub.reload(() => Promise.resolve(settings));
