@@ -22,7 +22,7 @@ import {
   type LogLevel,
 } from "@logtape/logtape";
 import { SettingsError } from "./lib/errors.ts";
-import { formatHostPort } from "./lib/role.ts";
+import { formatHostPort, type Reloadable, type RoleHandle } from "./lib/role.ts";
 import { logger } from "./lib/log.ts";
 import { raiseFdLimit, relayedConnectionsFor } from "./lib/net/fd_limit.ts";
 import { ROLE_NAMES, type RoleName, roleSpec } from "./lib/roles.ts";
@@ -61,9 +61,9 @@ Starts one role: public, private, eps or internal-server.
   --log-format F    text (default) or json (one JSON object per line)
 When the role is ready it prints one JSON line on stdout:
   {"event":"ready","role":"public","addrs":{"public":"127.0.0.1:4433",...}}
-Logs go to stderr. SIGINT or SIGTERM stops it gracefully (exit 0). SIGHUP re-reads the settings,
-the directory and the certificates (kill -HUP PID); a change that is not valid is refused and logged,
-and the role keeps running on the old settings.`,
+Logs go to stderr. SIGINT or SIGTERM stops it gracefully (exit 0). SIGHUP (kill -HUP PID)
+re-reads the settings, directory and certificate files and applies a valid change without
+dropping a connection; an invalid one is logged and the role keeps its old settings.`,
   status: `Usage: tls-pass status [--admin HOST:PORT] [--json]
 
 Prints the status of a running role (announcements, links, pools, live connections, limits hit,
@@ -193,7 +193,54 @@ async function load(role: RoleName, settingsFlags: string[]) {
       "run",
     );
   }
-  return { spec, settings: await loadSettings(sources, spec.parse) };
+  return { spec, sources, settings: await loadSettings(sources, spec.parse) };
+}
+
+/** A role handle that can reload (lib/role.ts Reloadable). */
+function isReloadable(h: object): h is Reloadable<unknown> {
+  return typeof (h as { reload?: unknown }).reload === "function";
+}
+
+/**
+ * SIGHUP (docs/architecture.md, "Reload"): re-reads the settings from the same sources with the
+ * same validation as at start and hands them to the role, one reload at a time (a SIGHUP during
+ * a reload runs after it). Never ends the process. Returns the listener to remove.
+ */
+function onHangUp(
+  role: RoleName,
+  handle: Promise<RoleHandle | undefined>,
+  reloadSettings: () => Promise<unknown>,
+): () => void {
+  const log = logger(role, "reload");
+  let queue = Promise.resolve();
+  return () => {
+    queue = queue.then(async () => {
+      const h = await handle.catch(() => undefined);
+      if (h === undefined) return;
+      if (!isReloadable(h)) {
+        log.warn("SIGHUP: role {role} cannot reload; ignored", { role });
+        return;
+      }
+      log.info("SIGHUP: reloading settings");
+      const r = await h.reload(reloadSettings);
+      if (r.ok) {
+        if (r.applied.length === 0) log.info("Reloaded: nothing changed");
+        else {log.info(
+            `Reloaded: ${r.applied.join("; ").replaceAll("{", "{{").replaceAll("}", "}}")}`,
+          );}
+        return;
+      }
+      // the text as a start prints it (not quoted as a property): braces escaped for the template
+      for (const p of r.problems) {
+        log.error(`Reload refused: ${p.replaceAll("{", "{{").replaceAll("}", "}}")}`);
+      }
+      log.error("Reload refused: keeping the old settings");
+    }).catch((err) => {
+      log.error("Reload failed: {error}; keeping the old settings", {
+        error: err instanceof Error ? err.message : String(err),
+      });
+    });
+  };
 }
 
 async function cmdRun(args: string[]): Promise<number> {
@@ -208,15 +255,27 @@ async function cmdRun(args: string[]): Promise<number> {
   }
   const role = roleOf(positionals[0], "run");
   await setupLogging(String(values["log-level"] ?? "info"), String(values["log-format"] ?? "text"));
-  const { spec, settings } = await load(role, (values.settings as string[] | undefined) ?? []);
-  logFdLimit(role);
-
+  // before the settings are read: a SIGHUP during start-up must not end the process either
+  const started = Promise.withResolvers<RoleHandle | undefined>();
+  let reloadSettings: () => Promise<unknown> = () => Promise.reject(new Error("not started"));
+  const onHup = onHangUp(role, started.promise, () => reloadSettings());
+  Deno.addSignalListener("SIGHUP", onHup);
   const shutdown = new AbortController();
   const onSignal = () => shutdown.abort();
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
   try {
-    const handle = await spec.start(settings, shutdown.signal);
+    const { spec, sources, settings } = await load(
+      role,
+      (values.settings as string[] | undefined) ?? [],
+    );
+    reloadSettings = () => loadSettings(sources, spec.parse);
+    logFdLimit(role);
+    const handle = await spec.start(settings, shutdown.signal).catch((err) => {
+      started.resolve(undefined);
+      throw err;
+    });
+    started.resolve(handle);
     try {
       await Promise.race([handle.ready ?? Promise.resolve(), handle.finished]);
     } catch (e) {
@@ -231,8 +290,10 @@ async function cmdRun(args: string[]): Promise<number> {
     await handle.finished;
     return 0;
   } finally {
+    started.resolve(undefined);
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
+    // SIGHUP stays handled (ignored) until the exit: it must never end the process
   }
 }
 

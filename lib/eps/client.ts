@@ -4,12 +4,20 @@
  * This is the only module of lib/eps that lib/proxy imports.
  * @module
  */
-import { LinkClosedError, RpcCode, RpcError } from "../errors.ts";
+import { LinkClosedError, RpcCode, RpcError, SettingsError } from "../errors.ts";
 import { errorText, logger } from "../log.ts";
 import type { NodeTlsConn } from "../net/node_tls_conn.ts";
 import { formatHostPort } from "../role.ts";
 import type { EpsClientSettings } from "../settings/eps_client.ts";
-import { commonNameOf, keepDialling, Link, loadLinkTls, untilSettledOrAborted } from "./link.ts";
+import {
+  commonNameOf,
+  keepDialling,
+  Link,
+  type LinkTls,
+  loadLinkTls,
+  readLinkTlsSync,
+  untilSettledOrAborted,
+} from "./link.ts";
 import { callOnStream, DeadlineClock, serveStream } from "./rpc.ts";
 import { splitMethod } from "./router.ts";
 
@@ -48,6 +56,14 @@ export interface EpsClient extends AsyncDisposable {
   readonly ready: Promise<void>;
   /** Runs `listener` on every attach, including re-attaches after a reconnect; returns an unsubscribe. */
   onAttach(listener: () => void): () => void;
+  /**
+   * A reload (docs/architecture.md, "Reload"): reads and checks the new certificate, key and CA
+   * files now and uses them, and the new `address`, for the next link (a reconnect); the live
+   * link stays up. Call deadlines and the message cap apply to calls from now on. Throws
+   * SettingsError naming the key and file of every problem, or when the certificate names
+   * another operator; then nothing changed.
+   */
+  reconfigure(settings: EpsClientSettings, prefix?: string): void;
   close(): Promise<void>;
 }
 
@@ -60,7 +76,9 @@ const log = logger("proxy", "eps-client");
 
 /** The proxy's side of its link to the own EPS (see {@linkcode EpsClient}). */
 class Client implements EpsClient {
-  readonly #settings: EpsClientSettings;
+  #settings: EpsClientSettings;
+  /** The link material for the next dial; read once at start, again by `reconfigure`. */
+  #tls: LinkTls | undefined;
   readonly #stop = new AbortController();
   readonly #handlers = new Map<string, Handler>();
   readonly #attachListeners = new Set<() => void>();
@@ -115,11 +133,35 @@ class Client implements EpsClient {
     c.resolve();
   }
 
+  reconfigure(settings: EpsClientSettings, prefix = "eps"): void {
+    const k = (key: string) => `${prefix}.${key}`;
+    const tls = readLinkTlsSync({
+      cert: { key: k("certificate_file"), path: settings.certificateFile },
+      key: { key: k("key_file"), path: settings.keyFile },
+      ca: settings.caCertificateFiles.map((path, i) => ({
+        key: `${k("ca_certificate_files")}[${i}]`,
+        path,
+      })),
+    });
+    const name = commonNameOf(tls.cert);
+    if (this.#operator !== "" && name !== this.#operator) {
+      throw new SettingsError(settings.certificateFile, [
+        `${
+          k("certificate_file")
+        }: "${settings.certificateFile}" names "${name}", the running proxy is "${this.#operator}": changing the operator needs a restart`,
+      ]);
+    }
+    this.#settings = settings;
+    this.#tls = tls;
+  }
+
   async #run(): Promise<void> {
     const s = this.#settings;
-    const tls = await loadLinkTls(s.certificateFile, s.keyFile, s.caCertificateFiles);
-    this.#operator = commonNameOf(tls.cert);
-    await keepDialling(this.#operator, s.address, tls, {
+    const first = await loadLinkTls(s.certificateFile, s.keyFile, s.caCertificateFiles);
+    this.#tls ??= first; // a reconfigure during the first read wins
+    this.#operator = commonNameOf(first.cert);
+    // read at every dial: a reconfigure takes effect at the next link
+    await keepDialling(this.#operator, () => this.#settings.address, () => this.#tls ?? first, {
       signal: this.#stop.signal,
       what: "EPS",
       needed: async () => {

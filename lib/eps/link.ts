@@ -6,7 +6,8 @@
  * one.
  * @module
  */
-import { X509Certificate } from "node:crypto";
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { SettingsError } from "../errors.ts";
 import { errorText, logger, RateLimitedLog } from "../log.ts";
 import { formatHostPort, type HostPort } from "../role.ts";
 import { remoteText } from "../net/conn.ts";
@@ -53,6 +54,71 @@ export async function loadLinkTls(
     ...caCertificateFiles.map((f) => Deno.readTextFile(f)),
   ]);
   return { cert: cert!, key: key!, ca, handshakeTimeoutMs };
+}
+
+/** One key material file of a link and the settings key that names it. */
+export interface TlsFile {
+  /** The settings key, e.g. `eps.certificate_file`. */
+  key: string;
+  path: string;
+}
+
+/**
+ * Reads and checks the files of a link now, for a reload (docs/architecture.md, "Reload"): each
+ * must be readable PEM, the key must be the certificate's. Throws SettingsError naming the key and
+ * the file of every problem; synchronous so that the caller can swap the material at once.
+ */
+export function readLinkTlsSync(
+  files: { cert: TlsFile; key: TlsFile; ca: readonly TlsFile[] },
+  handshakeTimeoutMs = 10_000,
+): LinkTls {
+  const problems: string[] = [];
+  const read = (f: TlsFile): string => {
+    try {
+      return Deno.readTextFileSync(f.path);
+    } catch (err) {
+      problems.push(`${f.key}: cannot read "${f.path}": ${errorText(err)}`);
+      return "";
+    }
+  };
+  const cert = read(files.cert);
+  const key = read(files.key);
+  const ca = files.ca.map(read);
+  let x: X509Certificate | undefined;
+  if (cert !== "") {
+    try {
+      x = new X509Certificate(cert);
+    } catch (err) {
+      problems.push(
+        `${files.cert.key}: "${files.cert.path}" is not a PEM certificate: ${errorText(err)}`,
+      );
+    }
+  }
+  if (key !== "") {
+    try {
+      const k = createPrivateKey(key);
+      if (x && !x.checkPrivateKey(k)) {
+        problems.push(
+          `${files.key.key}: "${files.key.path}" is not the key of the certificate "${files.cert.path}"`,
+        );
+      }
+    } catch (err) {
+      problems.push(
+        `${files.key.key}: "${files.key.path}" is not a PEM private key: ${errorText(err)}`,
+      );
+    }
+  }
+  ca.forEach((pem, i) => {
+    if (pem === "") return;
+    try {
+      new X509Certificate(pem);
+    } catch (err) {
+      const f = files.ca[i]!;
+      problems.push(`${f.key}: "${f.path}" is not a PEM certificate: ${errorText(err)}`);
+    }
+  });
+  if (problems.length > 0) throw new SettingsError(files.cert.path, problems);
+  return { cert, key, ca, handshakeTimeoutMs };
 }
 
 /** The subject CN of the first certificate of a PEM chain (an operator's own name). */
@@ -136,6 +202,18 @@ export async function dialLink(
   return conn;
 }
 
+/** A listener for links (see {@linkcode listenLinks}). */
+export interface LinkListener {
+  readonly addr: HostPort;
+  close(): Promise<void>;
+  finished: Promise<void>;
+  /**
+   * A reload (docs/architecture.md, "Reload"): new TLS material and directory (pins, operators)
+   * for the links accepted from now on; links already up are not touched.
+   */
+  reconfigure(tls: LinkTls, directory: Directory): void;
+}
+
 /**
  * Listens for links. Each connection that passes {@linkcode verifyPeer} goes to `onLink` with its
  * operator name; refusals (TLS or identity) are logged as warnings with the address and reason.
@@ -151,7 +229,7 @@ export async function listenLinks(
     what: string;
     onLink: (conn: NodeTlsConn, operator: string) => void;
   },
-): Promise<{ addr: HostPort; close(): Promise<void>; finished: Promise<void> }> {
+): Promise<LinkListener> {
   const refusals = new RateLimitedLog(log);
   const listener: NodeTlsListener = await listenNodeTls(address, {
     cert: tls.cert,
@@ -175,12 +253,13 @@ export async function listenLinks(
       );
     },
   });
+  let directory = options.directory;
   const finished = (async () => {
     for await (const conn of listener) {
       let operator: string;
       try {
         operator = verifyPeer(conn, {
-          directory: options.directory,
+          directory,
           ...(options.known ? { known: options.known } : {}),
         });
         if (options.only && !options.only.includes(operator)) {
@@ -208,6 +287,10 @@ export async function listenLinks(
       refusals.close();
     },
     finished,
+    reconfigure: (next, dir) => {
+      listener.setSecureContext({ cert: next.cert, key: next.key, ca: next.ca });
+      directory = dir;
+    },
   };
 }
 
@@ -320,8 +403,8 @@ export class Link {
  */
 export async function keepDialling(
   peer: string,
-  address: HostPort,
-  tls: LinkTls,
+  address: HostPort | (() => HostPort),
+  tls: LinkTls | (() => LinkTls),
   options: {
     directory?: Directory;
     signal: AbortSignal;
@@ -334,15 +417,17 @@ export async function keepDialling(
   },
 ): Promise<void> {
   const backoff = new Backoff();
-  const addr = formatHostPort(address);
   const what = options.what ?? peer;
   let warned = false;
   while (!options.signal.aborted) {
     await options.needed();
     if (options.signal.aborted) break;
+    // read at each dial: a reload changes them for the next link (docs/architecture.md, "Reload")
+    const target = typeof address === "function" ? address() : address;
+    const addr = formatHostPort(target);
     let conn: NodeTlsConn;
     try {
-      conn = await dialLink(address, peer, tls, {
+      conn = await dialLink(target, peer, typeof tls === "function" ? tls() : tls, {
         ...(options.directory ? { directory: options.directory } : {}),
         signal: options.signal,
       });

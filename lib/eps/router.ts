@@ -54,11 +54,16 @@ export function forwardTimeoutMs(callTimeoutMs: number): number {
 }
 
 export class Router {
-  readonly #o: RouterOptions;
+  #o: RouterOptions;
   #nextId = 1;
 
   constructor(options: RouterOptions) {
     this.#o = options;
+  }
+
+  /** A reload (docs/architecture.md, "Reload"): calls routed from now on use these. */
+  update(changes: Pick<RouterOptions, "directory" | "callTimeoutMs" | "maxMessageBytes">): void {
+    this.#o = { ...this.#o, ...changes };
   }
 
   #deny(from: string, target: string, code: number, why: string): RpcError {

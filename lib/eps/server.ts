@@ -6,7 +6,13 @@
  */
 import { LinkClosedError, RpcCode, RpcError, SettingsError } from "../errors.ts";
 import { errorText, logger } from "../log.ts";
-import { formatHostPort, type HostPort, makeHandle, type RoleHandle } from "../role.ts";
+import {
+  formatHostPort,
+  type HostPort,
+  makeHandle,
+  type Reloadable,
+  type RoleHandle,
+} from "../role.ts";
 import type { NodeTlsConn } from "../net/node_tls_conn.ts";
 import type { EpsSettings } from "../settings/eps.ts";
 import { calleesOf, type Directory, loadDirectory } from "./directory.ts";
@@ -14,11 +20,20 @@ import {
   commonNameOf,
   keepDialling,
   Link,
+  type LinkListener,
   type LinkTls,
   listenLinks,
   loadLinkTls,
+  readLinkTlsSync,
   untilSettledOrAborted,
 } from "./link.ts";
+import {
+  checkRestartOnly,
+  diffSettings,
+  Reloader,
+  sameValue,
+  withReload,
+} from "../settings/diff.ts";
 import { DeadlineClock, serveStream } from "./rpc.ts";
 import { Router } from "./router.ts";
 import type { Stream } from "./session.ts";
@@ -43,14 +58,15 @@ class Links {
   readonly #peers = new Map<string, Peer>();
   readonly #proxy: Link[] = [];
   readonly #tasks = new Set<Promise<void>>();
-  readonly #settings: EpsSettings;
+  /** Read for every new link and call; a reload replaces it. */
+  settings: EpsSettings;
   /** Deadlines of the calls served here and of the calls forwarded. */
   readonly clock = new DeadlineClock();
   #router!: Router;
 
   constructor(own: string, settings: EpsSettings) {
     this.#own = own;
-    this.#settings = settings;
+    this.settings = settings;
   }
 
   set router(r: Router) {
@@ -128,8 +144,8 @@ class Links {
   add(conn: NodeTlsConn, peer: string, outbound: boolean): Link {
     const dialler = outbound ? this.#own : peer;
     const link = new Link(conn, peer, dialler, outbound, {
-      maxStreams: this.#settings.maxStreamsPerLink,
-      keepaliveIntervalMs: this.#settings.keepaliveIntervalMs,
+      maxStreams: this.settings.maxStreamsPerLink,
+      keepaliveIntervalMs: this.settings.keepaliveIntervalMs,
       onStream: (stream) => this.#serve(link, stream),
     });
     if (peer === this.#own) {
@@ -196,8 +212,8 @@ class Links {
       stream,
       (request, signal) => this.#router.route(link.peer, request, signal),
       {
-        maxMessageBytes: this.#settings.maxMessageBytes,
-        timeoutMs: this.#settings.callTimeoutMs,
+        maxMessageBytes: this.settings.maxMessageBytes,
+        timeoutMs: this.settings.callTimeoutMs,
         clock: this.clock,
         onProblem: (err) => {
           if (err instanceof LinkClosedError) {
@@ -258,6 +274,37 @@ function checkOwnCertificate(settings: EpsSettings, tls: LinkTls): void {
   }
 }
 
+/** The keys of an EPS server that a reload cannot change (docs/architecture.md, "Reload"). */
+export const EPS_RESTART_ONLY = [
+  "operator",
+  "listen",
+  "proxy_listen",
+  "handshake_timeout_ms",
+  "admin_listen",
+];
+
+/** A running EPS server; `reload` re-reads settings, directory and certificates (SIGHUP). */
+export type EpsHandle = RoleHandle<"links" | "proxy"> & Reloadable<EpsSettings>;
+
+/** The directory as a plain value, to tell whether a reload changed it. */
+function directoryValue(d: Directory): unknown {
+  return { ca: d.caCertificateFiles, operators: Object.fromEntries(d.operators) };
+}
+
+/** Reads the own link material now (a reload), with problems naming the key and file. */
+function readOwnTls(settings: EpsSettings, directory: Directory): LinkTls {
+  const tls = readLinkTlsSync({
+    cert: { key: "certificate_file", path: settings.certificateFile },
+    key: { key: "key_file", path: settings.keyFile },
+    ca: directory.caCertificateFiles.map((path, i) => ({
+      key: `ca_certificate_files[${i}] (directory)`,
+      path,
+    })),
+  }, settings.handshakeTimeoutMs);
+  checkOwnCertificate(settings, tls);
+  return tls;
+}
+
 /**
  * Starts an EPS server. Resolves once its listeners are bound (`links`, `proxy`); peers are
  * dialled in the background and calls to a peer not linked yet wait for it up to their deadline.
@@ -265,24 +312,25 @@ function checkOwnCertificate(settings: EpsSettings, tls: LinkTls): void {
 export async function startEps(
   settings: EpsSettings,
   signal?: AbortSignal,
-): Promise<RoleHandle<"links" | "proxy">> {
+): Promise<EpsHandle> {
   signal?.throwIfAborted();
   const own = settings.operator;
-  const directory: Directory = await loadDirectory([settings.directoryDir]);
+  let directory: Directory = await loadDirectory([settings.directoryDir]);
   if (!directory.operators.has(own)) {
     log.warn("Operator {operator} is not in the directory: no peer may call it", { operator: own });
   }
-  const tls = await loadLinkTls(
+  let tls = await loadLinkTls(
     settings.certificateFile,
     settings.keyFile,
     directory.caCertificateFiles,
     settings.handshakeTimeoutMs,
   );
   checkOwnCertificate(settings, tls);
+  let current = settings;
 
   const stop = new AbortController();
   const links = new Links(own, settings);
-  links.router = new Router({
+  const router = new Router({
     operator: own,
     directory,
     links: {
@@ -293,8 +341,9 @@ export async function startEps(
     maxMessageBytes: settings.maxMessageBytes,
     clock: links.clock,
   });
+  links.router = router;
 
-  const listeners: { addr: HostPort; close(): Promise<void>; finished: Promise<void> }[] = [];
+  const listeners: LinkListener[] = [];
   const addrs: Partial<Record<"links" | "proxy", HostPort>> = {};
   try {
     if (settings.listen) {
@@ -331,40 +380,97 @@ export async function startEps(
     throw err;
   }
 
-  const dialling: Promise<void>[] = [];
-  for (const peer of calleesOf(directory, own)) {
-    const entry = directory.operators.get(peer)!;
-    if (!entry.address) continue;
-    const p = links.peer(peer);
-    p.dialled = true;
-    p.state = "connecting";
-    const address = entry.address;
-    dialling.push(keepDialling(peer, address, tls, {
+  // one dialler per peer this operator may call and that has an address; a reload adds and stops
+  // diallers, and a changed address is read at the next dial
+  const diallers = new Map<string, AbortController>();
+  const dialling = new Set<Promise<void>>();
+  const syncDialling = (): string[] => {
+    const lines: string[] = [];
+    const wanted = new Set(
+      calleesOf(directory, own).filter((peer) => directory.operators.get(peer)?.address),
+    );
+    for (const [peer, ctl] of diallers) {
+      if (wanted.has(peer)) continue;
+      ctl.abort();
+      diallers.delete(peer);
+      links.peer(peer).dialled = false;
+      lines.push(`no longer dialling ${peer} (a link up stays up)`);
+    }
+    for (const peer of wanted) {
+      if (diallers.has(peer)) continue;
+      const ctl = new AbortController();
+      diallers.set(peer, ctl);
+      const p = links.peer(peer);
+      p.dialled = true;
+      if (p.state !== "up") p.state = "connecting";
+      const peerSignal = AbortSignal.any([stop.signal, ctl.signal]);
+      const task = keepDialling(
+        peer,
+        () => directory.operators.get(peer)?.address ?? { hostname: "", port: 0 },
+        () => tls,
+        {
+          get directory() {
+            return directory;
+          },
+          signal: peerSignal,
+          needed: async () => {
+            await links.needed(peer, peerSignal);
+            // after a failed dial the peer stays "down" (calls fail fast) until a link is up again
+            if (links.peer(peer).state !== "down") links.setState(peer, "connecting");
+          },
+          onConn: (conn) => links.add(conn, peer, true),
+          onDown: (reason) => links.setState(peer, "down", reason),
+        },
+      );
+      dialling.add(task);
+      void task.finally(() => dialling.delete(task));
+      lines.push(`dialling ${peer}`);
+    }
+    return lines;
+  };
+  syncDialling();
+
+  const reloader = new Reloader<EpsSettings>(async (next) => {
+    const applied = checkRestartOnly(
+      diffSettings(current, next, { restartOnly: EPS_RESTART_ONLY }),
+    );
+    const nextDirectory = await loadDirectory([next.directoryDir]);
+    const nextTls = readOwnTls(next, nextDirectory);
+    // everything is read and valid: apply (links up stay up; new links and calls use it)
+    if (!sameValue(directoryValue(directory), directoryValue(nextDirectory))) {
+      applied.push(`directory: re-read (${nextDirectory.operators.size} operators)`);
+    }
+    if (nextTls.cert !== tls.cert || nextTls.key !== tls.key || !sameValue(nextTls.ca, tls.ca)) {
+      applied.push("certificates: new links use the new files");
+    }
+    directory = nextDirectory;
+    tls = nextTls;
+    current = next;
+    links.settings = next;
+    router.update({
       directory,
-      signal: stop.signal,
-      needed: async () => {
-        await links.needed(peer, stop.signal);
-        // after a failed dial the peer stays "down" (calls fail fast) until a link is up again
-        if (links.peer(peer).state !== "down") links.setState(peer, "connecting");
-      },
-      onConn: (conn) => links.add(conn, peer, true),
-      onDown: (reason) => links.setState(peer, "down", reason),
-    }));
-  }
+      callTimeoutMs: next.callTimeoutMs,
+      maxMessageBytes: next.maxMessageBytes,
+    });
+    for (const l of listeners) l.reconfigure(tls, directory);
+    applied.push(...syncDialling());
+    return applied;
+  });
 
   const finished = (async () => {
     await abortPromise(stop.signal);
     const closing = listeners.map((l) => l.close());
-    await Promise.all(dialling);
+    while (dialling.size > 0) await Promise.all([...dialling]);
     await links.close();
     await Promise.all(closing);
     await Promise.all(listeners.map((l) => l.finished));
     log.info("EPS {operator} stopped", { operator: own });
   })();
-  return makeHandle(
+  const handle = makeHandle(
     addrs as Record<"links" | "proxy", HostPort>,
     finished,
     () => stop.abort(),
     signal,
   );
+  return withReload(handle, reloader);
 }

@@ -10,10 +10,13 @@
  */
 import http from "node:http";
 import https from "node:https";
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { errorText, logger } from "../log.ts";
-import { makeHandle, type RoleHandle } from "../role.ts";
+import { makeHandle, type Reloadable, type RoleHandle } from "../role.ts";
 import type { InternalServerSettings } from "../settings/internal_server.ts";
+import { SettingsError } from "../errors.ts";
+import { checkRestartOnly, diffSettings, Reloader, withReload } from "../settings/diff.ts";
 
 const log = logger("internal-server", "http");
 
@@ -129,6 +132,50 @@ function send(req: http.IncomingMessage, res: http.ServerResponse, a: Answer): v
   if (a.close) res.on("finish", () => req.socket.destroySoon());
 }
 
+/** The keys of the internal server that a reload cannot change (docs/architecture.md, "Reload"). */
+export const INTERNAL_SERVER_RESTART_ONLY = ["listen", "tls", "admin_listen"];
+
+/** A running internal server; `reload` re-reads its settings and certificate (SIGHUP). */
+export type InternalServerHandle = RoleHandle<"main"> & Reloadable<InternalServerSettings>;
+
+/** Reads the certificate and key and checks that they load (a reload), naming key and file. */
+async function readKeyPair(s: InternalServerSettings): Promise<{ cert: string; key: string }> {
+  const problems: string[] = [];
+  const read = async (key: string, path: string | undefined) => {
+    try {
+      return await Deno.readTextFile(path ?? "");
+    } catch (err) {
+      problems.push(`${key}: cannot read "${path}": ${errorText(err)}`);
+      return "";
+    }
+  };
+  const cert = await read("certificate_file", s.certificateFile);
+  const key = await read("key_file", s.keyFile);
+  let x: X509Certificate | undefined;
+  if (cert !== "") {
+    try {
+      x = new X509Certificate(cert);
+    } catch (err) {
+      problems.push(
+        `certificate_file: "${s.certificateFile}" is not a PEM certificate: ${errorText(err)}`,
+      );
+    }
+  }
+  if (key !== "") {
+    try {
+      if (x && !x.checkPrivateKey(createPrivateKey(key))) {
+        problems.push(
+          `key_file: "${s.keyFile}" is not the key of the certificate "${s.certificateFile}"`,
+        );
+      }
+    } catch (err) {
+      problems.push(`key_file: "${s.keyFile}" is not a PEM private key: ${errorText(err)}`);
+    }
+  }
+  if (problems.length > 0) throw new SettingsError(s.certificateFile ?? "", problems);
+  return { cert, key };
+}
+
 /**
  * Starts the internal server: HTTPS when `settings.tls`, else plain HTTP. The handle's one
  * address is `addrs.main`. Fails at once when the port is taken or the key material is unusable.
@@ -136,9 +183,11 @@ function send(req: http.IncomingMessage, res: http.ServerResponse, a: Answer): v
 export async function startInternalServer(
   settings: InternalServerSettings,
   signal?: AbortSignal,
-): Promise<RoleHandle<"main">> {
+): Promise<InternalServerHandle> {
   signal?.throwIfAborted();
-  const max = settings.maxBodyBytes;
+  let max = settings.maxBodyBytes;
+  let current = settings;
+  let keyPair: { cert: string; key: string } | undefined;
 
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const client = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
@@ -173,11 +222,11 @@ export async function startInternalServer(
         "Cannot start internal server: tls is on but certificate_file or key_file is missing",
       );
     }
-    server = https.createServer({
+    keyPair = {
       cert: await Deno.readTextFile(settings.certificateFile),
       key: await Deno.readTextFile(settings.keyFile),
-      ALPNProtocols: ["http/1.1"],
-    }, onRequest);
+    };
+    server = https.createServer({ ...keyPair, ALPNProtocols: ["http/1.1"] }, onRequest);
   } else {
     server = http.createServer(onRequest);
   }
@@ -220,8 +269,26 @@ export async function startInternalServer(
   const finished = closed.then(() => {
     log.info("Internal server stopped");
   });
-  return makeHandle({ main: addr }, finished, () => {
+  const reloader = new Reloader<InternalServerSettings>(async (next) => {
+    const applied = checkRestartOnly(
+      diffSettings(current, next, { restartOnly: INTERNAL_SERVER_RESTART_ONLY }),
+    );
+    if (next.tls) {
+      const pair = await readKeyPair(next);
+      if (pair.cert !== keyPair?.cert || pair.key !== keyPair?.key) {
+        // new handshakes get it; connections up keep theirs
+        (server as https.Server).setSecureContext(pair);
+        keyPair = pair;
+        applied.push("certificate: new connections get the new one");
+      }
+    }
+    max = next.maxBodyBytes;
+    current = next;
+    return applied;
+  });
+  const handle = makeHandle({ main: addr }, finished, () => {
     server.close(); // stops accepting; idle keep-alive connections close too
     server.closeAllConnections(); // including a client stalled inside its request
   }, signal);
+  return withReload(handle, reloader);
 }

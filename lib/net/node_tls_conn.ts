@@ -228,6 +228,11 @@ export interface NodeTlsListener extends AsyncIterable<NodeTlsConn>, AsyncDispos
   /** Waits for the next verified connection; null once closed. */
   accept(): Promise<NodeTlsConn | null>;
   /**
+   * New certificate, key and CAs for the handshakes from now on; connections already up keep
+   * theirs (a reload, docs/architecture.md "Reload").
+   */
+  setSecureContext(material: { cert: string; key: string; ca: string[] }): void;
+  /**
    * Stops listening and closes connections not accepted yet; resolves once every connection
    * handed out by `accept()` is closed too (their owner closes them).
    */
@@ -355,6 +360,9 @@ export async function listenNodeTls(
   let closing: Promise<void> | undefined;
   const listener: NodeTlsListener = {
     addr: hostPort,
+    setSecureContext(material): void {
+      server.setSecureContext({ ...material, minVersion: "TLSv1.3" });
+    },
     accept(): Promise<NodeTlsConn | null> {
       const next = queue.shift();
       if (next) return Promise.resolve(next);

@@ -131,7 +131,8 @@ export class Announcements {
     store: AnnouncementStore,
     policy: DomainPolicy,
     clock: () => number = Date.now,
-    readonly maxPerOperator: number = MAX_ANNOUNCEMENTS_PER_OPERATOR,
+    /** Changed by a reload (docs/architecture.md, "Reload"): new announcements count against it. */
+    public maxPerOperator: number = MAX_ANNOUNCEMENTS_PER_OPERATOR,
   ) {
     this.#store = store;
     this.#policy = policy;

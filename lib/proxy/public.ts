@@ -8,7 +8,13 @@
  */
 import type { Logger } from "@logtape/logtape";
 import { errorText, logger } from "../log.ts";
-import { formatHostPort, type HostPort, makeHandle, type RoleHandle } from "../role.ts";
+import {
+  formatHostPort,
+  type HostPort,
+  makeHandle,
+  type Reloadable,
+  type RoleHandle,
+} from "../role.ts";
 import { connectEps, type EpsClient } from "../eps/client.ts";
 import { domainAllowed, loadDirectory } from "../eps/directory.ts";
 import {
@@ -32,13 +38,15 @@ import { PublicAdmin } from "./public_admin.ts";
 import { openAdmin } from "./role_admin.ts";
 import { countCalls } from "../admin/eps_calls.ts";
 import type { AdminServer } from "../admin/server.ts";
+import { privateEndpointOf, type PublicLive, publicReloader } from "./public_reload.ts";
+import { withReload } from "../settings/diff.ts";
 
 export type { PublicStats } from "./public_events.ts";
 
-/** The handle of a running public proxy. */
-export interface PublicHandle extends RoleHandle<"public" | "private"> {
+/** The handle of a running public proxy; `reload` re-reads settings and directory (SIGHUP). */
+export interface PublicHandle extends RoleHandle<"public" | "private">, Reloadable<PublicSettings> {
   readonly stats: Readonly<PublicStats>;
-  /** The endpoint notices name. */
+  /** The endpoint notices name (a reload may change it). */
   readonly privateEndpoint: HostPort;
   readonly announcements: Announcements;
   /** The pre-warmed dial-backs (idle counts per operator). */
@@ -121,7 +129,8 @@ class PublicSnapshots {
   #timer: ReturnType<typeof setTimeout> | undefined;
   constructor(
     readonly announcements: Announcements,
-    readonly limits: Limits,
+    /** For new connections; a reload replaces them and pushes a snapshot. */
+    public limits: Limits,
     readonly push: (s: Snapshot) => void,
   ) {}
 
@@ -157,11 +166,16 @@ export async function startPublic(
   signal?: AbortSignal,
 ): Promise<PublicHandle> {
   const log = logger("proxy", "public");
-  const directory = await loadDirectory([settings.directoryDir]);
+  // what new connections and calls read; a reload replaces its fields (public_reload.ts)
+  const live: PublicLive = {
+    settings,
+    directory: await loadDirectory([settings.directoryDir]),
+    privateEndpoint: { hostname: "", port: 0 },
+  };
   const store = await openStore(settings.store);
   const announcements = new Announcements(
     store,
-    (operator, domain) => domainAllowed(directory, operator, domain),
+    (operator, domain) => domainAllowed(live.directory, operator, domain),
     Date.now,
     settings.maxAnnouncementsPerOperator,
   );
@@ -228,8 +242,7 @@ export async function startPublic(
   const dp = plane;
   log.info("Data plane: {driver}", { driver: dp.driver });
   const addrs = { public: dp.addrs.public!, private: dp.addrs.private! };
-  const privateEndpoint = settings.privateEndpoint ??
-    directory.operators.get(settings.operator)?.proxy.privateEndpoint ?? addrs.private;
+  live.privateEndpoint = privateEndpointOf(settings, live.directory, addrs.private);
   admin?.attach({
     operator: settings.operator,
     driver: dp.driver,
@@ -238,12 +251,21 @@ export async function startPublic(
     grants,
     eps: epsClient,
     addrs,
-    privateEndpoint,
-    limits: { connections: budget.maxConnections, "pending-total": settings.maxPending },
+    privateEndpoint: () => live.privateEndpoint,
+    limits: () => ({
+      connections: budget.maxConnections,
+      "pending-total": live.settings.maxPending,
+      "pending-operator": live.settings.maxPendingPerOperator,
+      "pending-client": live.settings.maxPendingPerClient,
+      "pool-full": live.settings.maxPooledPerOperator,
+      "hello-timeout": live.settings.helloTimeoutMs,
+      expired: live.settings.dialBackTimeoutMs,
+    }),
   });
-  const endpointText = formatHostPort(privateEndpoint);
+  const endpointText = formatHostPort(live.privateEndpoint);
   notifier.start(endpointText, dp);
 
+  const rpc = { maxPooledPerOperator: settings.maxPooledPerOperator };
   servePublicCalls({
     eps: client,
     announcements,
@@ -251,8 +273,25 @@ export async function startPublic(
     stats,
     log,
     counters,
-    maxPooledPerOperator: settings.maxPooledPerOperator,
+    get maxPooledPerOperator() {
+      return rpc.maxPooledPerOperator;
+    },
     changed: () => dp.send({ type: "snapshot", snapshot: snapshots.make() }),
+  });
+  const reloader = publicReloader({
+    live,
+    boundPrivate: addrs.private,
+    limitsOf: (s) => publicLimits(s, budget),
+    pushLimits: (l) => {
+      snapshots.limits = l;
+      dp.send({ type: "snapshot", snapshot: snapshots.make() });
+    },
+    eps: client,
+    notifier,
+    grants,
+    announcements,
+    eventLimits: limits,
+    rpc,
   });
 
   log.info("Listening on {public} (public) and {private} (private), notices name {endpoint}", {
@@ -263,7 +302,7 @@ export async function startPublic(
 
   const finished = runUntilStopped(stop, dp, log, stats, async () => {
     grants.close();
-    await drainAndClose(dp, settings.graceMs);
+    await drainAndClose(dp, live.settings.graceMs);
     snapshots.close();
     counters.close();
     await client.close().catch(() => {});
@@ -273,13 +312,17 @@ export async function startPublic(
 
   // the admin endpoint's address is in the ready line too (admin_listen may say port 0)
   const allAddrs = (adminServer ? { ...addrs, admin: adminServer.addr } : addrs) as typeof addrs;
-  const handle = makeHandle(allAddrs, finished, () => stop.abort(), signal);
-  return Object.assign(handle, {
-    stats,
-    privateEndpoint,
-    announcements,
-    pool: grants,
-    driver: dp.driver,
-    admin,
-  });
+  if (admin) admin.reloads = reloader;
+  const handle = Object.defineProperty(
+    Object.assign(makeHandle(allAddrs, finished, () => stop.abort(), signal), {
+      stats,
+      announcements,
+      pool: grants,
+      driver: dp.driver,
+      admin,
+    }),
+    "privateEndpoint",
+    { get: () => live.privateEndpoint, enumerable: true },
+  ) as RoleHandle<"public" | "private"> & Omit<PublicHandle, keyof Reloadable<PublicSettings>>;
+  return withReload(handle, reloader);
 }

@@ -35,8 +35,9 @@ export interface PublicAdminParts {
   grants: PoolGrants;
   eps: EpsClient;
   addrs: { public: HostPort; private: HostPort };
-  privateEndpoint: HostPort;
-  limits: Record<string, number>;
+  privateEndpoint: () => HostPort;
+  /** The value of each limit a refusal reason stands for, as the settings say now. */
+  limits: () => Record<string, number>;
 }
 
 /** The public proxy's admin: metrics fed by events, and the AdminSource of its endpoint. */
@@ -144,10 +145,11 @@ export class PublicAdmin extends RoleAdmin {
       misses: m.poolMisses.get(op) ?? 0,
     }));
     const refusals = Object.fromEntries(m.refused);
+    const limitValues = p.limits();
     const limits = Object.entries(LIMIT_OF).map(([why, key]) => ({
       limit: key,
       reason: why,
-      value: p.limits[why] ?? null,
+      value: limitValues[why] ?? null,
       hits: m.refused.get(why) ?? 0,
     }));
     const links = [{ peer: "eps", up: p.eps.attached }];
@@ -188,7 +190,7 @@ export class PublicAdmin extends RoleAdmin {
       driver: p.driver,
       public: formatHostPort(p.addrs.public),
       private: formatHostPort(p.addrs.private),
-      "notices name": formatHostPort(p.privateEndpoint),
+      "notices name": formatHostPort(p.privateEndpoint()),
       accepted: m.accepted,
       "live connections": m.active,
       announcements: all.length,

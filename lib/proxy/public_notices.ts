@@ -39,15 +39,21 @@ export class Notifier {
 
   constructor(
     readonly eps: EpsClient,
-    readonly timeoutMs: number,
+    /** Deadline of a notice call; a reload changes it for the calls from then on. */
+    public timeoutMs: number,
     readonly signal: AbortSignal,
     readonly counters: Counters,
   ) {}
 
-  /** The endpoint notices name, and the data plane to tell of failed ones. */
+  /** The endpoint notices name, and the data plane to tell of failed ones (again on a reload). */
   start(endpoint: string, plane: DataPlane): void {
     this.#endpoint = endpoint;
     this.#plane = plane;
+  }
+
+  /** A reload changed the endpoint: notices from now on name it. */
+  setEndpoint(endpoint: string): void {
+    this.#endpoint = endpoint;
   }
 
   /** A client waits for its dial-back: notify its operator now, or with the next batch. */

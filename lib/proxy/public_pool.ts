@@ -46,7 +46,8 @@ export class PoolGrants {
   #closed = false;
 
   constructor(
-    readonly maxPerOperator: number,
+    /** Changed by a reload (docs/architecture.md, "Reload"): new mints and tickets use it. */
+    public maxPerOperator: number,
     readonly send: (cmd: Command) => void,
     readonly random: (into: Uint8Array) => void = (b) => crypto.getRandomValues(b),
     /** Tokens and idle connections of all operators at once: the descriptor budget's part for them. */

@@ -6,20 +6,41 @@
  */
 import denoJson from "../../deno.json" with { type: "json" };
 import { type AdminServer, type AdminSource, startAdmin } from "../admin/server.ts";
-import { infoGauge, newRegistry, type Registry } from "../admin/metrics.ts";
+import { counterOf, infoGauge, newRegistry, type Registry } from "../admin/metrics.ts";
 import { reloadTable, type StatusDocument, type StatusTable } from "../admin/status.ts";
 import type { HostPort, ReloadResult } from "../role.ts";
 
 export const VERSION: string = denoJson.version;
 
+/** What a role's Reloader tells its admin (lib/settings/diff.ts). */
+export interface ReloadHistory {
+  readonly last: ReloadResult | null;
+  readonly counts: { readonly applied: number; readonly refused: number };
+}
+
 /** The common part of a role's admin: registry, start time, readiness, the last reload. */
 export class RoleAdmin {
   readonly registry: Registry;
   readonly startedAt = Date.now();
-  lastReload: ReloadResult | null = null;
+  /** The role's reloads (set once the role has its Reloader). */
+  reloads: ReloadHistory | undefined;
 
   constructor(readonly role: string, readonly operator: string | undefined) {
     this.registry = newRegistry();
+    counterOf(
+      this.registry,
+      "tls_pass_reloads_total",
+      "SIGHUP reloads, by result (applied, refused)",
+      ["result"],
+      () => {
+        const c = this.reloads?.counts ?? { applied: 0, refused: 0 };
+        return [[{ result: "applied" }, c.applied], [{ result: "refused" }, c.refused]];
+      },
+    );
+  }
+
+  get lastReload(): ReloadResult | null {
+    return this.reloads?.last ?? null;
   }
 
   /** Sets `tls_pass_info` (role, version, operator and `extra`, e.g. the data-plane driver). */
