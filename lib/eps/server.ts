@@ -36,6 +36,10 @@ import {
 } from "../settings/diff.ts";
 import { DeadlineClock, serveStream } from "./rpc.ts";
 import { Router } from "./router.ts";
+import { EpsAdmin, type LinkRow } from "./server_admin.ts";
+import { codeOf } from "../admin/eps_calls.ts";
+import type { AdminServer } from "../admin/server.ts";
+import { openAdmin } from "../admin/role_admin.ts";
 import type { Stream } from "./session.ts";
 
 const log = logger("eps", "server");
@@ -62,6 +66,8 @@ class Links {
   settings: EpsSettings;
   /** Deadlines of the calls served here and of the calls forwarded. */
   readonly clock = new DeadlineClock();
+  /** Counts each routed call (the admin endpoint's metrics), when set. */
+  onRouted: ((method: string, code: string) => void) | undefined;
   #router!: Router;
 
   constructor(own: string, settings: EpsSettings) {
@@ -210,7 +216,10 @@ class Links {
   #serve(link: Link, stream: Stream): void {
     this.#track(serveStream(
       stream,
-      (request, signal) => this.#router.route(link.peer, request, signal),
+      (request, signal) => {
+        const routed = this.#router.route(link.peer, request, signal);
+        return this.onRouted ? this.#counted(request.method, routed) : routed;
+      },
       {
         maxMessageBytes: this.settings.maxMessageBytes,
         timeoutMs: this.settings.callTimeoutMs,
@@ -231,6 +240,28 @@ class Links {
         },
       },
     ));
+  }
+
+  async #counted(method: unknown, routed: Promise<unknown>): Promise<unknown> {
+    const name = typeof method === "string" ? method.slice(method.lastIndexOf(".") + 1) : "?";
+    try {
+      const r = await routed;
+      this.onRouted?.(name, "ok");
+      return r;
+    } catch (err) {
+      this.onRouted?.(name, codeOf(err));
+      throw err;
+    }
+  }
+
+  /** The peers for `/status`. */
+  peerRows(): LinkRow[] {
+    return [...this.#peers].map(([peer, p]) => ({
+      peer,
+      state: p.link && !p.link.isClosed ? "up" : p.state,
+      dialled: p.dialled,
+      reason: p.link && !p.link.isClosed ? "" : p.reason,
+    }));
   }
 
   #track(p: Promise<unknown>): void {
@@ -344,8 +375,15 @@ export async function startEps(
   links.router = router;
 
   const listeners: LinkListener[] = [];
-  const addrs: Partial<Record<"links" | "proxy", HostPort>> = {};
+  const addrs: Partial<Record<"links" | "proxy" | "admin", HostPort>> = {};
+  const admin = settings.adminListen ? new EpsAdmin(own) : undefined;
+  let adminServer: AdminServer | undefined;
   try {
+    if (admin) {
+      adminServer = await openAdmin(settings.adminListen, admin.source());
+      addrs.admin = adminServer!.addr;
+      links.onRouted = (method, code) => admin.calls.count(method, code);
+    }
     if (settings.listen) {
       const l = await listenLinks(settings.listen, tls, {
         directory,
@@ -377,8 +415,14 @@ export async function startEps(
     }
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close()));
+    await adminServer?.close();
     throw err;
   }
+  admin?.attach({
+    addrs,
+    peers: () => links.peerRows(),
+    proxyAttached: () => links.proxy() !== undefined && !links.proxy()!.isClosed,
+  });
 
   // one dialler per peer this operator may call and that has an address; a reload adds and stops
   // diallers, and a changed address is read at the next dial
@@ -464,6 +508,7 @@ export async function startEps(
     await links.close();
     await Promise.all(closing);
     await Promise.all(listeners.map((l) => l.finished));
+    await adminServer?.close();
     log.info("EPS {operator} stopped", { operator: own });
   })();
   const handle = makeHandle(
@@ -472,5 +517,6 @@ export async function startEps(
     () => stop.abort(),
     signal,
   );
+  if (admin) admin.reloads = reloader;
   return withReload(handle, reloader);
 }

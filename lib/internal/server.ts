@@ -14,6 +14,8 @@ import { createPrivateKey, X509Certificate } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { errorText, logger } from "../log.ts";
 import { makeHandle, type Reloadable, type RoleHandle } from "../role.ts";
+import { InternalServerAdmin } from "./server_admin.ts";
+import { openAdmin } from "../admin/role_admin.ts";
 import type { InternalServerSettings } from "../settings/internal_server.ts";
 import { SettingsError } from "../errors.ts";
 import { checkRestartOnly, diffSettings, Reloader, withReload } from "../settings/diff.ts";
@@ -188,6 +190,7 @@ export async function startInternalServer(
   let max = settings.maxBodyBytes;
   let current = settings;
   let keyPair: { cert: string; key: string } | undefined;
+  const admin = settings.adminListen ? new InternalServerAdmin() : undefined;
 
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const client = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
@@ -200,6 +203,7 @@ export async function startInternalServer(
           client,
           status: a.status,
         });
+        admin?.count(a.status);
         send(req, res, a);
       },
       (err: unknown) => {
@@ -266,7 +270,15 @@ export async function startInternalServer(
   const scheme = settings.tls ? "https" : "http";
   log.info("Internal server listening on {scheme}://{hostname}:{port}", { scheme, ...addr });
 
-  const finished = closed.then(() => {
+  const adminServer = admin
+    ? await openAdmin(settings.adminListen, admin.source()).catch((err) => {
+      server.close();
+      throw err;
+    })
+    : undefined;
+  if (admin) admin.addr = addr;
+  const finished = closed.then(async () => {
+    await adminServer?.close();
     log.info("Internal server stopped");
   });
   const reloader = new Reloader<InternalServerSettings>(async (next) => {
@@ -286,7 +298,9 @@ export async function startInternalServer(
     current = next;
     return applied;
   });
-  const handle = makeHandle({ main: addr }, finished, () => {
+  if (admin) admin.reloads = reloader;
+  const addrs = adminServer ? { main: addr, admin: adminServer.addr } : { main: addr };
+  const handle = makeHandle(addrs as { main: typeof addr }, finished, () => {
     server.close(); // stops accepting; idle keep-alive connections close too
     server.closeAllConnections(); // including a client stalled inside its request
   }, signal);

@@ -33,7 +33,7 @@ import { PoolTicket } from "./pool_tickets.ts";
 const QUICK_DROP_MS = 1000;
 import { type Budget, privateBudget, softFdLimit } from "./budget.ts";
 import { PrivateAdmin, settingsRows } from "./private_admin.ts";
-import { openAdmin } from "./role_admin.ts";
+import { openAdmin } from "../admin/role_admin.ts";
 import { countCalls } from "../admin/eps_calls.ts";
 import { matchName } from "../wire/names.ts";
 

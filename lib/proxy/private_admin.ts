@@ -13,7 +13,7 @@ import type { EpsClient } from "../eps/client.ts";
 import type { PrivateAnnouncement } from "../settings/private.ts";
 import type { DialPool } from "./pool_sizing.ts";
 import type { PrivateStats } from "./private.ts";
-import { RoleAdmin } from "./role_admin.ts";
+import { RoleAdmin } from "../admin/role_admin.ts";
 
 /** One announcement as `/status` shows it. */
 export interface AnnouncementRow {

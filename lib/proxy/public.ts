@@ -35,7 +35,7 @@ import { drainAndClose, untilStopped } from "./lifecycle.ts";
 import { servePublicCalls } from "./public_rpc.ts";
 import { type Budget, publicBudget, softFdLimit } from "./budget.ts";
 import { PublicAdmin } from "./public_admin.ts";
-import { openAdmin } from "./role_admin.ts";
+import { openAdmin } from "../admin/role_admin.ts";
 import { countCalls } from "../admin/eps_calls.ts";
 import type { AdminServer } from "../admin/server.ts";
 import { privateEndpointOf, type PublicLive, publicReloader } from "./public_reload.ts";

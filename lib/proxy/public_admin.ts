@@ -13,7 +13,7 @@ import type { EpsClient } from "../eps/client.ts";
 import type { Announcements } from "./announcements.ts";
 import type { PoolGrants } from "./public_pool.ts";
 import type { PublicStats } from "./public_events.ts";
-import { RoleAdmin } from "./role_admin.ts";
+import { RoleAdmin } from "../admin/role_admin.ts";
 
 /** The refusals that are a cap being hit, and the setting that sets the cap. */
 const LIMIT_OF: Record<string, string> = {

@@ -41,6 +41,7 @@ Deno.test("the dev settings file is valid once the dev certificates exist", asyn
     certificateFile: join(certs, "internal-server.crt"),
     keyFile: join(certs, "internal-server.key"),
     maxBodyBytes: 1048576,
+    adminListen: { hostname: "127.0.0.1", port: 9105 },
   });
 });
 

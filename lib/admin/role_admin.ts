@@ -5,9 +5,9 @@
  * @module
  */
 import denoJson from "../../deno.json" with { type: "json" };
-import { type AdminServer, type AdminSource, startAdmin } from "../admin/server.ts";
-import { counterOf, infoGauge, newRegistry, type Registry } from "../admin/metrics.ts";
-import { reloadTable, type StatusDocument, type StatusTable } from "../admin/status.ts";
+import { type AdminServer, type AdminSource, startAdmin } from "./server.ts";
+import { counterOf, infoGauge, newRegistry, type Registry } from "./metrics.ts";
+import { reloadTable, type StatusDocument, type StatusTable } from "./status.ts";
 import type { HostPort, ReloadResult } from "../role.ts";
 
 export const VERSION: string = denoJson.version;
