@@ -27,6 +27,7 @@ import { newPublicStats, onPublicEvent, type PublicStats } from "./public_events
 import { Notifier } from "./public_notices.ts";
 import { drainAndClose, untilStopped } from "./lifecycle.ts";
 import { servePublicCalls } from "./public_rpc.ts";
+import { LiveConnections } from "./live.ts";
 import { type Budget, publicBudget, softFdLimit } from "./budget.ts";
 
 export type { PublicStats } from "./public_events.ts";
@@ -41,6 +42,8 @@ export interface PublicHandle extends RoleHandle<"public" | "private"> {
   readonly pool: PoolGrants;
   /** Which data-plane driver runs. */
   readonly driver: DataPlane["driver"];
+  /** The spliced connections now, by connection id (for /status). */
+  readonly live: LiveConnections;
 }
 
 /** The data plane's limits from the settings. */
@@ -162,6 +165,7 @@ export async function startPublic(
   const budget = planBudget(settings, log);
   const stats = newPublicStats();
   const counters = new Counters(log);
+  const live = new LiveConnections();
   const stop = new AbortController();
   let plane: DataPlane | undefined;
   const snapshots = new PublicSnapshots(
@@ -186,6 +190,7 @@ export async function startPublic(
   const onEvents = (events: readonly DataEvent[]) => {
     for (const e of events) {
       grants.onEvent(e);
+      live.onEvent(e);
       const notice = onPublicEvent(e, stats, log, counters, limits);
       if (notice !== undefined) notifier.send(notice);
       else if (e.type === "refused" && e.conn !== undefined) notifier.forget(e.conn, e.operator);
@@ -252,5 +257,6 @@ export async function startPublic(
     announcements,
     pool: grants,
     driver: dp.driver,
+    live,
   });
 }
