@@ -196,3 +196,28 @@ Deno.test("both proxies log one connection id per connection, by notice and from
   assert.ok(pubClosed.some((l) => l.via === "pool"));
   assert.ok(closeLines(noticeLines).every((l) => l.via === "notice"));
 });
+
+Deno.test("both proxies list a live connection under one id in handle.live, and drop it at its end", async () => {
+  await using c = await startCluster();
+  const tls = await c.connectTls(); // spliced once the handshake is through
+  try {
+    await until(() => c.pub.live.size === 1 && c.priv!.live.size === 1, "one live connection");
+    const [pub] = c.pub.live.list();
+    const [priv] = c.priv!.live.list();
+    assert.match(pub!.id, ID);
+    assert.equal(priv!.id, pub!.id);
+    assert.deepEqual([pub!.domain, pub!.operator, priv!.operator], [
+      DOMAIN,
+      "private-proxy-1",
+      "public-proxy-1",
+    ]);
+    assert.equal(priv!.via, pub!.via);
+    assert.match(pub!.client, /^127\.0\.0\.1:\d+$/);
+    assert.deepEqual([...c.pub.live.countsByDomain()], [[DOMAIN, 1]]);
+    assert.deepEqual([...c.priv!.live.countsByDomain()], [[DOMAIN, 1]]);
+  } finally {
+    tls.close();
+  }
+  await until(() => c.pub.live.size === 0 && c.priv!.live.size === 0, "no live connection");
+  assert.equal(c.pub.live.countsByDomain().size, 0);
+});
