@@ -56,6 +56,11 @@ export interface ClusterOptions {
   secondPrivate?: boolean;
   /** Start the private proxy (default true). */
   startPrivate?: boolean;
+  /**
+   * Start the public proxy (default true). Without it `pub` stays unset, and so must the private
+   * proxy: a test runs both itself (e.g. as child processes).
+   */
+  startPublic?: boolean;
   /** Deadline of EPS calls (the EPS servers' and the proxies' clients'); default SHORT's. */
   callTimeoutMs?: number;
   /** Leave `openPool` out of the directory (a directory from before the dial-back pool). */
@@ -168,8 +173,10 @@ export class Cluster implements AsyncDisposable {
       await c.#writeDirectory(c.epsPublic.addrs.links);
       c.epsPrivate = await c.#startEps("private-proxy-1");
       if (options.secondPrivate) c.epsPrivate2 = await startEps(c.epsSettings("private-proxy-2"));
-      c.pub = await startPublic(c.publicSettings());
-      if (options.startPrivate ?? true) await c.startPrivate();
+      if (options.startPublic ?? true) {
+        c.pub = await startPublic(c.publicSettings());
+        if (options.startPrivate ?? true) await c.startPrivate();
+      }
       return c;
     } catch (err) {
       if (c) await c[Symbol.asyncDispose]();

@@ -115,10 +115,16 @@ Deno.test("public proxy writes the pool header and the hello on a pooled connect
   using client = await Deno.connect({ ...c.pub.addrs.public, transport: "tcp" });
   const hello = clientHello(DOMAIN);
   await client.write(hello);
-  const got = new Uint8Array(2 + DOMAIN.length + hello.length);
-  assert.ok(await within(readExact(dial, got), 5000, "the pool header and hello"));
-  assert.deepEqual(decodePoolHeader(got), { name: DOMAIN, length: 2 + DOMAIN.length });
-  assert.deepEqual(got.subarray(2 + DOMAIN.length), hello);
+  // type 2: the fields' length, then the name and the connection id (docs/architecture.md)
+  const start = new Uint8Array(3);
+  assert.ok(await within(readExact(dial, start), 5000, "the pool header"));
+  const got = new Uint8Array(3 + (start[1]! << 8) + start[2]! + hello.length);
+  got.set(start);
+  assert.ok(await within(readExact(dial, got.subarray(3)), 5000, "the pool header and hello"));
+  const header = decodePoolHeader(got);
+  assert.equal(header?.name, DOMAIN);
+  assert.match(header?.conn ?? "", /^[0-9a-z]{5}-[0-9a-z]+$/);
+  assert.deepEqual(got.subarray(header!.length), hello);
   // spliced both ways; no notice was sent
   await dial.write(new TextEncoder().encode("down"));
   const down = new Uint8Array(4);

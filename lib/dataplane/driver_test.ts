@@ -97,6 +97,7 @@ async function withPlane(
   let inside = 0;
   const plane = await d.start({
     role,
+    idPrefix: "dr-",
     snapshot,
     ...(role === "public" ? { listen: { public: LOOPBACK, private: LOOPBACK } } : {}),
     onEvents: (batch) => {
@@ -256,9 +257,14 @@ conformance("a pool grant: the pooled dial-back gets the pool header and the hel
       assert.equal((await r.events.next("poolIdle")).operator, "op1");
       client = await connect(r.plane.addrs.public);
       await writeAll(client, HELLO);
-      const head = concat(encodePoolHeader(SNI), HELLO);
-      assert.deepEqual(await readExact(pooled, head.length), head);
-      assert.equal((await r.events.next("piped")).via, "pool");
+      // the pool header (its fields' length after the type byte), then the hello
+      const start = await readExact(pooled, 3);
+      const header = concat(start, await readExact(pooled, (start[1]! << 8) + start[2]!));
+      assert.deepEqual(await readExact(pooled, HELLO.length), HELLO);
+      const piped = await r.events.next("piped");
+      assert.equal(piped.via, "pool");
+      assert.match(piped.connId, /^dr-[0-9a-z]+$/); // the prefix reached the engine
+      assert.deepEqual(header, encodePoolHeader(SNI, piped.connId));
       await writeAll(pooled, enc.encode("hi"));
       assert.deepEqual(await readExact(client, 2), enc.encode("hi"));
       await pooled.closeWrite();

@@ -70,12 +70,17 @@ export interface Phases {
 /** How a public client got its dial-back. */
 export type Via = "pool" | "notice";
 
-/** An event of the data plane. `conn` names one connection for its whole life. */
+/**
+ * An event of the data plane. `conn` names one connection for its whole life inside this data
+ * plane (the number `noticeFailed` takes); `connId` is its id across both proxies
+ * (docs/architecture.md, "Connection ids"), what the logs and /status show.
+ */
 export type DataEvent =
   /** Public: a routed client waits for a dial-back; send the notice with `token` (base64). */
   | {
     readonly type: "needDialBack";
     readonly conn: number;
+    readonly connId: string;
     readonly operator: string;
     readonly domain: string;
     readonly token: string;
@@ -85,8 +90,9 @@ export type DataEvent =
   | {
     readonly type: "refused";
     readonly why: Refusal;
-    /** The connection, once it had one (a client that was routed). */
+    /** The connection, once it had one (a client that read its hello; a decoded pool header). */
     readonly conn?: number;
+    readonly connId?: string;
     readonly client: string;
     readonly domain?: string;
     readonly operator?: string;
@@ -96,6 +102,7 @@ export type DataEvent =
   | {
     readonly type: "piped";
     readonly conn: number;
+    readonly connId: string;
     readonly via: Via;
     readonly operator: string;
     readonly domain: string;
@@ -105,6 +112,7 @@ export type DataEvent =
   | {
     readonly type: "ended";
     readonly conn: number;
+    readonly connId: string;
     readonly via: Via;
     readonly operator: string;
     readonly domain: string;
@@ -118,6 +126,7 @@ export type DataEvent =
   | {
     readonly type: "connectFailed";
     readonly conn: number;
+    readonly connId: string;
     readonly via: Via;
     readonly side: "dial-back" | "internal";
     readonly operator: string;
@@ -142,7 +151,13 @@ export type DataEvent =
   /** Public: pool tokens that were never redeemed expired. */
   | { readonly type: "poolTokensExpired"; readonly operator: string; readonly count: number }
   /** Private: a client came on an idle pooled dial-back (its header named `domain`). */
-  | { readonly type: "poolUsed"; readonly operator: string; readonly domain: string }
+  | {
+    readonly type: "poolUsed";
+    readonly conn: number;
+    readonly connId: string;
+    readonly operator: string;
+    readonly domain: string;
+  }
   /** A listening port could not accept (EMFILE and the like); it pauses briefly and goes on. */
   | { readonly type: "acceptFailed"; readonly port: "public" | "private"; readonly error: string }
   /** The data plane holds no socket any more after a stop. */

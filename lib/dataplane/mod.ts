@@ -9,6 +9,7 @@
 import type { HostPort } from "../role.ts";
 import type { DataEvent } from "./events.ts";
 import type { Command, PlaneRole, Snapshot } from "./snapshot.ts";
+import { connIdPrefix } from "../wire/conn_id.ts";
 
 export type {
   Command,
@@ -32,6 +33,11 @@ export interface DataPlaneOptions {
   readonly role: PlaneRole;
   /** Public proxy: the public and the private port (port 0: any). */
   readonly listen?: { readonly public: HostPort; readonly private: HostPort };
+  /**
+   * What the connection ids of this data plane start with (docs/architecture.md, "Connection
+   * ids"); {@linkcode openDataPlane} makes a random one when it is absent.
+   */
+  readonly idPrefix?: string;
   /** The first snapshot (applied before any socket is accepted). */
   readonly snapshot: Snapshot;
   /** Receives the events in order, in batches, never inside a call of {@linkcode DataPlane.send}. */
@@ -66,6 +72,7 @@ export async function openDataPlane(
   options: DataPlaneOptions,
   onFallback: (problem: string) => void = () => {},
 ): Promise<DataPlane> {
+  if (options.idPrefix === undefined) options = { ...options, idPrefix: connIdPrefix() };
   const forced = Deno.env.get("TLS_PASS_SOCKETS");
   if (forced !== undefined && forced !== "") {
     if (forced !== "native" && forced !== "deno") {

@@ -122,9 +122,14 @@ export type Command =
   }
   /** Public: the notice for a waiting client failed; refuse it now (TLS alert internal_error). */
   | { readonly type: "noticeFailed"; readonly conn: number }
-  /** Private: a notice came; dial `endpoint`, present `token`, connect `internal`, splice. */
+  /**
+   * Private: a notice came; dial `endpoint`, present `token`, connect `internal`, splice. `conn`:
+   * the connection id the notice carried (absent from a peer without ids: the data plane names
+   * the connection itself).
+   */
   | {
     readonly type: "dialBack";
+    readonly conn?: string;
     readonly operator: string;
     readonly domain: string;
     readonly endpoint: HostPort;

@@ -2,7 +2,8 @@
  * The private proxy's check of a notice (docs/architecture.md, "The control plane"): a notice is
  * accepted only from an operator in `announce_to`, only for an announced domain (exact, then
  * `*.parent`), and only for the endpoint the settings allow for that operator — an address from
- * the network is never dialled unchecked. The result is the data plane's `dialBack` command.
+ * the network is never dialled unchecked. The result is the data plane's `dialBack` command, with
+ * the notice's connection id `conn` when it has one (docs/architecture.md, "Connection ids").
  * @module
  */
 import { RpcCode, RpcError } from "../errors.ts";
@@ -12,6 +13,7 @@ import { address } from "../settings/check.ts";
 import type { PrivateAnnouncement, PrivateSettings } from "../settings/private.ts";
 import { matchName, normalizeHostName } from "../wire/names.ts";
 import { decodeToken, TOKEN_BYTES } from "../wire/token.ts";
+import { isConnId, MAX_CONN_ID_CHARS } from "../wire/conn_id.ts";
 
 export interface NoticeContext {
   settings: PrivateSettings;
@@ -58,6 +60,15 @@ export function checkNotice(
   if (decodeToken(params.token) === null) {
     refuse(`token must be ${TOKEN_BYTES} bytes of base64`, RpcCode.InvalidParams);
   }
+  // absent from a public proxy without connection ids: the data plane names the connection
+  if (params.conn !== undefined && !isConnId(params.conn)) {
+    refuse(
+      `conn ${
+        JSON.stringify(params.conn)
+      } must be 1 to ${MAX_CONN_ID_CHARS} characters of [0-9A-Za-z._:-]`,
+      RpcCode.InvalidParams,
+    );
+  }
   if (c.live() >= c.maxConnections) {
     refuse(`${c.maxConnections} connections open`, RpcCode.Unavailable);
   }
@@ -73,6 +84,7 @@ export function checkNotice(
   }
   return {
     type: "dialBack",
+    ...(params.conn !== undefined ? { conn: params.conn as string } : {}),
     operator: caller,
     domain: domain!,
     endpoint: to!,

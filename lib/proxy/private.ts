@@ -28,6 +28,8 @@ import { Resolver } from "./targets.ts";
 import { drainAndClose, untilStopped } from "./lifecycle.ts";
 import { countEnded } from "./counters.ts";
 import { PoolTicket } from "./pool_tickets.ts";
+import { LiveConnections } from "./live.ts";
+import { isConnId } from "../wire/conn_id.ts";
 
 /** A pooled dial-back closed sooner than this after its token was refused, not idle-timed out. */
 const QUICK_DROP_MS = 1000;
@@ -73,6 +75,8 @@ export interface PrivateHandle extends RoleHandle<never> {
   readonly driver: DataPlane["driver"];
   /** Metrics and status, when `admin_listen` is set. */
   readonly admin: PrivateAdmin | undefined;
+  /** The spliced connections now, by connection id (for /status). */
+  readonly live: LiveConnections;
 }
 
 function privateLimits(s: PrivateSettings, budget: Budget): Limits {
@@ -116,6 +120,8 @@ class PrivateControl {
   readonly tickets = new Map<string, PoolTicket>();
   /** Connections set up or spliced now (notices accepted, pooled clients, until they end). */
   live = 0;
+  /** The spliced ones, by connection id (for /status). */
+  readonly liveTable = new LiveConnections();
   #version = 0;
   plane!: DataPlane;
 
@@ -160,16 +166,19 @@ class PrivateControl {
     switch (e.type) {
       case "piped":
         this.stats.spliced++;
+        this.liveTable.onEvent(e);
         return;
       case "ended":
         this.live--;
+        this.liveTable.onEvent(e);
         countEnded(this.stats, e.reason);
         log.info(
-          "Closed {domain} from {operator} to {internal}: {up} bytes up, {down} down, {ms} ms, {reason}",
+          "conn {conn}: Closed {domain} from {operator} to {internal}: {up} bytes up, {down} down, {ms} ms, {reason}",
           {
-            conn: e.conn,
+            conn: e.connId,
             domain: e.domain,
             operator: e.operator,
+            via: e.via,
             internal: this.#internalText(e.domain),
             up: e.up,
             down: e.down,
@@ -182,13 +191,15 @@ class PrivateControl {
         this.live--;
         this.stats.failedConnections++;
         if (e.side === "internal") {
-          log.warn("Cannot connect internal server {internal} for {domain}: {error}", {
+          log.warn("conn {conn}: Cannot connect internal server {internal} for {domain}: {error}", {
+            conn: e.connId,
             internal: e.target,
             domain: e.domain,
             error: reasonText(e.reason),
           });
         } else {
-          log.warn("Cannot dial back {endpoint} for {domain} of {operator}: {error}", {
+          log.warn("conn {conn}: Cannot dial back {endpoint} for {domain} of {operator}: {error}", {
+            conn: e.connId,
             endpoint: e.target,
             domain: e.domain,
             operator: e.operator,
@@ -198,7 +209,8 @@ class PrivateControl {
         return;
       case "refused":
         this.stats.refusedPooled++;
-        log.warn("Refused a pooled client from {operator}: {why}", {
+        log.warn("conn {conn}: Refused a pooled client from {operator}: {why}", {
+          conn: e.connId ?? "-", // a header too bad to name its connection
           operator: e.operator,
           why: e.detail,
         });
@@ -308,14 +320,15 @@ class PrivateControl {
       this.stats.refusedNotices++;
       this.refusals.warn(
         `notice ${caller}`,
-        "Refused {count} notices from {caller}, last: {why}",
-        { caller, why: errorText(err) },
+        "Refused {count} notices from {caller}, last conn {conn}: {why}",
+        { caller, conn: isConnId(params.conn) ? params.conn : "-", why: errorText(err) },
       );
       throw err;
     }
     this.stats.notices++;
     this.live++;
-    this.log.debug("Notice from {operator} for {domain} (token {tokenHint})", {
+    this.log.debug("conn {conn}: Notice from {operator} for {domain} (token {tokenHint})", {
+      conn: cmd.conn ?? "-",
       operator: cmd.operator,
       domain: cmd.domain,
       tokenHint: redact(cmd.token),
@@ -323,7 +336,7 @@ class PrivateControl {
     this.plane.send(cmd);
     this.pools.get(caller)?.arrival();
   }
-  /** Serves notices: one client, or a batch of them (a burst): `{endpoint, connections: [{domain, token}]}`. */
+  /** Serves notices: one client, or a batch of them (a burst): `{endpoint, connections: [{domain, token, conn}]}`. */
   serveNotices(eps: EpsClient, stop: AbortSignal): void {
     eps.serve("incomingConnection", (params, ctx) => {
       if (!Array.isArray(params.connections)) {
@@ -336,7 +349,7 @@ class PrivateControl {
           : {};
         try {
           this.#accept(
-            { domain: o.domain, token: o.token, endpoint: params.endpoint },
+            { domain: o.domain, token: o.token, endpoint: params.endpoint, conn: o.conn },
             ctx.caller,
             stop,
           );
@@ -488,5 +501,6 @@ export async function startPrivate(
     pools: c.pools,
     driver: plane.driver,
     admin,
+    live: c.liveTable,
   });
 }

@@ -33,6 +33,7 @@ import { newPublicStats, onPublicEvent, type PublicStats } from "./public_events
 import { Notifier } from "./public_notices.ts";
 import { drainAndClose, untilStopped } from "./lifecycle.ts";
 import { servePublicCalls } from "./public_rpc.ts";
+import { LiveConnections } from "./live.ts";
 import { type Budget, publicBudget, softFdLimit } from "./budget.ts";
 import { PublicAdmin } from "./public_admin.ts";
 import { openAdmin } from "../admin/role_admin.ts";
@@ -55,6 +56,8 @@ export interface PublicHandle extends RoleHandle<"public" | "private">, Reloadab
   readonly driver: DataPlane["driver"];
   /** Metrics and status, when `admin_listen` is set. */
   readonly admin: PublicAdmin | undefined;
+  /** The spliced connections now, by connection id (for /status). */
+  readonly live: LiveConnections;
 }
 
 /** The data plane's limits from the settings. */
@@ -182,6 +185,7 @@ export async function startPublic(
   const budget = planBudget(settings, log);
   const stats = newPublicStats();
   const counters = new Counters(log);
+  const liveConns = new LiveConnections();
   const stop = new AbortController();
   let plane: DataPlane | undefined;
   const snapshots = new PublicSnapshots(
@@ -211,6 +215,7 @@ export async function startPublic(
     for (const e of events) {
       admin?.metrics.onEvent(e);
       grants.onEvent(e);
+      liveConns.onEvent(e);
       const notice = onPublicEvent(e, stats, log, counters, limits);
       if (notice !== undefined) notifier.send(notice);
       else if (e.type === "refused" && e.conn !== undefined) notifier.forget(e.conn, e.operator);
@@ -320,6 +325,7 @@ export async function startPublic(
       pool: grants,
       driver: dp.driver,
       admin,
+      live: liveConns,
     }),
     "privateEndpoint",
     { get: () => live.privateEndpoint, enumerable: true },

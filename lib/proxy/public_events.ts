@@ -81,6 +81,8 @@ export function newPublicStats(): PublicStats {
 /** A client waiting for its dial-back: the notice to send. */
 export interface NoticeRequest {
   conn: number;
+  /** The connection id the notice carries (docs/architecture.md, "Connection ids"). */
+  connId: string;
   operator: string;
   domain: string;
   token: string;
@@ -104,7 +106,8 @@ export function onPublicEvent(
     case "needDialBack":
       stats.accepted++;
       stats.notices++;
-      log.debug("Parked {client} for {domain} of {operator} as {token}", {
+      log.debug("conn {conn}: Parked {client} for {domain} of {operator} as {token}", {
+        conn: e.connId,
         client: e.client,
         domain: e.domain,
         operator: e.operator,
@@ -116,18 +119,24 @@ export function onPublicEvent(
       if (e.via === "pool") {
         stats.accepted++;
         stats.poolHits++;
-        log.debug("Took a pooled connection of {operator} for {client} ({domain})", e);
+        log.debug("conn {conn}: Took a pooled connection of {operator} for {client} ({domain})", {
+          conn: e.connId,
+          operator: e.operator,
+          client: e.client,
+          domain: e.domain,
+        });
       }
       return;
     case "ended":
       countEnded(stats, e.reason);
       log.info(
-        "Closed {client} for {domain} via {operator}: {up} bytes up, {down} down, {ms} ms, {reason}",
+        "conn {conn}: Closed {client} for {domain} via {operator}: {up} bytes up, {down} down, {ms} ms, {reason}",
         {
-          conn: e.conn,
+          conn: e.connId,
           client: e.client,
           domain: e.domain,
           operator: e.operator,
+          via: e.via,
           up: e.up,
           down: e.down,
           ms: Math.round(e.phases.ended - e.phases.accepted),
@@ -166,6 +175,7 @@ function onRefused(
   },
 ): void {
   const client = e.client;
+  const conn = e.connId ?? "-"; // a refusal before a connection (over the budget) has none
   switch (e.why) {
     case "connections":
       stats.refusedConnections++;
@@ -186,17 +196,17 @@ function onRefused(
     case "bad-hello":
       stats.accepted++;
       if (e.detail !== "EOF" && !e.detail?.includes("failed")) stats.badHellos++;
-      log.debug("Refused client {client}: {error}", { client, error: e.detail });
+      log.debug("conn {conn}: Refused client {client}: {error}", { conn, client, error: e.detail });
       return;
     case "hello-timeout":
       stats.accepted++;
       stats.helloTimeouts++;
-      log.debug("Dropped client {client}: no ClientHello in time", { client });
+      log.debug("conn {conn}: Dropped client {client}: no ClientHello in time", { conn, client });
       return;
     case "unknown-name":
       stats.accepted++;
       stats.unknownNames++;
-      log.debug("Refused client {client}: {why}", { client, why: e.detail });
+      log.debug("conn {conn}: Refused client {client}: {why}", { conn, client, why: e.detail });
       return;
     case "pending-total":
     case "pending-operator":
@@ -205,8 +215,8 @@ function onRefused(
       stats.refusedPending++;
       counters.warn(
         e.why,
-        "Refused clients: pending cap {cap} reached ({count} since last report), last {client} for {domain}",
-        { cap: e.why.slice("pending-".length), client, domain: e.domain },
+        "Refused clients: pending cap {cap} reached ({count} since last report), last conn {conn} from {client} for {domain}",
+        { cap: e.why.slice("pending-".length), conn, client, domain: e.domain },
       );
       return;
     case "notice-failed":
@@ -217,8 +227,8 @@ function onRefused(
       stats.expired++;
       counters.warn(
         "expired",
-        "Closed clients: no dial-back within {ms} ms ({count} since last report), last {client} for {domain} of {operator}",
-        { ms: settings.dialBackTimeoutMs, client, domain: e.domain, operator: e.operator },
+        "Closed clients: no dial-back within {ms} ms ({count} since last report), last conn {conn} from {client} for {domain} of {operator}",
+        { ms: settings.dialBackTimeoutMs, conn, client, domain: e.domain, operator: e.operator },
       );
       return;
     case "bad-token":

@@ -3,8 +3,9 @@
  * for a dial-back, the public proxy calls `<operator>.incomingConnection` through its EPS. A
  * burst is signalled in batches: up to {@linkcode MAX_IN_FLIGHT} calls per operator go at once,
  * and the clients that arrive meanwhile wait (in order) and go in one call of up to
- * {@linkcode MAX_BATCH} — `{endpoint, connections: [{domain, token}]}` — when a call returns. A
- * single waiting client goes in the original form `{domain, token, endpoint}`.
+ * {@linkcode MAX_BATCH} — `{endpoint, connections: [{domain, token, conn}]}` — when a call
+ * returns. A single waiting client goes in the original form `{domain, token, endpoint, conn}`.
+ * `conn` is the client's connection id (docs/architecture.md, "Connection ids").
  *
  * When a call fails, or the answer refuses a connection, no dial-back will come: the data plane
  * is told at once (`noticeFailed`) and refuses the client with alert internal_error instead of
@@ -77,10 +78,15 @@ export class Notifier {
     this.calls++;
     if (batch.length > 1) this.batched += batch.length;
     const params = batch.length === 1
-      ? { domain: batch[0]!.domain, token: batch[0]!.token, endpoint: this.#endpoint }
+      ? {
+        domain: batch[0]!.domain,
+        token: batch[0]!.token,
+        endpoint: this.#endpoint,
+        conn: batch[0]!.connId,
+      }
       : {
         endpoint: this.#endpoint,
-        connections: batch.map((n) => ({ domain: n.domain, token: n.token })),
+        connections: batch.map((n) => ({ domain: n.domain, token: n.token, conn: n.connId })),
       };
     this.eps.call<{ results?: unknown }>(`${operator}.incomingConnection`, params, {
       timeoutMs: this.timeoutMs,
@@ -122,8 +128,8 @@ export class Notifier {
     );
     this.counters.warn(
       "notice",
-      "Closed clients: notice failed ({count} since last report), last {client}: {error}",
-      { client: n.client, error: why.message },
+      "Closed clients: notice failed ({count} since last report), last conn {conn} from {client}: {error}",
+      { conn: n.connId, client: n.client, error: why.message },
     );
   }
 }

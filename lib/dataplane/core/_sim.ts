@@ -93,6 +93,8 @@ export interface SimOptions {
   readonly publicRoutes?: Snapshot["publicRoutes"];
   readonly privateRoutes?: Snapshot["privateRoutes"];
   readonly now?: number;
+  /** What connection ids start with (the engine's `idPrefix`); default "t-". */
+  readonly idPrefix?: string;
 }
 
 /** A snapshot with `limits` over the defaults and the given routes. */
@@ -125,7 +127,7 @@ export class Sim {
     this.rng = new Rng(o.seed ?? 1);
     this.mode = o.mode ?? "data";
     this.now = o.now ?? 1000;
-    this.engine = new Engine(role, (into) => this.rng.fill(into));
+    this.engine = new Engine(role, (into) => this.rng.fill(into), o.idPrefix ?? "t-");
     this.command({ type: "snapshot", snapshot: snapshotOf(o) });
   }
 

@@ -28,6 +28,7 @@ import type { TimerOwner } from "./timers.ts";
 import { ClientConn, DialBackIn, type Grant, IdlePooled } from "./public_conns.ts";
 import { NoticeDialBack, PooledDialBack } from "./private_conns.ts";
 import { Tickets } from "./tickets.ts";
+import { connIdOf } from "../../wire/conn_id.ts";
 
 /** What owns a socket: the machine that gets its inputs. */
 export interface SockOwner extends TimerOwner {
@@ -77,7 +78,15 @@ export class Engine {
   #dialBacks = 0;
   #next = 1;
 
-  constructor(readonly role: PlaneRole, readonly random: RandomBytes) {}
+  /**
+   * `idPrefix`: what this data plane's connection ids start with (docs/architecture.md,
+   * "Connection ids"); the driver passes a random one per process, tests a fixed one.
+   */
+  constructor(
+    readonly role: PlaneRole,
+    readonly random: RandomBytes,
+    readonly idPrefix = "",
+  ) {}
 
   get limits(): Limits {
     return this.snapshot.limits;
@@ -86,6 +95,11 @@ export class Engine {
   /** A new id for a socket or a connection; never reused. */
   id(): number {
     return this.#next++;
+  }
+
+  /** The connection id of connection number `n`: the prefix and `n` in base 36. */
+  connId(n: number): string {
+    return connIdOf(this.idPrefix, n);
   }
 
   out(o: Output): void {

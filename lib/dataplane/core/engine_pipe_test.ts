@@ -34,7 +34,8 @@ function poolPipe(sim: Sim): { a: number; b: number; head: Uint8Array } {
   const a = sim.accept("public")!;
   sim.feed(a, concat(CURL, EXTRA));
   assert.equal(sim.sock(a).peer, b);
-  return { a, b, head: concat(encodePoolHeader(HOST), CURL, EXTRA) };
+  const id = sim.ofType("piped").at(-1)!.connId;
+  return { a, b, head: concat(encodePoolHeader(HOST, id), CURL, EXTRA) };
 }
 
 /** Public pipe through a notice. */

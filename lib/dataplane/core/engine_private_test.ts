@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { encodePoolHeader } from "../../wire/pool_header.ts";
+import { encodePoolHeader, encodePoolHeaderV1 } from "../../wire/pool_header.ts";
 import type { Limits } from "../snapshot.ts";
 import { concat, fixture, helloFor, newToken, type PipeMode, Sim } from "./_sim.ts";
 import { IDLE_SLACK_MS } from "./private_conns.ts";
@@ -106,6 +106,8 @@ Deno.test("core reports a failed dial-back or internal connect, before or after 
       assert.deepEqual(f, {
         type: "connectFailed",
         conn: f?.type === "connectFailed" ? f.conn : 0,
+        // a notice without an id: the data plane names the connection itself
+        connId: f?.type === "connectFailed" ? `t-${f.conn.toString(36)}` : "",
         via: "notice",
         side,
         operator: "op1",
@@ -190,35 +192,69 @@ Deno.test("core opens pooled dial-backs: connect, token, poolIdle; a failed dial
   clean(sim);
 });
 
-Deno.test("core reads a pool header split at every offset, connects the route, replays the hello", () => {
-  const header = encodePoolHeader(HOST);
-  const bytes = concat(header, CURL);
-  for (let cut = 1; cut < bytes.length; cut++) {
-    const sim = priv();
-    const { db, raw } = pooled(sim);
-    sim.feedAt(db, bytes, [cut]);
-    assert.deepEqual(
-      sim.take(),
-      [{ type: "poolUsed", operator: "op1", domain: HOST }],
-      `cut ${cut}`,
-    );
-    const [internal] = sim.connecting();
-    assert.deepEqual(internal?.to, INTERNAL);
-    sim.connected(internal!.id);
-    assert.deepEqual(sim.written(internal!.id), CURL, `cut ${cut}`);
-    assert.equal(sim.sock(db).peer, internal!.id);
-    sim.feed(db, Uint8Array.of(7));
-    sim.feed(internal!.id, Uint8Array.of(8, 9));
-    sim.eof(internal!.id);
-    sim.eof(db);
-    assert.deepEqual(sim.written(db), concat(raw, Uint8Array.of(8, 9)));
-    const [piped] = sim.ofType("piped");
-    assert.deepEqual([piped?.via, piped?.domain], ["pool", HOST]);
-    const [ended] = sim.ofType("ended");
-    assert.deepEqual([ended?.up, ended?.down, ended?.reason.kind], [CURL.length + 1, 2, "done"]);
-    assert.equal(sim.engine.live, 0);
-    clean(sim);
-  }
+// the public proxy's id, or (a header without one: an older peer) one of this data plane's
+const HEADERS: [string, Uint8Array, string | undefined][] = [
+  ["type 2 with an id", encodePoolHeader(HOST, "k3f9x-1a"), "k3f9x-1a"],
+  ["type 2 without an id", encodePoolHeader(HOST), undefined],
+  ["type 1", encodePoolHeaderV1(HOST), undefined],
+];
+for (const [what, header, id] of HEADERS) {
+  Deno.test(`core reads a pool header (${what}) split at every offset, connects the route, replays the hello`, () => {
+    const bytes = concat(header, CURL);
+    for (let cut = 1; cut < bytes.length; cut++) {
+      const sim = priv();
+      const { db, raw } = pooled(sim);
+      sim.feedAt(db, bytes, [cut]);
+      const [used, ...rest] = sim.take();
+      assert.equal(rest.length, 0);
+      const connId = id ?? `t-${used?.type === "poolUsed" ? used.conn.toString(36) : ""}`;
+      assert.deepEqual(
+        used,
+        { type: "poolUsed", conn: 1, connId, operator: "op1", domain: HOST },
+        `cut ${cut}`,
+      );
+      const [internal] = sim.connecting();
+      assert.deepEqual(internal?.to, INTERNAL);
+      sim.connected(internal!.id);
+      assert.deepEqual(sim.written(internal!.id), CURL, `cut ${cut}`);
+      assert.equal(sim.sock(db).peer, internal!.id);
+      sim.feed(db, Uint8Array.of(7));
+      sim.feed(internal!.id, Uint8Array.of(8, 9));
+      sim.eof(internal!.id);
+      sim.eof(db);
+      assert.deepEqual(sim.written(db), concat(raw, Uint8Array.of(8, 9)));
+      const [piped] = sim.ofType("piped");
+      assert.deepEqual([piped?.via, piped?.domain, piped?.connId], ["pool", HOST, connId]);
+      const [ended] = sim.ofType("ended");
+      assert.deepEqual([ended?.up, ended?.down, ended?.reason.kind], [CURL.length + 1, 2, "done"]);
+      assert.equal(ended?.connId, connId);
+      assert.equal(sim.engine.live, 0);
+      clean(sim);
+    }
+  });
+}
+
+Deno.test("core carries a notice's connection id to its piped and ended events", () => {
+  const sim = priv();
+  sim.command({
+    type: "dialBack",
+    conn: "k3f9x-2b",
+    operator: "op1",
+    domain: HOST,
+    endpoint: ENDPOINT,
+    token: newToken(sim.rng).text,
+    internal: INTERNAL,
+  });
+  const [db, internal] = sim.connecting();
+  sim.connected(db!.id);
+  sim.connected(internal!.id);
+  sim.eof(db!.id);
+  sim.eof(internal!.id);
+  assert.deepEqual(
+    sim.take().filter((e) => e.type !== "poolIdle").map((e) => [e.type, "connId" in e && e.connId]),
+    [["piped", "k3f9x-2b"], ["ended", "k3f9x-2b"]],
+  );
+  clean(sim);
 });
 
 Deno.test("core pipes a pooled dial-back whose hello comes after the internal connect", () => {
@@ -241,13 +277,20 @@ Deno.test("core pipes a pooled dial-back whose hello comes after the internal co
 
 Deno.test("core refuses a pool header for a name not announced here, or a bad header", () => {
   for (
-    const bytes of [encodePoolHeader("a.b.example.com"), Uint8Array.of(2, 3), Uint8Array.of(1, 0)]
+    const bytes of [
+      encodePoolHeader("a.b.example.com", "k3f9x-1a"),
+      Uint8Array.of(3, 3),
+      Uint8Array.of(2, 0xff, 0xff),
+      Uint8Array.of(1, 0),
+    ]
   ) {
     const sim = priv();
     const { db } = pooled(sim);
     sim.feed(db, concat(bytes, CURL));
     const r = sim.ofType("refused");
     assert.deepEqual(r.map((e) => [e.why, e.operator]), [["unknown-pooled-name", "op1"]]);
+    // a header that named its connection: the refusal names it too
+    assert.equal(r[0]?.connId, bytes[0] === 2 && bytes.length > 3 ? "k3f9x-1a" : undefined);
     assert.deepEqual([sim.sock(db).closes, sim.sock(db).abort], [1, true]);
     assert.equal(sim.connecting().length, 0);
     assert.equal(sim.engine.live, 0);

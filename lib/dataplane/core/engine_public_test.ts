@@ -102,6 +102,7 @@ Deno.test("core refuses an unknown SNI with alert 112, lingers, then closes", ()
     type: "refused",
     why: "unknown-name",
     conn: 2,
+    connId: "t-2",
     client: "203.0.113.9:40000",
     domain: "nope.example.org",
     detail: 'no announcement for "nope.example.org"',
@@ -170,6 +171,8 @@ Deno.test("core closes a client that sends nothing, with no alert", () => {
   assert.deepEqual(sim.take(), [{
     type: "refused",
     why: "bad-hello",
+    conn: 2,
+    connId: "t-2",
     client: "203.0.113.9:40000",
     detail: "EOF",
   }]);
@@ -226,9 +229,12 @@ Deno.test("core pipes a client to an idle pooled dial-back (token split at every
     );
     const client = sim.accept("public")!;
     sim.feed(client, concat(CURL, EXTRA));
-    assert.deepEqual(sim.written(db), concat(encodePoolHeader(HOST), CURL, EXTRA));
+    // the pool header names the client's connection, as its events do
     const [piped] = sim.take();
     assert.equal(piped?.type === "piped" && piped.via, "pool");
+    const id = piped?.type === "piped" ? piped.connId : "";
+    assert.match(id, /^t-[0-9a-z]+$/);
+    assert.deepEqual(sim.written(db), concat(encodePoolHeader(HOST, id), CURL, EXTRA));
     sim.feed(client, Uint8Array.of(1, 2, 3));
     sim.feed(db, Uint8Array.of(4, 5));
     sim.eof(client);
@@ -250,6 +256,7 @@ Deno.test("core pipes a client to the dial-back that presents its token (pool mi
   assert.deepEqual({ ...need, token: "" }, {
     type: "needDialBack",
     conn: need.conn,
+    connId: `t-${need.conn.toString(36)}`,
     operator: "op1",
     domain: HOST,
     token: "",
@@ -470,7 +477,10 @@ Deno.test("core matches *.example.com for a.example.com, not for a.b.example.com
   sim.feed(c, helloFor("B.Example.com"));
   assert.deepEqual(
     sim.written(db),
-    concat(encodePoolHeader("b.example.com"), helloFor("B.Example.com")),
+    concat(
+      encodePoolHeader("b.example.com", sim.ofType("piped").at(-1)!.connId),
+      helloFor("B.Example.com"),
+    ),
   );
   clean(sim);
 });
@@ -482,6 +492,7 @@ Deno.test("core keeps a routed connection going when the snapshot is replaced", 
   const c0 = sim.accept("public")!;
   sim.feed(c0, CURL);
   assert.equal(sim.sock(c0).peer, db0);
+  const id0 = sim.ofType("piped").at(-1)!.connId;
   sim.command({ type: "snapshot", snapshot: snapshotOf({ limits: { lingerMs: 5 } }, 2) });
   const db = sim.accept("private")!;
   sim.feed(db, tokenBytes(token));
@@ -489,7 +500,7 @@ Deno.test("core keeps a routed connection going when the snapshot is replaced", 
   sim.feed(client, Uint8Array.of(1));
   sim.feed(c0, Uint8Array.of(2));
   assert.deepEqual(sim.written(db), concat(CURL, Uint8Array.of(1)));
-  assert.deepEqual(sim.written(db0), concat(encodePoolHeader(HOST), CURL, Uint8Array.of(2)));
+  assert.deepEqual(sim.written(db0), concat(encodePoolHeader(HOST, id0), CURL, Uint8Array.of(2)));
   const late = sim.accept("public")!;
   sim.feed(late, CURL);
   assert.deepEqual(refusals(sim), ["unknown-name"]);

@@ -189,7 +189,10 @@ function moves(sim: Sim, x: Actor): (() => void)[] {
               endReady: () => sim.sock(x.a!).shutdown,
             })
             : newStream(sim, x.a, concat(hello, payload()), hello.length);
-          if (x.kind === "pool") x.headB = encodePoolHeader(x.domain);
+          // the client's connection number is the one after its socket's (Engine.accept)
+          if (x.kind === "pool") {
+            x.headB = encodePoolHeader(x.domain, `t-${(x.a + 1).toString(36)}`);
+          }
         });
       }
       if (x.kind === "notice" && x.b === undefined && has(sim, "needDialBack", x.operator)) {

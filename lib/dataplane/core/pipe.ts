@@ -13,6 +13,7 @@ import type { Engine, SockOwner } from "./engine.ts";
 /** What the `ended` event says about the connection besides bytes and reason. */
 export interface PipeMeta {
   readonly conn: number;
+  readonly connId: string;
   readonly via: Via;
   readonly operator: string;
   readonly domain: string;
@@ -52,6 +53,7 @@ export class Pipe implements SockOwner {
     engine.emit({
       type: "piped",
       conn: meta.conn,
+      connId: meta.connId,
       via: meta.via,
       operator: meta.operator,
       domain: meta.domain,
@@ -120,6 +122,7 @@ export class Pipe implements SockOwner {
     this.engine.emit({
       type: "ended",
       conn: m.conn,
+      connId: m.connId,
       via: m.via,
       operator: m.operator,
       domain: m.domain,

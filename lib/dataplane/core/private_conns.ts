@@ -8,7 +8,7 @@
 import { ProtocolError } from "../../errors.ts";
 import type { HostPort } from "../../role.ts";
 import { matchName } from "../../wire/names.ts";
-import { decodePoolHeader } from "../../wire/pool_header.ts";
+import { decodePoolHeader, MAX_POOL_HEADER_BYTES } from "../../wire/pool_header.ts";
 import { decodeToken } from "../../wire/token.ts";
 import type { Command } from "../snapshot.ts";
 import type { EndReason } from "../events.ts";
@@ -18,8 +18,6 @@ import { Pipe } from "./pipe.ts";
 
 /** How much later than the public side the private side gives up an idle pooled dial-back. */
 export const IDLE_SLACK_MS = 2000;
-/** Longest pool header with what follows it that is buffered before the internal connect. */
-const MAX_HEADER_BYTES = 2 + 255;
 
 type DialBackCommand = Extract<Command, { type: "dialBack" }>;
 type OpenPooledCommand = Extract<Command, { type: "openPooled" }>;
@@ -32,6 +30,8 @@ function failure(side: "dial-back" | "internal", f: SockFailure): EndReason {
 export class NoticeDialBack implements SockOwner {
   timerGen = 0;
   readonly id: number;
+  /** The notice's connection id, or one of this data plane's (docs/architecture.md, "Connection ids"). */
+  readonly connId: string;
   readonly dialBack: SockId;
   readonly internal: SockId;
   #dialedAt = 0;
@@ -43,6 +43,7 @@ export class NoticeDialBack implements SockOwner {
 
   constructor(readonly engine: Engine, readonly cmd: DialBackCommand, now: number) {
     this.id = engine.id();
+    this.connId = cmd.conn ?? engine.connId(this.id);
     this.#accepted = now;
     const token = decodeToken(cmd.token);
     // the control plane checked it; a bad one here is a bug there, refused like a failed connect
@@ -75,6 +76,7 @@ export class NoticeDialBack implements SockOwner {
       this.engine.timers.disarm(this);
       new Pipe(this.engine, this.dialBack, this.internal, ["dial-back", "internal"], {
         conn: this.id,
+        connId: this.connId,
         via: "notice",
         operator: this.cmd.operator,
         domain: this.cmd.domain,
@@ -101,6 +103,7 @@ export class NoticeDialBack implements SockOwner {
     this.engine.emit({
       type: "connectFailed",
       conn: this.id,
+      connId: this.connId,
       via: "notice",
       side,
       operator: this.cmd.operator,
@@ -147,6 +150,8 @@ export class PooledDialBack implements SockOwner {
   #header: Uint8Array | null = null;
   #rest: Uint8Array | null = null;
   #domain = "";
+  /** The pool header's connection id, or one of this data plane's (a peer without ids). */
+  #connId = "";
   #target: HostPort | undefined;
   /** EOF from the dial-back while the internal server connects. */
   #eof = false;
@@ -191,6 +196,7 @@ export class PooledDialBack implements SockOwner {
       ["dial-back", "internal"],
       {
         conn: this.id,
+        connId: this.#connId,
         via: "pool",
         operator: this.cmd.operator,
         domain: this.#domain,
@@ -222,15 +228,22 @@ export class PooledDialBack implements SockOwner {
       return this.#refuse(err.message);
     }
     if (h === null) {
-      if (buf.length > MAX_HEADER_BYTES) this.#refuse("pool header too long");
+      if (buf.length > MAX_POOL_HEADER_BYTES) this.#refuse("pool header too long");
       return;
     }
     this.#header = null;
     this.#domain = h.name;
+    this.#connId = h.conn ?? this.engine.connId(this.id);
     const route = matchName(h.name, this.engine.privateRoutes);
     if (route === undefined) return this.#refuse(`${JSON.stringify(h.name)} is not announced here`);
     const e = this.engine;
-    e.emit({ type: "poolUsed", operator: this.cmd.operator, domain: h.name });
+    e.emit({
+      type: "poolUsed",
+      conn: this.id,
+      connId: this.#connId,
+      operator: this.cmd.operator,
+      domain: h.name,
+    });
     this.state = "connecting";
     this.#rest = buf.slice(h.length);
     this.#target = route.internal;
@@ -245,6 +258,7 @@ export class PooledDialBack implements SockOwner {
     this.engine.emit({
       type: "refused",
       why: "unknown-pooled-name",
+      ...(this.#connId !== "" ? { conn: this.id, connId: this.#connId } : {}),
       client: this.cmd.operator,
       operator: this.cmd.operator,
       domain: this.#domain,
@@ -278,6 +292,7 @@ export class PooledDialBack implements SockOwner {
     this.engine.emit({
       type: "connectFailed",
       conn: this.id,
+      connId: this.#connId,
       via: "pool",
       side,
       operator: this.cmd.operator,

@@ -63,6 +63,8 @@ type ClientState = "hello" | "waiting" | "lingering" | "done";
 /** A client on the public port. */
 export class ClientConn extends Machine {
   readonly id: number;
+  /** Its id across both proxies (docs/architecture.md, "Connection ids"). */
+  readonly connId: string;
   readonly client: string;
   state: ClientState = "hello";
   #reader: ClientHelloReader;
@@ -79,6 +81,7 @@ export class ClientConn extends Machine {
   constructor(engine: Engine, sock: SockId, remote: HostPort, now: number) {
     super(engine, sock);
     this.id = engine.id();
+    this.connId = engine.connId(this.id);
     this.client = hostPortText(remote);
     this.#accepted = now;
     this.#reader = new ClientHelloReader(engine.limits.maxClientHelloBytes);
@@ -131,12 +134,8 @@ export class ClientConn extends Machine {
     const pooled = e.takeIdle(this.#operator, domain);
     if (pooled !== undefined) {
       pooled.take();
-      return this.#pipe(
-        pooled.sock,
-        concat(encodePoolHeader(this.#sni), hello, extra),
-        now,
-        "pool",
-      );
+      const header = encodePoolHeader(this.#sni, this.connId);
+      return this.#pipe(pooled.sock, concat(header, hello, extra), header.length, now, "pool");
     }
     const cap = this.#pendingCap();
     if (cap !== undefined) return this.#refuse(cap, undefined, now);
@@ -158,6 +157,7 @@ export class ClientConn extends Machine {
     e.emit({
       type: "needDialBack",
       conn: this.id,
+      connId: this.connId,
       operator: this.#operator,
       domain: this.#sni,
       token,
@@ -190,7 +190,7 @@ export class ClientConn extends Machine {
     this.#unpend();
     const replay = this.#replay!;
     this.#replay = undefined;
-    this.#pipe(dialBack, replay, now, "notice", early);
+    this.#pipe(dialBack, replay, 0, now, "notice", early);
   }
 
   noticeFailed(now: number): void {
@@ -199,9 +199,11 @@ export class ClientConn extends Machine {
     this.#refuse("notice-failed", ALERT_INTERNAL_ERROR, now);
   }
 
+  /** Pipes to `dialBack` after writing `replay` to it: a pool header (`header` bytes), the hello. */
   #pipe(
     dialBack: SockId,
     replay: Uint8Array,
+    header: number,
     now: number,
     via: "pool" | "notice",
     early?: Uint8Array,
@@ -214,7 +216,6 @@ export class ClientConn extends Machine {
     if (early !== undefined && early.length > 0) {
       e.out({ op: "write", sock: this.sock, bytes: early });
     }
-    const header = via === "pool" ? 2 + this.#sni.length : 0;
     const pipe = new Pipe(
       e,
       this.sock,
@@ -222,6 +223,7 @@ export class ClientConn extends Machine {
       ["client", "dial-back"],
       {
         conn: this.id,
+        connId: this.connId,
         via,
         operator: this.#operator,
         domain: this.#sni,
@@ -241,6 +243,7 @@ export class ClientConn extends Machine {
       type: "refused",
       why,
       conn: this.id,
+      connId: this.connId,
       client: this.client,
       ...(this.#sni !== "" ? { domain: this.#sni } : {}),
       ...(this.#operator !== "" ? { operator: this.#operator } : {}),
@@ -268,7 +271,14 @@ export class ClientConn extends Machine {
     if (this.state !== "hello") return;
     if (this.#got === 0) {
       // a connection that sent nothing (a port probe) gets no alert
-      this.engine.emit({ type: "refused", why: "bad-hello", client: this.client, detail: "EOF" });
+      this.engine.emit({
+        type: "refused",
+        why: "bad-hello",
+        conn: this.id,
+        connId: this.connId,
+        client: this.client,
+        detail: "EOF",
+      });
       return this.#end(false);
     }
     this.#refuse(
@@ -284,6 +294,8 @@ export class ClientConn extends Machine {
       this.engine.emit({
         type: "refused",
         why: "bad-hello",
+        conn: this.id,
+        connId: this.connId,
         client: this.client,
         detail: `${failure.op} failed: ${failure.code}`,
       });
@@ -293,6 +305,8 @@ export class ClientConn extends Machine {
       this.engine.emit({
         type: "refused",
         why: "expired",
+        conn: this.id,
+        connId: this.connId,
         client: this.client,
         detail: failure.code,
       });

@@ -85,6 +85,7 @@ export class NativeDriver implements DataPlane {
       mailbox: this.#ring.mailbox,
       wakeFd: this.#wakeFd,
       role: this.options.role,
+      ...(this.options.idPrefix !== undefined ? { idPrefix: this.options.idPrefix } : {}),
       snapshot: this.options.snapshot,
       ...(listen !== undefined ? { listen } : {}),
       timeOrigin: performance.timeOrigin,

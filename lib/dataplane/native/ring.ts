@@ -262,6 +262,8 @@ export interface WorkerInit {
   /** The eventfd that wakes the worker (the main thread's: it closes it after the worker). */
   readonly wakeFd: number;
   readonly role: PlaneRole;
+  /** What the connection ids start with (DataPlaneOptions.idPrefix). */
+  readonly idPrefix?: string;
   readonly snapshot: Snapshot;
   readonly listen?: { readonly public: ListenAt; readonly private: ListenAt };
   /** The main thread's `performance.timeOrigin`: the core's times are on the main clock. */

@@ -107,7 +107,7 @@ class Loop {
     const e = this.socks.addWake(init.wakeFd);
     if (e !== 0) throw new Error(`Cannot watch the wake-up eventfd: ${errnoMessage(e)}`);
     this.reader = new RingReader(init.sab, init.mailbox);
-    this.engine = new Engine(init.role, (b) => crypto.getRandomValues(b));
+    this.engine = new Engine(init.role, (b) => crypto.getRandomValues(b), init.idPrefix);
     this.engine.setSnapshot(init.snapshot);
     this.#clockOffset = performance.timeOrigin - init.timeOrigin;
     this.#now = this.clock();

@@ -172,7 +172,7 @@ export class PortableDriver implements DataPlane {
   #closed = false;
 
   constructor(readonly options: DataPlaneOptions) {
-    this.engine = new Engine(options.role, (b) => crypto.getRandomValues(b));
+    this.engine = new Engine(options.role, (b) => crypto.getRandomValues(b), options.idPrefix);
     this.engine.setSnapshot(options.snapshot);
   }
 

@@ -1,0 +1,61 @@
+import assert from "node:assert/strict";
+import { RpcCode, RpcError } from "../errors.ts";
+import { PRIVATE_DEFAULTS, type PrivateSettings } from "../settings/private.ts";
+import { tokenText } from "../wire/token.ts";
+import { checkNotice, type NoticeContext } from "./notices.ts";
+
+const DOMAIN = "test.internal-server.local";
+const ENDPOINT = { hostname: "127.0.0.1", port: 9999 };
+const INTERNAL = { hostname: "127.0.0.1", port: 8888 };
+const settings: PrivateSettings = {
+  ...PRIVATE_DEFAULTS,
+  operator: "private-proxy-1",
+  eps: {
+    address: { hostname: "127.0.0.1", port: 7776 },
+    certificateFile: "a.crt",
+    keyFile: "a.key",
+    caCertificateFiles: [],
+    callTimeoutMs: 5000,
+    maxMessageBytes: 1024 * 1024,
+  },
+  announceTo: ["public-proxy-1"],
+  endpoints: { "public-proxy-1": ENDPOINT },
+  announcements: [{ domain: DOMAIN, internal: INTERNAL, expiresInMs: 3_600_000 }],
+};
+const context: NoticeContext = {
+  settings,
+  byDomain: new Map(settings.announcements.map((a) => [a.domain, a])),
+  resolve: (a) => a,
+  live: () => 0,
+  maxConnections: 100,
+  stopping: () => false,
+};
+const notice = (extra: Record<string, unknown>) => ({
+  domain: DOMAIN,
+  token: tokenText(new Uint8Array(32).fill(7)),
+  endpoint: "127.0.0.1:9999",
+  ...extra,
+});
+
+Deno.test("checkNotice() passes the notice's connection id on in the dialBack command", () => {
+  const cmd = checkNotice(notice({ conn: "k3f9x-1a" }), "public-proxy-1", context);
+  assert.equal(cmd.conn, "k3f9x-1a");
+  assert.deepEqual([cmd.domain, cmd.endpoint, cmd.internal], [DOMAIN, ENDPOINT, INTERNAL]);
+});
+
+Deno.test("checkNotice() accepts a notice without an id (a public proxy from before ids)", () => {
+  const cmd = checkNotice(notice({}), "public-proxy-1", context);
+  assert.equal("conn" in cmd, false); // the data plane names the connection itself
+});
+
+for (const bad of ["", "a b", "x".repeat(65), 42, "conn\n2"]) {
+  Deno.test(`checkNotice() refuses the connection id ${JSON.stringify(bad)}`, () => {
+    assert.throws(
+      () => checkNotice(notice({ conn: bad }), "public-proxy-1", context),
+      (e) =>
+        e instanceof RpcError && e.code === RpcCode.InvalidParams &&
+        e.message.startsWith(`Cannot accept notice from "public-proxy-1": conn `) &&
+        e.message.includes("must be 1 to 64 characters"),
+    );
+  });
+}
