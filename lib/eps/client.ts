@@ -48,6 +48,8 @@ export interface EpsClient extends AsyncDisposable {
   readonly ready: Promise<void>;
   /** Runs `listener` on every attach, including re-attaches after a reconnect; returns an unsubscribe. */
   onAttach(listener: () => void): () => void;
+  /** Takes new settings (a reload): new links and calls use them; the link up now stays. */
+  reconfigure(settings: EpsClientSettings): void;
   close(): Promise<void>;
 }
 
@@ -60,7 +62,7 @@ const log = logger("proxy", "eps-client");
 
 /** The proxy's side of its link to the own EPS (see {@linkcode EpsClient}). */
 class Client implements EpsClient {
-  readonly #settings: EpsClientSettings;
+  #settings: EpsClientSettings;
   readonly #stop = new AbortController();
   readonly #handlers = new Map<string, Handler>();
   readonly #attachListeners = new Set<() => void>();
@@ -105,6 +107,11 @@ class Client implements EpsClient {
 
   serve(method: string, handler: Handler): void {
     this.#handlers.set(method, handler);
+  }
+
+  /** Stores the new settings: the next link and call read them (a minimal version). */
+  reconfigure(settings: EpsClientSettings): void {
+    this.#settings = settings;
   }
 
   #setState(state: "connecting" | "down" | "up", reason = ""): void {
