@@ -9,7 +9,14 @@
 import type { Logger } from "@logtape/logtape";
 import { RpcCode, RpcError } from "../errors.ts";
 import { errorText, logger, RateLimitedLog, redact } from "../log.ts";
-import { formatHostPort, type HostPort, makeHandle, type RoleHandle } from "../role.ts";
+import {
+  formatHostPort,
+  type HostPort,
+  makeHandle,
+  type Reloadable,
+  type ReloadResult,
+  type RoleHandle,
+} from "../role.ts";
 import { connectEps, type EpsClient } from "../eps/client.ts";
 import {
   type DataEvent,
@@ -28,6 +35,15 @@ import { Resolver } from "./targets.ts";
 import { drainAndClose, untilStopped } from "./lifecycle.ts";
 import { countEnded } from "./counters.ts";
 import { PoolTicket } from "./pool_tickets.ts";
+import {
+  type AnnouncementStatus,
+  AnnouncementTable,
+  type DrainOptions,
+  type DrainResult,
+} from "./drain.ts";
+import { reloadPrivate } from "./private_reload.ts";
+
+export type { AnnouncementState, AnnouncementStatus, DrainOptions, DrainResult } from "./drain.ts";
 
 /** A pooled dial-back closed sooner than this after its token was refused, not idle-timed out. */
 const QUICK_DROP_MS = 1000;
@@ -56,7 +72,20 @@ export interface PrivateStats {
 }
 
 /** The handle of a running private proxy; it listens on nothing. */
-export interface PrivateHandle extends RoleHandle<never> {
+export interface PrivateHandle extends RoleHandle<never>, Reloadable<PrivateSettings> {
+  /**
+   * Drains one announcement (docs/architecture.md, "Drain"): withdrawn at every operator, no new
+   * connection for it, its splices get `grace_ms`, then the rest are closed. Resolves once
+   * drained (or at once with `{wait: false}`); throws RangeError for a domain not announced here.
+   */
+  drain(domain: string, options?: DrainOptions): Promise<DrainResult>;
+  /** Announces a drained one again; resolves once acknowledged (or after 10 s, or at once with `{wait: false}`). */
+  undrain(
+    domain: string,
+    options?: { wait?: boolean; timeoutMs?: number },
+  ): Promise<AnnouncementStatus>;
+  /** Each announcement's state, live connections and acknowledgements (for /status; cheap). */
+  announcementStatus(): AnnouncementStatus[];
   /** Resolves once every operator in `announce_to` acknowledged an announcement; rejects (AbortError) on a stop before that. */
   readonly ready: Promise<void>;
   readonly stats: Readonly<PrivateStats>;
@@ -102,7 +131,6 @@ class PrivateControl {
     idleTimeouts: 0,
     vanishedPeers: 0,
   };
-  readonly byDomain: ReadonlyMap<string, PrivateAnnouncement>;
   readonly pools = new Map<string, DialPool>();
   readonly resolver = new Resolver();
   readonly refusals: RateLimitedLog;
@@ -112,18 +140,78 @@ class PrivateControl {
   live = 0;
   #version = 0;
   plane!: DataPlane;
+  announcer!: Announcer;
+  /** Each announcement's state and live connections (docs/architecture.md, "Drain"). */
+  readonly table: AnnouncementTable;
+  lastReload: ReloadResult | null = null;
+  #reloading: Promise<unknown> = Promise.resolve();
 
   readonly budget: Budget;
 
-  constructor(readonly settings: PrivateSettings, readonly log: Logger) {
+  constructor(public settings: PrivateSettings, readonly log: Logger) {
     this.budget = privateBudget(settings.maxConnections, softFdLimit());
     this.refusals = new RateLimitedLog(log);
-    this.byDomain = new Map(settings.announcements.map((a) => [a.domain, a]));
+    this.table = new AnnouncementTable(settings.announcements, settings.announceTo, {
+      withdraw: (domains) => this.announcer.withdraw(domains),
+      changed: () => this.#servingChanged(),
+      close: (conns) => this.plane.send({ type: "close", conns }),
+      announce: () => this.announcer.wake(),
+      graceMs: () => this.settings.graceMs,
+    });
+  }
+
+  /** The announcements that take connections now, by domain (drained ones are left out). */
+  get byDomain(): ReadonlyMap<string, PrivateAnnouncement> {
+    return this.table.serving;
+  }
+
+  /** A new snapshot without the drained names; the pools stop while no name is announced. */
+  #servingChanged(): void {
+    this.plane.send({ type: "snapshot", snapshot: this.snapshot() });
+    const none = this.table.serving.size === 0;
+    for (const p of this.pools.values()) {
+      if (none) p.pause();
+      else p.resume();
+    }
+    if (none && this.pools.size > 0) {
+      this.plane.send({ type: "close", conns: [], idleOf: [...this.pools.keys()] });
+    }
+  }
+
+  /** Applies valid new settings (docs/architecture.md, "Reload"); returns the announcement lines. */
+  async apply(next: PrivateSettings, eps: EpsClient): Promise<string[]> {
+    const old = this.settings;
+    this.settings = next;
+    const lines = this.table.update(next.announcements);
+    await this.resolve();
+    this.plane.send({ type: "snapshot", snapshot: this.snapshot() });
+    for (const p of this.pools.values()) p.reconfigure({ ...next.pool, retryMs: next.retryMs });
+    if (JSON.stringify(old.eps) !== JSON.stringify(next.eps)) eps.reconfigure(next.eps);
+    this.announcer.reconfigure(next);
+    return lines;
+  }
+
+  /** Reloads (SIGHUP): one at a time; keeps `lastReload`. */
+  reload(next: () => Promise<PrivateSettings>, eps: EpsClient): Promise<ReloadResult> {
+    const run = this.#reloading.then(() =>
+      reloadPrivate({ settings: this.settings, apply: (s) => this.apply(s, eps) }, next, this.log)
+    ).then((r) => this.lastReload = r);
+    this.#reloading = run.catch(() => {});
+    return run;
+  }
+
+  /** After an event: a late splice of a drained name closes; a paused pool's new idle one too. */
+  #afterEvent(e: DataEvent): void {
+    const late = this.table.onEvent(e);
+    if (late !== undefined) this.plane.send({ type: "close", conns: [late] });
+    if (e.type === "poolIdle" && this.pools.get(e.operator)?.paused) {
+      this.plane.send({ type: "close", conns: [], idleOf: [e.operator] });
+    }
   }
 
   snapshot(): Snapshot {
     const routes: [string, { internal: HostPort }][] = [];
-    for (const a of this.settings.announcements) {
+    for (const a of this.table.serving.values()) {
       const internal = this.resolver.get(a.internal);
       if (internal !== undefined) routes.push([a.domain, { internal }]);
     }
@@ -139,14 +227,17 @@ class PrivateControl {
   async resolve(): Promise<void> {
     const s = this.settings;
     const problems = await this.resolver.refresh([
-      ...s.announcements.map((a) => a.internal),
+      ...[...this.table.serving.values()].map((a) => a.internal),
       ...Object.values(s.endpoints),
     ]);
     for (const p of problems) this.log.warn("Cannot resolve {problem}", { problem: p });
   }
 
   onEvents(events: readonly DataEvent[]): void {
-    for (const e of events) this.#onEvent(e);
+    for (const e of events) {
+      this.#onEvent(e);
+      this.#afterEvent(e);
+    }
   }
 
   #onEvent(e: DataEvent): void {
@@ -235,7 +326,7 @@ class PrivateControl {
   }
 
   #internalText(domain: string): string {
-    const a = this.byDomain.get(domain);
+    const a = this.table.find(domain);
     return a === undefined ? "?" : formatHostPort(a.internal);
   }
 
@@ -315,6 +406,7 @@ class PrivateControl {
       tokenHint: redact(cmd.token),
     });
     this.plane.send(cmd);
+    this.table.opened(cmd.domain);
     this.pools.get(caller)?.arrival();
   }
   /** Serves notices: one client, or a batch of them (a burst): `{endpoint, connections: [{domain, token}]}`. */
@@ -424,12 +516,14 @@ export async function startPrivate(
 
   c.serveNotices(eps, stop.signal);
   c.openPools(eps, stop.signal);
-  const announcer = new Announcer(eps, settings, log, stop.signal, async (operator) => {
+  const announcer = new Announcer(eps, settings, log, stop.signal, async (operator, acked) => {
     c.stats.announced = announcer.announced;
+    c.table.acknowledged(operator, acked);
     await c.resolve(); // host names may have moved: the next connections use the new address
     plane.send({ type: "snapshot", snapshot: c.snapshot() });
     c.pools.get(operator)?.refill(); // min_idle: the pool may open once its names are held
-  });
+  }, () => [...c.table.serving.values()]);
+  c.announcer = announcer;
 
   const finished = (async () => {
     await untilStopped(stop.signal, plane).catch((err) => {
@@ -437,10 +531,11 @@ export async function startPrivate(
       stop.abort();
     });
     await announcer.stopped();
+    c.table.close();
     await Promise.all([...c.pools.values()].map((p) => p.settled()));
-    const drained = drainAndClose(plane, settings.graceMs);
+    const drained = drainAndClose(plane, c.settings.graceMs);
     c.logPools();
-    await announcer.withdraw();
+    await announcer.withdraw(c.table.domains());
     await drained;
     c.refusals.close();
     epsStop.abort();
@@ -449,10 +544,17 @@ export async function startPrivate(
   })();
 
   const handle = makeHandle({} as Record<never, HostPort>, finished, () => stop.abort(), signal);
-  return Object.assign(handle, {
+  // a getter: Object.assign would copy the value of the moment
+  Object.defineProperty(handle, "lastReload", { get: () => c.lastReload, enumerable: true });
+  return Object.assign(handle as typeof handle & { readonly lastReload: ReloadResult | null }, {
     ready: announcer.ready,
     stats: c.stats,
     pools: c.pools,
     driver: plane.driver,
+    drain: (domain: string, options?: DrainOptions) => c.table.drain(domain, options),
+    undrain: (domain: string, options?: { wait?: boolean; timeoutMs?: number }) =>
+      c.table.undrain(domain, options),
+    announcementStatus: () => c.table.status(),
+    reload: (next: () => Promise<PrivateSettings>) => c.reload(next, eps),
   });
 }
