@@ -6,7 +6,7 @@
  * then close what is left. Undrain announces it again.
  * @module
  */
-import type { DataEvent } from "../dataplane/mod.ts";
+import type { DataEvent, DataPlane, Snapshot } from "../dataplane/mod.ts";
 import { formatHostPort } from "../role.ts";
 import type { PrivateAnnouncement } from "../settings/private.ts";
 import { matchName, normalizeHostName } from "../wire/names.ts";
@@ -429,5 +429,40 @@ export class AnnouncementTable {
       if (e.serving) m.set(e.announcement.domain, e.announcement);
     }
     this.#serving = m;
+  }
+}
+
+/** The parts of the private proxy a drain touches beside the table. */
+export interface DrainParts {
+  readonly table: AnnouncementTable;
+  readonly plane: DataPlane;
+  readonly pools: ReadonlyMap<string, { pause(): void; resume(): void; readonly paused: boolean }>;
+  snapshot(): Snapshot;
+}
+
+/**
+ * The serving names changed: a new snapshot without the drained ones (their pooled clients are
+ * refused); the pools stop, and their idle dial-backs close, while no name is announced (a pooled
+ * connection serves every announced name of its operator, and every operator of announce_to is
+ * announced every name).
+ */
+export function servingChanged(c: DrainParts): void {
+  c.plane.send({ type: "snapshot", snapshot: c.snapshot() });
+  const none = c.table.serving.size === 0;
+  for (const p of c.pools.values()) {
+    if (none) p.pause();
+    else p.resume();
+  }
+  if (none && c.pools.size > 0) {
+    c.plane.send({ type: "close", conns: [], idleOf: [...c.pools.keys()] });
+  }
+}
+
+/** After each data-plane event: a late splice of a drained name closes, so does a paused pool's new idle one. */
+export function afterEvent(c: DrainParts, e: DataEvent): void {
+  const late = c.table.onEvent(e);
+  if (late !== undefined) c.plane.send({ type: "close", conns: [late] });
+  if (e.type === "poolIdle" && c.pools.get(e.operator)?.paused) {
+    c.plane.send({ type: "close", conns: [], idleOf: [e.operator] });
   }
 }

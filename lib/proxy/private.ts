@@ -36,12 +36,14 @@ import { drainAndClose, untilStopped } from "./lifecycle.ts";
 import { countEnded } from "./counters.ts";
 import { PoolTicket } from "./pool_tickets.ts";
 import {
+  afterEvent,
   type AnnouncementStatus,
   AnnouncementTable,
   type DrainOptions,
   type DrainResult,
+  servingChanged,
 } from "./drain.ts";
-import { reloadPrivate } from "./private_reload.ts";
+import { PrivateReloader } from "./private_reload.ts";
 
 export type { AnnouncementState, AnnouncementStatus, DrainOptions, DrainResult } from "./drain.ts";
 
@@ -143,8 +145,7 @@ class PrivateControl {
   announcer!: Announcer;
   /** Each announcement's state and live connections (docs/architecture.md, "Drain"). */
   readonly table: AnnouncementTable;
-  lastReload: ReloadResult | null = null;
-  #reloading: Promise<unknown> = Promise.resolve();
+  eps!: EpsClient;
 
   readonly budget: Budget;
 
@@ -153,7 +154,7 @@ class PrivateControl {
     this.refusals = new RateLimitedLog(log);
     this.table = new AnnouncementTable(settings.announcements, settings.announceTo, {
       withdraw: (domains) => this.announcer.withdraw(domains),
-      changed: () => this.#servingChanged(),
+      changed: () => servingChanged(this),
       close: (conns) => this.plane.send({ type: "close", conns }),
       announce: () => this.announcer.wake(),
       graceMs: () => this.settings.graceMs,
@@ -163,50 +164,6 @@ class PrivateControl {
   /** The announcements that take connections now, by domain (drained ones are left out). */
   get byDomain(): ReadonlyMap<string, PrivateAnnouncement> {
     return this.table.serving;
-  }
-
-  /** A new snapshot without the drained names; the pools stop while no name is announced. */
-  #servingChanged(): void {
-    this.plane.send({ type: "snapshot", snapshot: this.snapshot() });
-    const none = this.table.serving.size === 0;
-    for (const p of this.pools.values()) {
-      if (none) p.pause();
-      else p.resume();
-    }
-    if (none && this.pools.size > 0) {
-      this.plane.send({ type: "close", conns: [], idleOf: [...this.pools.keys()] });
-    }
-  }
-
-  /** Applies valid new settings (docs/architecture.md, "Reload"); returns the announcement lines. */
-  async apply(next: PrivateSettings, eps: EpsClient): Promise<string[]> {
-    const old = this.settings;
-    this.settings = next;
-    const lines = this.table.update(next.announcements);
-    await this.resolve();
-    this.plane.send({ type: "snapshot", snapshot: this.snapshot() });
-    for (const p of this.pools.values()) p.reconfigure({ ...next.pool, retryMs: next.retryMs });
-    if (JSON.stringify(old.eps) !== JSON.stringify(next.eps)) eps.reconfigure(next.eps);
-    this.announcer.reconfigure(next);
-    return lines;
-  }
-
-  /** Reloads (SIGHUP): one at a time; keeps `lastReload`. */
-  reload(next: () => Promise<PrivateSettings>, eps: EpsClient): Promise<ReloadResult> {
-    const run = this.#reloading.then(() =>
-      reloadPrivate({ settings: this.settings, apply: (s) => this.apply(s, eps) }, next, this.log)
-    ).then((r) => this.lastReload = r);
-    this.#reloading = run.catch(() => {});
-    return run;
-  }
-
-  /** After an event: a late splice of a drained name closes; a paused pool's new idle one too. */
-  #afterEvent(e: DataEvent): void {
-    const late = this.table.onEvent(e);
-    if (late !== undefined) this.plane.send({ type: "close", conns: [late] });
-    if (e.type === "poolIdle" && this.pools.get(e.operator)?.paused) {
-      this.plane.send({ type: "close", conns: [], idleOf: [e.operator] });
-    }
   }
 
   snapshot(): Snapshot {
@@ -236,7 +193,7 @@ class PrivateControl {
   onEvents(events: readonly DataEvent[]): void {
     for (const e of events) {
       this.#onEvent(e);
-      this.#afterEvent(e);
+      afterEvent(this, e);
     }
   }
 
@@ -524,6 +481,8 @@ export async function startPrivate(
     c.pools.get(operator)?.refill(); // min_idle: the pool may open once its names are held
   }, () => [...c.table.serving.values()]);
   c.announcer = announcer;
+  c.eps = eps;
+  const reloader = new PrivateReloader(c, log);
 
   const finished = (async () => {
     await untilStopped(stop.signal, plane).catch((err) => {
@@ -545,7 +504,7 @@ export async function startPrivate(
 
   const handle = makeHandle({} as Record<never, HostPort>, finished, () => stop.abort(), signal);
   // a getter: Object.assign would copy the value of the moment
-  Object.defineProperty(handle, "lastReload", { get: () => c.lastReload, enumerable: true });
+  Object.defineProperty(handle, "lastReload", { get: () => reloader.lastReload, enumerable: true });
   return Object.assign(handle as typeof handle & { readonly lastReload: ReloadResult | null }, {
     ready: announcer.ready,
     stats: c.stats,
@@ -555,6 +514,6 @@ export async function startPrivate(
     undrain: (domain: string, options?: { wait?: boolean; timeoutMs?: number }) =>
       c.table.undrain(domain, options),
     announcementStatus: () => c.table.status(),
-    reload: (next: () => Promise<PrivateSettings>) => c.reload(next, eps),
+    reload: (next: () => Promise<PrivateSettings>) => reloader.reload(next),
   });
 }

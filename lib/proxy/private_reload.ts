@@ -10,6 +10,11 @@ import { SettingsError } from "../errors.ts";
 import { errorText } from "../log.ts";
 import type { ReloadResult } from "../role.ts";
 import type { PrivateSettings } from "../settings/private.ts";
+import type { DataPlane, Snapshot } from "../dataplane/mod.ts";
+import type { EpsClient } from "../eps/client.ts";
+import type { Announcer } from "./announcer.ts";
+import type { AnnouncementTable } from "./drain.ts";
+import type { DialPool } from "./pool_sizing.ts";
 
 type Get = (s: PrivateSettings) => unknown;
 
@@ -56,7 +61,8 @@ function canon(v: unknown): string {
 export function restartOnlyChanges(old: PrivateSettings, next: PrivateSettings): string[] {
   const out: string[] = [];
   for (const [key, get] of RESTART_KEYS) {
-    const a = canon(get(old)), b = canon(get(next));
+    const a = canon(get(old));
+    const b = canon(get(next));
     if (a !== b) out.push(`${key}: cannot change without a restart (running ${a}, new ${b})`);
   }
   return out;
@@ -66,7 +72,8 @@ export function restartOnlyChanges(old: PrivateSettings, next: PrivateSettings):
 export function appliedChanges(old: PrivateSettings, next: PrivateSettings): string[] {
   const out: string[] = [];
   for (const [key, get] of APPLIED_KEYS) {
-    const a = canon(get(old)), b = canon(get(next));
+    const a = canon(get(old));
+    const b = canon(get(next));
     if (a !== b) out.push(`${key}: ${a} → ${b}`);
   }
   if (canon(old.eps) !== canon(next.eps)) out.push("eps: changed (new links and calls use it)");
@@ -114,4 +121,51 @@ export async function reloadPrivate(
   if (applied.length === 0) log.info("Reloaded: nothing changed");
   else log.info("Reloaded:\n  {applied}", { applied: applied.join("\n  ") });
   return { at, ok: true, applied, problems: [] };
+}
+
+/** The parts of the running private proxy a reload changes. */
+export interface PrivateParts {
+  settings: PrivateSettings;
+  readonly table: AnnouncementTable;
+  readonly pools: ReadonlyMap<string, DialPool>;
+  readonly announcer: Announcer;
+  readonly plane: DataPlane;
+  readonly eps: EpsClient;
+  resolve(): Promise<void>;
+  snapshot(): Snapshot;
+}
+
+/**
+ * Applies valid new settings to the running proxy: the announcements diffed (added ones are
+ * announced, removed ones drained then forgotten), a new snapshot (routes, limits and timeouts
+ * for new connections), the pools' sizes, the announcer's intervals, the EPS client's settings.
+ * Returns the announcement lines.
+ */
+export async function applyPrivate(c: PrivateParts, next: PrivateSettings): Promise<string[]> {
+  const old = c.settings;
+  c.settings = next;
+  const lines = c.table.update(next.announcements);
+  await c.resolve(); // new host names
+  c.plane.send({ type: "snapshot", snapshot: c.snapshot() });
+  for (const p of c.pools.values()) p.reconfigure({ ...next.pool, retryMs: next.retryMs });
+  if (canon(old.eps) !== canon(next.eps)) c.eps.reconfigure(next.eps);
+  c.announcer.reconfigure(next); // announces now: the added ones go out
+  return lines;
+}
+
+/** Runs reloads one at a time and keeps the last result. */
+export class PrivateReloader {
+  lastReload: ReloadResult | null = null;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(readonly parts: PrivateParts, readonly log: Logger) {}
+
+  reload(next: () => Promise<PrivateSettings>): Promise<ReloadResult> {
+    const c = this.parts;
+    const run = this.#queue.then(() =>
+      reloadPrivate({ settings: c.settings, apply: (s) => applyPrivate(c, s) }, next, this.log)
+    ).then((r) => this.lastReload = r);
+    this.#queue = run.catch(() => {});
+    return run;
+  }
 }
