@@ -209,3 +209,19 @@ Deno.test("reload: an invalid value or a restart-only key is refused by name, th
   assert.equal((await c.request("/")).status, 200);
   await assert.rejects(c.request("/", undefined, TWO), REFUSED);
 });
+
+Deno.test("drain: the last announced name drained stops the dial-back pool and closes its idle ones; undrain refills it", async () => {
+  await using c = await startCluster({
+    private: { pool: { enabled: true, minIdle: 2, maxIdle: 4, idleTimeoutMs: 30_000 } },
+  });
+  const pool = () => c.priv!.pools.get("public-proxy-1")!;
+  await until(() => pool().idle === 2, "two idle pooled dial-backs");
+  const r = await within(c.priv!.drain(DOMAIN), 10_000, "the drain");
+  assert.equal(r.state, "drained");
+  await until(() => pool().idle === 0, "the idle pooled dial-backs closed");
+  assert.equal(pool().stats.dropped, 0); // closed on purpose, not counted as drops
+  await assert.rejects(c.request("/"), REFUSED);
+  assert.equal((await within(c.priv!.undrain(DOMAIN), 10_000, "the undrain")).state, "announced");
+  await until(() => pool().idle === 2, "the pool refilled");
+  assert.equal((await c.request("/")).status, 200);
+});
