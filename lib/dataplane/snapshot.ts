@@ -145,6 +145,17 @@ export type Command =
     /** The private side gives an idle one up this long after it opened it. */
     readonly idleTimeoutMs: number;
   }
+  /**
+   * Close the connections `conns` now (docs/architecture.md, "Drain"): a splice ends with the
+   * reason `stopped`, one being set up fails with it; unknown or ended ones are skipped.
+   * `idleOf` (private): the idle pooled dial-backs of these operators close too (`poolDropped`
+   * with `stopping`).
+   */
+  | {
+    readonly type: "close";
+    readonly conns: readonly number[];
+    readonly idleOf?: readonly string[];
+  }
   /** Stop: no new connections; waiting clients and idle pooled dial-backs end. Splices go on. */
   | { readonly type: "stop" }
   /** Every connection ends now. */

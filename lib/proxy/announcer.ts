@@ -2,14 +2,16 @@
  * The private proxy's announcements (docs/architecture.md, "The control plane"): it calls
  * `<public>.announceConnections` at start, every `reannounce_interval_ms` and whenever the EPS
  * link comes back, retrying with a doubling delay while the EPS or the public side is not there,
- * and `withdrawConnections` on a graceful stop.
+ * and `withdrawConnections` on a graceful stop and for a drain (docs/architecture.md, "Drain").
+ * Rounds and withdrawals towards one operator run one after the other, so that a round under way
+ * cannot announce again a domain a drain withdraws.
  * @module
  */
 import type { Logger } from "@logtape/logtape";
 import { RpcCode, RpcError } from "../errors.ts";
 import { errorText } from "../log.ts";
 import type { EpsClient } from "../eps/client.ts";
-import type { PrivateSettings } from "../settings/private.ts";
+import type { PrivateAnnouncement, PrivateSettings } from "../settings/private.ts";
 import { Backoff } from "../backoff.ts";
 
 /** Longest wait between two announcement attempts while the EPS or the public side is not there. */
@@ -48,15 +50,23 @@ export class Announcer {
   readonly #ready = Promise.withResolvers<void>();
   readonly #loops: Promise<void>[];
   readonly #unsubscribe: () => void;
+  /** Per operator, the last round or withdrawal queued (they run in order). */
+  readonly #chains = new Map<string, Promise<unknown>>();
   announced = 0;
 
   constructor(
     readonly eps: EpsClient,
-    readonly settings: PrivateSettings,
+    /** Read at each round: reannounce_interval_ms and retry_ms (a reload replaces it). */
+    public settings: PrivateSettings,
     readonly log: Logger,
     readonly signal: AbortSignal,
-    /** Called after each acknowledged round (the pool may open once its names are held). */
-    readonly onAnnounced: (operator: string) => void | Promise<void>,
+    /** Called after each acknowledged round with what it acknowledged (the pool may open once its names are held). */
+    readonly onAnnounced: (
+      operator: string,
+      acked: readonly { domain: string; expiresAt: number }[],
+    ) => void | Promise<void>,
+    /** The announcements to announce now (drained ones are left out). */
+    readonly list: () => readonly PrivateAnnouncement[] = () => settings.announcements,
   ) {
     this.#ready.promise.catch(() => {}); // nobody has to await it
     this.#unsubscribe = eps.onAttach(() => this.wake());
@@ -72,13 +82,30 @@ export class Announcer {
     for (const wake of [...this.#wakers]) wake();
   }
 
+  /** New settings (a reload): the loops take them at once (each announces again). */
+  reconfigure(settings: PrivateSettings): void {
+    this.settings = settings;
+    this.wake();
+  }
+
+  /** Runs `task` after every earlier round or withdrawal towards `operator`. */
+  #serial<T>(operator: string, task: () => Promise<T>): Promise<T> {
+    const run = (this.#chains.get(operator) ?? Promise.resolve()).then(task, task);
+    this.#chains.set(operator, run.catch(() => {}));
+    return run;
+  }
+
   async #loop(operator: string): Promise<void> {
-    const s = this.settings;
-    const backoff = new Backoff(s.retryMs, MAX_RETRY_MS, false);
+    let s = this.settings;
+    let backoff = new Backoff(s.retryMs, MAX_RETRY_MS, false);
     let waitingLogged = false;
     while (!this.signal.aborted) {
+      if (s !== this.settings) {
+        s = this.settings;
+        backoff = new Backoff(s.retryMs, MAX_RETRY_MS, false);
+      }
       try {
-        const accepted = await this.#round(operator);
+        const { accepted, acked } = await this.#serial(operator, () => this.#round(operator));
         if (accepted === 0) {
           backoff.longest(); // every page refused: nothing will change soon
           await pause(backoff.next(), this.signal, this.#wakers);
@@ -89,7 +116,7 @@ export class Announcer {
         waitingLogged = false;
         this.#acknowledged.add(operator);
         if (this.#acknowledged.size === s.announceTo.length) this.#ready.resolve();
-        await this.onAnnounced(operator);
+        await this.onAnnounced(operator, acked);
         await pause(s.reannounceIntervalMs, this.signal, this.#wakers);
       } catch (err) {
         if (this.signal.aborted) break;
@@ -115,8 +142,11 @@ export class Announcer {
    * A page it refuses (domain not allowed, conflict, over its cap) is logged and skipped: the
    * others are served. Any other failure (EPS down, deadline) throws: the round is retried.
    */
-  async #round(operator: string): Promise<number> {
-    const all = this.settings.announcements;
+  async #round(
+    operator: string,
+  ): Promise<{ accepted: number; acked: { domain: string; expiresAt: number }[] }> {
+    const all = this.list();
+    const acked: { domain: string; expiresAt: number }[] = [];
     let accepted = 0;
     for (let at = 0; at < all.length; at += PAGE) {
       const page = all.slice(at, at + PAGE);
@@ -129,6 +159,7 @@ export class Announcer {
           })),
         }, { signal: this.signal });
         accepted++;
+        for (const a of page) acked.push({ domain: a.domain, expiresAt: now + a.expiresInMs });
       } catch (err) {
         if (!isRefusal(err)) throw err;
         this.log.error(
@@ -150,7 +181,7 @@ export class Announcer {
         domains: all.length <= 10 ? all.map((a) => a.domain) : `${all.length} domains`,
       });
     }
-    return accepted;
+    return { accepted, acked };
   }
 
   /** After the signal aborted: ends the loops (ready rejects if it had not resolved). */
@@ -163,25 +194,36 @@ export class Announcer {
     await Promise.all(this.#loops);
   }
 
-  /** Withdraws every announcement, bounded: a public proxy that is gone must not hold up a stop. */
-  async withdraw(): Promise<void> {
-    const s = this.settings;
-    await Promise.all(s.announceTo.map(async (operator) => {
-      if (!this.eps.attached) return;
-      try {
-        const domains = s.announcements.map((a) => a.domain);
-        for (let at = 0; at < domains.length; at += PAGE) {
-          await this.eps.call(`${operator}.withdrawConnections`, {
-            domains: domains.slice(at, at + PAGE),
-          }, { timeoutMs: WITHDRAW_TIMEOUT_MS });
-        }
-        this.log.info("Withdrew announcements from {operator}", { operator });
-      } catch (err) {
-        this.log.warn("Cannot withdraw announcements from {operator}: {error}", {
-          operator,
-          error: errorText(err),
-        });
-      }
-    }));
+  /**
+   * Withdraws `domains` at every operator, bounded: a public proxy that is gone must not hold up
+   * a stop or a drain. One answer per operator (`error` when it could not be told).
+   */
+  withdraw(domains: readonly string[]): Promise<{ operator: string; error?: string }[]> {
+    return Promise.all(
+      this.settings.announceTo.map((operator) =>
+        this.#serial(operator, async () => {
+          if (!this.eps.attached) return { operator, error: "the EPS link is down" };
+          try {
+            for (let at = 0; at < domains.length; at += PAGE) {
+              await this.eps.call(`${operator}.withdrawConnections`, {
+                domains: domains.slice(at, at + PAGE),
+              }, { timeoutMs: WITHDRAW_TIMEOUT_MS });
+            }
+            this.log.info("Withdrew {domains} from {operator}", {
+              operator,
+              domains: domains.length <= 10 ? domains : `${domains.length} domains`,
+            });
+            return { operator };
+          } catch (err) {
+            this.log.warn("Cannot withdraw {domains} from {operator}: {error}", {
+              operator,
+              domains: domains.length <= 10 ? domains : `${domains.length} domains`,
+              error: errorText(err),
+            });
+            return { operator, error: errorText(err) };
+          }
+        })
+      ),
+    );
   }
 }

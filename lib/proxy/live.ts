@@ -5,6 +5,7 @@
  * bound.
  * @module
  */
+import type { StatusTable } from "../admin/status.ts";
 import type { DataEvent, Via } from "../dataplane/mod.ts";
 
 /** A live (spliced) connection as /status shows it. */
@@ -128,4 +129,25 @@ export class LiveConnections {
     if (n <= 0) this.#byDomain.delete(domain);
     else this.#byDomain.set(domain, n);
   }
+}
+
+/** The newest live connections as a status table (docs/architecture.md, "The admin endpoint"). */
+export function liveTable(live: LiveConnections, limit = 50): StatusTable {
+  const rows = live.list(limit).map((c) => [
+    c.id,
+    c.domain,
+    c.client,
+    c.operator,
+    c.via,
+    Math.round(c.sinceMs / 1000),
+  ]);
+  const more = live.size - rows.length;
+  return {
+    title: more > 0
+      ? `Live connections (newest ${rows.length} of ${live.size})`
+      : "Live connections",
+    columns: ["id", "domain", "client", "operator", "via", "age s"],
+    rows,
+    empty: "no live connection",
+  };
 }

@@ -154,10 +154,47 @@ export class DialPool {
   #refusedLogged = false;
   /** When the refills whose tokens are being dialled started, oldest first. */
   #started: number[] = [];
+  #paused = false;
 
   constructor(readonly o: DialPoolOptions) {
     this.#backoff = new Backoff(o.retryMs, MAX_BACKOFF_MS, false);
     o.signal.addEventListener("abort", () => clearTimeout(this.#timer), { once: true });
+  }
+
+  /**
+   * True while the pool is stopped because no name is announced (docs/architecture.md,
+   * "Drain"): it asks for no tokens, and idle ones that still open are closed by the proxy.
+   */
+  get paused(): boolean {
+    return this.#paused;
+  }
+
+  /** Stops refilling (every announcement drained). */
+  pause(): void {
+    this.#paused = true;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** Refills again (an announcement serves again). */
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.refill();
+  }
+
+  /** New sizes and idle timeout (a reload); the next refill uses them. */
+  reconfigure(
+    o: { minIdle: number; maxIdle: number; idleTimeoutMs: number; retryMs: number },
+  ): void {
+    this.o.minIdle = o.minIdle;
+    this.o.maxIdle = o.maxIdle;
+    this.o.idleTimeoutMs = o.idleTimeoutMs;
+    if (this.o.retryMs !== o.retryMs) {
+      this.o.retryMs = o.retryMs;
+      this.#backoff = new Backoff(o.retryMs, MAX_BACKOFF_MS, false);
+    }
+    this.refill();
   }
 
   /** The moving average of one refill's duration (ms). */
@@ -188,7 +225,7 @@ export class DialPool {
    * call costs about what a notice costs, so a call per client would save nothing.
    */
   refill(): void {
-    if (this.o.signal.aborted || this.#calling) return;
+    if (this.o.signal.aborted || this.#paused || this.#calling) return;
     const now = performance.now();
     if (now < this.#blockedUntil) {
       this.#timer ??= setTimeout(() => {
@@ -231,7 +268,7 @@ export class DialPool {
     const tokens = granted.tokens.slice(0, want);
     this.opening -= want - tokens.length;
     this.#calling = false;
-    if (this.o.signal.aborted) {
+    if (this.o.signal.aborted || this.#paused) {
       this.opening -= tokens.length;
       return;
     }
@@ -268,7 +305,7 @@ export class DialPool {
           return;
         }
         this.idle--;
-        if (this.o.signal.aborted) return;
+        if (this.o.signal.aborted || this.#paused) return;
         this.stats.dropped++;
         this.o.log.debug("Dropped idle pooled connection to {operator}: {why}", {
           operator: this.o.operator,

@@ -9,7 +9,13 @@
 import type { Logger } from "@logtape/logtape";
 import { RpcCode, RpcError } from "../errors.ts";
 import { errorText, logger, RateLimitedLog, redact } from "../log.ts";
-import { formatHostPort, type HostPort, makeHandle, type RoleHandle } from "../role.ts";
+import {
+  formatHostPort,
+  type HostPort,
+  makeHandle,
+  type Reloadable,
+  type RoleHandle,
+} from "../role.ts";
 import { connectEps, type EpsClient } from "../eps/client.ts";
 import {
   type DataEvent,
@@ -30,11 +36,23 @@ import { countEnded } from "./counters.ts";
 import { PoolTicket } from "./pool_tickets.ts";
 import { LiveConnections } from "./live.ts";
 import { isConnId } from "../wire/conn_id.ts";
+import {
+  afterEvent,
+  type AnnouncementStatus,
+  AnnouncementTable,
+  type DrainOptions,
+  type DrainResult,
+  servingChanged,
+} from "./drain.ts";
+import { privateReloader } from "./private_reload.ts";
+import { withReload } from "../settings/diff.ts";
+
+export type { AnnouncementState, AnnouncementStatus, DrainOptions, DrainResult } from "./drain.ts";
 
 /** A pooled dial-back closed sooner than this after its token was refused, not idle-timed out. */
 const QUICK_DROP_MS = 1000;
 import { type Budget, privateBudget, softFdLimit } from "./budget.ts";
-import { PrivateAdmin, settingsRows } from "./private_admin.ts";
+import { PrivateAdmin } from "./private_admin.ts";
 import { openAdmin } from "../admin/role_admin.ts";
 import { countCalls } from "../admin/eps_calls.ts";
 import { matchName } from "../wire/names.ts";
@@ -62,7 +80,20 @@ export interface PrivateStats {
 }
 
 /** The handle of a running private proxy; it listens on nothing. */
-export interface PrivateHandle extends RoleHandle<never> {
+export interface PrivateHandle extends RoleHandle<never>, Reloadable<PrivateSettings> {
+  /**
+   * Drains one announcement (docs/architecture.md, "Drain"): withdrawn at every operator, no new
+   * connection for it, its splices get `grace_ms`, then the rest are closed. Resolves once
+   * drained (or at once with `{wait: false}`); throws RangeError for a domain not announced here.
+   */
+  drain(domain: string, options?: DrainOptions): Promise<DrainResult>;
+  /** Announces a drained one again; resolves once acknowledged (or after 10 s, or at once with `{wait: false}`). */
+  undrain(
+    domain: string,
+    options?: { wait?: boolean; timeoutMs?: number },
+  ): Promise<AnnouncementStatus>;
+  /** Each announcement's state, live connections and acknowledgements (for /status; cheap). */
+  announcementStatus(): AnnouncementStatus[];
   /** Resolves once every operator in `announce_to` acknowledged an announcement; rejects (AbortError) on a stop before that. */
   readonly ready: Promise<void>;
   readonly stats: Readonly<PrivateStats>;
@@ -112,7 +143,6 @@ class PrivateControl {
     idleTimeouts: 0,
     vanishedPeers: 0,
   };
-  readonly byDomain: ReadonlyMap<string, PrivateAnnouncement>;
   readonly pools = new Map<string, DialPool>();
   readonly resolver = new Resolver();
   readonly refusals: RateLimitedLog;
@@ -124,18 +154,33 @@ class PrivateControl {
   readonly liveTable = new LiveConnections();
   #version = 0;
   plane!: DataPlane;
+  announcer!: Announcer;
+  /** Each announcement's state and live connections (docs/architecture.md, "Drain"). */
+  readonly table: AnnouncementTable;
+  eps!: EpsClient;
 
   readonly budget: Budget;
 
-  constructor(readonly settings: PrivateSettings, readonly log: Logger) {
+  constructor(public settings: PrivateSettings, readonly log: Logger) {
     this.budget = privateBudget(settings.maxConnections, softFdLimit());
     this.refusals = new RateLimitedLog(log);
-    this.byDomain = new Map(settings.announcements.map((a) => [a.domain, a]));
+    this.table = new AnnouncementTable(settings.announcements, settings.announceTo, {
+      withdraw: (domains) => this.announcer.withdraw(domains),
+      changed: () => servingChanged(this),
+      close: (conns) => this.plane.send({ type: "close", conns }),
+      announce: () => this.announcer.wake(),
+      graceMs: () => this.settings.graceMs,
+    });
+  }
+
+  /** The announcements that take connections now, by domain (drained ones are left out). */
+  get byDomain(): ReadonlyMap<string, PrivateAnnouncement> {
+    return this.table.serving;
   }
 
   snapshot(): Snapshot {
     const routes: [string, { internal: HostPort }][] = [];
-    for (const a of this.settings.announcements) {
+    for (const a of this.table.serving.values()) {
       const internal = this.resolver.get(a.internal);
       if (internal !== undefined) routes.push([a.domain, { internal }]);
     }
@@ -151,14 +196,17 @@ class PrivateControl {
   async resolve(): Promise<void> {
     const s = this.settings;
     const problems = await this.resolver.refresh([
-      ...s.announcements.map((a) => a.internal),
+      ...[...this.table.serving.values()].map((a) => a.internal),
       ...Object.values(s.endpoints),
     ]);
     for (const p of problems) this.log.warn("Cannot resolve {problem}", { problem: p });
   }
 
   onEvents(events: readonly DataEvent[]): void {
-    for (const e of events) this.#onEvent(e);
+    for (const e of events) {
+      this.#onEvent(e);
+      afterEvent(this, e);
+    }
   }
 
   #onEvent(e: DataEvent): void {
@@ -253,7 +301,7 @@ class PrivateControl {
   }
 
   #internalText(domain: string): string {
-    const a = this.byDomain.get(domain);
+    const a = this.table.find(domain);
     return a === undefined ? "?" : formatHostPort(a.internal);
   }
 
@@ -334,6 +382,7 @@ class PrivateControl {
       tokenHint: redact(cmd.token),
     });
     this.plane.send(cmd);
+    this.table.opened(cmd.domain);
     this.pools.get(caller)?.arrival();
   }
   /** Serves notices: one client, or a batch of them (a burst): `{endpoint, connections: [{domain, token, conn}]}`. */
@@ -454,12 +503,16 @@ export async function startPrivate(
 
   c.serveNotices(eps, stop.signal);
   c.openPools(eps, stop.signal);
-  const announcer = new Announcer(eps, settings, log, stop.signal, async (operator) => {
+  const announcer = new Announcer(eps, settings, log, stop.signal, async (operator, acked) => {
     c.stats.announced = announcer.announced;
+    c.table.acknowledged(operator, acked);
     await c.resolve(); // host names may have moved: the next connections use the new address
     plane.send({ type: "snapshot", snapshot: c.snapshot() });
     c.pools.get(operator)?.refill(); // min_idle: the pool may open once its names are held
-  });
+  }, () => [...c.table.serving.values()]);
+  c.announcer = announcer;
+  c.eps = eps;
+  const reloader = privateReloader(c);
 
   const finished = (async () => {
     await untilStopped(stop.signal, plane).catch((err) => {
@@ -467,10 +520,11 @@ export async function startPrivate(
       stop.abort();
     });
     await announcer.stopped();
+    c.table.close();
     await Promise.all([...c.pools.values()].map((p) => p.settled()));
-    const drained = drainAndClose(plane, settings.graceMs);
+    const drained = drainAndClose(plane, c.settings.graceMs);
     c.logPools();
-    await announcer.withdraw();
+    await announcer.withdraw(c.table.domains());
     await drained;
     c.refusals.close();
     epsStop.abort();
@@ -487,14 +541,18 @@ export async function startPrivate(
     eps: epsClient,
     pools: c.pools,
     announceTo: settings.announceTo,
-    announcements: () => settingsRows(settings.announcements),
+    announcements: () => c.table.status(),
     announced: () => announcedAll,
     live: () => c.live,
+    liveConnections: c.liveTable,
     maxConnections: c.budget.maxConnections,
+    drain: (domain, wait) => c.table.drain(domain, { wait }),
+    undrain: (domain) => c.table.undrain(domain),
   });
+  if (admin) admin.reloads = reloader;
   // the admin endpoint's address is in the ready line (admin_listen may say port 0)
   const addrs = (adminServer ? { admin: adminServer.addr } : {}) as Record<never, HostPort>;
-  const handle = makeHandle(addrs, finished, () => stop.abort(), signal);
+  const handle = withReload(makeHandle(addrs, finished, () => stop.abort(), signal), reloader);
   return Object.assign(handle, {
     ready: announcer.ready,
     stats: c.stats,
@@ -502,5 +560,9 @@ export async function startPrivate(
     driver: plane.driver,
     admin,
     live: c.liveTable,
+    drain: (domain: string, options?: DrainOptions) => c.table.drain(domain, options),
+    undrain: (domain: string, options?: { wait?: boolean; timeoutMs?: number }) =>
+      c.table.undrain(domain, options),
+    announcementStatus: () => c.table.status(),
   });
 }

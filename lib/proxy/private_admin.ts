@@ -8,22 +8,12 @@ import { counterOf, gaugeOf, ProxyMetrics } from "../admin/metrics.ts";
 import { CallCounts } from "../admin/eps_calls.ts";
 import type { AdminSource } from "../admin/server.ts";
 import type { StatusTable } from "../admin/status.ts";
-import { formatHostPort } from "../role.ts";
 import type { EpsClient } from "../eps/client.ts";
-import type { PrivateAnnouncement } from "../settings/private.ts";
 import type { DialPool } from "./pool_sizing.ts";
 import type { PrivateStats } from "./private.ts";
+import type { AnnouncementStatus } from "./drain.ts";
+import { type LiveConnections, liveTable } from "./live.ts";
 import { RoleAdmin } from "../admin/role_admin.ts";
-
-/** One announcement as `/status` shows it. */
-export interface AnnouncementRow {
-  domain: string;
-  internal: string;
-  state: string;
-  live: number;
-  /** The public operators that acknowledged it, with when (ISO). */
-  acknowledged: { operator: string; at: string }[];
-}
 
 export interface PrivateAdminParts {
   driver: string;
@@ -32,25 +22,16 @@ export interface PrivateAdminParts {
   pools: ReadonlyMap<string, DialPool>;
   announceTo: readonly string[];
   /** The announcements and their state now. */
-  announcements(): AnnouncementRow[];
+  announcements(): readonly AnnouncementStatus[];
   /** Whether every operator of announce_to acknowledged a first announcement. */
   announced(): boolean;
   /** Live connections now. */
   live(): number;
+  /** The spliced connections, by connection id. */
+  liveConnections: LiveConnections;
   maxConnections: number;
   drain?(domain: string, wait: boolean): Promise<unknown>;
   undrain?(domain: string): Promise<unknown>;
-}
-
-/** Rows of the announcements from the settings, before drain states exist. */
-export function settingsRows(list: readonly PrivateAnnouncement[]): AnnouncementRow[] {
-  return list.map((a) => ({
-    domain: a.domain,
-    internal: formatHostPort(a.internal),
-    state: "announced",
-    live: 0,
-    acknowledged: [],
-  }));
 }
 
 export class PrivateAdmin extends RoleAdmin {
@@ -178,6 +159,7 @@ export class PrivateAdmin extends RoleAdmin {
         ) => [x.operator, x.idle, x.opening, x.target, x.hits, x.dropped, x.failedRefills]),
         empty: "pool off",
       },
+      liveTable(p.liveConnections),
       {
         title: "Refusals by reason",
         columns: ["reason", "count"],
@@ -200,7 +182,12 @@ export class PrivateAdmin extends RoleAdmin {
       announcements,
       links,
       pools,
-      connections: { live: p.live(), spliced: m.piped, byName: Object.fromEntries(m.perName) },
+      connections: {
+        live: p.live(),
+        spliced: m.piped,
+        byName: Object.fromEntries(p.liveConnections.countsByDomain()),
+        recent: p.liveConnections.list(),
+      },
       limits: [{ limit: "max_connections", value: p.maxConnections }],
       refusals: Object.fromEntries(m.refused),
       counters: { ...p.stats },

@@ -14,6 +14,7 @@ import type { Announcements } from "./announcements.ts";
 import type { PoolGrants } from "./public_pool.ts";
 import type { PublicStats } from "./public_events.ts";
 import { RoleAdmin } from "../admin/role_admin.ts";
+import { type LiveConnections, liveTable } from "./live.ts";
 
 /** The refusals that are a cap being hit, and the setting that sets the cap. */
 const LIMIT_OF: Record<string, string> = {
@@ -34,6 +35,8 @@ export interface PublicAdminParts {
   announcements: Announcements;
   grants: PoolGrants;
   eps: EpsClient;
+  /** The spliced connections, by connection id. */
+  live: LiveConnections;
   addrs: { public: HostPort; private: HostPort };
   privateEndpoint: () => HostPort;
   /** The value of each limit a refusal reason stands for, as the settings say now. */
@@ -128,11 +131,17 @@ export class PublicAdmin extends RoleAdmin {
     const m = this.metrics;
     const now = Date.now();
     const all = p.announcements.all();
+    const liveByName = new Map<string, number>();
+    for (const [domain, n] of p.live.countsByDomain()) {
+      const name = p.announcements.match(domain)?.domain ?? domain;
+      liveByName.set(name, (liveByName.get(name) ?? 0) + n);
+    }
     const announcements = all.map((a) => ({
       domain: a.domain,
       operator: a.operator,
       instance: null,
       expiresAt: new Date(a.expiresAt).toISOString(),
+      live: liveByName.get(a.domain) ?? 0,
       spliced: m.perName.get(a.domain) ?? 0,
     }));
     const operators = this.#poolOperators();
@@ -156,10 +165,10 @@ export class PublicAdmin extends RoleAdmin {
     const tables: StatusTable[] = [
       {
         title: "Announcements",
-        columns: ["domain", "operator", "expires in", "spliced"],
+        columns: ["domain", "operator", "expires in", "live", "spliced"],
         rows: announcements.map((
           a,
-        ) => [a.domain, a.operator, untilText(Date.parse(a.expiresAt), now), a.spliced]),
+        ) => [a.domain, a.operator, untilText(Date.parse(a.expiresAt), now), a.live, a.spliced]),
         empty: "no announcement",
       },
       {
@@ -173,6 +182,7 @@ export class PublicAdmin extends RoleAdmin {
         rows: pools.map((x) => [x.operator, x.idle, x.held, x.cap, x.hits, x.misses]),
         empty: "no private operator announced",
       },
+      liveTable(p.live),
       {
         title: "Limits hit",
         columns: ["limit", "value", "refused"],
@@ -192,7 +202,7 @@ export class PublicAdmin extends RoleAdmin {
       private: formatHostPort(p.addrs.private),
       "notices name": formatHostPort(p.privateEndpoint()),
       accepted: m.accepted,
-      "live connections": m.active,
+      "live connections": p.live.size,
       announcements: all.length,
     };
     return this.document(this.ready(), summary, tables, {
@@ -203,8 +213,10 @@ export class PublicAdmin extends RoleAdmin {
       pools,
       connections: {
         accepted: m.accepted,
-        active: m.active,
-        byName: Object.fromEntries(m.perName),
+        live: p.live.size,
+        byName: Object.fromEntries(liveByName),
+        spliced: Object.fromEntries(m.perName),
+        recent: p.live.list(),
       },
       limits,
       refusals,

@@ -41,6 +41,8 @@ export interface SockOwner extends TimerOwner {
   onStop(now: number): void;
   /** Everything ends now. */
   onKill(now: number): void;
+  /** The connection this socket serves (the `conn` of its events), once it has one. */
+  readonly conn?: number | undefined;
 }
 
 /** Source of random bytes (tokens): the driver's, or a seeded one in tests. */
@@ -244,6 +246,9 @@ export class Engine {
           for (const token of cmd.tokens) new PooledDialBack(this, cmd, token, now);
         }
         break;
+      case "close":
+        this.closeConns(cmd.conns, cmd.idleOf ?? [], now);
+        break;
       case "stop":
         this.stop(now);
         break;
@@ -263,6 +268,21 @@ export class Engine {
     this.snapshot = s;
     this.publicRoutes = new Map(s.publicRoutes);
     this.privateRoutes = new Map(s.privateRoutes);
+  }
+
+  /**
+   * Ends the connections `conns` as a kill would (a drain past its grace), and the idle pooled
+   * dial-backs of the operators `idleOf`. A walk over the open sockets: an admin action, rare.
+   */
+  closeConns(conns: readonly number[], idleOf: readonly string[], now: number): void {
+    const ids = new Set(conns);
+    const ops = new Set(idleOf);
+    for (const owner of new Set(this.socks.values())) {
+      if (owner.conn !== undefined && ids.has(owner.conn)) owner.onKill(now);
+      else if (owner instanceof PooledDialBack && ops.has(owner.cmd.operator)) {
+        owner.closeIdle(now);
+      }
+    }
   }
 
   /** No new connections; waiting clients, unclaimed dial-backs and idle pooled ones end. */

@@ -34,6 +34,10 @@ export class Pipe implements SockOwner {
   #piped: number;
   #done = false;
 
+  get conn(): number {
+    return this.meta.conn;
+  }
+
   constructor(
     readonly engine: Engine,
     readonly a: SockId,

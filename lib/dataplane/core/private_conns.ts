@@ -41,6 +41,10 @@ export class NoticeDialBack implements SockOwner {
   #done = false;
   readonly #accepted: number;
 
+  get conn(): number {
+    return this.id;
+  }
+
   constructor(readonly engine: Engine, readonly cmd: DialBackCommand, now: number) {
     this.id = engine.id();
     this.connId = cmd.conn ?? engine.connId(this.id);
@@ -157,6 +161,11 @@ export class PooledDialBack implements SockOwner {
   #eof = false;
   #accepted: number;
   #dialedAt = 0;
+
+  /** Its connection id once a client came on it (before that it serves no connection). */
+  get conn(): number | undefined {
+    return this.state === "connecting" ? this.id : undefined;
+  }
 
   constructor(
     readonly engine: Engine,
@@ -330,6 +339,11 @@ export class PooledDialBack implements SockOwner {
 
   onStop(): void {
     if (this.state === "dialing" || this.state === "idle") this.#drop("stopping");
+  }
+
+  /** Closes it if it waits idle for a client (its operator's pool stopped: a drain). */
+  closeIdle(now: number): void {
+    if (this.state === "idle") this.#drop("stopping", undefined, now);
   }
 
   onKill(): void {
