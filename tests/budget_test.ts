@@ -65,7 +65,8 @@ class ChildLog {
 
   /** Splices the child closed for `domain` ("Closed {client} for {domain} via …"). */
   closed(domain: string): number {
-    return this.find((r) => r.message.startsWith("Closed ") && r.properties.domain === domain)
+    // the line starts with its connection id: `conn "k3f9x-1a": Closed …`
+    return this.find((r) => /^conn \S+: Closed /.test(r.message) && r.properties.domain === domain)
       .length;
   }
 

@@ -148,10 +148,9 @@ export class ProxyMetrics {
   /** Public: clients that needed a notice (no idle pooled dial-back), per private operator. */
   readonly poolMisses = new Map<string, number>();
   readonly #hello: client.Histogram;
-  readonly #route: client.Histogram;
   readonly #dialBack: client.Histogram<"via">;
   readonly #internal: client.Histogram;
-  readonly #setup: client.Histogram<"via">;
+  readonly #setupTotal: client.Histogram<"via">;
   readonly #lifetime: client.Histogram<"via">;
 
   constructor(
@@ -165,20 +164,16 @@ export class ProxyMetrics {
       "tls_pass_hello_read_seconds",
       "Public: from accept to a complete ClientHello",
     );
-    this.#route = h(
-      "tls_pass_route_seconds",
-      "Public: from the complete ClientHello to the routing decision (pool taken or notice asked)",
-    );
     this.#dialBack = h(
       "tls_pass_dial_back_wait_seconds",
-      "Public: from the routing decision to the dial-back (via=pool: taken at once; via=notice: the notice's round trip and the dial). Private: from the notice to the dial-back connected with its token written",
+      "Public: from the complete ClientHello (routed in the same turn) to the dial-back (via=pool: taken at once; via=notice: the notice's round trip and the dial). Private: from the notice to the dial-back connected with its token written",
       ["via"],
     );
     this.#internal = h(
       "tls_pass_internal_connect_seconds",
       "Private: connecting the internal server",
     );
-    this.#setup = h(
+    this.#setupTotal = h(
       "tls_pass_setup_seconds",
       "From accept (public) or the notice or pooled client (private) to bytes flowing both ways",
       ["via"],
@@ -268,6 +263,7 @@ export class ProxyMetrics {
         if (this.role === "public" && e.via === "pool") bump(this.poolHits, e.operator);
         const name = this.nameOf(e.domain);
         if (name !== undefined) bump(this.perName, name);
+        this.#setup(e.phases, e.via);
         return;
       }
       case "refused":
@@ -283,12 +279,13 @@ export class ProxyMetrics {
         bump(this.ended, endLabel(e.reason));
         this.bytesUp += e.up;
         this.bytesDown += e.down;
-        this.#phases(e.phases, e.via);
+        this.#lifetime.observe({ via: e.via }, (e.phases.ended - e.phases.accepted) / 1000);
         return;
     }
   }
 
-  #phases(p: Phases, via: "pool" | "notice"): void {
+  /** The set-up phases of a splice, observed when it is piped (a long splice need not end first). */
+  #setup(p: Phases, via: "pool" | "notice"): void {
     const observe = (h: client.Histogram<string>, v: number | undefined, labels?: Labels) => {
       if (v === undefined) return;
       if (labels) h.observe(labels, v);
@@ -302,8 +299,7 @@ export class ProxyMetrics {
       observe(this.#dialBack, span(p.accepted, p.dialBack), labels);
       observe(this.#internal, span(Math.max(p.accepted, p.dialBack), p.internal));
     }
-    observe(this.#setup, span(p.accepted, p.piped), labels);
-    observe(this.#lifetime, span(p.accepted, p.ended), labels);
+    observe(this.#setupTotal, span(p.accepted, p.piped), labels);
   }
 
   /** Forgets the per-name totals of names no longer announced (bounded label sets). */

@@ -107,6 +107,8 @@ export type DataEvent =
     readonly operator: string;
     readonly domain: string;
     readonly client: string;
+    /** The set-up's stamps (`ended` is 0): the metrics observe them now, not at the end. */
+    readonly phases: Phases;
   }
   /** A spliced connection ended. `up`: bytes towards the internal server; `down`: back. */
   | {

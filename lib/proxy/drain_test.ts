@@ -43,6 +43,7 @@ function piped(conn: number, domain: string) {
     operator: "op1",
     domain,
     client: "",
+    phases: { accepted: 1, hello: 0, dialBack: 1, internal: 1, piped: 1, ended: 0 },
   } as const;
 }
 function ended(conn: number, domain: string, stopped = false): DataEvent {

@@ -11,6 +11,7 @@ function piped(connId: string, domain = "a.example.com"): DataEvent {
     operator: "op1",
     domain,
     client: "192.0.2.7:4000",
+    phases: { accepted: 1, hello: 1, dialBack: 1, internal: 0, piped: 1, ended: 0 },
   };
 }
 

@@ -62,6 +62,7 @@ export class Pipe implements SockOwner {
       operator: meta.operator,
       domain: meta.domain,
       client: meta.client,
+      phases: { ...meta.phases, piped: now, ended: 0 },
     });
     this.#armIdle(now);
   }
