@@ -260,79 +260,136 @@ export async function ensurePki(
   return pki;
 }
 
-export const tlsPass: Topology = {
-  name: "tls-pass",
-  async unavailable(ctx) {
-    const bin = Deno.env.get("TLS_PASS_BIN");
-    if (bin) {
-      return which(bin) || (await Deno.stat(bin).catch(() => null))
-        ? undefined
-        : `${bin} not found`;
-    }
-    try {
-      await Deno.stat(join(ctx.repo, "cli.ts"));
-      return undefined;
-    } catch {
-      return "cli.ts not found";
-    }
-  },
-  async start(ctx) {
-    const pki = await ensurePki(ctx);
-    const dirs = await makeSettings(join(ctx.state, "settings"), pki, {
-      host: "127.0.0.1",
-      publicPort: LISTEN_PORT,
-      privatePort: 4434,
-      publicEpsPort: 4435,
-      privateEpsPort: 4436,
-      internal: `127.0.0.1:${BACKEND_PORT}`,
-      domain: SNI,
-    }, join(ctx.state, "store"));
-    const roles: [string, TlsPassRole, string][] = [
-      ["public-eps", "eps", dirs.publicEps],
-      ["private-eps", "eps", dirs.privateEps],
-      ["private", "private", dirs.private],
-      ["public", "public", dirs.public],
-    ];
-    const procs: Proc[] = [];
-    const r = running(LISTEN_PORT, procs);
-    const deadline = Date.now() + 60_000;
-    try {
-      for (const [name, role, dir] of roles) {
-        const extra = (ctx.extraSettings[role] ?? []).flatMap((f) => ["--settings", f]);
-        const argv = [
-          ...ctx.tlsPass,
-          "run",
-          role,
-          "--settings",
-          dir,
-          ...extra,
-          "--log-level",
-          ctx.logLevel,
-        ];
-        procs.push(spawn(name, argv, {
-          stdoutFile: join(ctx.state, `${name}.out`),
-          stderrFile: join(ctx.state, `${name}.log`),
-          cwd: ctx.repo,
-        }));
+/**
+ * tls-pass; with `admin`, every role also serves its admin endpoint and the bench scrapes each
+ * role's `/metrics` once a second (four times Prometheus's usual rate) while it runs, so the
+ * relay CPU includes what the metrics and the scrapes cost.
+ */
+function tlsPassTopology(name: string, admin: boolean): Topology {
+  return {
+    name,
+    unavailable: tlsPassUnavailable,
+    start: (ctx) => startTlsPass(ctx, admin),
+  };
+}
+
+async function tlsPassUnavailable(ctx: Pick<TopologyContext, "repo" | "tlsPass">) {
+  const bin = Deno.env.get("TLS_PASS_BIN");
+  if (bin) {
+    return which(bin) || (await Deno.stat(bin).catch(() => null)) ? undefined : `${bin} not found`;
+  }
+  try {
+    await Deno.stat(join(ctx.repo, "cli.ts"));
+    return undefined;
+  } catch {
+    return "cli.ts not found";
+  }
+}
+
+/** Scrapes every `/metrics` of `addrs` once a second until the returned stop is called. */
+function scrapeEverySecond(addrs: string[], log: (msg: string) => void): () => Promise<void> {
+  let failures = 0;
+  let scrapes = 0;
+  const tick = async () => {
+    await Promise.all(addrs.map(async (a) => {
+      try {
+        const r = await fetch(`http://${a}/metrics`, { signal: AbortSignal.timeout(5000) });
+        await r.text();
+        scrapes++;
+      } catch {
+        failures++;
       }
-      for (const p of procs) {
-        const ready = await waitReady(p, deadline);
-        ctx.log(`  ${p.name} ready ${JSON.stringify(ready.addrs ?? {})}`);
-      }
-      const why = await waitRoute(LISTEN_PORT, ctx.certs.caCrt, deadline);
-      if (why) throw new Error(`no route through :${LISTEN_PORT} after 60 s: ${why}`);
-    } catch (err) {
-      await r.stop();
-      throw err;
+    }));
+  };
+  let running = tick();
+  const timer = setInterval(() => {
+    running = running.then(tick);
+  }, 1000);
+  return async () => {
+    clearInterval(timer);
+    await running;
+    log(`  metrics: ${scrapes} scrapes of ${addrs.length} endpoints, ${failures} failed`);
+  };
+}
+
+async function startTlsPass(ctx: TopologyContext, admin: boolean): Promise<Running> {
+  const pki = await ensurePki(ctx);
+  const dirs = await makeSettings(join(ctx.state, "settings"), pki, {
+    host: "127.0.0.1",
+    publicPort: LISTEN_PORT,
+    privatePort: 4434,
+    publicEpsPort: 4435,
+    privateEpsPort: 4436,
+    internal: `127.0.0.1:${BACKEND_PORT}`,
+    domain: SNI,
+  }, join(ctx.state, "store"));
+  const roles: [string, TlsPassRole, string][] = [
+    ["public-eps", "eps", dirs.publicEps],
+    ["private-eps", "eps", dirs.privateEps],
+    ["private", "private", dirs.private],
+    ["public", "public", dirs.public],
+  ];
+  const procs: Proc[] = [];
+  const r = running(LISTEN_PORT, procs);
+  const deadline = Date.now() + 60_000;
+  try {
+    const adminFile = join(ctx.state, "admin.yml");
+    if (admin) await Deno.writeTextFile(adminFile, "admin_listen: 127.0.0.1:0\n");
+    for (const [name, role, dir] of roles) {
+      const extra = (ctx.extraSettings[role] ?? []).flatMap((f) => ["--settings", f]);
+      if (admin) extra.push("--settings", adminFile);
+      const argv = [
+        ...ctx.tlsPass,
+        "run",
+        role,
+        "--settings",
+        dir,
+        ...extra,
+        "--log-level",
+        ctx.logLevel,
+      ];
+      procs.push(spawn(name, argv, {
+        stdoutFile: join(ctx.state, `${name}.out`),
+        stderrFile: join(ctx.state, `${name}.log`),
+        cwd: ctx.repo,
+      }));
     }
-    return r;
-  },
-};
+    const admins: string[] = [];
+    for (const p of procs) {
+      const ready = await waitReady(p, deadline);
+      ctx.log(`  ${p.name} ready ${JSON.stringify(ready.addrs ?? {})}`);
+      const a = (ready.addrs as Record<string, string> | undefined)?.admin;
+      if (admin && a === undefined) {
+        throw new Error(`${p.name}: no admin address in its ready line`);
+      }
+      if (a !== undefined) admins.push(a);
+    }
+    const why = await waitRoute(LISTEN_PORT, ctx.certs.caCrt, deadline);
+    if (why) throw new Error(`no route through :${LISTEN_PORT} after 60 s: ${why}`);
+    if (admin) {
+      const stopScraping = scrapeEverySecond(admins, ctx.log);
+      const stopRelays = r.stop;
+      r.stop = async () => {
+        await stopScraping();
+        await stopRelays();
+      };
+    }
+  } catch (err) {
+    await r.stop();
+    throw err;
+  }
+  return r;
+}
+
+export const tlsPass: Topology = tlsPassTopology("tls-pass", false);
+/** tls-pass with every admin endpoint on and scraped once a second. */
+export const tlsPassAdmin: Topology = tlsPassTopology("tls-pass-admin", true);
 
 export const TOPOLOGIES: Record<string, Topology> = {
   direct,
   haproxy2,
   "tls-pass": tlsPass,
+  "tls-pass-admin": tlsPassAdmin,
   loop2,
   splice2,
 };

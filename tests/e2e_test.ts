@@ -2,13 +2,49 @@
  * End to end, the seed's way: five separate CLI processes (`deno run -A cli.ts` or
  * `$TLS_PASS_BIN`) on the dev ports, configured with PROXY_SETTINGS / EPS_SETTINGS, real curl.
  * Also the multi-process failure scenarios (kill -9, restart) and the demo command.
- * Uses the fixed dev ports 4433, 9999, 5556, 7776 and 8888: nothing else in the suite may.
+ * Uses the fixed dev ports 4433, 9999, 5556, 7776 and 8888, and the dev admin endpoints 9101 to
+ * 9105: nothing else in the suite may.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { REPO_ROOT, runCli, spawnCli, type SpawnedCli } from "./_cli.ts";
 import { BLOB_CHUNK, blobBytes, startTestBackend } from "./_backend.ts";
 import { readAll, writeAll } from "../lib/net/io.ts";
+import { type Family, parsePrometheus, sampleValue } from "./_prometheus.ts";
+
+/** The dev settings' admin endpoints (settings/dev/roles/*: admin_listen). */
+const ADMIN = {
+  public: 9101,
+  private: 9102,
+  "eps-public": 9103,
+  "eps-private": 9104,
+  internal: 9105,
+} as const;
+
+/** A role's /metrics, checked strictly (every line, HELP and TYPE, cumulative buckets). */
+async function metricsOf(port: number): Promise<Map<string, Family>> {
+  const r = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5000) });
+  assert.equal(r.status, 200);
+  return parsePrometheus(await r.text());
+}
+
+/** Polls a role's /metrics until `name{labels}` reaches `atLeast` (splices end after curl exits). */
+async function metricAtLeast(
+  port: number,
+  name: string,
+  labels: Record<string, string>,
+  atLeast: number,
+): Promise<number> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const v = sampleValue(await metricsOf(port), name, labels) ?? 0;
+    if (v >= atLeast) return v;
+    if (Date.now() > deadline) {
+      throw new Error(`:${port} ${name}${JSON.stringify(labels)} is ${v}, want ≥ ${atLeast}`);
+    }
+    await new Promise((r) => setTimeout(r, 50)); // polling a counter, bounded above
+  }
+}
 
 const ROOT_CRT = join(REPO_ROOT, "settings/dev/certs/root.crt");
 const SEED_CURL = [
@@ -180,6 +216,37 @@ Deno.test("e2e: the seed's five processes, curl, stress, long and large transfer
           (2000 / seconds).toFixed(0)
         } requests/s, 0 failures`,
       );
+    });
+
+    await t.step("every role's /metrics counts the stress (strict exposition format)", async () => {
+      const domain = { domain: "test.internal-server.local" };
+      await metricAtLeast(ADMIN.public, "tls_pass_name_connections_total", domain, 2002);
+      await metricAtLeast(ADMIN.private, "tls_pass_name_connections_total", domain, 2002);
+      await metricAtLeast(
+        ADMIN.public,
+        "tls_pass_connections_ended_total",
+        { reason: "done" },
+        2002,
+      );
+      await metricAtLeast(ADMIN.internal, "tls_pass_http_requests_total", { code: "200" }, 2002);
+      await metricAtLeast(ADMIN["eps-public"], "tls_pass_links_up", { peer: "proxy" }, 1);
+      await metricAtLeast(
+        ADMIN["eps-private"],
+        "tls_pass_eps_calls_total",
+        { method: "announceConnections", code: "ok" },
+        1,
+      );
+      const pub = await metricsOf(ADMIN.public);
+      const setups = (sampleValue(pub, "tls_pass_setup_seconds_count", { via: "pool" }) ?? 0) +
+        (sampleValue(pub, "tls_pass_setup_seconds_count", { via: "notice" }) ?? 0);
+      assert.ok(setups >= 2002, `set-up histogram counts ${setups}`);
+      assert.equal(
+        sampleValue(pub, "tls_pass_connections_refused_total", { reason: "expired" }),
+        undefined,
+      );
+      const status = await runCli(["status", "--admin", `127.0.0.1:${ADMIN.private}`]);
+      assert.equal(status.code, 0, status.stderr);
+      assert.match(status.stdout, /test\.internal-server\.local +127\.0\.0\.1:8888 +announced/);
     });
 
     await t.step("a 64 MiB download arrives intact (SHA-256)", async () => {

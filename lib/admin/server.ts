@@ -57,7 +57,9 @@ export async function handleAdmin(req: Request, source: AdminSource): Promise<Re
       });
     case "/metrics":
       if (!get) return only("GET");
-      return new Response(await source.registry.metrics(), {
+      // prom-client writes NaN (an event-loop lag with no sample since the last scrape) as
+      // "Nan"; the text format spells it "NaN"
+      return new Response((await source.registry.metrics()).replace(/ Nan$/gm, " NaN"), {
         headers: { "content-type": source.registry.contentType },
       });
     case "/status":
