@@ -9,7 +9,8 @@
  *   tls-pass drain|undrain DOMAIN [--admin HOST:PORT] [--no-wait]
  *   tls-pass version | --help | help [COMMAND]
  *
- * Exit codes: 0 done, 1 fault, 2 usage or settings error.
+ * Exit codes: 0 done, 1 fault (or an admin endpoint not reached), 2 usage or settings error, 3
+ * `status` of a role that is up but not ready.
  * @module
  */
 import { parseArgs } from "node:util";
@@ -206,6 +207,14 @@ function isReloadable(h: object): h is Reloadable<unknown> {
  * same validation as at start and hands them to the role, one reload at a time (a SIGHUP during
  * a reload runs after it). Never ends the process. Returns the listener to remove.
  */
+/**
+ * `text` as literal log-template text: printed as a start prints it, not quoted as a property
+ * (logtape's templates take `{name}` as a placeholder, `{{` as a brace).
+ */
+function literal(text: string): string {
+  return text.replaceAll("{", "{{").replaceAll("}", "}}");
+}
+
 function onHangUp(
   role: RoleName,
   handle: Promise<RoleHandle | undefined>,
@@ -225,15 +234,10 @@ function onHangUp(
       const r = await h.reload(reloadSettings);
       if (r.ok) {
         if (r.applied.length === 0) log.info("Reloaded: nothing changed");
-        else {log.info(
-            `Reloaded: ${r.applied.join("; ").replaceAll("{", "{{").replaceAll("}", "}}")}`,
-          );}
+        else log.info(`Reloaded: ${literal(r.applied.join("; "))}`);
         return;
       }
-      // the text as a start prints it (not quoted as a property): braces escaped for the template
-      for (const p of r.problems) {
-        log.error(`Reload refused: ${p.replaceAll("{", "{{").replaceAll("}", "}}")}`);
-      }
+      for (const p of r.problems) log.error(`Reload refused: ${literal(p)}`);
       log.error("Reload refused: keeping the old settings");
     }).catch((err) => {
       log.error("Reload failed: {error}; keeping the old settings", {
@@ -395,6 +399,19 @@ class AdminError extends Error {
   override name = "AdminError";
 }
 
+/** An admin endpoint's JSON answer; anything else is an AdminError naming the URL. */
+function parseAnswer(body: string, url: string): Record<string, unknown> {
+  try {
+    const v = JSON.parse(body);
+    if (typeof v === "object" && v !== null) return v;
+  } catch { /* below */ }
+  throw new AdminError(
+    `${url} did not answer JSON (is it a tls-pass admin endpoint?): ${
+      JSON.stringify(body.slice(0, 80))
+    }`,
+  );
+}
+
 async function cmdStatus(args: string[]): Promise<number> {
   const { values, positionals } = parse("status", args, {
     admin: { type: "string" },
@@ -408,11 +425,12 @@ async function cmdStatus(args: string[]): Promise<number> {
   const res = await adminFetch(`${base}/status`);
   const body = await res.text();
   if (!res.ok) throw new AdminError(`GET ${base}/status answered ${res.status}: ${body.trim()}`);
-  const doc = JSON.parse(body);
+  const doc = parseAnswer(body, `${base}/status`);
   if (values.json) out(JSON.stringify(doc, null, 2));
   else {
     const { renderStatus } = await import("./lib/admin/status.ts");
-    out(renderStatus(doc));
+    // the endpoint's own document (lib/admin/status.ts StatusDocument)
+    out(renderStatus(doc as unknown as Parameters<typeof renderStatus>[0]));
   }
   return doc.ready ? 0 : 3;
 }
@@ -443,7 +461,7 @@ async function cmdDrain(command: "drain" | "undrain", args: string[]): Promise<n
     } catch { /* a text answer */ }
     throw new AdminError(`Cannot ${command} ${domain}: ${why}`);
   }
-  const r = JSON.parse(body).result;
+  const r = (parseAnswer(body, `${base}/${command}`) as { result?: unknown }).result;
   out(
     `${command === "drain" ? "Drained" : "Undrained"} ${domain}${
       r ? `: ${JSON.stringify(r)}` : ""

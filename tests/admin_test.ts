@@ -4,10 +4,11 @@
  * /healthz, /readyz, the error answers, and `tls-pass status` printing the running cluster.
  */
 import assert from "node:assert/strict";
-import { Cluster, DOMAIN, LOOPBACK, until } from "./_cluster.ts";
+import { Cluster, DOMAIN, HOLD_MS, LOOPBACK, until } from "./_cluster.ts";
 import { parsePrometheus, sampleValue } from "./_prometheus.ts";
 import { runCli } from "./_cli.ts";
 import { formatHostPort, type HostPort } from "../lib/role.ts";
+import { PRIVATE_DEFAULTS } from "../lib/settings/private.ts";
 
 const REQUESTS = 5;
 
@@ -36,10 +37,14 @@ async function get(admin: HostPort, path: string, init: RequestInit = {}) {
 Deno.test("admin: metrics, status, health and tls-pass status after real traffic", async () => {
   await using c = await Cluster.start({
     public: { adminListen: LOOPBACK },
-    private: { adminListen: LOOPBACK },
+    // min_idle: pooled dial-backs wait before the first client
+    private: { adminListen: LOOPBACK, pool: { ...PRIVATE_DEFAULTS.pool, minIdle: 2 } },
   });
   const pub = adminOf(c.pub);
   const priv = adminOf(c.priv!);
+  // pooled dial-backs idle a while first: that time is no part of a connection's set-up
+  await until(() => c.pub.pool.idle("private-proxy-1") > 0, "a pooled dial-back idles");
+  await new Promise((r) => setTimeout(r, HOLD_MS)); // the idle period under test, not a wait
   for (let i = 0; i < REQUESTS; i++) {
     const r = await c.request("/jsonrpc", JSON.stringify({ n: i, pad: "x".repeat(1000) }));
     assert.deepEqual(r.status, 200);
@@ -74,7 +79,10 @@ Deno.test("admin: metrics, status, health and tls-pass status after real traffic
   const misses = sampleValue(f, "tls_pass_pool_misses_total", { operator: "private-proxy-1" }) ??
     0;
   assert.deepEqual(hits + misses, REQUESTS);
-  assert.ok(v("tls_pass_eps_calls_total", { method: "incomingConnection", code: "ok" }) === misses);
+  assert.equal(
+    sampleValue(f, "tls_pass_eps_calls_total", { method: "incomingConnection", code: "ok" }) ?? 0,
+    misses,
+  );
   assert.deepEqual(v("tls_pass_hello_read_seconds_count"), REQUESTS);
   assert.deepEqual(
     (sampleValue(f, "tls_pass_setup_seconds_count", { via: "pool" }) ?? 0) +
@@ -99,6 +107,22 @@ Deno.test("admin: metrics, status, health and tls-pass status after real traffic
   assert.ok(pv("tls_pass_eps_calls_total", { method: "announceConnections", code: "ok" }) >= 1);
   assert.deepEqual(pv("tls_pass_name_connections_total", { domain: DOMAIN }), REQUESTS);
   assert.ok(pv("tls_pass_pool_target", { operator: "public-proxy-1" }) >= 0);
+  // plausible phases: loopback set-ups take milliseconds, not the pool's idle time
+  for (const [m, get] of [[f, v], [pm, pv]] as const) {
+    for (const via of ["pool", "notice"]) {
+      const n = sampleValue(m, "tls_pass_setup_seconds_count", { via }) ?? 0;
+      if (n === 0) continue;
+      const mean = get("tls_pass_setup_seconds_sum", { via }) / n;
+      assert.ok(mean < HOLD_MS / 2000, `mean set-up ${mean} s via ${via}`);
+      const life = get("tls_pass_connection_duration_seconds_sum", { via }) /
+        get("tls_pass_connection_duration_seconds_count", { via });
+      assert.ok(life < HOLD_MS / 1000, `mean lifetime ${life} s via ${via}`);
+    }
+  }
+  assert.ok(
+    pv("tls_pass_internal_connect_seconds_sum") / REQUESTS < 0.1,
+    "internal connects on loopback",
+  );
 
   const s = await get(pub, "/status");
   assert.deepEqual(s.status, 200);
@@ -132,7 +156,7 @@ Deno.test("admin: metrics, status, health and tls-pass status after real traffic
   includes(text.stdout, "tls-pass public public-proxy-1");
   includes(text.stdout, ": ready");
   assert.match(text.stdout, new RegExp(`\\n  ${DOMAIN.replaceAll(".", "\\.")} +private-proxy-1 `));
-  includes(text.stdout, "Refusals by reason");
+  includes(text.stdout, "Refusals since start, by reason");
   const json = await runCli(["status", "--admin", formatHostPort(priv), "--json"]);
   assert.deepEqual(json.code, 0, json.stderr);
   assert.deepEqual(JSON.parse(json.stdout).role, "private");

@@ -157,5 +157,5 @@ Deno.test("private proxy child: SIGHUP adds and removes a name under a live conn
   assert.equal((await c.request("/jsonrpc", "{}")).status, 200);
   const text = await runCli(["status", "--admin", admin]);
   assert.equal(text.code, 0, text.stderr);
-  assert.match(text.stdout, /Last reload\n.*\n.*\n  \S+ +refused +.*grace_ms/);
+  assert.match(text.stdout, /Last reload\n.*\n.*\n {2}\S+ +refused +.*grace_ms/);
 });

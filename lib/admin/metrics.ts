@@ -41,7 +41,7 @@ export type Rows = Iterable<readonly [Labels, number]>;
 /** A registry with the process metrics (CPU, memory, event loop lag, …). */
 export function newRegistry(): Registry {
   const registry = new client.Registry();
-  client.collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
+  client.collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 1000 });
   return registry;
 }
 
@@ -91,7 +91,10 @@ export function counterOf(
     registers: [registry],
     collect() {
       this.reset();
-      for (const [labels, v] of rows()) if (v > 0) this.inc(labels, v);
+      // a series without labels shows from the start, at 0 (so a rate() sees its first rise)
+      for (const [labels, v] of rows()) {
+        if (v > 0 || Object.keys(labels).length === 0) this.inc(labels, v);
+      }
     },
   });
 }
@@ -116,6 +119,14 @@ const CLIENT_REFUSALS: ReadonlySet<string> = new Set([
   "pending-client",
 ]);
 
+/** The private port's refusals: of dial-backs, not of clients. */
+const DIAL_BACK_REFUSALS: ReadonlySet<string> = new Set([
+  "dial-backs",
+  "bad-token",
+  "token-timeout",
+  "pool-full",
+]);
+
 /** How a splice ended, as a metric label. */
 export function endLabel(r: EndReason): string {
   const reaped = reapedBy(r);
@@ -138,6 +149,8 @@ export class ProxyMetrics {
   /** Splices set up. */
   piped = 0;
   readonly refused = new Map<string, number>();
+  /** Public: dial-backs refused on the private port, by reason. */
+  readonly dialBacksRefused = new Map<string, number>();
   readonly ended = new Map<string, number>();
   bytesUp = 0;
   bytesDown = 0;
@@ -224,9 +237,20 @@ export class ProxyMetrics {
       "tls_pass_name_connections_total",
       "Splices set up per announced name (a wildcard's clients count under the wildcard)",
       ["domain"],
-      () => rowsOf("domain", this.perName),
+      () => {
+        // a withdrawn name's series goes: the label set stays bounded by the announcements
+        this.prune((name) => this.nameOf(name) === name);
+        return rowsOf("domain", this.perName);
+      },
     );
     if (role === "public") {
+      counterOf(
+        registry,
+        "tls_pass_dial_backs_refused_total",
+        "Dial-backs refused on the private port, by reason (bad-token, token-timeout, pool-full, dial-backs)",
+        ["reason"],
+        () => rowsOf("reason", this.dialBacksRefused),
+      );
       counterOf(
         registry,
         "tls_pass_pool_hits_total",
@@ -270,9 +294,13 @@ export class ProxyMetrics {
         // public: a client refused before its routing (a refusal after needDialBack was counted
         // there; the private port's refusals are dial-backs, not clients)
         if (this.role === "private" || CLIENT_REFUSALS.has(e.why)) this.accepted++;
-        bump(this.refused, e.why);
+        if (this.role === "public" && DIAL_BACK_REFUSALS.has(e.why)) {
+          bump(this.dialBacksRefused, e.why);
+        } else bump(this.refused, e.why);
         return;
       case "connectFailed":
+        // private: a notice taken or a pooled client whose connect then failed
+        this.accepted++;
         bump(this.refused, `${e.side}-connect-failed`);
         return;
       case "ended":
@@ -297,9 +325,16 @@ export class ProxyMetrics {
       observe(this.#dialBack, span(p.hello, p.dialBack), labels);
     } else {
       observe(this.#dialBack, span(p.accepted, p.dialBack), labels);
-      observe(this.#internal, span(Math.max(p.accepted, p.dialBack), p.internal));
+      // the internal connect starts with the connection (with the dial-back, for a notice)
+      observe(this.#internal, span(p.accepted, p.internal));
     }
     observe(this.#setupTotal, span(p.accepted, p.piped), labels);
+  }
+
+  /** Private: a notice refused by its checks (it never reached the data plane). */
+  noticeRefused(): void {
+    this.accepted++;
+    bump(this.refused, "notice-refused");
   }
 
   /** Forgets the per-name totals of names no longer announced (bounded label sets). */

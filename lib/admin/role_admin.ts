@@ -6,7 +6,8 @@
  */
 import denoJson from "../../deno.json" with { type: "json" };
 import { type AdminServer, type AdminSource, startAdmin } from "./server.ts";
-import { counterOf, infoGauge, newRegistry, type Registry } from "./metrics.ts";
+import { counterOf, gaugeOf, infoGauge, newRegistry, type Registry } from "./metrics.ts";
+import type { CallCounts } from "./eps_calls.ts";
 import { reloadTable, type StatusDocument, type StatusTable } from "./status.ts";
 import type { HostPort, ReloadResult } from "../role.ts";
 
@@ -73,6 +74,24 @@ export class RoleAdmin {
     if (this.operator !== undefined) doc.operator = this.operator;
     return doc;
   }
+}
+
+/** What both proxies measure of their EPS link: whether it is up, the calls they made on it. */
+export function epsLinkMetrics(
+  registry: Registry,
+  eps: { readonly attached: boolean },
+  calls: CallCounts,
+): void {
+  gaugeOf(registry, "tls_pass_links_up", "Links up: this proxy's link to its EPS", ["peer"], () => [
+    [{ peer: "eps" }, eps.attached ? 1 : 0],
+  ]);
+  counterOf(
+    registry,
+    "tls_pass_eps_calls_total",
+    "EPS calls this proxy made, by method and result code",
+    ["method", "code"],
+    () => calls.rows(),
+  );
 }
 
 /** Starts the admin endpoint when `listen` is set; undefined otherwise. */

@@ -76,6 +76,12 @@ export async function handleAdmin(req: Request, source: AdminSource): Promise<Re
     case "/drain":
     case "/undrain": {
       if (req.method !== "POST") return only("POST");
+      // a browser sends Origin with every cross-site POST: a page the operator visits must not
+      // drain names (no CORS answer is ever given, so the CLI and curl are the clients)
+      const origin = req.headers.get("origin");
+      if (origin !== null && origin !== `${url.protocol}//${url.host}`) {
+        return text(403, `Refused: a cross-site request (Origin ${origin})`);
+      }
       const drain = url.pathname === "/drain";
       const act = drain ? source.drain : source.undrain;
       if (act === undefined) {
@@ -113,16 +119,26 @@ export async function startAdmin(
   const log = logger(source.role, "admin");
   const stop = new AbortController();
   const bound = Promise.withResolvers<HostPort>();
-  const server = Deno.serve({
+  const options = {
     hostname: listen.hostname,
     port: listen.port,
     signal: stop.signal,
-    onListen: (addr) => bound.resolve({ hostname: addr.hostname, port: addr.port }),
-    onError: (err) => {
+    onListen: (addr: Deno.NetAddr) => bound.resolve({ hostname: addr.hostname, port: addr.port }),
+    onError: (err: unknown) => {
       log.warn("Admin request failed: {error}", { error: errorText(err) });
       return text(500, "internal error");
     },
-  }, (req) => handleAdmin(req, source));
+  };
+  let server: Deno.HttpServer;
+  try {
+    server = Deno.serve(options, (req) => handleAdmin(req, source));
+  } catch (err) {
+    // Deno.serve throws AddrInUse (and the like) at once: name the setting
+    if (err instanceof Error) {
+      err.message = `admin_listen ${formatHostPort(listen)}: ${err.message}`;
+    }
+    throw err;
+  }
   const addr = await Promise.race([bound.promise, server.finished.then(() => null)]);
   if (addr === null) throw new Error(`Cannot listen on ${formatHostPort(listen)} (admin_listen)`);
   log.info("Admin endpoint on http://{addr}/ (metrics at /metrics)", {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import client from "prom-client";
 import { parsePrometheus } from "../../tests/_prometheus.ts";
-import { type AdminSource, handleAdmin } from "./server.ts";
+import { type AdminSource, handleAdmin, startAdmin } from "./server.ts";
 
 function source(over: Partial<AdminSource> = {}): AdminSource {
   const registry = new client.Registry();
@@ -67,5 +67,27 @@ Deno.test("admin: POST /drain answers the drain's result, or 409 with its error"
   const noDomain = await handleAdmin(req("/undrain", "POST"), s);
   assert.equal(noDomain.status, 400);
   await noDomain.body?.cancel();
+  const csrf = await handleAdmin(
+    new Request("http://admin/drain?domain=a.example", {
+      method: "POST",
+      headers: { origin: "http://evil.example" },
+    }),
+    s,
+  );
+  assert.equal(csrf.status, 403);
+  await csrf.body?.cancel();
   assert.deepEqual(calls, [["a.example", false], ["nope.example", true]]);
+});
+
+Deno.test("admin: a port in use is named as admin_listen", async () => {
+  using l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  await assert.rejects(
+    startAdmin({ hostname: "127.0.0.1", port }, source()),
+    (err: unknown) => {
+      assert.ok(err instanceof Deno.errors.AddrInUse);
+      assert.match(err.message, new RegExp(`^admin_listen 127\\.0\\.0\\.1:${port}: `));
+      return true;
+    },
+  );
 });

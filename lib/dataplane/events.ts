@@ -55,6 +55,10 @@ export type Refusal =
 
 /** Monotonic times (ms) of a connection's phases; 0: the phase did not happen. */
 export interface Phases {
+  /**
+   * Public: the client accepted. Private: the notice taken (notice) or the pool header read
+   * (pool: the time a dial-back sat idle in the pool is no part of the connection).
+   */
   readonly accepted: number;
   /** Public: the ClientHello complete. */
   readonly hello: number;
@@ -165,7 +169,6 @@ export type DataEvent =
   /** The data plane holds no socket any more after a stop. */
   | { readonly type: "drained" };
 
-/** A reason as log text: `done`, `client read failed: ECONNRESET`, `idle timeout (internal)`. */
 /** Whether a splice was reaped idle: by `idle_timeout_ms`, or by TCP keepalive (peer vanished). */
 export function reapedBy(r: EndReason): "idle-timeout" | "keepalive" | null {
   if (r.kind === "timeout" && r.phase === "idle") return "idle-timeout";
@@ -173,6 +176,7 @@ export function reapedBy(r: EndReason): "idle-timeout" | "keepalive" | null {
   return null;
 }
 
+/** A reason as log text: `done`, `client read failed: ECONNRESET`, `idle timeout (internal)`. */
 export function reasonText(r: EndReason): string {
   switch (r.kind) {
     case "done":

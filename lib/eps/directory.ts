@@ -161,6 +161,11 @@ export function loadDirectory(sources: string[]): Promise<Directory> {
 }
 
 /** Whether operator `from` may call `<operator>.<method>` (deny by default). */
+/** A directory as a plain value, to compare two of them (a reload: did it change?). */
+export function directoryValue(d: Directory): unknown {
+  return { ca: d.caCertificateFiles, operators: Object.fromEntries(d.operators) };
+}
+
 export function mayCall(dir: Directory, from: string, operator: string, method: string): boolean {
   const entry = dir.operators.get(operator);
   if (!entry) return false;

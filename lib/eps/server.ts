@@ -15,7 +15,7 @@ import {
 } from "../role.ts";
 import type { NodeTlsConn } from "../net/node_tls_conn.ts";
 import type { EpsSettings } from "../settings/eps.ts";
-import { calleesOf, type Directory, loadDirectory } from "./directory.ts";
+import { calleesOf, type Directory, directoryValue, loadDirectory } from "./directory.ts";
 import {
   commonNameOf,
   keepDialling,
@@ -318,9 +318,6 @@ export const EPS_RESTART_ONLY = [
 export type EpsHandle = RoleHandle<"links" | "proxy"> & Reloadable<EpsSettings>;
 
 /** The directory as a plain value, to tell whether a reload changed it. */
-function directoryValue(d: Directory): unknown {
-  return { ca: d.caCertificateFiles, operators: Object.fromEntries(d.operators) };
-}
 
 /** Reads the own link material now (a reload), with problems naming the key and file. */
 function readOwnTls(settings: EpsSettings, directory: Directory): LinkTls {

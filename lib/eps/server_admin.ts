@@ -64,6 +64,7 @@ export class EpsAdmin extends RoleAdmin {
   }
 
   status(): Record<string, unknown> {
+    if (this.parts === undefined) return this.document(this.ready(), {}, [], {});
     const p = this.parts;
     const peers = p.peers();
     const calls = [...this.calls.rows()].map(([l, n]) => ({

@@ -302,6 +302,9 @@ export class AnnouncementTable {
   async #run(d: Drain): Promise<void> {
     const e = d.entry;
     const domain = e.announcement.domain;
+    // grace_ms runs from the start of the drain, alongside the withdrawal
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const grace = new Promise<void>((r) => timer = setTimeout(r, this.hooks.graceMs()));
     const answers = await this.hooks.withdraw([domain]).catch((err) =>
       this.announceTo.map((operator) => ({ operator, error: String(err) }))
     );
@@ -311,9 +314,10 @@ export class AnnouncementTable {
         e.acks.delete(a.operator);
       } else d.notWithdrawn.push({ operator: a.operator, error: a.error });
     }
-    if (e.drain !== d) return; // undrained meanwhile
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const grace = new Promise<void>((r) => timer = setTimeout(r, this.hooks.graceMs()));
+    if (e.drain !== d) { // undrained meanwhile
+      clearTimeout(timer);
+      return;
+    }
     await Promise.race([d.empty.promise, grace]);
     clearTimeout(timer);
     if (e.drain !== d) return;
@@ -338,6 +342,11 @@ export class AnnouncementTable {
     options: { wait?: boolean; timeoutMs?: number } = {},
   ): Promise<AnnouncementStatus> {
     const e = this.#entry(domain, "undrain");
+    if (e.removing) {
+      throw new RangeError(
+        `Cannot undrain "${domain}": the last reload removed it from the settings (add it back and reload)`,
+      );
+    }
     if (!e.serving) {
       const d = e.drain;
       e.drain = undefined;

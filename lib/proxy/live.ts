@@ -33,12 +33,16 @@ interface Entry {
 /** Default bound of the table (the counts go on past it). */
 export const MAX_LIVE_ENTRIES = 10_000;
 
-/** The live connections of one proxy, by connection id. */
+/**
+ * The live connections of one proxy, keyed by the data plane's connection number (the id is a
+ * field: on a private proxy it comes from the peer, which must not be able to hide or replace
+ * another connection's entry by reusing one).
+ */
 export class LiveConnections {
   /** Insertion order is splice order: the newest last. */
-  readonly #entries = new Map<string, Entry>();
-  /** Live connections past the bound, by id → domain (counted, not listed). */
-  readonly #untracked = new Map<string, string>();
+  readonly #entries = new Map<number, Entry>();
+  /** Live connections past the bound, by number → domain (counted, not listed). */
+  readonly #untracked = new Map<number, string>();
   readonly #byDomain = new Map<string, number>();
 
   constructor(
@@ -58,25 +62,25 @@ export class LiveConnections {
   /** Takes the events that start and end a splice; ignores the others. */
   onEvent(e: DataEvent): void {
     if (e.type === "piped") {
-      this.add({
+      this.add(e.conn, {
         id: e.connId,
         domain: e.domain,
         client: e.client,
         operator: e.operator,
         via: e.via,
       });
-    } else if (e.type === "ended") this.remove(e.connId);
+    } else if (e.type === "ended") this.remove(e.conn);
   }
 
-  /** A splice started. */
-  add(c: Omit<LiveConnection, "sinceMs">): void {
-    if (this.#entries.has(c.id) || this.#untracked.has(c.id)) return;
+  /** A splice started: connection number `conn` of the data plane. */
+  add(conn: number, c: Omit<LiveConnection, "sinceMs">): void {
+    if (this.#entries.has(conn) || this.#untracked.has(conn)) return;
     this.#bump(c.domain, 1);
     if (this.#entries.size >= this.maxEntries) {
-      this.#untracked.set(c.id, c.domain);
+      this.#untracked.set(conn, c.domain);
       return;
     }
-    this.#entries.set(c.id, {
+    this.#entries.set(conn, {
       id: c.id,
       domain: c.domain,
       client: c.client,
@@ -86,17 +90,17 @@ export class LiveConnections {
     });
   }
 
-  /** A splice ended; an unknown id is ignored. */
-  remove(id: string): void {
-    const e = this.#entries.get(id);
+  /** A splice ended; an unknown number is ignored. */
+  remove(conn: number): void {
+    const e = this.#entries.get(conn);
     if (e !== undefined) {
-      this.#entries.delete(id);
+      this.#entries.delete(conn);
       this.#bump(e.domain, -1);
       return;
     }
-    const domain = this.#untracked.get(id);
+    const domain = this.#untracked.get(conn);
     if (domain === undefined) return;
-    this.#untracked.delete(id);
+    this.#untracked.delete(conn);
     this.#bump(domain, -1);
   }
 

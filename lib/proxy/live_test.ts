@@ -2,10 +2,15 @@ import assert from "node:assert/strict";
 import type { DataEvent } from "../dataplane/mod.ts";
 import { LiveConnections } from "./live.ts";
 
+/** A connection number per id, as the data plane would give. */
+function numberOf(connId: string): number {
+  return [...connId].reduce((h, c) => (h * 31 + c.charCodeAt(0)) % 1_000_000_007, 7);
+}
+
 function piped(connId: string, domain = "a.example.com"): DataEvent {
   return {
     type: "piped",
-    conn: 1,
+    conn: numberOf(connId),
     connId,
     via: "pool",
     operator: "op1",
@@ -18,7 +23,7 @@ function piped(connId: string, domain = "a.example.com"): DataEvent {
 function ended(connId: string, domain = "a.example.com"): DataEvent {
   return {
     type: "ended",
-    conn: 1,
+    conn: numberOf(connId),
     connId,
     via: "pool",
     operator: "op1",
@@ -74,19 +79,19 @@ Deno.test("LiveConnections adds on piped, removes on ended, lists newest first w
 Deno.test("LiveConnections counts per domain also past its bound, and lists only what it keeps", () => {
   const live = new LiveConnections(2);
   for (const id of ["1", "2", "3", "4"]) {
-    live.add({ id, domain: "d", client: "", operator: "o", via: "notice" });
+    live.add(Number(id), { id, domain: "d", client: "", operator: "o", via: "notice" });
   }
-  live.add({ id: "5", domain: "e", client: "", operator: "o", via: "notice" });
-  live.add({ id: "5", domain: "e", client: "", operator: "o", via: "notice" }); // a repeat: once
+  live.add(5, { id: "5", domain: "e", client: "", operator: "o", via: "notice" });
+  live.add(5, { id: "5", domain: "e", client: "", operator: "o", via: "notice" }); // a repeat: once
   assert.equal(live.size, 5);
   assert.deepEqual([...live.countsByDomain()], [["d", 4], ["e", 1]]);
   assert.deepEqual(live.list().map((c) => c.id), ["2", "1"]);
-  for (const id of ["3", "5", "1"]) live.remove(id);
+  for (const id of ["3", "5", "1"]) live.remove(Number(id));
   assert.equal(live.size, 2);
   assert.deepEqual([...live.countsByDomain()], [["d", 2]]);
   assert.deepEqual(live.list().map((c) => c.id), ["2"]);
   // room again: a new connection is listed
-  live.add({ id: "6", domain: "d", client: "", operator: "o", via: "pool" });
+  live.add(6, { id: "6", domain: "d", client: "", operator: "o", via: "pool" });
   assert.deepEqual(live.list().map((c) => c.id), ["6", "2"]);
   assert.throws(() => new LiveConnections(-1), RangeError);
 });

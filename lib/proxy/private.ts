@@ -53,6 +53,7 @@ export type { AnnouncementState, AnnouncementStatus, DrainOptions, DrainResult }
 const QUICK_DROP_MS = 1000;
 import { type Budget, privateBudget, softFdLimit } from "./budget.ts";
 import { PrivateAdmin } from "./private_admin.ts";
+import type { ProxyMetrics } from "../admin/metrics.ts";
 import { openAdmin } from "../admin/role_admin.ts";
 import { countCalls } from "../admin/eps_calls.ts";
 import { matchName } from "../wire/names.ts";
@@ -150,6 +151,8 @@ class PrivateControl {
   readonly tickets = new Map<string, PoolTicket>();
   /** Connections set up or spliced now (notices accepted, pooled clients, until they end). */
   live = 0;
+  /** The admin endpoint's event counts, when it is on. */
+  metrics: ProxyMetrics | undefined;
   /** The spliced ones, by connection id (for /status). */
   readonly liveTable = new LiveConnections();
   #version = 0;
@@ -366,6 +369,7 @@ class PrivateControl {
       });
     } catch (err) {
       this.stats.refusedNotices++;
+      this.metrics?.noticeRefused();
       this.refusals.warn(
         `notice ${caller}`,
         "Refused {count} notices from {caller}, last conn {conn}: {why}",
@@ -477,6 +481,7 @@ export async function startPrivate(
   const admin = settings.adminListen
     ? new PrivateAdmin(settings.operator, (d) => matchName(d, c.byDomain)?.domain)
     : undefined;
+  c.metrics = admin?.metrics;
   const adminServer = admin ? await openAdmin(settings.adminListen, admin.source()) : undefined;
   c.plane = await openDataPlane(
     settings.sockets,

@@ -7,13 +7,13 @@
 import { counterOf, gaugeOf, ProxyMetrics } from "../admin/metrics.ts";
 import { CallCounts } from "../admin/eps_calls.ts";
 import type { AdminSource } from "../admin/server.ts";
-import type { StatusTable } from "../admin/status.ts";
+import { type StatusTable, untilText } from "../admin/status.ts";
 import type { EpsClient } from "../eps/client.ts";
 import type { DialPool } from "./pool_sizing.ts";
 import type { PrivateStats } from "./private.ts";
 import type { AnnouncementStatus } from "./drain.ts";
 import { type LiveConnections, liveTable } from "./live.ts";
-import { RoleAdmin } from "../admin/role_admin.ts";
+import { epsLinkMetrics, RoleAdmin } from "../admin/role_admin.ts";
 
 export interface PrivateAdminParts {
   driver: string;
@@ -49,9 +49,7 @@ export class PrivateAdmin extends RoleAdmin {
     this.info({ driver: parts.driver });
     const r = this.registry;
     const p = parts;
-    gaugeOf(r, "tls_pass_links_up", "Links up: this proxy's link to its EPS", ["peer"], () => [
-      [{ peer: "eps" }, p.eps.attached ? 1 : 0],
-    ]);
+    epsLinkMetrics(r, p.eps, this.calls);
     gaugeOf(
       r,
       "tls_pass_announcements",
@@ -100,13 +98,6 @@ export class PrivateAdmin extends RoleAdmin {
       ["code"],
       () => [[{ code: "ok" }, p.stats.notices], [{ code: "refused" }, p.stats.refusedNotices]],
     );
-    counterOf(
-      r,
-      "tls_pass_eps_calls_total",
-      "EPS calls this proxy made, by method and result code",
-      ["method", "code"],
-      () => this.calls.rows(),
-    );
   }
 
   ready(): { ready: boolean; problems: string[] } {
@@ -120,6 +111,8 @@ export class PrivateAdmin extends RoleAdmin {
   }
 
   status(): Record<string, unknown> {
+    // the endpoint is up before the data plane: until then, only that it starts
+    if (this.parts === undefined) return this.document(this.ready(), {}, [], {});
     const p = this.parts;
     const m = this.metrics;
     const announcements = p.announcements();
@@ -136,13 +129,14 @@ export class PrivateAdmin extends RoleAdmin {
     const tables: StatusTable[] = [
       {
         title: "Announcements",
-        columns: ["domain", "internal", "state", "live", "acknowledged by"],
+        columns: ["domain", "internal", "state", "live", "acknowledged by", "expires in"],
         rows: announcements.map((a) => [
           a.domain,
           a.internal,
           a.state,
           a.live,
           a.acknowledged.map((x) => x.operator).join(", "),
+          a.expiresAt === undefined ? "-" : untilText(Date.parse(a.expiresAt)),
         ]),
         empty: "no announcement",
       },
@@ -161,12 +155,9 @@ export class PrivateAdmin extends RoleAdmin {
       },
       liveTable(p.liveConnections),
       {
-        title: "Refusals by reason",
+        title: "Refusals since start, by reason",
         columns: ["reason", "count"],
-        rows: [
-          ...(p.stats.refusedNotices > 0 ? [["notice refused", p.stats.refusedNotices]] : []),
-          ...[...m.refused].sort((a, b) => b[1] - a[1]),
-        ] as (string | number)[][],
+        rows: [...m.refused].sort((a, b) => b[1] - a[1]),
         empty: "no refusal",
       },
     ];

@@ -5,7 +5,7 @@
  * connections, the pools' sizes, the announcer's intervals, the EPS client's settings).
  * @module
  */
-import { checkRestartOnly, diffSettings, Reloader, sameValue } from "../settings/diff.ts";
+import { checkRestartOnly, diffSettings, Reloader } from "../settings/diff.ts";
 import type { PrivateSettings } from "../settings/private.ts";
 import type { DataPlane, Snapshot } from "../dataplane/mod.ts";
 import type { EpsClient } from "../eps/client.ts";
@@ -65,9 +65,9 @@ export interface PrivateParts {
  * Returns the announcement lines.
  */
 export async function applyPrivate(c: PrivateParts, next: PrivateSettings): Promise<string[]> {
-  const old = c.settings;
-  // first: it checks the new files and throws, naming them, before anything changed
-  if (!sameValue(old.eps, next.eps)) c.eps.reconfigure(next.eps);
+  // first: it reads and checks the files (also ones renewed in place) and throws, naming them,
+  // before anything changed
+  c.eps.reconfigure(next.eps);
   c.settings = next;
   const lines = c.table.update(next.announcements);
   await c.resolve(); // new host names

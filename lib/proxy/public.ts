@@ -255,6 +255,7 @@ export async function startPublic(
     announcements,
     grants,
     eps: epsClient,
+    notices: notifier,
     live: liveConns,
     addrs,
     privateEndpoint: () => live.privateEndpoint,

@@ -13,7 +13,7 @@ import type { EpsClient } from "../eps/client.ts";
 import type { Announcements } from "./announcements.ts";
 import type { PoolGrants } from "./public_pool.ts";
 import type { PublicStats } from "./public_events.ts";
-import { RoleAdmin } from "../admin/role_admin.ts";
+import { epsLinkMetrics, RoleAdmin } from "../admin/role_admin.ts";
 import { type LiveConnections, liveTable } from "./live.ts";
 
 /** The refusals that are a cap being hit, and the setting that sets the cap. */
@@ -35,6 +35,8 @@ export interface PublicAdminParts {
   announcements: Announcements;
   grants: PoolGrants;
   eps: EpsClient;
+  /** The notices sent, by result. */
+  notices: { readonly results: ReadonlyMap<string, number> };
   /** The spliced connections, by connection id. */
   live: LiveConnections;
   addrs: { public: HostPort; private: HostPort };
@@ -64,9 +66,7 @@ export class PublicAdmin extends RoleAdmin {
     this.info({ driver: parts.driver });
     const r = this.registry;
     const p = parts;
-    gaugeOf(r, "tls_pass_links_up", "Links up: this proxy's link to its EPS", ["peer"], () => [
-      [{ peer: "eps" }, p.eps.attached ? 1 : 0],
-    ]);
+    epsLinkMetrics(r, p.eps, this.calls);
     gaugeOf(
       r,
       "tls_pass_announcements",
@@ -94,16 +94,9 @@ export class PublicAdmin extends RoleAdmin {
     counterOf(
       r,
       "tls_pass_notices_total",
-      "Notices (incomingConnection calls) sent, by result: ok or the JSON-RPC error code",
+      "Notices sent, one per client, by result: ok, the JSON-RPC error code of a failed call, or refused (by the private proxy, in a batch's answer)",
       ["code"],
-      () => this.#noticeRows(),
-    );
-    counterOf(
-      r,
-      "tls_pass_eps_calls_total",
-      "EPS calls this proxy made, by method and result code",
-      ["method", "code"],
-      () => this.calls.rows(),
+      () => rowsOf("code", p.notices.results),
     );
   }
 
@@ -111,12 +104,6 @@ export class PublicAdmin extends RoleAdmin {
     const ops = new Set<string>();
     for (const a of this.parts.announcements.all()) ops.add(a.operator);
     return [...ops];
-  }
-
-  *#noticeRows(): Iterable<readonly [Record<string, string>, number]> {
-    for (const [labels, v] of this.calls.rows()) {
-      if (labels.method === "incomingConnection") yield [{ code: labels.code! }, v] as const;
-    }
   }
 
   ready(): { ready: boolean; problems: string[] } {
@@ -127,6 +114,8 @@ export class PublicAdmin extends RoleAdmin {
   }
 
   status(): Record<string, unknown> {
+    // the endpoint is up before the data plane: until then, only that it starts
+    if (this.parts === undefined) return this.document(this.ready(), {}, [], {});
     const p = this.parts;
     const m = this.metrics;
     const now = Date.now();
@@ -159,16 +148,23 @@ export class PublicAdmin extends RoleAdmin {
       limit: key,
       reason: why,
       value: limitValues[why] ?? null,
-      hits: m.refused.get(why) ?? 0,
+      hits: m.refused.get(why) ?? m.dialBacksRefused.get(why) ?? 0,
     }));
     const links = [{ peer: "eps", up: p.eps.attached }];
     const tables: StatusTable[] = [
       {
         title: "Announcements",
-        columns: ["domain", "operator", "expires in", "live", "spliced"],
+        columns: ["domain", "operator", "instance", "expires in", "live", "spliced"],
         rows: announcements.map((
           a,
-        ) => [a.domain, a.operator, untilText(Date.parse(a.expiresAt), now), a.live, a.spliced]),
+        ) => [
+          a.domain,
+          a.operator,
+          "-",
+          untilText(Date.parse(a.expiresAt), now),
+          a.live,
+          a.spliced,
+        ]),
         empty: "no announcement",
       },
       {
@@ -190,9 +186,12 @@ export class PublicAdmin extends RoleAdmin {
         empty: "no limit hit",
       },
       {
-        title: "Refusals by reason",
+        title: "Refusals since start, by reason",
         columns: ["reason", "count"],
-        rows: [...m.refused].sort((a, b) => b[1] - a[1]),
+        rows: [
+          ...[...m.refused].sort((a, b) => b[1] - a[1]),
+          ...[...m.dialBacksRefused].map(([why, n]) => [`dial-back ${why}`, n]),
+        ],
         empty: "no refusal",
       },
     ];
@@ -220,6 +219,7 @@ export class PublicAdmin extends RoleAdmin {
       },
       limits,
       refusals,
+      dialBackRefusals: Object.fromEntries(m.dialBacksRefused),
       counters: { ...p.stats },
     });
   }

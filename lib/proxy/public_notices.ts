@@ -36,6 +36,8 @@ export class Notifier {
   #queues = new Map<string, OperatorQueue>();
   /** Notice calls sent, and how many clients they carried (for tests and the log). */
   calls = 0;
+  /** Notices by result, one per client: "ok", the JSON-RPC error code, or "refused" (a batch's). */
+  readonly results = new Map<string, number>();
   batched = 0;
 
   constructor(
@@ -93,17 +95,24 @@ export class Notifier {
       signal: this.signal,
     }).then((answer) => {
       const results = Array.isArray(answer?.results) ? answer.results : undefined;
-      if (batch.length === 1 || results === undefined) return;
+      if (batch.length === 1 || results === undefined) return this.#count("ok", batch.length);
       batch.forEach((n, i) => {
         const r = results[i] as { ok?: unknown; error?: unknown } | undefined;
-        if (r?.ok !== true) this.#failed(n, new Error(String(r?.error ?? "refused")));
+        if (r?.ok === true) return this.#count("ok");
+        this.#count("refused");
+        this.#failed(n, new Error(String(r?.error ?? "refused")));
       });
     }, (err) => {
+      this.#count(err instanceof RpcError ? String(err.code) : "error", batch.length);
       for (const n of batch) this.#failed(n, err);
     }).finally(() => {
       q.inFlight--;
       this.#next(operator, q);
     });
+  }
+
+  #count(result: string, n = 1): void {
+    this.results.set(result, (this.results.get(result) ?? 0) + n);
   }
 
   /** A call returned: the clients that waited meanwhile go in one call. */

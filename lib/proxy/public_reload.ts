@@ -6,7 +6,7 @@
  * @module
  */
 import type { EpsClient } from "../eps/client.ts";
-import { type Directory, loadDirectory } from "../eps/directory.ts";
+import { type Directory, directoryValue, loadDirectory } from "../eps/directory.ts";
 import type { Limits } from "../dataplane/mod.ts";
 import { formatHostPort, type HostPort } from "../role.ts";
 import type { PublicSettings } from "../settings/public.ts";
@@ -63,10 +63,6 @@ export interface PublicReloadParts {
 /** The endpoint notices name: the setting, else the directory's, else the bound private port. */
 export function privateEndpointOf(s: PublicSettings, d: Directory, bound: HostPort): HostPort {
   return s.privateEndpoint ?? d.operators.get(s.operator)?.proxy.privateEndpoint ?? bound;
-}
-
-function directoryValue(d: Directory): unknown {
-  return { ca: d.caCertificateFiles, operators: Object.fromEntries(d.operators) };
 }
 
 /** The reloader of one public proxy. */

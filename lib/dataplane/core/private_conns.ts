@@ -241,6 +241,8 @@ export class PooledDialBack implements SockOwner {
       return;
     }
     this.#header = null;
+    // the connection starts now: the time it sat idle in the pool is not its set-up
+    this.#accepted = now;
     this.#domain = h.name;
     this.#connId = h.conn ?? this.engine.connId(this.id);
     const route = matchName(h.name, this.engine.privateRoutes);
