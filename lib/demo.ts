@@ -6,7 +6,7 @@
  */
 import { ensureDevCerts } from "./certs/command.ts";
 import { logger } from "./log.ts";
-import type { RoleHandle } from "./role.ts";
+import { formatHostPort, type HostPort, type RoleHandle } from "./role.ts";
 import { type RoleName, roleSpec } from "./roles.ts";
 import { loadSettings } from "./settings/loader.ts";
 import { httpsRequest } from "./internal/https_request.ts";
@@ -61,8 +61,10 @@ export async function runDemo(options: DemoOptions): Promise<number> {
       const handle = await spec.start(settings);
       handles.push(handle);
       if (handle.ready) await raceAbort(handle.ready, AbortSignal.timeout(20_000));
-      const addrs = Object.values(handle.addrs).map((a) => `${a.hostname}:${a.port}`).join(", ");
-      print(`demo: started ${r.title}${addrs ? ` on ${addrs}` : ""}`);
+      const { admin, ...ports } = handle.addrs as Record<string, HostPort>;
+      const addrs = Object.values(ports).map(formatHostPort).join(", ");
+      const status = admin ? ` (status page http://${formatHostPort(admin)}/)` : "";
+      print(`demo: started ${r.title}${addrs ? ` on ${addrs}` : ""}${status}`);
     }
     const rootCa = await Deno.readTextFile("settings/dev/certs/root.crt");
     print(

@@ -76,13 +76,17 @@ export function gaugeOf(
   });
 }
 
-/** Registers a counter whose (monotonic) totals are read at scrape time. */
+/**
+ * Registers a counter whose (monotonic) totals are read at scrape time. Rows at 0 are left out
+ * (a label set appears with its first count) unless `zeros`: for a fixed, small label set.
+ */
 export function counterOf(
   registry: Registry,
   name: string,
   help: string,
   labelNames: readonly string[],
   rows: () => Rows,
+  zeros = false,
 ): void {
   new client.Counter({
     name,
@@ -93,7 +97,7 @@ export function counterOf(
       this.reset();
       // a series without labels shows from the start, at 0 (so a rate() sees its first rise)
       for (const [labels, v] of rows()) {
-        if (v > 0 || Object.keys(labels).length === 0) this.inc(labels, v);
+        if (v > 0 || zeros || Object.keys(labels).length === 0) this.inc(labels, v);
       }
     },
   });

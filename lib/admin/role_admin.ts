@@ -37,6 +37,7 @@ export class RoleAdmin {
         const c = this.reloads?.counts ?? { applied: 0, refused: 0 };
         return [[{ result: "applied" }, c.applied], [{ result: "refused" }, c.refused]];
       },
+      true,
     );
   }
 
