@@ -6,8 +6,8 @@
  * one.
  * @module
  */
-import { createPrivateKey, X509Certificate } from "node:crypto";
-import { SettingsError } from "../errors.ts";
+import { X509Certificate } from "node:crypto";
+import { readKeyPairSync, type TlsFile } from "../certs/key_pair.ts";
 import { errorText, logger, RateLimitedLog } from "../log.ts";
 import { formatHostPort, type HostPort } from "../role.ts";
 import { remoteText } from "../net/conn.ts";
@@ -57,11 +57,7 @@ export async function loadLinkTls(
 }
 
 /** One key material file of a link and the settings key that names it. */
-export interface TlsFile {
-  /** The settings key, e.g. `eps.certificate_file`. */
-  key: string;
-  path: string;
-}
+export type { TlsFile };
 
 /**
  * Reads and checks the files of a link now, for a reload (docs/architecture.md, "Reload"): each
@@ -72,53 +68,7 @@ export function readLinkTlsSync(
   files: { cert: TlsFile; key: TlsFile; ca: readonly TlsFile[] },
   handshakeTimeoutMs = 10_000,
 ): LinkTls {
-  const problems: string[] = [];
-  const read = (f: TlsFile): string => {
-    try {
-      return Deno.readTextFileSync(f.path);
-    } catch (err) {
-      problems.push(`${f.key}: cannot read "${f.path}": ${errorText(err)}`);
-      return "";
-    }
-  };
-  const cert = read(files.cert);
-  const key = read(files.key);
-  const ca = files.ca.map(read);
-  let x: X509Certificate | undefined;
-  if (cert !== "") {
-    try {
-      x = new X509Certificate(cert);
-    } catch (err) {
-      problems.push(
-        `${files.cert.key}: "${files.cert.path}" is not a PEM certificate: ${errorText(err)}`,
-      );
-    }
-  }
-  if (key !== "") {
-    try {
-      const k = createPrivateKey(key);
-      if (x && !x.checkPrivateKey(k)) {
-        problems.push(
-          `${files.key.key}: "${files.key.path}" is not the key of the certificate "${files.cert.path}"`,
-        );
-      }
-    } catch (err) {
-      problems.push(
-        `${files.key.key}: "${files.key.path}" is not a PEM private key: ${errorText(err)}`,
-      );
-    }
-  }
-  ca.forEach((pem, i) => {
-    if (pem === "") return;
-    try {
-      new X509Certificate(pem);
-    } catch (err) {
-      const f = files.ca[i]!;
-      problems.push(`${f.key}: "${f.path}" is not a PEM certificate: ${errorText(err)}`);
-    }
-  });
-  if (problems.length > 0) throw new SettingsError(files.cert.path, problems);
-  return { cert, key, ca, handshakeTimeoutMs };
+  return { ...readKeyPairSync(files.cert, files.key, files.ca), handshakeTimeoutMs };
 }
 
 /** The subject CN of the first certificate of a PEM chain (an operator's own name). */

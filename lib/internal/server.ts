@@ -10,14 +10,13 @@
  */
 import http from "node:http";
 import https from "node:https";
-import { createPrivateKey, X509Certificate } from "node:crypto";
+import { readKeyPairSync } from "../certs/key_pair.ts";
 import type { AddressInfo } from "node:net";
 import { errorText, logger } from "../log.ts";
 import { makeHandle, type Reloadable, type RoleHandle } from "../role.ts";
 import { InternalServerAdmin } from "./server_admin.ts";
 import { openAdmin } from "../admin/role_admin.ts";
 import type { InternalServerSettings } from "../settings/internal_server.ts";
-import { SettingsError } from "../errors.ts";
 import { checkRestartOnly, diffSettings, Reloader, withReload } from "../settings/diff.ts";
 
 const log = logger("internal-server", "http");
@@ -140,41 +139,12 @@ export const INTERNAL_SERVER_RESTART_ONLY = ["listen", "tls", "admin_listen"];
 /** A running internal server; `reload` re-reads its settings and certificate (SIGHUP). */
 export type InternalServerHandle = RoleHandle<"main"> & Reloadable<InternalServerSettings>;
 
-/** Reads the certificate and key and checks that they load (a reload), naming key and file. */
-async function readKeyPair(s: InternalServerSettings): Promise<{ cert: string; key: string }> {
-  const problems: string[] = [];
-  const read = async (key: string, path: string | undefined) => {
-    try {
-      return await Deno.readTextFile(path ?? "");
-    } catch (err) {
-      problems.push(`${key}: cannot read "${path}": ${errorText(err)}`);
-      return "";
-    }
-  };
-  const cert = await read("certificate_file", s.certificateFile);
-  const key = await read("key_file", s.keyFile);
-  let x: X509Certificate | undefined;
-  if (cert !== "") {
-    try {
-      x = new X509Certificate(cert);
-    } catch (err) {
-      problems.push(
-        `certificate_file: "${s.certificateFile}" is not a PEM certificate: ${errorText(err)}`,
-      );
-    }
-  }
-  if (key !== "") {
-    try {
-      if (x && !x.checkPrivateKey(createPrivateKey(key))) {
-        problems.push(
-          `key_file: "${s.keyFile}" is not the key of the certificate "${s.certificateFile}"`,
-        );
-      }
-    } catch (err) {
-      problems.push(`key_file: "${s.keyFile}" is not a PEM private key: ${errorText(err)}`);
-    }
-  }
-  if (problems.length > 0) throw new SettingsError(s.certificateFile ?? "", problems);
+/** The certificate and key of the settings, read and checked now (a reload). */
+function readKeyPair(s: InternalServerSettings): { cert: string; key: string } {
+  const { cert, key } = readKeyPairSync(
+    { key: "certificate_file", path: s.certificateFile ?? "" },
+    { key: "key_file", path: s.keyFile ?? "" },
+  );
   return { cert, key };
 }
 
@@ -281,12 +251,13 @@ export async function startInternalServer(
     await adminServer?.close();
     log.info("Internal server stopped");
   });
-  const reloader = new Reloader<InternalServerSettings>(async (next) => {
+  // everything here is synchronous: checked, then swapped in one turn
+  const reloader = new Reloader<InternalServerSettings>((next) => {
     const applied = checkRestartOnly(
       diffSettings(current, next, { restartOnly: INTERNAL_SERVER_RESTART_ONLY }),
     );
     if (next.tls) {
-      const pair = await readKeyPair(next);
+      const pair = readKeyPair(next);
       if (pair.cert !== keyPair?.cert || pair.key !== keyPair?.key) {
         // new handshakes get it; connections up keep theirs
         (server as https.Server).setSecureContext(pair);
@@ -296,7 +267,7 @@ export async function startInternalServer(
     }
     max = next.maxBodyBytes;
     current = next;
-    return applied;
+    return Promise.resolve(applied);
   });
   if (admin) admin.reloads = reloader;
   const addrs = adminServer ? { main: addr, admin: adminServer.addr } : { main: addr };
