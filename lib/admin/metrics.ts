@@ -116,6 +116,8 @@ function bump(m: Map<string, number>, key: string, by = 1): void {
 const CLIENT_REFUSALS: ReadonlySet<string> = new Set([
   "connections",
   "bad-hello",
+  "bad-proxy-header",
+  "health-check",
   "hello-timeout",
   "unknown-name",
   "pending-total",

@@ -32,7 +32,17 @@ export type Refusal =
   | "dial-backs"
   /** Public port: the ClientHello was malformed, too large, or cut off by EOF. */
   | "bad-hello"
-  /** Public port: no complete ClientHello within `hello_timeout_ms`. */
+  /**
+   * Public port (`accept_proxy_protocol`): no valid PROXY protocol header before the ClientHello
+   * (none, malformed, too large, or cut off by EOF).
+   */
+  | "bad-proxy-header"
+  /**
+   * Public port (`accept_proxy_protocol`): not an error — a load balancer's health check (a v2
+   * LOCAL header, or v1 UNKNOWN), accepted and closed.
+   */
+  | "health-check"
+  /** Public port: no complete ClientHello (or PROXY header) within `hello_timeout_ms`. */
   | "hello-timeout"
   /** Public port: no SNI, or no route for it. */
   | "unknown-name"

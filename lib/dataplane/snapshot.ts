@@ -55,6 +55,12 @@ export interface Limits {
   readonly tcpKeepAliveMs: number;
   /** How long a refused client may read its TLS alert before it is closed. */
   readonly lingerMs: number;
+  /**
+   * Public port: every client starts with a PROXY protocol header from a load balancer, read
+   * before its ClientHello; its source is the client's address from then on (docs/architecture.md,
+   * "PROXY protocol from a load balancer"). Absent: false.
+   */
+  readonly acceptProxyProtocol?: boolean;
 }
 
 /** Limits for a role that uses only some of them (tests, the private proxy). */

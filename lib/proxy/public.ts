@@ -79,6 +79,7 @@ export function publicLimits(s: PublicSettings, budget: Budget): Limits {
     idleTimeoutMs: s.idleTimeoutMs,
     tcpKeepAliveMs: s.tcpKeepAliveMs,
     lingerMs: 1000,
+    acceptProxyProtocol: s.acceptProxyProtocol,
   };
 }
 

@@ -19,6 +19,10 @@ export interface PublicStats {
   refusedDialBacks: number;
   /** Hellos that were malformed, too large or cut off. */
   badHellos: number;
+  /** `accept_proxy_protocol`: clients without a valid PROXY header (none, malformed, cut off). */
+  badProxyHeaders: number;
+  /** `accept_proxy_protocol`: a load balancer's health checks (LOCAL), accepted and closed. */
+  healthChecks: number;
   /** Hellos not complete within `hello_timeout_ms`. */
   helloTimeouts: number;
   /** Hellos without SNI or for a name nobody announced. */
@@ -59,6 +63,8 @@ export function newPublicStats(): PublicStats {
     refusedConnections: 0,
     refusedDialBacks: 0,
     badHellos: 0,
+    badProxyHeaders: 0,
+    healthChecks: 0,
     helloTimeouts: 0,
     unknownNames: 0,
     refusedPending: 0,
@@ -197,6 +203,25 @@ function onRefused(
       stats.accepted++;
       if (e.detail !== "EOF" && !e.detail?.includes("failed")) stats.badHellos++;
       log.debug("conn {conn}: Refused client {client}: {error}", { conn, client, error: e.detail });
+      return;
+    case "bad-proxy-header":
+      stats.accepted++;
+      stats.badProxyHeaders++;
+      // a connection that bypasses the balancer, or a balancer not set to send the header
+      counters.warn(
+        "bad-proxy-header",
+        "Refused clients without a valid PROXY protocol header (accept_proxy_protocol is on; {count} since last report), last conn {conn} from {client}: {why}",
+        { conn, client, why: e.detail },
+      );
+      return;
+    case "health-check":
+      stats.accepted++;
+      stats.healthChecks++;
+      log.debug("conn {conn}: Health check from {client} ({what}): closed", {
+        conn,
+        client,
+        what: e.detail,
+      });
       return;
     case "hello-timeout":
       stats.accepted++;

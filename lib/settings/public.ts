@@ -62,6 +62,11 @@ export interface PublicSettings extends SpliceSettings, AdminSettings {
   maxPooledPerOperator: number;
   /** Domains one private operator may hold; a page of announcements over it is refused alone. */
   maxAnnouncementsPerOperator: number;
+  /**
+   * Every client on the public port starts with a PROXY protocol header (v1 or v2) from a load
+   * balancer in front (docs/settings.md, `accept_proxy_protocol`).
+   */
+  acceptProxyProtocol: boolean;
 }
 
 export const PUBLIC_DEFAULTS = {
@@ -79,6 +84,7 @@ export const PUBLIC_DEFAULTS = {
   sockets: "auto",
   maxPooledPerOperator: 64,
   maxAnnouncementsPerOperator: 100_000,
+  acceptProxyProtocol: false,
 } as const;
 
 const KEYS = [
@@ -103,6 +109,7 @@ const KEYS = [
   "sockets",
   "max_pooled_per_operator",
   "max_announcements_per_operator",
+  "accept_proxy_protocol",
   ...SPLICE_KEYS,
   ...ADMIN_KEYS,
 ] as const;
@@ -198,6 +205,11 @@ export function parsePublicSettings(
       "max_announcements_per_operator",
       D.maxAnnouncementsPerOperator,
       10_000_000,
+    ),
+    acceptProxyProtocol: check.boolean(
+      data.accept_proxy_protocol ?? D.acceptProxyProtocol,
+      "accept_proxy_protocol",
+      problems,
     ),
     ...parseSpliceSettings(data, problems),
     ...parseAdminSettings(data, problems),

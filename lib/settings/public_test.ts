@@ -75,3 +75,25 @@ Deno.test("loadPublicSettings() accepts the dev settings of public-proxy-1", asy
     assert.equal(s.store.kind, "file");
   });
 });
+
+Deno.test("loadPublicSettings(): accept_proxy_protocol is false by default, a boolean when set", async () => {
+  await withDir(async (dir) => {
+    const base = `operator: public-proxy-1
+public_listen: 127.0.0.1:4433
+private_listen: 127.0.0.1:9999
+${EPS_BLOCK}directory_dir: directory
+store_path: state/announcements.jsonl
+`;
+    const file = join(dir, "settings.yml");
+    await Deno.writeTextFile(file, base);
+    assert.equal((await loadPublicSettings([file])).acceptProxyProtocol, false);
+    await Deno.writeTextFile(file, `${base}accept_proxy_protocol: true\n`);
+    assert.equal((await loadPublicSettings([file])).acceptProxyProtocol, true);
+    await Deno.writeTextFile(file, `${base}accept_proxy_protocol: "yes"\n`);
+    await assert.rejects(
+      loadPublicSettings([file]),
+      (err: Error) =>
+        err.message.includes(`${file}: accept_proxy_protocol: must be true or false, got "yes"`),
+    );
+  });
+});

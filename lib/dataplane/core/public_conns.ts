@@ -8,6 +8,8 @@
 import { ProtocolError } from "../../errors.ts";
 import type { HostPort } from "../../role.ts";
 import { ClientHelloReader } from "../../wire/client_hello.ts";
+import type { ProxiedAddresses } from "../../wire/proxy_protocol.ts";
+import { ProxyHeaderReader } from "../../wire/proxy_protocol_reader.ts";
 import { matchDomain } from "../../wire/names.ts";
 import { encodePoolHeader } from "../../wire/pool_header.ts";
 import {
@@ -65,8 +67,17 @@ export class ClientConn extends Machine {
   readonly id: number;
   /** Its id across both proxies (docs/architecture.md, "Connection ids"). */
   readonly connId: string;
-  readonly client: string;
+  /**
+   * The client's address: the peer's, or with `accept_proxy_protocol` the source its PROXY
+   * header names, set before anything reads it (docs/architecture.md, "PROXY protocol from a
+   * load balancer").
+   */
+  client: string;
+  /** The PROXY header's addresses (client and the balancer's destination), when it had them. */
+  proxied: ProxiedAddresses | undefined;
   state: ClientState = "hello";
+  /** Set while a PROXY protocol header is still to be read (before the ClientHello). */
+  #proxyHeader: ProxyHeaderReader | undefined;
   #reader: ClientHelloReader;
   #got = 0;
   #lingered = 0;
@@ -85,6 +96,8 @@ export class ClientConn extends Machine {
     this.client = hostPortText(remote);
     this.#accepted = now;
     this.#reader = new ClientHelloReader(engine.limits.maxClientHelloBytes);
+    if (engine.limits.acceptProxyProtocol === true) this.#proxyHeader = new ProxyHeaderReader();
+    // one deadline for the PROXY header and the ClientHello after it
     engine.timers.arm(this, now + engine.limits.helloTimeoutMs);
   }
 
@@ -101,6 +114,11 @@ export class ClientConn extends Machine {
     }
     if (this.state !== "hello") return;
     this.#got += bytes.length;
+    if (this.#proxyHeader !== undefined) {
+      const rest = this.#readProxyHeader(bytes);
+      if (rest === undefined || rest.length === 0) return;
+      bytes = rest;
+    }
     let result;
     try {
       result = this.#reader.push(bytes);
@@ -115,6 +133,56 @@ export class ClientConn extends Machine {
     this.#sni = result.hello.serverName ?? "";
     this.#reader = undefined!; // a held connection keeps nothing of its hello
     this.#route(hello, extra, now);
+  }
+
+  /**
+   * Feeds the PROXY header reader; returns the bytes after a complete header (the ClientHello's
+   * start), or undefined while it waits or once the connection is refused or closed.
+   */
+  #readProxyHeader(bytes: Uint8Array): Uint8Array | undefined {
+    let res;
+    try {
+      res = this.#proxyHeader!.push(bytes);
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+      return this.#refusePlain("bad-proxy-header", err.message);
+    }
+    if (!res.done) return undefined;
+    this.#proxyHeader = undefined;
+    const h = res.header;
+    if (h.command === "local") {
+      // a balancer's health check: it learnt the port accepts; nothing to serve
+      this.#refusePlain(
+        "health-check",
+        h.version === 2 ? "PROXY v2 LOCAL" : "PROXY v1 UNKNOWN",
+        false,
+      );
+      return undefined;
+    }
+    if (h.addresses !== undefined) {
+      this.proxied = h.addresses;
+      this.client = hostPortText({
+        hostname: h.addresses.source.address,
+        port: h.addresses.source.port,
+      });
+    }
+    return res.rest;
+  }
+
+  /** Refuses before the ClientHello with no alert (a balancer speaks no TLS): a plain close. */
+  #refusePlain(why: Refusal, detail: string, abort = true): undefined {
+    this.#proxyHeader = undefined;
+    this.#reader = undefined!;
+    this.engine.emit({
+      type: "refused",
+      why,
+      conn: this.id,
+      connId: this.connId,
+      client: this.client,
+      detail,
+    });
+    this.#end(abort);
+    return undefined;
   }
 
   #route(hello: Uint8Array, extra: Uint8Array, now: number): void {
@@ -269,6 +337,15 @@ export class ClientConn extends Machine {
   onEof(_sock: SockId, now: number): void {
     if (this.state === "lingering") return this.#end(false);
     if (this.state !== "hello") return;
+    if (this.#proxyHeader !== undefined) {
+      return void this.#refusePlain(
+        "bad-proxy-header",
+        this.#got === 0
+          ? "EOF before a PROXY protocol header"
+          : `Cannot read PROXY protocol header: connection ended after ${this.#got} bytes`,
+        false,
+      );
+    }
     if (this.#got === 0) {
       // a connection that sent nothing (a port probe) gets no alert
       this.engine.emit({
@@ -293,7 +370,7 @@ export class ClientConn extends Machine {
     if (this.state === "hello") {
       this.engine.emit({
         type: "refused",
-        why: "bad-hello",
+        why: this.#proxyHeader !== undefined ? "bad-proxy-header" : "bad-hello",
         conn: this.id,
         connId: this.connId,
         client: this.client,
@@ -317,7 +394,12 @@ export class ClientConn extends Machine {
   onTimeout(now: number): void {
     switch (this.state) {
       case "hello":
-        return this.#refuse("hello-timeout", undefined, now);
+        return this.#refuse(
+          "hello-timeout",
+          undefined,
+          now,
+          this.#proxyHeader !== undefined ? "no complete PROXY protocol header" : undefined,
+        );
       case "waiting":
         this.#unpend();
         return this.#refuse("expired", ALERT_INTERNAL_ERROR, now);

@@ -1,0 +1,230 @@
+/**
+ * `accept_proxy_protocol` with a real HAProxy in front of the public port (docs/architecture.md,
+ * "PROXY protocol from a load balancer"): HAProxy (`mode tcp`, `send-proxy-v2` and `send-proxy`)
+ * runs as a child process with its config in a temp folder on free loopback ports; the client
+ * binds 127.0.0.2 so that its address differs from HAProxy's 127.0.0.1, and the public proxy's live
+ * table and close line must name it. Without a header a connection is refused; a LOCAL header is
+ * closed and counted.
+ * @module
+ */
+import assert from "node:assert/strict";
+import net from "node:net";
+import tls from "node:tls";
+import { join } from "node:path";
+import { configure, type LogRecord, reset } from "@logtape/logtape";
+import { clientHello, type Cluster, DOMAIN, startCluster, until, within } from "./_cluster.ts";
+import { PP2_SIGNATURE } from "../lib/wire/proxy_protocol.ts";
+
+const HAPROXY = "/usr/sbin/haproxy";
+
+/** A free loopback port (bound once, released: HAProxy binds it next). */
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = l.addr.port;
+  l.close();
+  return port;
+}
+
+interface Haproxy extends AsyncDisposable {
+  /** Frontend port per backend option (`send-proxy-v2`, `send-proxy`). */
+  readonly ports: Readonly<Record<string, number>>;
+}
+
+/** Starts HAProxy in the foreground (`-db`) with one frontend per `send` option to `server`. */
+async function startHaproxy(
+  dir: string,
+  server: { hostname: string; port: number },
+  sends: readonly string[],
+): Promise<Haproxy> {
+  const ports: Record<string, number> = {};
+  const ready = freePort();
+  const parts = [
+    "global\n  maxconn 100\n",
+    "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n",
+    // a frontend that only accepts and closes: connecting to it tells HAProxy listens
+    `frontend ready\n  bind 127.0.0.1:${ready}\n  tcp-request connection reject\n`,
+  ];
+  for (const [i, send] of sends.entries()) {
+    ports[send] = freePort();
+    parts.push(
+      `frontend fe${i}\n  bind 127.0.0.1:${ports[send]}\n  default_backend be${i}\n`,
+      `backend be${i}\n  server s1 ${server.hostname}:${server.port} ${send}\n`,
+    );
+  }
+  const cfg = join(dir, "haproxy.cfg");
+  await Deno.writeTextFile(cfg, parts.join("\n"));
+  const child = new Deno.Command(HAPROXY, {
+    args: ["-db", "-f", cfg],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const stderr = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  const errText: string[] = [];
+  const drain = (async () => {
+    for (;;) {
+      const r = await stderr.read();
+      if (r.done) return;
+      errText.push(r.value);
+    }
+  })();
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch { /* already gone */ }
+    await child.status;
+    await drain;
+  };
+  try {
+    const deadline = performance.now() + 10_000;
+    for (;;) {
+      try {
+        (await Deno.connect({ hostname: "127.0.0.1", port: ready })).close();
+        break;
+      } catch {
+        if (performance.now() > deadline) {
+          throw new Error(`HAProxy did not listen: ${errText.join("")}`);
+        }
+        await new Promise((r) => setTimeout(r, 20)); // polling a port for readiness, not a sync
+      }
+    }
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { ports, [Symbol.asyncDispose]: stop };
+}
+
+/** A TLS client bound to 127.0.0.2: one keep-alive GET, then `check()` while it is open. */
+async function getFrom127002(
+  c: Cluster,
+  port: number,
+  check: (local: string) => Promise<void>,
+): Promise<{ local: string; body: string }> {
+  const ca = await Deno.readTextFile(c.rootFile);
+  // TCP bound to 127.0.0.2 first, TLS over it
+  const tcp = net.connect({ host: "127.0.0.1", port, localAddress: "127.0.0.2" });
+  const socket = tls.connect({ socket: tcp, servername: DOMAIN, ca });
+  try {
+    await within(
+      new Promise<void>((ok, fail) => {
+        socket.once("secureConnect", ok);
+        socket.once("error", fail);
+      }),
+      10_000,
+      "TLS handshake through HAProxy and the tunnel",
+    );
+    const local = `${socket.localAddress}:${socket.localPort}`;
+    let text = "";
+    const response = new Promise<string>((ok, fail) => {
+      socket.on("data", (d: Uint8Array) => {
+        text += new TextDecoder().decode(d);
+        const end = text.indexOf("\r\n\r\n");
+        const m = /content-length:\s*(\d+)/i.exec(text.slice(0, end));
+        if (end >= 0 && m && text.length >= end + 4 + Number(m[1])) ok(text.slice(end + 4));
+      });
+      socket.once("error", fail);
+      socket.once("end", () => fail(new Error(`ended inside a response: ${text}`)));
+    });
+    socket.write(`GET /jsonrpc HTTP/1.1\r\nHost: ${DOMAIN}\r\n\r\n`);
+    const body = await within(response, 10_000, "the response");
+    await check(local);
+    return { local, body };
+  } finally {
+    socket.destroy();
+    tcp.destroy();
+  }
+}
+
+/** Raw bytes to the public port; resolves when the proxy closes the connection. */
+async function sendAndWaitClose(port: number, bytes: Uint8Array): Promise<void> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(bytes);
+    const buf = new Uint8Array(1024);
+    for (;;) {
+      let n: number | null;
+      try {
+        n = await within(conn.read(buf), 5000, "the proxy closing the connection");
+      } catch (err) {
+        if (err instanceof Deno.errors.ConnectionReset) return;
+        throw err;
+      }
+      if (n === null) return;
+      assert.fail(`the proxy answered ${n} bytes; it must close without a word`);
+    }
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test("accept_proxy_protocol behind a real HAProxy (send-proxy-v2, send-proxy): the client's real address", async () => {
+  const records: LogRecord[] = [];
+  await configure({
+    reset: true,
+    sinks: { mem: (r: LogRecord) => void records.push(r) },
+    loggers: [
+      { category: ["tls-pass"], lowestLevel: "info", sinks: ["mem"] },
+      { category: ["logtape", "meta"], lowestLevel: "error", sinks: [] },
+    ],
+  });
+  try {
+    await using c = await startCluster({ public: { acceptProxyProtocol: true } });
+    const dir = await Deno.makeTempDir({ prefix: "tls-pass-haproxy-" });
+    try {
+      await using ha = await startHaproxy(dir, c.pub.addrs.public, ["send-proxy-v2", "send-proxy"]);
+      for (const send of ["send-proxy-v2", "send-proxy"]) {
+        const { local, body } = await getFrom127002(c, ha.ports[send]!, async (local) => {
+          // the splice is live: the live table names the client, not HAProxy
+          await until(
+            () => c.pub.live.list().some((l) => l.client === local),
+            `${send}: the live table names ${local}`,
+          );
+          assert.ok(c.pub.live.list().every((l) => !l.client.startsWith("127.0.0.1:")));
+        });
+        assert.ok(local.startsWith("127.0.0.2:"), local);
+        assert.deepEqual(JSON.parse(body), { message: "success" }, send);
+        await until(
+          () =>
+            records.some((r) =>
+              String(r.rawMessage).includes("Closed {client}") && r.properties.client === local
+            ),
+          `${send}: the close line names ${local}`,
+        );
+      }
+      assert.equal(c.pub.stats.badProxyHeaders, 0);
+
+      // straight to the public port without a header: refused, counted, warned about
+      const before = c.pub.stats.accepted;
+      await sendAndWaitClose(c.pub.addrs.public.port, clientHello(DOMAIN));
+      await until(() => c.pub.stats.badProxyHeaders === 1, "the header-less client counted");
+      assert.equal(c.pub.stats.accepted, before + 1);
+      await until(
+        () =>
+          records.some((r) =>
+            String(r.rawMessage).includes("without a valid PROXY protocol header") &&
+            String(r.properties.why).includes("first byte 0x16")
+          ),
+        "the refusal summarised in a warning",
+      );
+
+      // a raw LOCAL header (a health check) and a v1 UNKNOWN: closed and counted, no warning
+      const warnings = records.filter((r) => r.level === "warning").length;
+      await sendAndWaitClose(
+        c.pub.addrs.public.port,
+        Uint8Array.of(...PP2_SIGNATURE, 0x20, 0x00, 0, 0),
+      );
+      await sendAndWaitClose(
+        c.pub.addrs.public.port,
+        new TextEncoder().encode("PROXY UNKNOWN\r\n"),
+      );
+      await until(() => c.pub.stats.healthChecks === 2, "both health checks counted");
+      assert.equal(c.pub.stats.badProxyHeaders, 1);
+      assert.equal(records.filter((r) => r.level === "warning").length, warnings);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  } finally {
+    await reset();
+  }
+});
