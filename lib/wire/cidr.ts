@@ -153,8 +153,11 @@ export function inCidr(a: Address, c: Cidr): boolean {
 /** A set of ranges; a linear scan (the lists are short, docs/settings.md "allow"). */
 export class CidrSet {
   readonly cidrs: readonly Cidr[];
+  /** The texts it was made from, joined with ",": what a cache of parsed sets keys on. */
+  readonly key: string;
   constructor(texts: readonly string[]) {
     this.cidrs = texts.map(parseCidr);
+    this.key = texts.join(",");
   }
   get size(): number {
     return this.cidrs.length;

@@ -8,6 +8,7 @@
 import { ProtocolError } from "../../errors.ts";
 import type { HostPort } from "../../role.ts";
 import { ClientHelloReader } from "../../wire/client_hello.ts";
+import { parseAddress } from "../../wire/cidr.ts";
 import { matchDomain } from "../../wire/names.ts";
 import { encodePoolHeader } from "../../wire/pool_header.ts";
 import {
@@ -66,6 +67,8 @@ export class ClientConn extends Machine {
   /** Its id across both proxies (docs/architecture.md, "Connection ids"). */
   readonly connId: string;
   readonly client: string;
+  /** The client's IP literal (what the admission checks match). */
+  readonly address: string;
   state: ClientState = "hello";
   #reader: ClientHelloReader;
   #got = 0;
@@ -83,6 +86,7 @@ export class ClientConn extends Machine {
     this.id = engine.id();
     this.connId = engine.connId(this.id);
     this.client = hostPortText(remote);
+    this.address = remote.hostname;
     this.#accepted = now;
     this.#reader = new ClientHelloReader(engine.limits.maxClientHelloBytes);
     engine.timers.arm(this, now + engine.limits.helloTimeoutMs);
@@ -131,6 +135,8 @@ export class ClientConn extends Machine {
     }
     this.#operator = routes.get(domain)!.operator;
     this.#domain = domain;
+    const denied = this.#admitName(domain, now);
+    if (denied !== undefined) return this.#refuse(denied[0], denied[1], now, denied[2]);
     const pooled = e.takeIdle(this.#operator, domain);
     if (pooled !== undefined) {
       pooled.take();
@@ -138,6 +144,10 @@ export class ClientConn extends Machine {
       return this.#pipe(pooled.sock, concat(header, hello, extra), header.length, now, "pool");
     }
     const cap = this.#pendingCap();
+    if (cap === "name-pending") {
+      const n = e.admission.maxPendingPerName;
+      return this.#refuse(cap, ALERT_INTERNAL_ERROR, now, `${n} wait (max_pending_per_name)`);
+    }
     if (cap !== undefined) return this.#refuse(cap, undefined, now);
     const raw = new Uint8Array(TOKEN_BYTES);
     let token: string;
@@ -150,6 +160,7 @@ export class ClientConn extends Machine {
     e.waiting.set(this.id, this);
     bump(e.pendingPerOperator, this.#operator, 1);
     bump(e.pendingPerClient, this.host, 1);
+    bump(e.pendingPerName, domain, 1);
     this.#replay = concat(undefined, hello, extra);
     this.state = "waiting";
     e.out({ op: "read", sock: this.sock, on: false });
@@ -165,9 +176,38 @@ export class ClientConn extends Machine {
     });
   }
 
+  /**
+   * The per-name checks after routing (docs/architecture.md, "Admission"): the announcement's
+   * `allow` (refused as an unknown name would be: a client outside it cannot tell a protected
+   * name from an unannounced one), then the name's rate. Returns refusal, alert, detail.
+   */
+  #admitName(domain: string, now: number): [Refusal, number, string] | undefined {
+    const e = this.engine;
+    const allow = e.routeAllow.get(domain);
+    if (allow !== undefined) {
+      const addr = parseAddress(this.address);
+      if (addr === null || !allow.has(addr)) {
+        return ["name-denied", ALERT_UNRECOGNIZED_NAME, `not in the allow of "${domain}"`];
+      }
+    }
+    const a = e.admission;
+    if (a.nameRate > 0 && !e.nameRates.take(domain, a.nameRate, a.nameBurst, now)) {
+      return [
+        "name-rate",
+        ALERT_INTERNAL_ERROR,
+        `over ${a.nameRate}/s, burst ${a.nameBurst}, for "${domain}" (name_rate)`,
+      ];
+    }
+    return undefined;
+  }
+
   #pendingCap(): Refusal | undefined {
     const e = this.engine;
     const l = e.limits;
+    const perName = e.admission.maxPendingPerName;
+    if (perName > 0 && (e.pendingPerName.get(this.#domain) ?? 0) >= perName) {
+      return "name-pending";
+    }
     if (e.pending.size >= l.maxPending) return "pending-total";
     if ((e.pendingPerOperator.get(this.#operator) ?? 0) >= l.maxPendingPerOperator) {
       return "pending-operator";
@@ -183,6 +223,7 @@ export class ClientConn extends Machine {
     e.waiting.delete(this.id);
     bump(e.pendingPerOperator, this.#operator, -1);
     bump(e.pendingPerClient, this.host, -1);
+    bump(e.pendingPerName, this.#domain, -1);
   }
 
   /** Its dial-back came (token claimed): replay the hello to it, then pipe. */
