@@ -18,9 +18,11 @@ import {
 import { connectEps, type EpsClient } from "../eps/client.ts";
 import { domainAllowed, loadDirectory } from "../eps/directory.ts";
 import {
+  type Admission,
   type DataEvent,
   type DataPlane,
   type Limits,
+  NO_ADMISSION,
   openDataPlane,
   type Snapshot,
 } from "../dataplane/mod.ts";
@@ -79,7 +81,16 @@ export function publicLimits(s: PublicSettings, budget: Budget): Limits {
     idleTimeoutMs: s.idleTimeoutMs,
     tcpKeepAliveMs: s.tcpKeepAliveMs,
     lingerMs: 1000,
+    admission: admissionOf(s),
   };
+}
+
+/** The snapshot's admission policy (docs/architecture.md, "Admission"); none when all is off. */
+function admissionOf(s: PublicSettings): Admission {
+  const l = s.limits;
+  const off = s.allow.length === 0 && s.deny.length === 0 &&
+    Object.values(l).every((v) => v === 0);
+  return off ? NO_ADMISSION : { ...l, allow: s.allow, deny: s.deny };
 }
 
 /** The descriptor budget from the settings and the open-file limit, logged at start. */

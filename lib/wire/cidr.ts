@@ -92,7 +92,8 @@ export function addressText(a: Address): string {
   const g: number[] = [];
   for (const w of a) g.push(w >>> 16, w & 0xffff);
   // the longest run of two or more zero groups becomes "::"
-  let best = -1, len = 0;
+  let best = -1;
+  let len = 0;
   for (let i = 0; i < 8;) {
     if (g[i] !== 0) {
       i++;

@@ -324,7 +324,14 @@ export class Engine {
 
   /** Replaces the snapshot whole; live connections keep what they resolved. */
   setSnapshot(s: Snapshot): void {
-    const a = s.limits.admission ?? NO_ADMISSION;
+    // all off (or absent, or a clone of NO_ADMISSION from a worker's message): the fast path
+    const given = s.limits.admission;
+    const a = given === undefined ||
+        (given.allow.length === 0 && given.deny.length === 0 &&
+          given.maxConnectionsPerClient === 0 && given.clientRate === 0 &&
+          given.maxPendingPerName === 0 && given.nameRate === 0)
+      ? NO_ADMISSION
+      : given;
     // parsed once per snapshot (the control plane validated every CIDR), reused when unchanged
     const lists = new Map<string, CidrSet>();
     for (const c of [this.allow, this.deny, ...this.routeAllow.values()]) {
