@@ -161,7 +161,14 @@ class PublicSnapshots {
     return {
       version: ++this.#version,
       limits: this.limits,
-      publicRoutes: all.map((a) => [a.domain, { operator: a.operator }] as const),
+      publicRoutes: all.map((a) =>
+        [
+          a.domain,
+          a.allow === undefined
+            ? { operator: a.operator }
+            : { operator: a.operator, allow: a.allow },
+        ] as const
+      ),
       privateRoutes: [],
     };
   }
