@@ -123,6 +123,12 @@ const CLIENT_REFUSALS: ReadonlySet<string> = new Set([
   "pending-total",
   "pending-operator",
   "pending-client",
+  "denied",
+  "client-connections",
+  "client-rate",
+  "name-denied",
+  "name-pending",
+  "name-rate",
 ]);
 
 /** The private port's refusals: of dial-backs, not of clients. */

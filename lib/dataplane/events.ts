@@ -30,6 +30,21 @@ export type Refusal =
   | "connections"
   /** Private port: the dial-back budget reached (docs/architecture.md, "The descriptor budget"). */
   | "dial-backs"
+  /**
+   * Public port, at accept (docs/architecture.md, "Admission"): the address is in `deny`, or
+   * not in a non-empty `allow`.
+   */
+  | "denied"
+  /** Public port, at accept: `limits.max_connections_per_client` open from this address. */
+  | "client-connections"
+  /** Public port, at accept: this address's `limits.client_rate` bucket is empty. */
+  | "client-rate"
+  /** Public port, after routing: the name's announcement `allow` does not hold the client. */
+  | "name-denied"
+  /** Public port, after routing: `limits.max_pending_per_name` clients wait for this name. */
+  | "name-pending"
+  /** Public port, after routing: this name's `limits.name_rate` bucket is empty. */
+  | "name-rate"
   /** Public port: the ClientHello was malformed, too large, or cut off by EOF. */
   | "bad-hello"
   /**

@@ -12,6 +12,7 @@ import type { Command, PlaneRole, Snapshot } from "./snapshot.ts";
 import { connIdPrefix } from "../wire/conn_id.ts";
 
 export type {
+  Admission,
   Command,
   Limits,
   PlaneRole,
@@ -19,7 +20,7 @@ export type {
   PublicRoute,
   Snapshot,
 } from "./snapshot.ts";
-export { DEFAULT_LIMITS, emptySnapshot } from "./snapshot.ts";
+export { DEFAULT_LIMITS, emptySnapshot, NO_ADMISSION } from "./snapshot.ts";
 export type { DataEvent, EndReason, Phases, Refusal, SideName, Via } from "./events.ts";
 export { reapedBy, reasonText } from "./events.ts";
 

@@ -13,6 +13,11 @@ export type PlaneRole = "public" | "private";
 /** A route of the public proxy: who serves a name (exact, or `*.parent`). */
 export interface PublicRoute {
   readonly operator: string;
+  /**
+   * The announcement's `allow` (CIDRs, docs/architecture.md, "Admission"): only clients from
+   * these ranges may reach the name; absent or empty: everyone the port admits.
+   */
+  readonly allow?: readonly string[];
 }
 
 /** A route of the private proxy: where the internal server of a name is (an IP literal). */
@@ -20,8 +25,45 @@ export interface PrivateRoute {
   readonly internal: HostPort;
 }
 
+/**
+ * The public port's admission policy (docs/architecture.md, "Admission"; docs/settings.md,
+ * "limits"): checked at accept (lists, per-address limits) and after routing (per-name limits).
+ * A 0 turns its check off.
+ */
+export interface Admission {
+  /** CIDRs; non-empty: only clients in one of them are accepted. */
+  readonly allow: readonly string[];
+  /** CIDRs; a client in one is refused (deny wins over allow). */
+  readonly deny: readonly string[];
+  /** Connections one client address may hold open at once. */
+  readonly maxConnectionsPerClient: number;
+  /** New connections a second from one client address (token bucket refill). */
+  readonly clientRate: number;
+  /** The bucket's size: new connections one client address may open at once. */
+  readonly clientBurst: number;
+  /** Clients of one name waiting for a dial-back at once. */
+  readonly maxPendingPerName: number;
+  /** New connections a second to one name (token bucket refill). */
+  readonly nameRate: number;
+  readonly nameBurst: number;
+}
+
+/** No admission check at all: the default. */
+export const NO_ADMISSION: Admission = {
+  allow: [],
+  deny: [],
+  maxConnectionsPerClient: 0,
+  clientRate: 0,
+  clientBurst: 0,
+  maxPendingPerName: 0,
+  nameRate: 0,
+  nameBurst: 0,
+};
+
 /** The limits and deadlines the data plane applies to new connections. */
 export interface Limits {
+  /** Public port: the admission policy; absent: none. */
+  readonly admission?: Admission;
   /**
    * Public port: clients open at once (reading a hello, waiting, spliced); over it a new one is
    * closed at once. Private proxy: connections set up or spliced at once.

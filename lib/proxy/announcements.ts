@@ -2,7 +2,8 @@
  * Announcements on the public proxy: which operator serves which domain until when (docs/architecture.md, "The control plane"),
  * and the three calls private proxies make about them.
  *
- * - `announceConnections {connections: [{domain, expires_at?}]}` → `{connections: [{domain, expires_at}]}`
+ * - `announceConnections {connections: [{domain, expires_at?, allow?}]}` → `{connections: [{domain, expires_at, allow?}]}`
+ *   (`allow`: CIDRs that may reach the name, docs/architecture.md "Admission"; absent: everyone)
  * - `withdrawConnections {domains?: [...]}` (none = all of the caller's) → `{withdrawn: [...]}`
  * - `getAnnouncements {}` → `{connections: [{domain, expires_at}]}`, the caller's own
  *
@@ -14,6 +15,7 @@
  */
 import { RpcCode, RpcError } from "../errors.ts";
 import { matchDomain, normalizeDomain } from "../wire/names.ts";
+import { cidrList, MAX_CIDRS } from "../settings/limits.ts";
 
 export { normalizeDomain };
 import type { Announcement, AnnouncementStore, StoreChange } from "./store.ts";
@@ -31,12 +33,15 @@ export type DomainPolicy = (operator: string, domain: string) => boolean;
 export interface AnnouncementRequest {
   domain: string;
   expiresAt: number;
+  /** Normalised CIDRs; absent: everyone. */
+  allow?: string[];
 }
 
 /** An announcement as the calls answer it. */
 export interface AnnouncementView {
   domain: string;
   "expires_at": string;
+  allow?: readonly string[];
 }
 
 function invalid(message: string): RpcError {
@@ -92,9 +97,25 @@ export function parseAnnounceParams(
         }`,
       );
     }
-    out.set(domain, { domain, expiresAt: parseExpiry(o.expires_at, `${path}.expires_at`, now) });
+    const r: AnnouncementRequest = {
+      domain,
+      expiresAt: parseExpiry(o.expires_at, `${path}.expires_at`, now),
+    };
+    if (o.allow !== undefined) r.allow = parseAllow(o.allow, `${path}.allow`);
+    out.set(domain, r);
   });
   return [...out.values()];
+}
+
+/** An announcement's `allow`: 1 to MAX_CIDRS CIDRs, normalised. */
+function parseAllow(v: unknown, path: string): string[] {
+  const problems: string[] = [];
+  const list = Array.isArray(v) && v.length > 0 ? cidrList(v, path, problems) : [];
+  if (list.length === 0 && problems.length === 0) {
+    problems.push(`${path}: must be a list of 1 to ${MAX_CIDRS} CIDRs, got ${JSON.stringify(v)}`);
+  }
+  if (problems.length > 0) throw invalid(`Cannot announce: ${problems.join("; ")}`);
+  return list;
 }
 
 /** Validates the params of `withdrawConnections`; undefined means every domain of the caller. */
@@ -115,7 +136,11 @@ export function parseWithdrawParams(params: Record<string, unknown>): string[] |
 
 /** Formats announcements for an answer. */
 export function viewOf(list: readonly Announcement[]): AnnouncementView[] {
-  return list.map((a) => ({ domain: a.domain, expires_at: new Date(a.expiresAt).toISOString() }));
+  return list.map((a) => ({
+    domain: a.domain,
+    expires_at: new Date(a.expiresAt).toISOString(),
+    ...(a.allow !== undefined ? { allow: a.allow } : {}),
+  }));
 }
 
 /**
@@ -220,7 +245,12 @@ export class Announcements {
         `Cannot announce ${fresh} more domains for "${operator}": it holds ${holds}, and max_announcements_per_operator is ${this.maxPerOperator}`,
       );
     }
-    const added = requests.map((r) => ({ operator, domain: r.domain, expiresAt: r.expiresAt }));
+    const added = requests.map((r): Announcement => ({
+      operator,
+      domain: r.domain,
+      expiresAt: r.expiresAt,
+      ...(r.allow !== undefined ? { allow: r.allow } : {}),
+    }));
     const previous = added.map((a) => this.#byDomain.get(a.domain));
     for (const a of added) this.#byDomain.set(a.domain, a); // before the await: no race between callers
     try {

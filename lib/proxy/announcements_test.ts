@@ -166,3 +166,41 @@ Deno.test("file store keeps announcements across a reopen and compacts on open",
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("an announcement's allow is validated, stored, kept across a restart and answered", async () => {
+  const [r] = parseAnnounceParams({
+    connections: [{ domain: "a.example.com", allow: ["127.0.0.2", "::1/128", "10.0.0.0/8"] }],
+  }, T0);
+  assert.deepEqual(r!.allow, ["127.0.0.2/32", "::1/128", "10.0.0.0/8"]);
+  for (const allow of [[], "10.0.0.0/8", ["10.0.0.1/8"], ["nope"], [7]]) {
+    assert.throws(
+      () => parseAnnounceParams({ connections: [{ domain: "a.example.com", allow }] }, T0),
+      (e: unknown) =>
+        e instanceof RpcError && e.code === RpcCode.InvalidParams &&
+        e.message.includes("connections[0].allow"),
+      JSON.stringify(allow),
+    );
+  }
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "a.jsonl");
+    const store = await openStore({ kind: "file", path }, T0);
+    const t = new Announcements(store, policy, () => T0);
+    const added = await t.announce("a", [r!]);
+    assert.deepEqual(viewOf(added)[0]!.allow, ["127.0.0.2/32", "::1/128", "10.0.0.0/8"]);
+    // announced again without allow: everyone again
+    await t.announce("a", [{ domain: "b.example.com", expiresAt: T0 + HOUR }]);
+    await store.close();
+    const again = await openStore({ kind: "file", path }, T0);
+    const byDomain = new Map(again.initial.map((a) => [a.domain, a]));
+    assert.deepEqual(byDomain.get("a.example.com")!.allow, [
+      "127.0.0.2/32",
+      "::1/128",
+      "10.0.0.0/8",
+    ]);
+    assert.equal(byDomain.get("b.example.com")!.allow, undefined);
+    await again.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -156,6 +156,8 @@ export class Announcer {
           connections: page.map((a) => ({
             domain: a.domain,
             expires_at: new Date(now + a.expiresInMs).toISOString(),
+            // who may reach the name (docs/architecture.md, "Admission"); absent: everyone
+            ...(a.allow !== undefined ? { allow: a.allow } : {}),
           })),
         }, { signal: this.signal });
         accepted++;

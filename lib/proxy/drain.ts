@@ -401,6 +401,10 @@ export class AnnouncementTable {
       if (old.expiresInMs !== a.expiresInMs) {
         lines.push(`announcements: ${a.domain} expires_in_ms ${a.expiresInMs}`);
       }
+      if ((old.allow ?? []).join(",") !== (a.allow ?? []).join(",")) {
+        // announced again at once (the announcer's reconfigure): the public proxy applies it
+        lines.push(`announcements: ${a.domain} allow ${a.allow?.join(", ") ?? "(everyone)"}`);
+      }
       if (e.removing) {
         e.removing = false; // removed, then listed again before its drain ended
         if (!e.serving) void this.undrain(a.domain, { wait: false });

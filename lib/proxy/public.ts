@@ -18,9 +18,11 @@ import {
 import { connectEps, type EpsClient } from "../eps/client.ts";
 import { domainAllowed, loadDirectory } from "../eps/directory.ts";
 import {
+  type Admission,
   type DataEvent,
   type DataPlane,
   type Limits,
+  NO_ADMISSION,
   openDataPlane,
   type Snapshot,
 } from "../dataplane/mod.ts";
@@ -80,7 +82,16 @@ export function publicLimits(s: PublicSettings, budget: Budget): Limits {
     tcpKeepAliveMs: s.tcpKeepAliveMs,
     lingerMs: 1000,
     acceptProxyProtocol: s.acceptProxyProtocol,
+    admission: admissionOf(s),
   };
+}
+
+/** The snapshot's admission policy (docs/architecture.md, "Admission"); none when all is off. */
+function admissionOf(s: PublicSettings): Admission {
+  const l = s.limits;
+  const off = s.allow.length === 0 && s.deny.length === 0 &&
+    Object.values(l).every((v) => v === 0);
+  return off ? NO_ADMISSION : { ...l, allow: s.allow, deny: s.deny };
 }
 
 /** The descriptor budget from the settings and the open-file limit, logged at start. */
@@ -151,7 +162,14 @@ class PublicSnapshots {
     return {
       version: ++this.#version,
       limits: this.limits,
-      publicRoutes: all.map((a) => [a.domain, { operator: a.operator }] as const),
+      publicRoutes: all.map((a) =>
+        [
+          a.domain,
+          a.allow === undefined
+            ? { operator: a.operator }
+            : { operator: a.operator, allow: a.allow },
+        ] as const
+      ),
       privateRoutes: [],
     };
   }

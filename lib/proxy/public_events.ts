@@ -29,6 +29,18 @@ export interface PublicStats {
   unknownNames: number;
   /** Refused by a pending cap (total, per operator, per client). */
   refusedPending: number;
+  /** Refused at accept by the deny or allow list (docs/architecture.md, "Admission"). */
+  denied: number;
+  /** Refused after routing: outside the announcement's `allow`. */
+  nameDenied: number;
+  /** Refused at accept: `limits.max_connections_per_client`. */
+  refusedClientConnections: number;
+  /** Refused at accept: `limits.client_rate`. */
+  refusedClientRate: number;
+  /** Refused after routing: `limits.max_pending_per_name`. */
+  refusedNamePending: number;
+  /** Refused after routing: `limits.name_rate`. */
+  refusedNameRate: number;
   /** Notices that failed (operator unreachable, refused, deadline). */
   failedNotices: number;
   /** Pending connections whose dial-back did not come in time. */
@@ -68,6 +80,12 @@ export function newPublicStats(): PublicStats {
     helloTimeouts: 0,
     unknownNames: 0,
     refusedPending: 0,
+    denied: 0,
+    nameDenied: 0,
+    refusedClientConnections: 0,
+    refusedClientRate: 0,
+    refusedNamePending: 0,
+    refusedNameRate: 0,
     failedNotices: 0,
     expired: 0,
     badTokens: 0,
@@ -242,6 +260,31 @@ function onRefused(
         e.why,
         "Refused clients: pending cap {cap} reached ({count} since last report), last conn {conn} from {client} for {domain}",
         { cap: e.why.slice("pending-".length), conn, client, domain: e.domain },
+      );
+      return;
+    case "denied":
+    case "client-connections":
+    case "client-rate":
+      if (e.why === "denied") stats.denied++;
+      else if (e.why === "client-connections") stats.refusedClientConnections++;
+      else stats.refusedClientRate++;
+      counters.warn(
+        e.why,
+        "Refused clients at accept: {why} ({count} since last report), last from {client}: {detail}",
+        { why: e.why, client, detail: e.detail },
+      );
+      return;
+    case "name-denied":
+    case "name-pending":
+    case "name-rate":
+      stats.accepted++;
+      if (e.why === "name-denied") stats.nameDenied++;
+      else if (e.why === "name-pending") stats.refusedNamePending++;
+      else stats.refusedNameRate++;
+      counters.warn(
+        e.why,
+        "Refused clients of a name: {why} ({count} since last report), last conn {conn} from {client} for {domain}: {detail}",
+        { why: e.why, conn, client, domain: e.domain, detail: e.detail },
       );
       return;
     case "notice-failed":

@@ -8,7 +8,8 @@
  *   entries dropped, and the live ones rewritten to a temporary file that replaces it (compaction).
  *   A torn last line (a crash mid-write) is skipped.
  *
- * Line format: `{"op":"put","operator":"o","domain":"d","expires_at":1767225600000}` or
+ * Line format: `{"op":"put","operator":"o","domain":"d","expires_at":1767225600000}` (with
+ * `"allow":["10.0.0.0/8"]` when the announcement has one) or
  * `{"op":"del","operator":"o","domain":"d"}`; `expires_at` is epoch milliseconds.
  * @module
  */
@@ -20,6 +21,8 @@ export interface Announcement {
   /** Normalised host name, or `*.name` for a one-label wildcard. */
   domain: string;
   expiresAt: number;
+  /** CIDRs that may reach the name (docs/architecture.md, "Admission"); absent: everyone. */
+  allow?: readonly string[];
 }
 
 /** A change to the announcements, as stored. */
@@ -67,6 +70,7 @@ function encode(c: StoreChange): string {
       operator: c.announcement.operator,
       domain: c.announcement.domain,
       expires_at: c.announcement.expiresAt,
+      ...(c.announcement.allow !== undefined ? { allow: c.announcement.allow } : {}),
     })
     : JSON.stringify({ op: "del", operator: c.operator, domain: c.domain });
 }
@@ -83,10 +87,12 @@ function decode(line: string): StoreChange | null {
   if (typeof o.operator !== "string" || typeof o.domain !== "string") return null;
   if (o.op === "del") return { op: "del", operator: o.operator, domain: o.domain };
   if (o.op === "put" && typeof o.expires_at === "number" && Number.isFinite(o.expires_at)) {
-    return {
-      op: "put",
-      announcement: { operator: o.operator, domain: o.domain, expiresAt: o.expires_at },
-    };
+    const a: Announcement = { operator: o.operator, domain: o.domain, expiresAt: o.expires_at };
+    if (o.allow !== undefined) {
+      if (!Array.isArray(o.allow) || !o.allow.every((c) => typeof c === "string")) return null;
+      a.allow = o.allow;
+    }
+    return { op: "put", announcement: a };
   }
   return null;
 }

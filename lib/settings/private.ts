@@ -24,6 +24,7 @@ import {
   type SpliceSettings,
 } from "./splice.ts";
 import { operatorName } from "./public.ts";
+import { cidrList } from "./limits.ts";
 import { ADMIN_KEYS, type AdminSettings, parseAdminSettings } from "./admin.ts";
 
 /** One announced domain and the internal server behind it. */
@@ -33,6 +34,11 @@ export interface PrivateAnnouncement {
   internal: HostPort;
   /** Lifetime of each announcement; default 3 × reannounce_interval_ms, at most 7 days. */
   expiresInMs: number;
+  /**
+   * CIDRs: only clients from these may reach the name at the public proxy (docs/architecture.md,
+   * "Admission"); absent: everyone its public port admits.
+   */
+  allow?: string[];
 }
 
 /** Pre-warmed dial-backs (docs/architecture.md, "Pre-warmed dial-backs"), per public operator. */
@@ -111,7 +117,7 @@ const KEYS = [
 export const MAX_ANNOUNCEMENTS = 100_000;
 
 const POOL_KEYS = ["enabled", "min_idle", "max_idle", "idle_timeout_ms"] as const;
-const ANNOUNCEMENT_KEYS = ["domain", "internal", "expires_in_ms"] as const;
+const ANNOUNCEMENT_KEYS = ["domain", "internal", "expires_in_ms", "allow"] as const;
 
 /**
  * Validates merged private proxy settings, reporting every problem
@@ -169,6 +175,12 @@ export function parsePrivateSettings(
           MAX_EXPIRY_MS,
         ),
       };
+      if (m.allow !== undefined) {
+        a.allow = cidrList(m.allow, k("allow"), pr);
+        if (a.allow.length === 0) {
+          pr.push(`${k("allow")}: must list at least one CIDR (or be left out)`);
+        }
+      }
       if (m.expires_in_ms !== undefined && a.expiresInMs <= reannounceIntervalMs) {
         pr.push(
           `${

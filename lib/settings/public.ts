@@ -22,6 +22,7 @@ export type StoreSettings = { kind: "memory" } | { kind: "file"; path: string };
 import { type EpsClientSettings, parseEpsClientSettings } from "./eps_client.ts";
 import * as check from "./check.ts";
 import { loadSettings } from "./loader.ts";
+import { cidrList, LIMITS_DEFAULTS, type LimitsSettings, parseLimits } from "./limits.ts";
 import { ADMIN_KEYS, type AdminSettings, parseAdminSettings } from "./admin.ts";
 import {
   parseSpliceSettings,
@@ -47,6 +48,12 @@ export interface PublicSettings extends SpliceSettings, AdminSettings {
   maxPending: number;
   maxPendingPerOperator: number;
   maxPendingPerClient: number;
+  /** Admission limits per client address and per name (docs/settings.md, "limits"). */
+  limits: LimitsSettings;
+  /** CIDRs; non-empty: only clients from them may connect to the public port. */
+  allow: string[];
+  /** CIDRs whose clients are refused at accept (wins over `allow`). */
+  deny: string[];
   /** Deadline of the notice call. */
   noticeTimeoutMs: number;
   /** Connections at once; absent: planned from the open-file limit at start (lib/proxy/budget.ts). */
@@ -79,6 +86,9 @@ export const PUBLIC_DEFAULTS = {
   maxPending: 4096,
   maxPendingPerOperator: 4096,
   maxPendingPerClient: 4096,
+  limits: LIMITS_DEFAULTS,
+  allow: [] as string[],
+  deny: [] as string[],
   noticeTimeoutMs: 5000,
   graceMs: 5000,
   sockets: "auto",
@@ -103,6 +113,9 @@ const KEYS = [
   "max_pending",
   "max_pending_per_operator",
   "max_pending_per_client",
+  "limits",
+  "allow",
+  "deny",
   "notice_timeout_ms",
   "max_connections",
   "grace_ms",
@@ -186,6 +199,9 @@ export function parsePublicSettings(
     maxPending: count("max_pending", D.maxPending),
     maxPendingPerOperator: count("max_pending_per_operator", D.maxPendingPerOperator),
     maxPendingPerClient: count("max_pending_per_client", D.maxPendingPerClient),
+    limits: parseLimits(data.limits, "limits", problems),
+    allow: cidrList(data.allow ?? D.allow, "allow", problems),
+    deny: cidrList(data.deny ?? D.deny, "deny", problems),
     noticeTimeoutMs: ms("notice_timeout_ms", D.noticeTimeoutMs),
     graceMs: check.integer(data.grace_ms ?? D.graceMs, "grace_ms", problems, 0, 3_600_000),
     sockets: check.oneOf(

@@ -97,3 +97,74 @@ store_path: state/announcements.jsonl
     );
   });
 });
+
+Deno.test("loadPublicSettings() reads the limits block and the allow/deny lists", async () => {
+  await withDir(async (dir) => {
+    const base = `operator: public-proxy-1
+public_listen: 127.0.0.1:4433
+private_listen: 127.0.0.1:9999
+${EPS_BLOCK}directory_dir: directory
+store: memory
+`;
+    const file = join(dir, "settings.yml");
+    await Deno.writeTextFile(file, base);
+    const d = await loadPublicSettings([file]);
+    // every limit is off by default, and the lists are empty
+    assert.deepEqual(d.limits, {
+      maxConnectionsPerClient: 0,
+      clientRate: 0,
+      clientBurst: 0,
+      maxPendingPerName: 0,
+      nameRate: 0,
+      nameBurst: 0,
+    });
+    assert.deepEqual([d.allow, d.deny], [[], []]);
+    await Deno.writeTextFile(
+      file,
+      `${base}limits:
+  max_connections_per_client: 256
+  client_rate: 2.5
+  max_pending_per_name: 1000
+  name_rate: 500
+  name_burst: 2000
+allow: [10.0.0.0/8, "::1", 127.0.0.2]
+deny: ["2001:DB8::/32"]
+`,
+    );
+    const s = await loadPublicSettings([file]);
+    assert.deepEqual(s.limits, {
+      maxConnectionsPerClient: 256,
+      clientRate: 2.5,
+      clientBurst: 3, // one second's worth, rounded up
+      maxPendingPerName: 1000,
+      nameRate: 500,
+      nameBurst: 2000,
+    });
+    assert.deepEqual(s.allow, ["10.0.0.0/8", "::1/128", "127.0.0.2/32"]);
+    assert.deepEqual(s.deny, ["2001:db8::/32"]);
+    await Deno.writeTextFile(
+      file,
+      `${base}limits:
+  max_connections_per_client: -1
+  client_rate: fast
+  name_burst: 10
+  per_name: 3
+allow: [10.0.0.1/8, nope, 7]
+deny: 10.0.0.0/8
+`,
+    );
+    const text = problemsOf(await loadPublicSettings([file]).catch((e) => e));
+    for (
+      const part of [
+        "settings.yml: limits.max_connections_per_client: must be an integer from 0 to 10000000, got -1",
+        'limits.client_rate: must be a number of connections a second from 0 (off) to 1000000, got "fast"',
+        "limits.name_burst: is only used with limits.name_rate above 0",
+        "limits.per_name: unknown key",
+        'allow[0]: "10.0.0.1/8" has bits set past its /8 prefix',
+        'allow[1]: "nope" is not an IPv4 or IPv6 address',
+        "allow[2]: must be a CIDR",
+        'deny: must be a list, got "10.0.0.0/8"',
+      ]
+    ) assert.ok(text.includes(part), `missing "${part}" in:\n${text}`);
+  });
+});

@@ -13,6 +13,7 @@
  */
 import type { HostPort } from "../../role.ts";
 import type {
+  Admission,
   Command,
   Limits,
   PlaneRole,
@@ -20,8 +21,10 @@ import type {
   PublicRoute,
   Snapshot,
 } from "../snapshot.ts";
-import { emptySnapshot } from "../snapshot.ts";
-import type { DataEvent } from "../events.ts";
+import { emptySnapshot, NO_ADMISSION } from "../snapshot.ts";
+import type { DataEvent, Refusal } from "../events.ts";
+import { CidrSet, inCidr, parseAddress } from "../../wire/cidr.ts";
+import { MAX_RATE_KEYS, RateTable } from "./admission.ts";
 import type { Output, Port, SockFailure, SockId } from "./io.ts";
 import { Timers } from "./timers.ts";
 import type { TimerOwner } from "./timers.ts";
@@ -69,13 +72,28 @@ export class Engine {
   readonly tickets: Tickets = new Tickets(this);
   /** Public: idle pooled dial-backs per operator, newest last. */
   readonly idle = new Map<string, IdlePooled[]>();
+  /** Public: clients waiting for a dial-back per routed name (`max_pending_per_name`). */
+  readonly pendingPerName = new Map<string, number>();
+  /** Public: open clients per address (`max_connections_per_client`), counted always. */
+  readonly clientsPerHost = new Map<string, number>();
+  /** Public: the per-address and per-name token buckets (docs/architecture.md, "Admission"). */
+  readonly clientRates = new RateTable(MAX_RATE_KEYS);
+  readonly nameRates = new RateTable(MAX_RATE_KEYS);
   snapshot: Snapshot = emptySnapshot();
+  /** The snapshot's admission policy, its lists parsed. */
+  admission: Admission = NO_ADMISSION;
+  allow: CidrSet = new CidrSet([]);
+  deny: CidrSet = new CidrSet([]);
+  /** Public: the routes' own `allow` lists, parsed, by domain (only routes that have one). */
+  routeAllow: ReadonlyMap<string, CidrSet> = new Map();
   publicRoutes: ReadonlyMap<string, PublicRoute> = new Map();
   privateRoutes: ReadonlyMap<string, PrivateRoute> = new Map();
   stopping = false;
   #drained = false;
   /** Accepted sockets and their port, for the two budgets. */
   #accepted = new Map<SockId, Port>();
+  /** The public port's sockets' client addresses (for `clientsPerHost`). */
+  #hostOf = new Map<SockId, string>();
   #clients = 0;
   #dialBacks = 0;
   #next = 1;
@@ -123,8 +141,11 @@ export class Engine {
     const port = this.#accepted.get(sock);
     if (port !== undefined) {
       this.#accepted.delete(sock);
-      if (port === "public") this.#clients--;
-      else this.#dialBacks--;
+      if (port === "public") {
+        this.#clients--;
+        bump(this.clientsPerHost, this.#hostOf.get(sock)!, -1);
+        this.#hostOf.delete(sock);
+      } else this.#dialBacks--;
     }
     this.outputs.push({ op: "close", sock, abort });
   }
@@ -161,16 +182,71 @@ export class Engine {
       });
       return null;
     }
+    // with accept_proxy_protocol the peer is the balancer: the client is checked once its
+    // header names it (admitProxied)
+    if (port === "public" && this.limits.acceptProxyProtocol !== true) {
+      const why = this.admit(remote.hostname, now);
+      if (why !== undefined) {
+        this.emit({ type: "refused", why: why[0], client: hostPortText(remote), detail: why[1] });
+        return null;
+      }
+    }
     const sock = this.id();
     this.#accepted.set(sock, port);
-    if (port === "public") this.#clients++;
-    else this.#dialBacks++;
+    if (port === "public") {
+      this.#clients++;
+      this.#hostOf.set(sock, remote.hostname);
+      bump(this.clientsPerHost, remote.hostname, 1);
+    } else this.#dialBacks++;
     const owner = port === "public"
       ? new ClientConn(this, sock, remote, now)
       : new DialBackIn(this, sock, remote, now);
     this.socks.set(sock, owner);
     this.outputs.push({ op: "read", sock, on: true });
     return sock;
+  }
+
+  /**
+   * The public port's checks of a new client before any byte is read (docs/architecture.md,
+   * "Admission"): the deny and allow lists, then its address's open connections and rate.
+   * `host`: its address (an IP literal). Returns the refusal and its detail, or undefined.
+   */
+  admit(host: string, now: number): [Refusal, string] | undefined {
+    const a = this.admission;
+    if (a === NO_ADMISSION) return undefined;
+    if (this.deny.size > 0 || this.allow.size > 0) {
+      const addr = parseAddress(host);
+      if (addr === null) return ["denied", `"${host}" is not an IP address`];
+      const hit = this.deny.cidrs.find((c) => inCidr(addr, c));
+      if (hit !== undefined) return ["denied", `in deny ${hit.text}`];
+      if (this.allow.size > 0 && !this.allow.has(addr)) return ["denied", "not in allow"];
+    }
+    const max = a.maxConnectionsPerClient;
+    if (max > 0 && (this.clientsPerHost.get(host) ?? 0) >= max) {
+      return ["client-connections", `${max} open from this address (max_connections_per_client)`];
+    }
+    if (a.clientRate > 0 && !this.clientRates.take(host, a.clientRate, a.clientBurst, now)) {
+      return [
+        "client-rate",
+        `over ${a.clientRate}/s, burst ${a.clientBurst}, from this address (client_rate)`,
+      ];
+    }
+    return undefined;
+  }
+
+  /**
+   * A public client whose PROXY header named `host` (docs/architecture.md, "Admission"): the
+   * admission checks for it, and its open-connection count moves from the balancer's address to
+   * its own. Returns the refusal and its detail, or undefined.
+   */
+  admitProxied(sock: SockId, host: string, now: number): [Refusal, string] | undefined {
+    const was = this.#hostOf.get(sock);
+    if (was === undefined) return undefined;
+    bump(this.clientsPerHost, was, -1);
+    const why = this.admit(host, now);
+    this.#hostOf.set(sock, host);
+    bump(this.clientsPerHost, host, 1);
+    return why;
   }
 
   /** Bytes read from `sock` (valid only during the call). */
@@ -265,7 +341,34 @@ export class Engine {
 
   /** Replaces the snapshot whole; live connections keep what they resolved. */
   setSnapshot(s: Snapshot): void {
+    // all off (or absent, or a clone of NO_ADMISSION from a worker's message): the fast path
+    const given = s.limits.admission;
+    const a = given === undefined ||
+        (given.allow.length === 0 && given.deny.length === 0 &&
+          given.maxConnectionsPerClient === 0 && given.clientRate === 0 &&
+          given.maxPendingPerName === 0 && given.nameRate === 0)
+      ? NO_ADMISSION
+      : given;
+    // parsed once per snapshot (the control plane validated every CIDR), reused when unchanged
+    const lists = new Map<string, CidrSet>();
+    for (const c of [this.allow, this.deny, ...this.routeAllow.values()]) {
+      lists.set(c.key, c);
+    }
+    const parsed = (texts: readonly string[]) => {
+      const key = texts.join(",");
+      let c = lists.get(key);
+      if (c === undefined) lists.set(key, c = new CidrSet(texts));
+      return c;
+    };
     this.snapshot = s;
+    this.admission = a;
+    this.allow = parsed(a.allow);
+    this.deny = parsed(a.deny);
+    const routeAllow = new Map<string, CidrSet>();
+    for (const [domain, r] of s.publicRoutes) {
+      if (r.allow !== undefined && r.allow.length > 0) routeAllow.set(domain, parsed(r.allow));
+    }
+    this.routeAllow = routeAllow;
     this.publicRoutes = new Map(s.publicRoutes);
     this.privateRoutes = new Map(s.privateRoutes);
   }

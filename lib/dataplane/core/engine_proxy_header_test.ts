@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { PP2_SIGNATURE } from "../../wire/proxy_protocol.ts";
-import type { Limits } from "../snapshot.ts";
+import { type Limits, NO_ADMISSION } from "../snapshot.ts";
 import { concat, fixture, Sim, snapshotOf, tokenBytes } from "./_sim.ts";
 
 const HOST = "test.internal-server.local";
@@ -196,5 +196,29 @@ Deno.test("core: accept_proxy_protocol off reads no header; a snapshot turns it 
   const off = sim.accept("public", LB)!;
   sim.feed(off, concat(V1, CURL));
   assert.equal(sim.ofType("refused")[1]?.why, "bad-hello");
+  clean(sim);
+});
+
+Deno.test("core: behind a balancer the admission checks see the PROXY source, not the balancer", () => {
+  const sim = pub({
+    admission: { ...NO_ADMISSION, deny: ["198.51.100.7/32"], maxConnectionsPerClient: 1 },
+  });
+  // the balancer itself is in no list: accepted; its first client (V1's source) is denied
+  const denied = sim.accept("public", LB)!;
+  assert.notEqual(denied, null);
+  sim.feed(denied, concat(V1, CURL));
+  const refused = sim.ofType("refused");
+  assert.deepEqual(
+    refused.map((r) => [r.why, r.client, r.detail]),
+    [["denied", "198.51.100.7:41000", "in deny 198.51.100.7/32"]],
+  );
+  // per-client limits count the real client: two from V2's source, one allowed at a time,
+  // while two clients behind the same balancer are no problem
+  const a = sim.accept("public", LB)!;
+  sim.feed(a, concat(V2, CURL));
+  const b = sim.accept("public", LB)!;
+  sim.feed(b, concat(V2, CURL));
+  assert.equal(sim.ofType("needDialBack").length, 1);
+  assert.equal(sim.ofType("refused").at(-1)!.why, "client-connections");
   clean(sim);
 });

@@ -10,6 +10,7 @@ import type { HostPort } from "../../role.ts";
 import { ClientHelloReader } from "../../wire/client_hello.ts";
 import type { ProxiedAddresses } from "../../wire/proxy_protocol.ts";
 import { ProxyHeaderReader } from "../../wire/proxy_protocol_reader.ts";
+import { parseAddress } from "../../wire/cidr.ts";
 import { matchDomain } from "../../wire/names.ts";
 import { encodePoolHeader } from "../../wire/pool_header.ts";
 import {
@@ -73,6 +74,8 @@ export class ClientConn extends Machine {
    * load balancer").
    */
   client: string;
+  /** The client's IP literal (what the admission checks match); set with `client`. */
+  address: string;
   /** The PROXY header's addresses (client and the balancer's destination), when it had them. */
   proxied: ProxiedAddresses | undefined;
   state: ClientState = "hello";
@@ -94,6 +97,7 @@ export class ClientConn extends Machine {
     this.id = engine.id();
     this.connId = engine.connId(this.id);
     this.client = hostPortText(remote);
+    this.address = remote.hostname;
     this.#accepted = now;
     this.#reader = new ClientHelloReader(engine.limits.maxClientHelloBytes);
     if (engine.limits.acceptProxyProtocol === true) this.#proxyHeader = new ProxyHeaderReader();
@@ -115,7 +119,7 @@ export class ClientConn extends Machine {
     if (this.state !== "hello") return;
     this.#got += bytes.length;
     if (this.#proxyHeader !== undefined) {
-      const rest = this.#readProxyHeader(bytes);
+      const rest = this.#readProxyHeader(bytes, now);
       if (rest === undefined || rest.length === 0) return;
       bytes = rest;
     }
@@ -139,7 +143,7 @@ export class ClientConn extends Machine {
    * Feeds the PROXY header reader; returns the bytes after a complete header (the ClientHello's
    * start), or undefined while it waits or once the connection is refused or closed.
    */
-  #readProxyHeader(bytes: Uint8Array): Uint8Array | undefined {
+  #readProxyHeader(bytes: Uint8Array, now: number): Uint8Array | undefined {
     let res;
     try {
       res = this.#proxyHeader!.push(bytes);
@@ -165,6 +169,13 @@ export class ClientConn extends Machine {
         hostname: h.addresses.source.address,
         port: h.addresses.source.port,
       });
+      this.address = h.addresses.source.address;
+    }
+    // the admission checks were not made at accept (that was the balancer): make them now
+    const why = this.engine.admitProxied(this.sock, this.address, now);
+    if (why !== undefined) {
+      this.#refusePlain(why[0], why[1], false);
+      return undefined;
     }
     return res.rest;
   }
@@ -199,6 +210,8 @@ export class ClientConn extends Machine {
     }
     this.#operator = routes.get(domain)!.operator;
     this.#domain = domain;
+    const denied = this.#admitName(domain, now);
+    if (denied !== undefined) return this.#refuse(denied[0], denied[1], now, denied[2]);
     const pooled = e.takeIdle(this.#operator, domain);
     if (pooled !== undefined) {
       pooled.take();
@@ -206,6 +219,10 @@ export class ClientConn extends Machine {
       return this.#pipe(pooled.sock, concat(header, hello, extra), header.length, now, "pool");
     }
     const cap = this.#pendingCap();
+    if (cap === "name-pending") {
+      const n = e.admission.maxPendingPerName;
+      return this.#refuse(cap, ALERT_INTERNAL_ERROR, now, `${n} wait (max_pending_per_name)`);
+    }
     if (cap !== undefined) return this.#refuse(cap, undefined, now);
     const raw = new Uint8Array(TOKEN_BYTES);
     let token: string;
@@ -218,6 +235,7 @@ export class ClientConn extends Machine {
     e.waiting.set(this.id, this);
     bump(e.pendingPerOperator, this.#operator, 1);
     bump(e.pendingPerClient, this.host, 1);
+    bump(e.pendingPerName, domain, 1);
     this.#replay = concat(undefined, hello, extra);
     this.state = "waiting";
     e.out({ op: "read", sock: this.sock, on: false });
@@ -233,9 +251,38 @@ export class ClientConn extends Machine {
     });
   }
 
+  /**
+   * The per-name checks after routing (docs/architecture.md, "Admission"): the announcement's
+   * `allow` (refused as an unknown name would be: a client outside it cannot tell a protected
+   * name from an unannounced one), then the name's rate. Returns refusal, alert, detail.
+   */
+  #admitName(domain: string, now: number): [Refusal, number, string] | undefined {
+    const e = this.engine;
+    const allow = e.routeAllow.get(domain);
+    if (allow !== undefined) {
+      const addr = parseAddress(this.address);
+      if (addr === null || !allow.has(addr)) {
+        return ["name-denied", ALERT_UNRECOGNIZED_NAME, `not in the allow of "${domain}"`];
+      }
+    }
+    const a = e.admission;
+    if (a.nameRate > 0 && !e.nameRates.take(domain, a.nameRate, a.nameBurst, now)) {
+      return [
+        "name-rate",
+        ALERT_INTERNAL_ERROR,
+        `over ${a.nameRate}/s, burst ${a.nameBurst}, for "${domain}" (name_rate)`,
+      ];
+    }
+    return undefined;
+  }
+
   #pendingCap(): Refusal | undefined {
     const e = this.engine;
     const l = e.limits;
+    const perName = e.admission.maxPendingPerName;
+    if (perName > 0 && (e.pendingPerName.get(this.#domain) ?? 0) >= perName) {
+      return "name-pending";
+    }
     if (e.pending.size >= l.maxPending) return "pending-total";
     if ((e.pendingPerOperator.get(this.#operator) ?? 0) >= l.maxPendingPerOperator) {
       return "pending-operator";
@@ -251,6 +298,7 @@ export class ClientConn extends Machine {
     e.waiting.delete(this.id);
     bump(e.pendingPerOperator, this.#operator, -1);
     bump(e.pendingPerClient, this.host, -1);
+    bump(e.pendingPerName, this.#domain, -1);
   }
 
   /** Its dial-back came (token claimed): replay the hello to it, then pipe. */
