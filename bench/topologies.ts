@@ -265,13 +265,26 @@ export async function ensurePki(
  * role's `/metrics` once a second (four times Prometheus's usual rate) while it runs, so the
  * relay CPU includes what the metrics and the scrapes cost.
  */
-function tlsPassTopology(name: string, admin: boolean): Topology {
+function tlsPassTopology(name: string, admin: boolean, publicExtra?: string): Topology {
   return {
     name,
     unavailable: tlsPassUnavailable,
-    start: (ctx) => startTlsPass(ctx, admin),
+    start: (ctx) => startTlsPass(ctx, admin, publicExtra),
   };
 }
+
+/**
+ * The public proxy's admission checks all on, none ever hit by the bench's clients (one address,
+ * thousands of connections a second): what the checks cost, not what they refuse.
+ */
+const LIMITS_ON = `limits:
+  max_connections_per_client: 1000000
+  client_rate: 1000000
+  max_pending_per_name: 1000000
+  name_rate: 1000000
+allow: [127.0.0.0/8, "::1/128"]
+deny: [10.0.0.0/8, "2001:db8::/32"]
+`;
 
 async function tlsPassUnavailable(ctx: Pick<TopologyContext, "repo" | "tlsPass">) {
   const bin = Deno.env.get("TLS_PASS_BIN");
@@ -312,7 +325,11 @@ function scrapeEverySecond(addrs: string[], log: (msg: string) => void): () => P
   };
 }
 
-async function startTlsPass(ctx: TopologyContext, admin: boolean): Promise<Running> {
+async function startTlsPass(
+  ctx: TopologyContext,
+  admin: boolean,
+  publicExtra?: string,
+): Promise<Running> {
   const pki = await ensurePki(ctx);
   const dirs = await makeSettings(join(ctx.state, "settings"), pki, {
     host: "127.0.0.1",
@@ -335,9 +352,12 @@ async function startTlsPass(ctx: TopologyContext, admin: boolean): Promise<Runni
   try {
     const adminFile = join(ctx.state, "admin.yml");
     if (admin) await Deno.writeTextFile(adminFile, "admin_listen: 127.0.0.1:0\n");
+    const publicFile = join(ctx.state, "public-extra.yml");
+    if (publicExtra) await Deno.writeTextFile(publicFile, publicExtra);
     for (const [name, role, dir] of roles) {
       const extra = (ctx.extraSettings[role] ?? []).flatMap((f) => ["--settings", f]);
       if (admin) extra.push("--settings", adminFile);
+      if (publicExtra && role === "public") extra.push("--settings", publicFile);
       const argv = [
         ...ctx.tlsPass,
         "run",
@@ -384,12 +404,15 @@ async function startTlsPass(ctx: TopologyContext, admin: boolean): Promise<Runni
 export const tlsPass: Topology = tlsPassTopology("tls-pass", false);
 /** tls-pass with every admin endpoint on and scraped once a second. */
 export const tlsPassAdmin: Topology = tlsPassTopology("tls-pass-admin", true);
+/** tls-pass with every admission check of the public proxy on (never hit). */
+export const tlsPassLimits: Topology = tlsPassTopology("tls-pass-limits", false, LIMITS_ON);
 
 export const TOPOLOGIES: Record<string, Topology> = {
   direct,
   haproxy2,
   "tls-pass": tlsPass,
   "tls-pass-admin": tlsPassAdmin,
+  "tls-pass-limits": tlsPassLimits,
   loop2,
   splice2,
 };

@@ -286,6 +286,10 @@ export async function startPublic(
       "pool-full": live.settings.maxPooledPerOperator,
       "hello-timeout": live.settings.helloTimeoutMs,
       expired: live.settings.dialBackTimeoutMs,
+      "client-connections": live.settings.limits.maxConnectionsPerClient,
+      "client-rate": live.settings.limits.clientRate,
+      "name-pending": live.settings.limits.maxPendingPerName,
+      "name-rate": live.settings.limits.nameRate,
     }),
   });
   const endpointText = formatHostPort(live.privateEndpoint);

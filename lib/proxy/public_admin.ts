@@ -26,6 +26,13 @@ const LIMIT_OF: Record<string, string> = {
   "pool-full": "max_pooled_per_operator",
   "hello-timeout": "hello_timeout_ms",
   "expired": "dial_back_timeout_ms",
+  "client-connections": "limits.max_connections_per_client",
+  "client-rate": "limits.client_rate",
+  "name-pending": "limits.max_pending_per_name",
+  "name-rate": "limits.name_rate",
+  "denied": "allow / deny",
+  "name-denied": "an announcement's allow",
+  "bad-proxy-header": "accept_proxy_protocol",
 };
 
 export interface PublicAdminParts {
