@@ -24,6 +24,7 @@ import {
   type SpliceSettings,
 } from "./splice.ts";
 import { operatorName } from "./public.ts";
+import type { ProxyProtocolVersion } from "../wire/proxy_protocol.ts";
 import { ADMIN_KEYS, type AdminSettings, parseAdminSettings } from "./admin.ts";
 
 /** One announced domain and the internal server behind it. */
@@ -33,6 +34,8 @@ export interface PrivateAnnouncement {
   internal: HostPort;
   /** Lifetime of each announcement; default 3 × reannounce_interval_ms, at most 7 days. */
   expiresInMs: number;
+  /** The PROXY protocol header written to the internal server first; absent: none. */
+  proxyProtocol?: ProxyProtocolVersion;
 }
 
 /** Pre-warmed dial-backs (docs/architecture.md, "Pre-warmed dial-backs"), per public operator. */
@@ -111,7 +114,8 @@ const KEYS = [
 export const MAX_ANNOUNCEMENTS = 100_000;
 
 const POOL_KEYS = ["enabled", "min_idle", "max_idle", "idle_timeout_ms"] as const;
-const ANNOUNCEMENT_KEYS = ["domain", "internal", "expires_in_ms"] as const;
+const ANNOUNCEMENT_KEYS = ["domain", "internal", "expires_in_ms", "proxy_protocol"] as const;
+const PROXY_PROTOCOL_VERSIONS: readonly ProxyProtocolVersion[] = ["v1", "v2"];
 
 /**
  * Validates merged private proxy settings, reporting every problem
@@ -169,6 +173,17 @@ export function parsePrivateSettings(
           MAX_EXPIRY_MS,
         ),
       };
+      if (m.proxy_protocol !== undefined) {
+        if (PROXY_PROTOCOL_VERSIONS.includes(m.proxy_protocol as ProxyProtocolVersion)) {
+          a.proxyProtocol = m.proxy_protocol as ProxyProtocolVersion;
+        } else {
+          pr.push(
+            `${k("proxy_protocol")}: ${
+              JSON.stringify(m.proxy_protocol)
+            } must be v1 or v2 (or absent: no PROXY protocol header)`,
+          );
+        }
+      }
       if (m.expires_in_ms !== undefined && a.expiresInMs <= reannounceIntervalMs) {
         pr.push(
           `${

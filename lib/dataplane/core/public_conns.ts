@@ -66,6 +66,10 @@ export class ClientConn extends Machine {
   /** Its id across both proxies (docs/architecture.md, "Connection ids"). */
   readonly connId: string;
   readonly client: string;
+  /** Its address and the one it connected to (the PROXY protocol's), when the driver knew it. */
+  readonly #addresses: { readonly source: HostPort; readonly destination: HostPort } | undefined;
+  /** The ALPN protocols of its ClientHello, once read (docs/architecture.md, "ALPN"). */
+  #alpn: readonly string[] | undefined;
   state: ClientState = "hello";
   #reader: ClientHelloReader;
   #got = 0;
@@ -78,11 +82,12 @@ export class ClientConn extends Machine {
   readonly #accepted: number;
   #hello = 0;
 
-  constructor(engine: Engine, sock: SockId, remote: HostPort, now: number) {
+  constructor(engine: Engine, sock: SockId, remote: HostPort, now: number, local?: HostPort) {
     super(engine, sock);
     this.id = engine.id();
     this.connId = engine.connId(this.id);
     this.client = hostPortText(remote);
+    this.#addresses = local === undefined ? undefined : { source: remote, destination: local };
     this.#accepted = now;
     this.#reader = new ClientHelloReader(engine.limits.maxClientHelloBytes);
     engine.timers.arm(this, now + engine.limits.helloTimeoutMs);
@@ -113,6 +118,7 @@ export class ClientConn extends Machine {
     const extra = this.#reader.extra;
     const hello = result.hello.bytes;
     this.#sni = result.hello.serverName ?? "";
+    this.#alpn = result.hello.alpn;
     this.#reader = undefined!; // a held connection keeps nothing of its hello
     this.#route(hello, extra, now);
   }
@@ -134,7 +140,7 @@ export class ClientConn extends Machine {
     const pooled = e.takeIdle(this.#operator, domain);
     if (pooled !== undefined) {
       pooled.take();
-      const header = encodePoolHeader(this.#sni, this.connId);
+      const header = encodePoolHeader(this.#sni, this.connId, this.#addresses);
       return this.#pipe(pooled.sock, concat(header, hello, extra), header.length, now, "pool");
     }
     const cap = this.#pendingCap();
@@ -162,6 +168,9 @@ export class ClientConn extends Machine {
       domain: this.#sni,
       token,
       client: this.client,
+      ...(this.#addresses !== undefined
+        ? { local: hostPortText(this.#addresses.destination) }
+        : {}),
     });
   }
 
@@ -228,6 +237,7 @@ export class ClientConn extends Machine {
         operator: this.#operator,
         domain: this.#sni,
         client: this.client,
+        alpn: this.#alpn ?? [],
         phases: { accepted: this.#accepted, hello: this.#hello, dialBack: now, internal: 0 },
       },
       now,
@@ -247,6 +257,7 @@ export class ClientConn extends Machine {
       client: this.client,
       ...(this.#sni !== "" ? { domain: this.#sni } : {}),
       ...(this.#operator !== "" ? { operator: this.#operator } : {}),
+      ...(this.#alpn !== undefined ? { alpn: this.#alpn } : {}),
       ...(detail !== undefined ? { detail } : {}),
     });
     this.#reader = undefined!;
