@@ -319,6 +319,7 @@ export class ClientConn extends Machine {
         conn: this.id,
         connId: this.connId,
         client: this.client,
+        ...(this.#alpn !== undefined ? { alpn: this.#alpn } : {}),
         detail: failure.code,
       });
     }
