@@ -194,6 +194,10 @@ async function routedByNotice(r: Running): Promise<[Deno.TcpConn, Deno.TcpConn]>
     const need = await r.events.next("needDialBack");
     assert.equal(need.domain, SNI);
     assert.equal(need.operator, "op1");
+    // the driver reported the accepted socket's local address: the public port as the client saw it
+    const to = client.remoteAddr;
+    assert.equal(need.local, `${to.hostname}:${to.port}`);
+    assert.equal(need.client, `${client.localAddr.hostname}:${client.localAddr.port}`);
     dialBack = await connect(r.plane.addrs.private);
     await writeAll(dialBack, decodeToken(need.token)!);
     assert.deepEqual(await readExact(dialBack, HELLO.length), HELLO);
@@ -264,7 +268,12 @@ conformance("a pool grant: the pooled dial-back gets the pool header and the hel
       const piped = await r.events.next("piped");
       assert.equal(piped.via, "pool");
       assert.match(piped.connId, /^dr-[0-9a-z]+$/); // the prefix reached the engine
-      assert.deepEqual(header, encodePoolHeader(SNI, piped.connId));
+      // with the client's address and the one it connected to (docs/architecture.md, "The PROXY protocol")
+      const addrs = {
+        source: { hostname: client.localAddr.hostname, port: client.localAddr.port },
+        destination: { hostname: client.remoteAddr.hostname, port: client.remoteAddr.port },
+      };
+      assert.deepEqual(header, encodePoolHeader(SNI, piped.connId, addrs));
       await writeAll(pooled, enc.encode("hi"));
       assert.deepEqual(await readExact(client, 2), enc.encode("hi"));
       await pooled.closeWrite();

@@ -114,6 +114,11 @@ export type DataEvent =
     readonly domain: string;
     readonly token: string;
     readonly client: string;
+    /**
+     * The address the client connected to (`ip:port`, the public listener's as the client saw
+     * it), when the driver reported it: the PROXY protocol's destination.
+     */
+    readonly local?: string;
   }
   /** A connection was refused before any splice; `client` is the peer's address. */
   | {
@@ -125,6 +130,8 @@ export type DataEvent =
     readonly client: string;
     readonly domain?: string;
     readonly operator?: string;
+    /** Public: the ALPN protocols of the client's ClientHello, once it was read. */
+    readonly alpn?: readonly string[];
     readonly detail?: string;
   }
   /** A splice was set up (public: client ↔ dial-back; private: dial-back ↔ internal). */
@@ -136,6 +143,8 @@ export type DataEvent =
     readonly operator: string;
     readonly domain: string;
     readonly client: string;
+    /** Public: the ALPN protocols the client offered (empty: none; docs/architecture.md, "ALPN"). */
+    readonly alpn?: readonly string[];
     /** The set-up's stamps (`ended` is 0): the metrics observe them now, not at the end. */
     readonly phases: Phases;
   }
@@ -148,6 +157,8 @@ export type DataEvent =
     readonly operator: string;
     readonly domain: string;
     readonly client: string;
+    /** Public: the ALPN protocols the client offered (empty: none). */
+    readonly alpn?: readonly string[];
     readonly up: number;
     readonly down: number;
     readonly reason: EndReason;

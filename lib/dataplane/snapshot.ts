@@ -6,6 +6,7 @@
  * @module
  */
 import type { HostPort } from "../role.ts";
+import type { ProxyProtocolVersion } from "../wire/proxy_protocol.ts";
 
 /** Which proxy a data plane serves. */
 export type PlaneRole = "public" | "private";
@@ -23,6 +24,11 @@ export interface PublicRoute {
 /** A route of the private proxy: where the internal server of a name is (an IP literal). */
 export interface PrivateRoute {
   readonly internal: HostPort;
+  /**
+   * The PROXY protocol header written to the internal server before the ClientHello (the
+   * announcement's `proxy_protocol`, docs/settings.md); absent: none.
+   */
+  readonly proxyProtocol?: ProxyProtocolVersion;
 }
 
 /**
@@ -183,6 +189,11 @@ export type Command =
     readonly endpoint: HostPort;
     readonly token: string;
     readonly internal: HostPort;
+    /** The header to write to the internal server first (the route's `proxyProtocol`). */
+    readonly proxyProtocol?: ProxyProtocolVersion;
+    /** The client's address and the one it connected to (absent from an older public proxy). */
+    readonly source?: HostPort;
+    readonly destination?: HostPort;
   }
   /** Private: open one idle pooled dial-back per token (base64) to `endpoint`. */
   | {

@@ -398,6 +398,13 @@ export class AnnouncementTable {
           }) for new connections`,
         );
       }
+      if (old.proxyProtocol !== a.proxyProtocol) {
+        lines.push(
+          `announcements: ${a.domain} proxy_protocol ${a.proxyProtocol ?? "none"} (was ${
+            old.proxyProtocol ?? "none"
+          }) for new connections`,
+        );
+      }
       if (old.expiresInMs !== a.expiresInMs) {
         lines.push(`announcements: ${a.domain} expires_in_ms ${a.expiresInMs}`);
       }

@@ -164,6 +164,14 @@ Deno.test("table: update adds, changes and drains removed announcements, then fo
   assert.deepEqual(t.update([moved]), [
     `announcements: ${W.domain} now goes to 10.0.0.9:8443 (was 10.0.0.2:443) for new connections`,
   ]);
+  // proxy_protocol applies to new connections too (the next snapshot's route carries it)
+  assert.deepEqual(t.update([{ ...moved, proxyProtocol: "v2" }]), [
+    `announcements: ${W.domain} proxy_protocol v2 (was none) for new connections`,
+  ]);
+  assert.equal(t.find("z.example.org")?.proxyProtocol, "v2");
+  assert.deepEqual(t.update([moved]), [
+    `announcements: ${W.domain} proxy_protocol none (was v2) for new connections`,
+  ]);
   const drained = t.drain(A.domain);
   t.onEvent(ended(4, A.domain));
   assert.equal((await drained).state, "drained");

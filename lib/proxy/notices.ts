@@ -3,7 +3,9 @@
  * accepted only from an operator in `announce_to`, only for an announced domain (exact, then
  * `*.parent`), and only for the endpoint the settings allow for that operator — an address from
  * the network is never dialled unchecked. The result is the data plane's `dialBack` command, with
- * the notice's connection id `conn` when it has one (docs/architecture.md, "Connection ids").
+ * the notice's connection id `conn` when it has one (docs/architecture.md, "Connection ids"), and
+ * the client's `source` and `destination` addresses with the announcement's `proxy_protocol`
+ * (docs/architecture.md, "The PROXY protocol").
  * @module
  */
 import { RpcCode, RpcError } from "../errors.ts";
@@ -14,6 +16,7 @@ import type { PrivateAnnouncement, PrivateSettings } from "../settings/private.t
 import { matchName, normalizeHostName } from "../wire/names.ts";
 import { decodeToken, TOKEN_BYTES } from "../wire/token.ts";
 import { isConnId, MAX_CONN_ID_CHARS } from "../wire/conn_id.ts";
+import { parseAddressText } from "../wire/pool_header.ts";
 
 export interface NoticeContext {
   settings: PrivateSettings;
@@ -69,6 +72,30 @@ export function checkNotice(
       RpcCode.InvalidParams,
     );
   }
+  // the client's address and the one it connected to (PROXY protocol): both or neither, absent
+  // from a public proxy from before them
+  const addr = (key: "source" | "destination"): HostPort | undefined => {
+    const v = params[key];
+    if (v === undefined) return undefined;
+    const a = typeof v === "string" ? parseAddressText(v) : null;
+    if (a === null) {
+      refuse(
+        `${key} ${JSON.stringify(v)} must be an IP address and port (ip:port or [ip6]:port)`,
+        RpcCode.InvalidParams,
+      );
+    }
+    return a!;
+  };
+  const source = addr("source");
+  const destination = addr("destination");
+  if ((source === undefined) !== (destination === undefined)) {
+    refuse(
+      `${source === undefined ? "destination" : "source"} without ${
+        source === undefined ? "source" : "destination"
+      }`,
+      RpcCode.InvalidParams,
+    );
+  }
   if (c.live() >= c.maxConnections) {
     refuse(`${c.maxConnections} connections open`, RpcCode.Unavailable);
   }
@@ -90,5 +117,9 @@ export function checkNotice(
     endpoint: to!,
     token: params.token as string,
     internal: internal!,
+    ...(announcement!.proxyProtocol !== undefined
+      ? { proxyProtocol: announcement!.proxyProtocol }
+      : {}),
+    ...(source !== undefined ? { source, destination: destination! } : {}),
   };
 }

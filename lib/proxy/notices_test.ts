@@ -59,3 +59,56 @@ for (const bad of ["", "a b", "x".repeat(65), 42, "conn\n2"]) {
     );
   });
 }
+
+Deno.test("checkNotice() passes the client's addresses and the announcement's proxy_protocol on", () => {
+  const ctx: NoticeContext = {
+    ...context,
+    byDomain: new Map([[DOMAIN, { ...settings.announcements[0]!, proxyProtocol: "v2" }]]),
+  };
+  const cmd = checkNotice(
+    notice({ source: "[::1]:51000", destination: "[::1]:8443" }),
+    "public-proxy-1",
+    ctx,
+  );
+  assert.deepEqual([cmd.proxyProtocol, cmd.source, cmd.destination], [
+    "v2",
+    { hostname: "::1", port: 51000 },
+    { hostname: "::1", port: 8443 },
+  ]);
+  // a public proxy from before the addresses: none, and the header says so (v1 UNKNOWN, v2 LOCAL)
+  const old = checkNotice(notice({}), "public-proxy-1", ctx);
+  assert.equal("source" in old || "destination" in old, false);
+  // an announcement without proxy_protocol: no header
+  const plain = checkNotice(
+    notice({ source: "127.0.0.2:1", destination: "127.0.0.1:2" }),
+    "public-proxy-1",
+    context,
+  );
+  assert.equal("proxyProtocol" in plain, false);
+  assert.deepEqual(plain.source, { hostname: "127.0.0.2", port: 1 });
+});
+
+const badAddresses: [Record<string, unknown>, string][] = [
+  [
+    { source: "localhost:1", destination: "127.0.0.1:2" },
+    `source "localhost:1" must be an IP address and port`,
+  ],
+  [{ source: "127.0.0.2:1", destination: 8443 }, "destination 8443 must be an IP address and port"],
+  [
+    { source: "::1:1", destination: "127.0.0.1:2" },
+    `source "::1:1" must be an IP address and port`,
+  ],
+  [{ source: "127.0.0.2:70000", destination: "127.0.0.1:2" }, `source "127.0.0.2:70000"`],
+  [{ source: "127.0.0.2:1" }, "source without destination"],
+  [{ destination: "127.0.0.1:2" }, "destination without source"],
+];
+for (const [extra, message] of badAddresses) {
+  Deno.test(`checkNotice() refuses ${JSON.stringify(extra)}, naming the peer`, () => {
+    assert.throws(
+      () => checkNotice(notice(extra), "public-proxy-1", context),
+      (e) =>
+        e instanceof RpcError && e.code === RpcCode.InvalidParams &&
+        e.message.startsWith(`Cannot accept notice from "public-proxy-1": ${message}`),
+    );
+  });
+}

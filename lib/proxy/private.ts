@@ -22,6 +22,7 @@ import {
   type DataPlane,
   type Limits,
   openDataPlane,
+  type PrivateRoute,
   reasonText,
   type Snapshot,
 } from "../dataplane/mod.ts";
@@ -182,10 +183,14 @@ class PrivateControl {
   }
 
   snapshot(): Snapshot {
-    const routes: [string, { internal: HostPort }][] = [];
+    const routes: [string, PrivateRoute][] = [];
     for (const a of this.table.serving.values()) {
       const internal = this.resolver.get(a.internal);
-      if (internal !== undefined) routes.push([a.domain, { internal }]);
+      if (internal === undefined) continue;
+      routes.push([
+        a.domain,
+        a.proxyProtocol === undefined ? { internal } : { internal, proxyProtocol: a.proxyProtocol },
+      ]);
     }
     return {
       version: ++this.#version,
@@ -389,7 +394,10 @@ class PrivateControl {
     this.table.opened(cmd.domain);
     this.pools.get(caller)?.arrival();
   }
-  /** Serves notices: one client, or a batch of them (a burst): `{endpoint, connections: [{domain, token, conn}]}`. */
+  /**
+   * Serves notices: one client, or a batch of them (a burst):
+   * `{endpoint, connections: [{domain, token, conn, source, destination}]}`.
+   */
   serveNotices(eps: EpsClient, stop: AbortSignal): void {
     eps.serve("incomingConnection", (params, ctx) => {
       if (!Array.isArray(params.connections)) {
@@ -402,7 +410,14 @@ class PrivateControl {
           : {};
         try {
           this.#accept(
-            { domain: o.domain, token: o.token, endpoint: params.endpoint, conn: o.conn },
+            {
+              domain: o.domain,
+              token: o.token,
+              endpoint: params.endpoint,
+              conn: o.conn,
+              source: o.source,
+              destination: o.destination,
+            },
             ctx.caller,
             stop,
           );

@@ -30,9 +30,10 @@ Deno.test("reload diff names the applied keys, and refuses the restart-only ones
       domain: "a.example.com",
       internal: { hostname: "127.0.0.1", port: 1 },
       expiresInMs: 1000,
+      proxyProtocol: "v1",
     }],
   };
-  // the announcements' lines come from their table, not from the diff
+  // the announcements' lines (proxy_protocol among them: applied) come from their table, not from the diff
   assert.deepEqual(privateChanges(BASE, next).sort(), [
     "eps.call_timeout_ms: 5000 → 1000",
     "grace_ms: 5000 → 1",

@@ -111,6 +111,8 @@ export interface NoticeRequest {
   domain: string;
   token: string;
   client: string;
+  /** The address the client connected to (`ip:port`), when the data plane knew it. */
+  local?: string;
 }
 
 /** Counts and logs one event of the public data plane; returns a notice to send, if any. */
@@ -154,13 +156,16 @@ export function onPublicEvent(
     case "ended":
       countEnded(stats, e.reason);
       log.info(
-        "conn {conn}: Closed {client} for {domain} via {operator}: {up} bytes up, {down} down, {ms} ms, {reason}",
+        "conn {conn}: Closed {client} for {domain} via {operator}: {up} bytes up, {down} down, {ms} ms, ALPN {alpnText}, {reason}",
         {
           conn: e.connId,
           client: e.client,
           domain: e.domain,
           operator: e.operator,
           via: e.via,
+          // the protocols the client offered (docs/architecture.md, "ALPN")
+          alpn: e.alpn ?? [],
+          alpnText: e.alpn === undefined || e.alpn.length === 0 ? "none" : e.alpn.join(","),
           up: e.up,
           down: e.down,
           ms: Math.round(e.phases.ended - e.phases.accepted),

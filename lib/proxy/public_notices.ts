@@ -3,9 +3,12 @@
  * for a dial-back, the public proxy calls `<operator>.incomingConnection` through its EPS. A
  * burst is signalled in batches: up to {@linkcode MAX_IN_FLIGHT} calls per operator go at once,
  * and the clients that arrive meanwhile wait (in order) and go in one call of up to
- * {@linkcode MAX_BATCH} — `{endpoint, connections: [{domain, token, conn}]}` — when a call
+ * {@linkcode MAX_BATCH} — `{endpoint, connections: [{domain, token, conn, source, destination}]}` — when a call
  * returns. A single waiting client goes in the original form `{domain, token, endpoint, conn}`.
- * `conn` is the client's connection id (docs/architecture.md, "Connection ids").
+ * `conn` is the client's connection id (docs/architecture.md, "Connection ids"); `source` and
+ * `destination` (`ip:port`, in both forms) are the client's address and the one it connected to,
+ * for the PROXY protocol header the private proxy may write (docs/architecture.md, "The PROXY
+ * protocol").
  *
  * When a call fails, or the answer refuses a connection, no dial-back will come: the data plane
  * is told at once (`noticeFailed`) and refuses the client with alert internal_error instead of
@@ -23,6 +26,16 @@ import type { NoticeRequest } from "./public_events.ts";
 export const MAX_IN_FLIGHT = 8;
 /** Clients in one batched notice. */
 export const MAX_BATCH = 256;
+
+/** One client in a notice's params (docs/architecture.md, "The PROXY protocol"). */
+function entry(n: NoticeRequest): Record<string, string> {
+  const e: Record<string, string> = { domain: n.domain, token: n.token, conn: n.connId };
+  if (n.local !== undefined) {
+    e.source = n.client;
+    e.destination = n.local;
+  }
+  return e;
+}
 
 interface OperatorQueue {
   inFlight: number;
@@ -80,16 +93,8 @@ export class Notifier {
     this.calls++;
     if (batch.length > 1) this.batched += batch.length;
     const params = batch.length === 1
-      ? {
-        domain: batch[0]!.domain,
-        token: batch[0]!.token,
-        endpoint: this.#endpoint,
-        conn: batch[0]!.connId,
-      }
-      : {
-        endpoint: this.#endpoint,
-        connections: batch.map((n) => ({ domain: n.domain, token: n.token, conn: n.connId })),
-      };
+      ? { ...entry(batch[0]!), endpoint: this.#endpoint }
+      : { endpoint: this.#endpoint, connections: batch.map(entry) };
     this.eps.call<{ results?: unknown }>(`${operator}.incomingConnection`, params, {
       timeoutMs: this.timeoutMs,
       signal: this.signal,

@@ -25,6 +25,7 @@ import {
 } from "./splice.ts";
 import { operatorName } from "./public.ts";
 import { cidrList } from "./limits.ts";
+import type { ProxyProtocolVersion } from "../wire/proxy_protocol.ts";
 import { ADMIN_KEYS, type AdminSettings, parseAdminSettings } from "./admin.ts";
 
 /** One announced domain and the internal server behind it. */
@@ -39,6 +40,8 @@ export interface PrivateAnnouncement {
    * "Admission"); absent: everyone its public port admits.
    */
   allow?: string[];
+  /** The PROXY protocol header written to the internal server first; absent: none. */
+  proxyProtocol?: ProxyProtocolVersion;
 }
 
 /** Pre-warmed dial-backs (docs/architecture.md, "Pre-warmed dial-backs"), per public operator. */
@@ -117,7 +120,14 @@ const KEYS = [
 export const MAX_ANNOUNCEMENTS = 100_000;
 
 const POOL_KEYS = ["enabled", "min_idle", "max_idle", "idle_timeout_ms"] as const;
-const ANNOUNCEMENT_KEYS = ["domain", "internal", "expires_in_ms", "allow"] as const;
+const ANNOUNCEMENT_KEYS = [
+  "domain",
+  "internal",
+  "expires_in_ms",
+  "allow",
+  "proxy_protocol",
+] as const;
+const PROXY_PROTOCOL_VERSIONS: readonly ProxyProtocolVersion[] = ["v1", "v2"];
 
 /**
  * Validates merged private proxy settings, reporting every problem
@@ -179,6 +189,17 @@ export function parsePrivateSettings(
         a.allow = cidrList(m.allow, k("allow"), pr);
         if (a.allow.length === 0) {
           pr.push(`${k("allow")}: must list at least one CIDR (or be left out)`);
+        }
+      }
+      if (m.proxy_protocol !== undefined) {
+        if (PROXY_PROTOCOL_VERSIONS.includes(m.proxy_protocol as ProxyProtocolVersion)) {
+          a.proxyProtocol = m.proxy_protocol as ProxyProtocolVersion;
+        } else {
+          pr.push(
+            `${k("proxy_protocol")}: ${
+              JSON.stringify(m.proxy_protocol)
+            } must be v1 or v2 (or absent: no PROXY protocol header)`,
+          );
         }
       }
       if (m.expires_in_ms !== undefined && a.expiresInMs <= reannounceIntervalMs) {

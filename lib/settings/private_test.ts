@@ -81,3 +81,34 @@ Deno.test("loadPrivateSettings() accepts the dev settings of private-proxy-1", a
     assert.deepEqual(s.eps.address, { hostname: "127.0.0.1", port: 7776 });
   });
 });
+
+Deno.test("loadPrivateSettings() reads proxy_protocol per announcement, v1 or v2 only", async () => {
+  await withDir(async (dir) => {
+    const file = join(dir, "settings.yml");
+    const write = (pp: string) =>
+      Deno.writeTextFile(
+        file,
+        `operator: private-proxy-1
+${EPS_BLOCK}announce_to: [public-proxy-1]
+endpoints: {public-proxy-1: 127.0.0.1:9999}
+announcements:
+  - {domain: a.local, internal: 127.0.0.1:8888, proxy_protocol: v1}
+  - {domain: b.local, internal: 127.0.0.1:8889, proxy_protocol: ${pp}}
+  - {domain: c.local, internal: 127.0.0.1:8890}
+`,
+      );
+    await write("v2");
+    const s = await loadPrivateSettings([file]);
+    assert.deepEqual(s.announcements.map((a) => a.proxyProtocol), ["v1", "v2", undefined]);
+    assert.equal("proxyProtocol" in s.announcements[2]!, false);
+    for (const bad of ["v3", "true", "V1", "2"]) {
+      await write(bad);
+      const text = problemsOf(await loadPrivateSettings([file]).catch((e) => e));
+      assert.ok(
+        text.includes(`${file}: announcements[1].proxy_protocol: `) &&
+          text.includes("must be v1 or v2 (or absent: no PROXY protocol header)"),
+        text,
+      );
+    }
+  });
+});

@@ -5,14 +5,16 @@
  *
  * Type 2 (written now): the type byte, a 2-byte big-endian length of the fields, then fields of
  * one tag byte, one length byte and the value: {@linkcode PoolField.Name} (the SNI in ASCII,
- * required), {@linkcode PoolField.Conn} (the connection id, optional); tags 3 and 4 are kept for
- * the client's source and destination addresses (PROXY protocol), and a tag the decoder does not
- * know is skipped, so a newer peer may add fields. Type 1 (a peer from before connection ids, still
+ * required), {@linkcode PoolField.Conn} (the connection id, optional),
+ * {@linkcode PoolField.Source} and {@linkcode PoolField.Destination} (the client's address and the
+ * one it connected to, `ip:port` or `[ip6]:port` in ASCII, optional, both or neither: what the
+ * private proxy writes in a PROXY protocol header), and a tag the decoder does not know is skipped, so a newer peer may add fields. Type 1 (a peer from before connection ids, still
  * decoded): the type byte, one length byte, the SNI.
  * @module
  */
 import { ProtocolError } from "../errors.ts";
 import { isConnId } from "./conn_id.ts";
+import { ipv4Bytes, ipv6Bytes } from "./ip.ts";
 
 /** Type byte of the original header: one length byte, the SNI. */
 export const POOL_HEADER_V1 = 1;
@@ -29,9 +31,9 @@ export const PoolField = {
   Name: 1,
   /** The connection id the public proxy gave the client (docs/architecture.md, "Connection ids"). */
   Conn: 2,
-  /** Reserved: the client's source address (PROXY protocol). */
+  /** The client's source address, `ip:port` (PROXY protocol), optional, with Destination. */
   Source: 3,
-  /** Reserved: the address the client connected to (PROXY protocol). */
+  /** The address the client connected to, `ip:port` (PROXY protocol), optional, with Source. */
   Destination: 4,
 } as const;
 
@@ -40,6 +42,34 @@ export interface PoolHeader {
   readonly name: string;
   /** The connection id; absent from a type 1 header (a peer from before connection ids). */
   readonly conn?: string;
+  /** The client's address and the one it connected to (absent from a peer before them). */
+  readonly source?: HostPort;
+  readonly destination?: HostPort;
+}
+
+/** An IP literal and a port. */
+export interface HostPort {
+  readonly hostname: string;
+  readonly port: number;
+}
+
+/** `ip:port`, `[ip6]:port`. */
+export function addressText(a: HostPort): string {
+  return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
+}
+
+/** The IP literal and port of `ip:port` or `[ip6]:port`, or null when it is not one. */
+export function parseAddressText(s: string): HostPort | null {
+  const colon = s.lastIndexOf(":");
+  if (colon < 1) return null;
+  let host = s.slice(0, colon);
+  const port = s.slice(colon + 1);
+  if (!/^\d{1,5}$/.test(port) || Number(port) > 65_535) return null;
+  if (host.startsWith("[") && host.endsWith("]")) {
+    host = host.slice(1, -1);
+    if (ipv6Bytes(host) === null) return null;
+  } else if (ipv4Bytes(host) === null) return null;
+  return { hostname: host, port: Number(port) };
 }
 
 /** A decoded header and its length on the wire. */
@@ -59,16 +89,24 @@ function ascii(value: string, what: string): Uint8Array {
 }
 
 /**
- * The type 2 pool header for a client with SNI `name` (a normalised host name, ≤ 253 ASCII bytes)
- * and connection id `conn`.
+ * The type 2 pool header for a client with SNI `name` (a normalised host name, ≤ 253 ASCII bytes),
+ * connection id `conn`, and its address `source` and the one it connected to `destination`.
  */
-export function encodePoolHeader(name: string, conn?: string): Uint8Array {
+export function encodePoolHeader(
+  name: string,
+  conn?: string,
+  addresses?: { readonly source: HostPort; readonly destination: HostPort },
+): Uint8Array {
   const fields: [number, Uint8Array][] = [[PoolField.Name, ascii(name, "name")]];
   if (conn !== undefined) {
     if (!isConnId(conn)) {
       throw new RangeError(`Cannot encode pool header: connection id "${conn}" is not valid`);
     }
     fields.push([PoolField.Conn, ascii(conn, "connection id")]);
+  }
+  if (addresses !== undefined) {
+    fields.push([PoolField.Source, ascii(addressText(addresses.source), "source")]);
+    fields.push([PoolField.Destination, ascii(addressText(addresses.destination), "destination")]);
   }
   let n = 0;
   for (const [, v] of fields) n += 2 + v.length;
@@ -135,6 +173,8 @@ export function decodePoolHeader(bytes: Uint8Array): DecodedPoolHeader | null {
   if (bytes.length < end) return null;
   let name: string | undefined;
   let conn: string | undefined;
+  let source: HostPort | undefined;
+  let destination: HostPort | undefined;
   for (let off = 3; off < end;) {
     if (off + 2 > end) throw new ProtocolError("Cannot decode pool header: a field is cut off");
     const tag = bytes[off]!;
@@ -154,10 +194,36 @@ export function decodePoolHeader(bytes: Uint8Array): DecodedPoolHeader | null {
       if (tag === PoolField.Name) name = v;
       else if (isConnId(v)) conn = v;
       else throw new ProtocolError(`Cannot decode pool header: connection id "${v}" is not valid`);
+    } else if (tag === PoolField.Source || tag === PoolField.Destination) {
+      const what = tag === PoolField.Source ? "source" : "destination";
+      if ((tag === PoolField.Source ? source : destination) !== undefined) {
+        throw new ProtocolError(`Cannot decode pool header: the ${what} comes twice`);
+      }
+      const v = text(bytes, from, off, what);
+      const a = parseAddressText(v);
+      if (a === null) {
+        throw new ProtocolError(
+          `Cannot decode pool header: ${what} "${v}" is not an IP address and port`,
+        );
+      }
+      if (tag === PoolField.Source) source = a;
+      else destination = a;
     } // any other tag: a field of a newer peer, skipped
   }
   if (name === undefined) throw new ProtocolError("Cannot decode pool header: no name");
-  return conn === undefined ? { name, length: end } : { name, conn, length: end };
+  if ((source === undefined) !== (destination === undefined)) {
+    throw new ProtocolError(
+      `Cannot decode pool header: a ${source === undefined ? "destination" : "source"} without a ${
+        source === undefined ? "source" : "destination"
+      }`,
+    );
+  }
+  return {
+    name,
+    ...(conn !== undefined ? { conn } : {}),
+    ...(source !== undefined ? { source, destination: destination! } : {}),
+    length: end,
+  };
 }
 
 function decodeV1(bytes: Uint8Array): DecodedPoolHeader | null {

@@ -56,7 +56,7 @@ Deno.test("decodePoolHeader() still decodes type 1 (a peer from before connectio
 });
 
 Deno.test("decodePoolHeader() skips fields it does not know (a newer peer's)", () => {
-  const h = b(2, 0, 14, 3, 4, 1, 2, 3, 4, PoolField.Name, 3, "a.b", 200, 1, 0xff);
+  const h = b(2, 0, 14, 7, 4, 1, 2, 3, 4, PoolField.Name, 3, "a.b", 200, 1, 0xff);
   assert.deepEqual(decodePoolHeader(h), { name: "a.b", length: 17 });
 });
 
@@ -81,6 +81,47 @@ const bad: [string, Uint8Array, RegExp][] = [
     "a bad connection id",
     b(2, 0, 8, PoolField.Name, 1, "a", PoolField.Conn, 3, "a/b"),
     /connection id "a\/b" is not valid/,
+  ],
+  [
+    "a source that is no address",
+    b(
+      2,
+      0,
+      15,
+      PoolField.Name,
+      1,
+      "a",
+      PoolField.Source,
+      4,
+      "x:80",
+      PoolField.Destination,
+      4,
+      "y:80",
+    ),
+    /source "x:80" is not an IP address and port/,
+  ],
+  [
+    "a source without a destination",
+    b(2, 0, 15, PoolField.Name, 1, "a", PoolField.Source, 10, "1.2.3.4:80"),
+    /a source without a destination/,
+  ],
+  [
+    "a destination with a bad port",
+    b(
+      2,
+      0,
+      29,
+      PoolField.Name,
+      1,
+      "a",
+      PoolField.Source,
+      9,
+      "[::1]:443",
+      PoolField.Destination,
+      13,
+      "1.2.3.4:65536",
+    ),
+    /destination "1.2.3.4:65536"/,
   ],
   [
     "an empty connection id",
@@ -117,3 +158,24 @@ Deno.test("connIdPrefix() and connIdOf() make short ids that isConnId() accepts"
     assert.ok(!isConnId(no), String(no));
   }
 });
+
+const addressed: [
+  string,
+  { hostname: string; port: number },
+  { hostname: string; port: number },
+][] = [
+  ["IPv4", { hostname: "127.0.0.2", port: 51000 }, { hostname: "127.0.0.1", port: 8443 }],
+  ["IPv6", { hostname: "::1", port: 1 }, { hostname: "2001:db8::7", port: 65535 }],
+];
+for (const [what, source, destination] of addressed) {
+  Deno.test(`encodePoolHeader() round-trips the ${what} source and destination`, () => {
+    const bytes = encodePoolHeader(NAME, "k3f9x-1a", { source, destination });
+    assert.deepEqual(decodePoolHeader(bytes), {
+      name: NAME,
+      conn: "k3f9x-1a",
+      source,
+      destination,
+      length: bytes.length,
+    });
+  });
+}

@@ -133,10 +133,13 @@ export class Sim {
 
   // -- inputs ------------------------------------------------------------------------------
 
-  /** Accepts a connection on `port` (each gets its own remote port unless `remote` is given). */
-  accept(port: Port, remote?: HostPort): SockId | null {
+  /**
+   * Accepts a connection on `port` (each gets its own remote port unless `remote` is given);
+   * `local`: its address on this side, as a driver reports it.
+   */
+  accept(port: Port, remote?: HostPort, local?: HostPort): SockId | null {
     const from = remote ?? { hostname: "203.0.113.9", port: 40000 + this.#remotes++ };
-    const id = this.engine.accept(port, from, this.now);
+    const id = this.engine.accept(port, from, this.now, local);
     if (id !== null) {
       if (this.socks.has(id)) this.violations.push(`accept reused socket ${id}`);
       this.socks.set(id, newSock(id, "accepted", { port, remote: from }));

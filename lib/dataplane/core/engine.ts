@@ -166,10 +166,11 @@ export class Engine {
   // -- inputs ------------------------------------------------------------------------------
 
   /**
-   * A connection was accepted on `port` from `remote`. Returns its socket id, or null when it is
-   * refused (the driver closes it at once).
+   * A connection was accepted on `port` from `remote`; `local` is its address on this side (the
+   * destination a PROXY protocol header names), when the driver knows it. Returns its socket id,
+   * or null when it is refused (the driver closes it at once).
    */
-  accept(port: Port, remote: HostPort, now: number): SockId | null {
+  accept(port: Port, remote: HostPort, now: number, local?: HostPort): SockId | null {
     if (this.stopping) return null;
     const open = port === "public" ? this.#clients : this.#dialBacks;
     const cap = port === "public" ? this.limits.maxConnections : this.limits.maxDialBacks;
@@ -199,7 +200,7 @@ export class Engine {
       bump(this.clientsPerHost, remote.hostname, 1);
     } else this.#dialBacks++;
     const owner = port === "public"
-      ? new ClientConn(this, sock, remote, now)
+      ? new ClientConn(this, sock, remote, now, local)
       : new DialBackIn(this, sock, remote, now);
     this.socks.set(sock, owner);
     this.outputs.push({ op: "read", sock, on: true });

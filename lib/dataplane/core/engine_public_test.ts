@@ -105,6 +105,7 @@ Deno.test("core refuses an unknown SNI with alert 112, lingers, then closes", ()
     connId: "t-2",
     client: "203.0.113.9:40000",
     domain: "nope.example.org",
+    alpn: [],
     detail: 'no announcement for "nope.example.org"',
   }]);
   assertLingering(sim, client, 112);

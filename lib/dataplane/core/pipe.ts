@@ -18,6 +18,8 @@ export interface PipeMeta {
   readonly operator: string;
   readonly domain: string;
   readonly client: string;
+  /** Public: the ALPN protocols the client offered (docs/architecture.md, "ALPN"). */
+  readonly alpn?: readonly string[];
   /** Phase times so far; `piped` and `ended` are filled in here. */
   readonly phases: Omit<Phases, "piped" | "ended">;
 }
@@ -62,6 +64,7 @@ export class Pipe implements SockOwner {
       operator: meta.operator,
       domain: meta.domain,
       client: meta.client,
+      ...(meta.alpn !== undefined ? { alpn: meta.alpn } : {}),
       phases: { ...meta.phases, piped: now, ended: 0 },
     });
     this.#armIdle(now);
@@ -132,6 +135,7 @@ export class Pipe implements SockOwner {
       operator: m.operator,
       domain: m.domain,
       client: m.client,
+      ...(m.alpn !== undefined ? { alpn: m.alpn } : {}),
       up: this.up,
       down: this.down,
       reason,

@@ -10,6 +10,11 @@ import type { HostPort } from "../../role.ts";
 import { matchName } from "../../wire/names.ts";
 import { decodePoolHeader, MAX_POOL_HEADER_BYTES } from "../../wire/pool_header.ts";
 import { decodeToken } from "../../wire/token.ts";
+import {
+  encodeProxyHeader,
+  proxiedAddresses,
+  type ProxyProtocolVersion,
+} from "../../wire/proxy_protocol.ts";
 import type { Command } from "../snapshot.ts";
 import type { EndReason } from "../events.ts";
 import type { SockFailure, SockId } from "./io.ts";
@@ -21,6 +26,28 @@ export const IDLE_SLACK_MS = 2000;
 
 type DialBackCommand = Extract<Command, { type: "dialBack" }>;
 type OpenPooledCommand = Extract<Command, { type: "openPooled" }>;
+
+/**
+ * The PROXY protocol header for an internal server (docs/architecture.md, "The PROXY protocol"):
+ * the client's address and the one it connected to, the SNI in v2; UNKNOWN (v1) or LOCAL (v2)
+ * when the public proxy sent no addresses.
+ */
+function proxyHeader(
+  version: ProxyProtocolVersion,
+  source: HostPort | undefined,
+  destination: HostPort | undefined,
+  sni: string,
+): Uint8Array {
+  const a = source !== undefined && destination !== undefined
+    ? proxiedAddresses(source, destination)
+    : null;
+  return encodeProxyHeader(version, a, sni);
+}
+
+/** The client's address as the private side's events show it, or "" when not known. */
+function clientText(source: HostPort | undefined): string {
+  return source === undefined ? "" : hostPortText(source);
+}
 
 function failure(side: "dial-back" | "internal", f: SockFailure): EndReason {
   return { kind: "error", side, op: f.op, code: f.code };
@@ -75,6 +102,12 @@ export class NoticeDialBack implements SockOwner {
       this.engine.out({ op: "write", sock, bytes: this.#token });
     } else {
       this.#connectedAt = now;
+      // the header goes first: the ClientHello comes through the pipe, after what is queued
+      const c = this.cmd;
+      if (c.proxyProtocol !== undefined) {
+        const bytes = proxyHeader(c.proxyProtocol, c.source, c.destination, c.domain);
+        this.engine.out({ op: "write", sock, bytes });
+      }
     }
     if (this.#dialedAt > 0 && this.#connectedAt > 0) {
       this.engine.timers.disarm(this);
@@ -84,7 +117,7 @@ export class NoticeDialBack implements SockOwner {
         via: "notice",
         operator: this.cmd.operator,
         domain: this.cmd.domain,
-        client: "",
+        client: clientText(this.cmd.source),
         phases: {
           accepted: this.#accepted,
           hello: 0,
@@ -157,6 +190,9 @@ export class PooledDialBack implements SockOwner {
   /** The pool header's connection id, or one of this data plane's (a peer without ids). */
   #connId = "";
   #target: HostPort | undefined;
+  /** The PROXY protocol header for the internal server (the route's), or null. */
+  #proxyHeader: Uint8Array | null = null;
+  #source: HostPort | undefined;
   /** EOF from the dial-back while the internal server connects. */
   #eof = false;
   #accepted: number;
@@ -197,6 +233,8 @@ export class PooledDialBack implements SockOwner {
     e.timers.disarm(this);
     const rest = this.#rest!;
     this.#rest = null;
+    if (this.#proxyHeader !== null) e.out({ op: "write", sock, bytes: this.#proxyHeader });
+    this.#proxyHeader = null;
     if (rest.length > 0) e.out({ op: "write", sock, bytes: rest });
     const pipe = new Pipe(
       e,
@@ -209,7 +247,7 @@ export class PooledDialBack implements SockOwner {
         via: "pool",
         operator: this.cmd.operator,
         domain: this.#domain,
-        client: "",
+        client: clientText(this.#source),
         phases: { accepted: this.#accepted, hello: 0, dialBack: this.#dialedAt, internal: now },
       },
       now,
@@ -258,6 +296,10 @@ export class PooledDialBack implements SockOwner {
     this.state = "connecting";
     this.#rest = buf.slice(h.length);
     this.#target = route.internal;
+    this.#source = h.source;
+    if (route.proxyProtocol !== undefined) {
+      this.#proxyHeader = proxyHeader(route.proxyProtocol, h.source, h.destination, h.name);
+    }
     this.#internal = e.connect(this, route.internal);
     e.timers.arm(this, now + e.limits.connectTimeoutMs);
   }

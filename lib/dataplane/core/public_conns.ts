@@ -78,6 +78,13 @@ export class ClientConn extends Machine {
   address: string;
   /** The PROXY header's addresses (client and the balancer's destination), when it had them. */
   proxied: ProxiedAddresses | undefined;
+  /**
+   * Its address and the one it connected to (the PROXY protocol's, written to the internal
+   * server), when the driver knew them; a load balancer's PROXY header replaces them.
+   */
+  #addresses: { readonly source: HostPort; readonly destination: HostPort } | undefined;
+  /** The ALPN protocols of its ClientHello, once read (docs/architecture.md, "ALPN"). */
+  #alpn: readonly string[] | undefined;
   state: ClientState = "hello";
   /** Set while a PROXY protocol header is still to be read (before the ClientHello). */
   #proxyHeader: ProxyHeaderReader | undefined;
@@ -92,12 +99,13 @@ export class ClientConn extends Machine {
   readonly #accepted: number;
   #hello = 0;
 
-  constructor(engine: Engine, sock: SockId, remote: HostPort, now: number) {
+  constructor(engine: Engine, sock: SockId, remote: HostPort, now: number, local?: HostPort) {
     super(engine, sock);
     this.id = engine.id();
     this.connId = engine.connId(this.id);
     this.client = hostPortText(remote);
     this.address = remote.hostname;
+    this.#addresses = local === undefined ? undefined : { source: remote, destination: local };
     this.#accepted = now;
     this.#reader = new ClientHelloReader(engine.limits.maxClientHelloBytes);
     if (engine.limits.acceptProxyProtocol === true) this.#proxyHeader = new ProxyHeaderReader();
@@ -135,6 +143,7 @@ export class ClientConn extends Machine {
     const extra = this.#reader.extra;
     const hello = result.hello.bytes;
     this.#sni = result.hello.serverName ?? "";
+    this.#alpn = result.hello.alpn;
     this.#reader = undefined!; // a held connection keeps nothing of its hello
     this.#route(hello, extra, now);
   }
@@ -170,6 +179,15 @@ export class ClientConn extends Machine {
         port: h.addresses.source.port,
       });
       this.address = h.addresses.source.address;
+      // the balancer's header names the client and the address it connected to: these go on
+      // to the internal server's PROXY header
+      this.#addresses = {
+        source: { hostname: h.addresses.source.address, port: h.addresses.source.port },
+        destination: {
+          hostname: h.addresses.destination.address,
+          port: h.addresses.destination.port,
+        },
+      };
     }
     // the admission checks were not made at accept (that was the balancer): make them now
     const why = this.engine.admitProxied(this.sock, this.address, now);
@@ -215,7 +233,7 @@ export class ClientConn extends Machine {
     const pooled = e.takeIdle(this.#operator, domain);
     if (pooled !== undefined) {
       pooled.take();
-      const header = encodePoolHeader(this.#sni, this.connId);
+      const header = encodePoolHeader(this.#sni, this.connId, this.#addresses);
       return this.#pipe(pooled.sock, concat(header, hello, extra), header.length, now, "pool");
     }
     const cap = this.#pendingCap();
@@ -248,6 +266,9 @@ export class ClientConn extends Machine {
       domain: this.#sni,
       token,
       client: this.client,
+      ...(this.#addresses !== undefined
+        ? { local: hostPortText(this.#addresses.destination) }
+        : {}),
     });
   }
 
@@ -344,6 +365,7 @@ export class ClientConn extends Machine {
         operator: this.#operator,
         domain: this.#sni,
         client: this.client,
+        alpn: this.#alpn ?? [],
         phases: { accepted: this.#accepted, hello: this.#hello, dialBack: now, internal: 0 },
       },
       now,
@@ -363,6 +385,7 @@ export class ClientConn extends Machine {
       client: this.client,
       ...(this.#sni !== "" ? { domain: this.#sni } : {}),
       ...(this.#operator !== "" ? { operator: this.#operator } : {}),
+      ...(this.#alpn !== undefined ? { alpn: this.#alpn } : {}),
       ...(detail !== undefined ? { detail } : {}),
     });
     this.#reader = undefined!;
@@ -433,6 +456,7 @@ export class ClientConn extends Machine {
         conn: this.id,
         connId: this.connId,
         client: this.client,
+        ...(this.#alpn !== undefined ? { alpn: this.#alpn } : {}),
         detail: failure.code,
       });
     }

@@ -13,6 +13,7 @@
  * One {@linkcode Libc} per thread: `dlopen` is cheap, and `errno` is thread-local.
  * @module
  */
+import { ipv4Bytes, ipv6Bytes } from "../../wire/ip.ts";
 
 const SYMBOLS = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
@@ -255,7 +256,7 @@ export function encodeSockaddr(ip: string, port: number): Uint8Array | null {
   if (!Number.isInteger(port) || port < 0 || port > 65_535) {
     throw new RangeError(`Cannot use port ${port}: expected an integer from 0 to 65535`);
   }
-  const v4 = parseIpv4(ip);
+  const v4 = ipv4Bytes(ip);
   if (v4) {
     const sa = new Uint8Array(16);
     const dv = new DataView(sa.buffer);
@@ -264,7 +265,7 @@ export function encodeSockaddr(ip: string, port: number): Uint8Array | null {
     sa.set(v4, 4);
     return sa;
   }
-  const v6 = parseIpv6(ip.startsWith("[") && ip.endsWith("]") ? ip.slice(1, -1) : ip);
+  const v6 = ipv6Bytes(ip.startsWith("[") && ip.endsWith("]") ? ip.slice(1, -1) : ip);
   if (v6) {
     const sa = new Uint8Array(28);
     const dv = new DataView(sa.buffer);
@@ -294,42 +295,6 @@ export function decodeSockaddr(sa: Uint8Array): Deno.NetAddr {
     return { transport: "tcp", hostname: compressIpv6(words), port };
   }
   return { transport: "tcp", hostname: "unknown", port: 0 };
-}
-
-function parseIpv4(s: string): Uint8Array | null {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
-  if (!m) return null;
-  const b = m.slice(1).map(Number);
-  return b.every((x) => x <= 255) ? Uint8Array.from(b) : null;
-}
-
-function parseIpv6(s: string): Uint8Array | null {
-  if (!s.includes(":") || s.includes("%")) return null;
-  let tail4: Uint8Array | null = null;
-  const last = s.lastIndexOf(":");
-  if (s.slice(last + 1).includes(".")) {
-    tail4 = parseIpv4(s.slice(last + 1));
-    if (!tail4) return null;
-    s = s.slice(0, last + 1) + "0:0";
-  }
-  const halves = s.split("::");
-  if (halves.length > 2) return null;
-  const parse = (h: string) => (h === "" ? [] : h.split(":"));
-  const head = parse(halves[0]!);
-  const rest = halves.length === 2 ? parse(halves[1]!) : [];
-  const fill = 8 - head.length - rest.length;
-  if (halves.length === 1 ? head.length !== 8 : fill < 1) return null;
-  const words = [...head, ...Array(halves.length === 2 ? fill : 0).fill("0"), ...rest];
-  const out = new Uint8Array(16);
-  for (let i = 0; i < 8; i++) {
-    const w = words[i]!;
-    if (!/^[0-9a-fA-F]{1,4}$/.test(w)) return null;
-    const v = parseInt(w, 16);
-    out[2 * i] = v >> 8;
-    out[2 * i + 1] = v & 0xff;
-  }
-  if (tail4) out.set(tail4, 12);
-  return out;
 }
 
 function compressIpv6(words: string[]): string {

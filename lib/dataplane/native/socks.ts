@@ -78,6 +78,11 @@ export class Listener {
   /** Unwatched until then after a failed accept (ms, the driver's clock); 0: watched. */
   pausedUntil = 0;
   closed = false;
+  /**
+   * The address accepted sockets have on this side (what a PROXY protocol header names as the
+   * destination): the bound one, or null when bound to a wildcard (then asked per accept).
+   */
+  local: { hostname: string; port: number } | null = null;
   constructor(readonly fd: number, readonly port: Port, readonly gen: number) {}
 }
 

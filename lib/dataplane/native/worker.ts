@@ -90,6 +90,8 @@ class Loop {
   readonly #intLen = new Uint32Array(1);
   readonly #addr = new Uint8Array(28);
   readonly #addrLen = new Uint32Array(1);
+  readonly #local = new Uint8Array(28);
+  readonly #localLen = new Uint32Array(1);
   readonly #drain = new Uint8Array(8);
   readonly #decoder = new TextDecoder();
   readonly #onMessage = (bytes: Uint8Array): void => this.#command(bytes);
@@ -139,6 +141,9 @@ class Loop {
     const e = this.socks.ctl(EPOLL_CTL_ADD, fd, l.gen, EPOLLIN);
     if (e !== 0) throw new Error(`Cannot listen on ${at.what}: ${errnoMessage(e)}`);
     const a = decodeSockaddr(local);
+    if (a.hostname !== "0.0.0.0" && a.hostname !== "::") {
+      l.local = { hostname: a.hostname, port: a.port };
+    }
     return { hostname: a.hostname, port: a.port };
   }
 
@@ -358,11 +363,24 @@ class Loop {
         return;
       }
       const a = decodeSockaddr(this.#addr);
-      const id = this.engine.accept(l.port, { hostname: a.hostname, port: a.port }, this.#now);
+      const id = this.engine.accept(
+        l.port,
+        { hostname: a.hostname, port: a.port },
+        this.#now,
+        l.local ?? this.#localOf(fd),
+      );
       if (id === null) s.close(fd);
       else this.socks.add(fd, id); // TCP_NODELAY: inherited from the listener
       this.#settle();
     }
+  }
+
+  /** The local address of accepted socket `fd` (a listener on a wildcard address). */
+  #localOf(fd: number): { hostname: string; port: number } | undefined {
+    this.#localLen[0] = this.#local.length;
+    if (this.libc.sym.getsockname(fd, this.#local, this.#localLen) !== 0) return undefined;
+    const a = decodeSockaddr(this.#local);
+    return { hostname: a.hostname, port: a.port };
   }
 
   // -- outputs ---------------------------------------------------------------------------------

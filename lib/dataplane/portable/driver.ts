@@ -213,9 +213,13 @@ export class PortableDriver implements DataPlane {
         continue;
       }
       const remote = conn.remoteAddr;
+      const local = conn.localAddr;
       let id: SockId | null = null;
       this.input((e, now) => {
-        id = e.accept(port, { hostname: remote.hostname, port: remote.port }, now);
+        id = e.accept(port, { hostname: remote.hostname, port: remote.port }, now, {
+          hostname: local.hostname,
+          port: local.port,
+        });
         if (id !== null) {
           const s = new PSock(this, id);
           s.conn = conn;
