@@ -10,90 +10,10 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import tls from "node:tls";
-import { join } from "node:path";
 import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { clientHello, type Cluster, DOMAIN, startCluster, until, within } from "./_cluster.ts";
 import { PP2_SIGNATURE } from "../lib/wire/proxy_protocol.ts";
-
-const HAPROXY = "/usr/sbin/haproxy";
-
-/** A free loopback port (bound once, released: HAProxy binds it next). */
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = l.addr.port;
-  l.close();
-  return port;
-}
-
-interface Haproxy extends AsyncDisposable {
-  /** Frontend port per backend option (`send-proxy-v2`, `send-proxy`). */
-  readonly ports: Readonly<Record<string, number>>;
-}
-
-/** Starts HAProxy in the foreground (`-db`) with one frontend per `send` option to `server`. */
-async function startHaproxy(
-  dir: string,
-  server: { hostname: string; port: number },
-  sends: readonly string[],
-): Promise<Haproxy> {
-  const ports: Record<string, number> = {};
-  const ready = freePort();
-  const parts = [
-    "global\n  maxconn 100\n",
-    "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n",
-    // a frontend that only accepts and closes: connecting to it tells HAProxy listens
-    `frontend ready\n  bind 127.0.0.1:${ready}\n  tcp-request connection reject\n`,
-  ];
-  for (const [i, send] of sends.entries()) {
-    ports[send] = freePort();
-    parts.push(
-      `frontend fe${i}\n  bind 127.0.0.1:${ports[send]}\n  default_backend be${i}\n`,
-      `backend be${i}\n  server s1 ${server.hostname}:${server.port} ${send}\n`,
-    );
-  }
-  const cfg = join(dir, "haproxy.cfg");
-  await Deno.writeTextFile(cfg, parts.join("\n"));
-  const child = new Deno.Command(HAPROXY, {
-    args: ["-db", "-f", cfg],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const stderr = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  const errText: string[] = [];
-  const drain = (async () => {
-    for (;;) {
-      const r = await stderr.read();
-      if (r.done) return;
-      errText.push(r.value);
-    }
-  })();
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch { /* already gone */ }
-    await child.status;
-    await drain;
-  };
-  try {
-    const deadline = performance.now() + 10_000;
-    for (;;) {
-      try {
-        (await Deno.connect({ hostname: "127.0.0.1", port: ready })).close();
-        break;
-      } catch {
-        if (performance.now() > deadline) {
-          throw new Error(`HAProxy did not listen: ${errText.join("")}`);
-        }
-        await new Promise((r) => setTimeout(r, 20)); // polling a port for readiness, not a sync
-      }
-    }
-  } catch (err) {
-    await stop();
-    throw err;
-  }
-  return { ports, [Symbol.asyncDispose]: stop };
-}
+import { startHaproxy } from "./_receivers.ts";
 
 /** A TLS client bound to 127.0.0.2: one keep-alive GET, then `check()` while it is open. */
 async function getFrom127002(
@@ -170,60 +90,58 @@ Deno.test("accept_proxy_protocol behind a real HAProxy (send-proxy-v2, send-prox
   });
   try {
     await using c = await startCluster({ public: { acceptProxyProtocol: true } });
-    const dir = await Deno.makeTempDir({ prefix: "tls-pass-haproxy-" });
-    try {
-      await using ha = await startHaproxy(dir, c.pub.addrs.public, ["send-proxy-v2", "send-proxy"]);
-      for (const send of ["send-proxy-v2", "send-proxy"]) {
-        const { local, body } = await getFrom127002(c, ha.ports[send]!, async (local) => {
-          // the splice is live: the live table names the client, not HAProxy
-          await until(
-            () => c.pub.live.list().some((l) => l.client === local),
-            `${send}: the live table names ${local}`,
-          );
-          assert.ok(c.pub.live.list().every((l) => !l.client.startsWith("127.0.0.1:")));
-        });
-        assert.ok(local.startsWith("127.0.0.2:"), local);
-        assert.deepEqual(JSON.parse(body), { message: "success" }, send);
+    const sends = ["send-proxy-v2", "send-proxy"];
+    await using ha = await startHaproxy(
+      sends.map((send) => ({ server: c.pub.addrs.public, send })),
+    );
+    for (const [i, send] of sends.entries()) {
+      const { local, body } = await getFrom127002(c, ha.ports[i]!, async (local) => {
+        // the splice is live: the live table names the client, not HAProxy
         await until(
-          () =>
-            records.some((r) =>
-              String(r.rawMessage).includes("Closed {client}") && r.properties.client === local
-            ),
-          `${send}: the close line names ${local}`,
+          () => c.pub.live.list().some((l) => l.client === local),
+          `${send}: the live table names ${local}`,
         );
-      }
-      assert.equal(c.pub.stats.badProxyHeaders, 0);
-
-      // straight to the public port without a header: refused, counted, warned about
-      const before = c.pub.stats.accepted;
-      await sendAndWaitClose(c.pub.addrs.public.port, clientHello(DOMAIN));
-      await until(() => c.pub.stats.badProxyHeaders === 1, "the header-less client counted");
-      assert.equal(c.pub.stats.accepted, before + 1);
+        assert.ok(c.pub.live.list().every((l) => !l.client.startsWith("127.0.0.1:")));
+      });
+      assert.ok(local.startsWith("127.0.0.2:"), local);
+      assert.deepEqual(JSON.parse(body), { message: "success" }, send);
       await until(
         () =>
           records.some((r) =>
-            String(r.rawMessage).includes("without a valid PROXY protocol header") &&
-            String(r.properties.why).includes("first byte 0x16")
+            String(r.rawMessage).includes("Closed {client}") && r.properties.client === local
           ),
-        "the refusal summarised in a warning",
+        `${send}: the close line names ${local}`,
       );
-
-      // a raw LOCAL header (a health check) and a v1 UNKNOWN: closed and counted, no warning
-      const warnings = records.filter((r) => r.level === "warning").length;
-      await sendAndWaitClose(
-        c.pub.addrs.public.port,
-        Uint8Array.of(...PP2_SIGNATURE, 0x20, 0x00, 0, 0),
-      );
-      await sendAndWaitClose(
-        c.pub.addrs.public.port,
-        new TextEncoder().encode("PROXY UNKNOWN\r\n"),
-      );
-      await until(() => c.pub.stats.healthChecks === 2, "both health checks counted");
-      assert.equal(c.pub.stats.badProxyHeaders, 1);
-      assert.equal(records.filter((r) => r.level === "warning").length, warnings);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
     }
+    assert.equal(c.pub.stats.badProxyHeaders, 0);
+
+    // straight to the public port without a header: refused, counted, warned about
+    const before = c.pub.stats.accepted;
+    await sendAndWaitClose(c.pub.addrs.public.port, clientHello(DOMAIN));
+    await until(() => c.pub.stats.badProxyHeaders === 1, "the header-less client counted");
+    assert.equal(c.pub.stats.accepted, before + 1);
+    await until(
+      () =>
+        records.some((r) =>
+          String(r.rawMessage).includes("without a valid PROXY protocol header") &&
+          String(r.properties.why).includes("first byte 0x16")
+        ),
+      "the refusal summarised in a warning",
+    );
+
+    // a raw LOCAL header (a health check) and a v1 UNKNOWN: closed and counted, no warning
+    const warnings = records.filter((r) => r.level === "warning").length;
+    await sendAndWaitClose(
+      c.pub.addrs.public.port,
+      Uint8Array.of(...PP2_SIGNATURE, 0x20, 0x00, 0, 0),
+    );
+    await sendAndWaitClose(
+      c.pub.addrs.public.port,
+      new TextEncoder().encode("PROXY UNKNOWN\r\n"),
+    );
+    await until(() => c.pub.stats.healthChecks === 2, "both health checks counted");
+    assert.equal(c.pub.stats.badProxyHeaders, 1);
+    assert.equal(records.filter((r) => r.level === "warning").length, warnings);
   } finally {
     await reset();
   }

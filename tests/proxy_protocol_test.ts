@@ -1,177 +1,32 @@
 // The PROXY protocol to the internal server (docs/architecture.md, "The PROXY protocol") read by
 // real receivers behind the tunnel: nginx (`listen … ssl proxy_protocol`, v1 and v2) logs the
 // address it was given, for a client bound to 127.0.0.2 and one on ::1; HAProxy (`accept-proxy`)
-// logs the v2 header's AUTHORITY TLV, the client's SNI. Both are child processes with their own
-// configuration in a temporary folder, on free loopback ports, stopped by PID.
+// logs the v2 header's AUTHORITY TLV, the client's SNI. And the whole chain: HAProxy in front of
+// the public port (`send-proxy-v2`, docs/architecture.md "PROXY protocol from a load balancer"),
+// PROXY v1 to nginx behind the tunnel: nginx, the live table and the close line name the client
+// bound to 127.0.0.2, not HAProxy's 127.0.0.1. The receivers (tests/_receivers.ts) are child
+// processes with their own configuration in a temporary folder, on free loopback ports, stopped
+// by PID.
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import net from "node:net";
 import tls from "node:tls";
-import { type Cluster, DOMAIN, POOL_OFF, startCluster, within } from "./_cluster.ts";
+import { configure, type LogRecord, reset } from "@logtape/logtape";
+import { type Cluster, DOMAIN, POOL_OFF, startCluster, until, within } from "./_cluster.ts";
 import type { ProxyProtocolVersion } from "../lib/wire/proxy_protocol.ts";
 import type { HostPort } from "../lib/role.ts";
-
-const NGINX = "/usr/sbin/nginx";
-const HAPROXY = "/usr/sbin/haproxy";
-
-/** A loopback port free now (the receivers bind it themselves). */
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
-/** Waits until something accepts on `hostname:port` (a receiver that has no readiness signal). */
-async function listening(hostname: string, port: number, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    try {
-      (await Deno.connect({ hostname, port })).close();
-      return;
-    } catch (err) {
-      if (Date.now() > deadline) throw new Error(`${what} does not listen on ${port}: ${err}`);
-      await new Promise((r) => setTimeout(r, 20)); // retrying a connect, bounded above
-    }
-  }
-}
-
-/** A receiver child process and its folder; disposal stops it by PID and removes the folder. */
-interface Receiver extends AsyncDisposable {
-  readonly port: number;
-  /** What it logged so far (the access log, or HAProxy's stdout). */
-  log(): Promise<string>;
-}
-
-async function spawnReceiver(
-  what: string,
-  cmd: string,
-  args: (dir: string) => string[],
-  config: (dir: string) => string,
-  configName: string,
-  logOf: (dir: string, out: () => string) => Promise<string>,
-  port: number,
-): Promise<Receiver> {
-  const dir = await Deno.makeTempDir({ prefix: `tls-pass-${what}-` });
-  await Deno.writeTextFile(join(dir, configName), config(dir));
-  const child = new Deno.Command(cmd, { args: args(dir), stdout: "piped", stderr: "piped" })
-    .spawn();
-  let out = "";
-  let err = "";
-  const dec = new TextDecoder();
-  const drain = async (s: ReadableStream<Uint8Array>, add: (t: string) => void) => {
-    for await (const b of s) add(dec.decode(b, { stream: true }));
-  };
-  const reading = Promise.all([
-    drain(child.stdout, (t) => out += t),
-    drain(child.stderr, (t) => err += t),
-  ]);
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch { /* exited */ }
-    await child.status;
-    await reading;
-    await Deno.remove(dir, { recursive: true });
-  };
-  try {
-    const exited = child.status.then((s) => {
-      throw new Error(`${what} exited with ${s.code}: ${err}`);
-    });
-    await Promise.race([listening("127.0.0.1", port, what), exited]);
-  } catch (e) {
-    await stop();
-    throw e;
-  }
-  return {
-    port,
-    log: () => logOf(dir, () => out),
-    [Symbol.asyncDispose]: stop,
-  };
-}
-
-/** nginx terminating TLS with `cert`/`key` behind `proxy_protocol` on 127.0.0.1 and [::1]. */
-function startNginx(port: number, cert: string, key: string): Promise<Receiver> {
-  return spawnReceiver(
-    "nginx",
-    NGINX,
-    (dir) => ["-p", dir, "-c", join(dir, "nginx.conf"), "-e", join(dir, "error.log")],
-    (dir) => `
-daemon off;
-master_process off;
-pid ${join(dir, "nginx.pid")};
-error_log ${join(dir, "error.log")} info;
-events { worker_connections 64; }
-http {
-  client_body_temp_path ${join(dir, "body")};
-  proxy_temp_path ${join(dir, "proxy")};
-  fastcgi_temp_path ${join(dir, "fastcgi")};
-  uwsgi_temp_path ${join(dir, "uwsgi")};
-  scgi_temp_path ${join(dir, "scgi")};
-  log_format pp 'pp $proxy_protocol_addr $proxy_protocol_port $remote_addr $ssl_server_name';
-  access_log ${join(dir, "access.log")} pp;
-  server {
-    listen 127.0.0.1:${port} ssl proxy_protocol;
-    listen [::1]:${port} ssl proxy_protocol;
-    ssl_certificate ${cert};
-    ssl_certificate_key ${key};
-    location / { return 200 "ok\\n"; }
-  }
-}
-`,
-    "nginx.conf",
-    async (dir) => {
-      try {
-        return await Deno.readTextFile(join(dir, "access.log"));
-      } catch (err) {
-        if (err instanceof Deno.errors.NotFound) return "";
-        throw err;
-      }
-    },
-    port,
-  );
-}
+import { freePort, pollLog, startHaproxy, startNginx } from "./_receivers.ts";
 
 /**
- * HAProxy reading a PROXY header (`accept-proxy`) and logging its AUTHORITY TLV and source to
- * stdout, then passing the TLS bytes on to `backend`.
- */
-function startHaproxy(port: number, backend: HostPort): Promise<Receiver> {
-  return spawnReceiver(
-    "haproxy",
-    HAPROXY,
-    (dir) => ["-db", "-f", join(dir, "haproxy.cfg")],
-    () => `
-global
-  log stdout format raw local0
-defaults
-  mode tcp
-  log global
-  option dontlognull
-  timeout connect 5s
-  timeout client 10s
-  timeout server 10s
-frontend fe
-  bind 127.0.0.1:${port} accept-proxy
-  log-format "pp authority=%[fc_pp_authority] src=%ci:%cp"
-  default_backend be
-backend be
-  server internal ${backend.hostname}:${backend.port}
-`,
-    "haproxy.cfg",
-    (_dir, out) => Promise.resolve(out()),
-    port,
-  );
-}
-
-/**
- * One HTTPS request through `c`'s public port from a socket bound to `from`, trusting `root`;
- * returns the client socket's own port (what the receiver must log) and the response.
+ * One HTTPS request through `connect` from a socket bound to `from`, trusting `root`; returns the
+ * client socket's own port (what the receiver must log) and the response. Without `whileOpen` the
+ * request says `Connection: close` and the server's close ends it; with it the connection stays
+ * open after the whole response (by its Content-Length) until `whileOpen` resolves.
  */
 async function requestFrom(
   connect: HostPort,
   from: string,
   root: string,
+  whileOpen?: (local: string) => Promise<void>,
 ): Promise<{ port: number; response: string }> {
   const ca = await Deno.readTextFile(root);
   return await within(
@@ -186,14 +41,33 @@ async function requestFrom(
       });
       let port = 0;
       let response = "";
+      let checking = false;
       s.on("secureConnect", () => {
         port = tcp.localPort!;
-        s.write(`GET / HTTP/1.1\r\nHost: ${DOMAIN}\r\nConnection: close\r\n\r\n`);
+        const connection = whileOpen ? "keep-alive" : "close";
+        s.write(`GET / HTTP/1.1\r\nHost: ${DOMAIN}\r\nConnection: ${connection}\r\n\r\n`);
       });
-      s.on("data", (b: Uint8Array) => response += new TextDecoder().decode(b));
+      s.on("data", (b: Uint8Array) => {
+        response += new TextDecoder().decode(b);
+        const end = response.indexOf("\r\n\r\n");
+        const length = /content-length:\s*(\d+)/i.exec(response.slice(0, end));
+        if (
+          !whileOpen || checking || end < 0 || !length ||
+          response.length < end + 4 + Number(length[1])
+        ) return;
+        checking = true;
+        whileOpen(`${tcp.localAddress}:${port}`).then(() => {
+          s.destroy();
+          resolve({ port, response });
+        }, (err) => {
+          s.destroy();
+          reject(err);
+        });
+      });
       s.on("end", () => {
         s.destroy();
-        resolve({ port, response });
+        if (whileOpen) reject(new Error(`ended inside a response: ${response}`));
+        else resolve({ port, response });
       });
       s.on("error", reject);
     }),
@@ -254,7 +128,12 @@ for (const [version, pool] of [["v1", false], ["v2", true]] as const) {
 Deno.test("HAProxy behind the tunnel reads the SNI from the PROXY v2 AUTHORITY TLV", async () => {
   const port = freePort();
   await using c = await clusterTo({ hostname: "127.0.0.1", port }, "v2", "127.0.0.1", false);
-  await using haproxy = await startHaproxy(port, c.internal.addrs.main);
+  await using haproxy = await startHaproxy([{
+    port,
+    bind: "accept-proxy",
+    logFormat: "pp authority=%[fc_pp_authority] src=%ci:%cp",
+    server: c.internal.addrs.main,
+  }]);
   await c.startPrivate();
   const { port: clientPort, response } = await requestFrom(
     c.pub.addrs.public,
@@ -272,13 +151,73 @@ Deno.test("HAProxy behind the tunnel reads the SNI from the PROXY v2 AUTHORITY T
   );
 });
 
-/** Re-reads `r`'s log until a line matches `re` (bounded); fails with the log. */
-async function pollLog(r: Receiver, re: RegExp, what: string): Promise<void> {
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    const text = await r.log();
-    if (re.test(text)) return;
-    if (Date.now() > deadline) throw new Error(`Timed out: ${what}; log:\n${text}`);
-    await new Promise((res) => setTimeout(res, 20)); // the receiver writes after the response
+Deno.test("the real client through HAProxy (send-proxy-v2), the tunnel and PROXY v1 to nginx", async () => {
+  const records: LogRecord[] = [];
+  await configure({
+    reset: true,
+    sinks: { mem: (r: LogRecord) => void records.push(r) },
+    loggers: [
+      { category: ["tls-pass"], lowestLevel: "info", sinks: ["mem"] },
+      { category: ["logtape", "meta"], lowestLevel: "error", sinks: [] },
+    ],
+  });
+  try {
+    const port = freePort();
+    await using c = await startCluster({
+      startPrivate: false,
+      public: { acceptProxyProtocol: true },
+      private: {
+        ...POOL_OFF,
+        announcements: [{
+          domain: DOMAIN,
+          internal: { hostname: "127.0.0.1", port },
+          expiresInMs: 3_600_000,
+          proxyProtocol: "v1",
+        }],
+      },
+    });
+    await using nginx = await startNginx(port, c.cert("internal-server"), c.key("internal-server"));
+    // in front of the public port: HAProxy (from 127.0.0.1) says who its client is
+    await using haproxy = await startHaproxy([{
+      server: c.pub.addrs.public,
+      send: "send-proxy-v2",
+    }]);
+    await c.startPrivate();
+    const { port: clientPort, response } = await requestFrom(
+      { hostname: "127.0.0.1", port: haproxy.port },
+      "127.0.0.2",
+      c.rootFile,
+      async (local) => {
+        // the splice is live: the public proxy's live table names the client, not HAProxy
+        await until(
+          () => c.pub.live.list().some((l) => l.client === local),
+          `the live table names ${local}`,
+        );
+        assert.ok(c.pub.live.list().every((l) => !l.client.startsWith("127.0.0.1:")));
+      },
+    );
+    assert.match(response, /^HTTP\/1\.1 200 /);
+    assert.match(response, /ok\n$/);
+    const client = `127.0.0.2:${clientPort}`;
+    await until(
+      () =>
+        records.some((r) =>
+          String(r.rawMessage).includes("Closed {client}") && r.properties.client === client
+        ),
+      `the public proxy's close line names ${client}`,
+    );
+    // nginx was told the client's address and port, not HAProxy's (nor the private proxy's)
+    await pollLog(
+      nginx,
+      new RegExp(
+        `^pp 127\\.0\\.0\\.2 ${clientPort} 127\\.0\\.0\\.1 ${DOMAIN.replaceAll(".", "\\.")}$`,
+        "m",
+      ),
+      `nginx's access log line for ${client}`,
+    );
+    assert.doesNotMatch(await nginx.log(), /^pp 127\.0\.0\.1 /m);
+    assert.equal(c.pub.stats.badProxyHeaders, 0);
+  } finally {
+    await reset();
   }
-}
+});
