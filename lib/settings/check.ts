@@ -40,10 +40,54 @@ export function onlyKeys(
   problems: Problems,
 ): void {
   for (const k of Object.keys(obj)) {
-    if (!known.includes(k)) {
-      problems.push(`${join(prefix, k)}: unknown key (known: ${known.join(", ")})`);
+    if (known.includes(k)) continue;
+    const near = nearest(k, known);
+    problems.push(
+      near === undefined
+        ? `${join(prefix, k)}: unknown key (known: ${known.join(", ")})`
+        : `${join(prefix, k)}: unknown key, did you mean \`${near}\`? (known: ${known.join(", ")})`,
+    );
+  }
+}
+
+/**
+ * The known key a misspelt one most likely meant: within an edit distance of a third of its
+ * length (at least 1, at most 3; none for keys under 4 characters), or the same words in another
+ * order, case or with dashes; undefined if none.
+ */
+export function nearest(key: string, known: readonly string[]): string | undefined {
+  const lower = key.toLowerCase().replaceAll("-", "_");
+  const words = (s: string) => s.split("_").sort().join("_");
+  let best: string | undefined;
+  // a short key is too easily near another: only keys of 4 characters or more get a guess
+  let bestD = key.length < 4 ? 0 : Math.min(3, Math.max(1, Math.floor(key.length / 3))) + 1;
+  for (const k of known) {
+    if (k === lower || words(k) === words(lower)) return k;
+    const d = editDistance(lower, k);
+    if (d < bestD) [best, bestD] = [k, d];
+  }
+  return best;
+}
+
+/** Levenshtein distance (insert, delete, replace, and swapping two neighbours counts one). */
+function editDistance(a: string, b: string): number {
+  const rows: number[][] = [];
+  for (let i = 0; i <= a.length; i++) {
+    rows.push([i]);
+    for (let j = 1; j <= b.length; j++) {
+      if (i === 0) {
+        rows[0]!.push(j);
+        continue;
+      }
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let d = Math.min(rows[i - 1]![j]! + 1, rows[i]![j - 1]! + 1, rows[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        d = Math.min(d, rows[i - 2]![j - 2]! + 1);
+      }
+      rows[i]!.push(d);
     }
   }
+  return rows[a.length]![b.length]!;
 }
 
 /** Reports `path` as missing when `v` is undefined; returns whether it is present. */

@@ -121,3 +121,30 @@ Deno.test("normalizeHostName() lowercases, strips one trailing dot, refuses empt
   assert.equal(check.normalizeHostName(""), null);
   assert.equal(check.normalizeHostName("a".repeat(254)), null);
 });
+
+Deno.test("onlyKeys() suggests the key a misspelt one meant", () => {
+  const known = ["hello_timeout_ms", "dial_back_timeout_ms", "max_pending", "store", "grace_ms"];
+  const problems: string[] = [];
+  check.onlyKeys(
+    {
+      hello_timout_ms: 1,
+      "dial-back-timeout-ms": 1,
+      pending_max: 1,
+      stroe: 1,
+      GRACE_MS: 1,
+      zzz: 1,
+    },
+    known,
+    "",
+    problems,
+  );
+  const known_ = `(known: ${known.join(", ")})`;
+  assert.deepEqual(problems, [
+    `hello_timout_ms: unknown key, did you mean \`hello_timeout_ms\`? ${known_}`,
+    `dial-back-timeout-ms: unknown key, did you mean \`dial_back_timeout_ms\`? ${known_}`,
+    `pending_max: unknown key, did you mean \`max_pending\`? ${known_}`,
+    `stroe: unknown key, did you mean \`store\`? ${known_}`,
+    `GRACE_MS: unknown key, did you mean \`grace_ms\`? ${known_}`,
+    `zzz: unknown key ${known_}`,
+  ]);
+});
