@@ -9,6 +9,13 @@
  *   tls-pass drain|undrain DOMAIN [--admin HOST:PORT] [--no-wait]
  *   tls-pass version | --help | help [COMMAND]
  *
+ * Called as `proxy`, `eps` or `internal-server` (the launchers in bin/ that `make` writes set
+ * TLS_PASS_CALLED_AS; README, "The seed's commands"), it takes the seed's command lines instead:
+ *
+ *   proxy run public|private ...    = tls-pass run public|private ...
+ *   eps server run ...              = tls-pass run eps ...
+ *   internal-server ...             = tls-pass run internal-server ...
+ *
  * Exit codes: 0 done, 1 fault (or an admin endpoint not reached), 2 usage or settings error, 3
  * `status` of a role that is up but not ready.
  * @module
@@ -35,6 +42,21 @@ const VERSION = denoJson.version;
 /** The admin endpoints of the dev settings (settings/dev/roles). */
 const DEFAULT_ADMIN = { public: "127.0.0.1:9101", private: "127.0.0.1:9102" } as const;
 
+const RUN_OPTIONS =
+  `  --settings PATH   a settings file or folder (*.yml, *.yaml, *.json in name order); repeatable,
+                    later files deep-merge into earlier ones. Without it: PROXY_SETTINGS (public,
+                    private) or EPS_SETTINGS (eps), colon-separated; internal-server falls back to
+                    settings/dev/roles/internal-server.
+  --log-level L     trace, debug, info (default), warning, error, fatal
+  --log-format F    text (default) or json (one JSON object per line)`;
+
+const RUN_SIGNALS =
+  `Logs go to stderr. SIGINT or SIGTERM stops it gracefully (exit 0). SIGHUP (kill -HUP PID)
+re-reads the settings, directory and certificate files and applies a valid change without
+dropping a connection; an invalid one is logged and the role keeps its old settings.`;
+
+const RUN_FLAGS = "[--settings PATH]... [--log-level LEVEL] [--log-format text|json]";
+
 const USAGE: Record<string, string> = {
   main: `tls-pass ${VERSION}: TLS-passthrough reverse tunnel
 
@@ -51,20 +73,39 @@ Usage:
 
 Roles: public, private, eps, internal-server
 Run "tls-pass help COMMAND" for the options of a command.`,
-  run: `Usage: tls-pass run ROLE [--settings PATH]... [--log-level LEVEL] [--log-format text|json]
+  run: `Usage: tls-pass run ROLE ${RUN_FLAGS}
 
 Starts one role: public, private, eps or internal-server.
-  --settings PATH   a settings file or folder (*.yml, *.yaml, *.json in name order); repeatable,
-                    later files deep-merge into earlier ones. Without it: PROXY_SETTINGS (public,
-                    private) or EPS_SETTINGS (eps), colon-separated; internal-server falls back to
-                    settings/dev/roles/internal-server.
-  --log-level L     trace, debug, info (default), warning, error, fatal
-  --log-format F    text (default) or json (one JSON object per line)
+${RUN_OPTIONS}
 When the role is ready it prints one JSON line on stdout:
   {"event":"ready","role":"public","addrs":{"public":"127.0.0.1:4433",...}}
-Logs go to stderr. SIGINT or SIGTERM stops it gracefully (exit 0). SIGHUP (kill -HUP PID)
-re-reads the settings, directory and certificate files and applies a valid change without
-dropping a connection; an invalid one is logged and the role keeps its old settings.`,
+${RUN_SIGNALS}
+Also as the seed's commands: proxy run public|private, eps server run, internal-server.`,
+  proxy: `Usage: proxy run public|private ${RUN_FLAGS}
+
+Starts the public or the private proxy, as "tls-pass run public|private" does.
+${RUN_OPTIONS}
+When the proxy is ready it prints one JSON line on stdout:
+  {"event":"ready","role":"public","addrs":{"public":"127.0.0.1:4433",...}}
+${RUN_SIGNALS}
+Example (from the repo root): PROXY_SETTINGS=settings/dev/roles/public-proxy-1 proxy run public`,
+  eps: `Usage: eps server run ${RUN_FLAGS}
+
+Starts an EPS server, as "tls-pass run eps" does.
+${RUN_OPTIONS}
+When the server is ready it prints one JSON line on stdout:
+  {"event":"ready","role":"eps","addrs":{"links":"127.0.0.1:5556",...}}
+${RUN_SIGNALS}
+Example (from the repo root): EPS_SETTINGS=settings/dev/roles/public-proxy-eps-1 eps server run`,
+  "internal-server": `Usage: internal-server ${RUN_FLAGS}
+
+Starts the demo internal server, as "tls-pass run internal-server" does: any request to /jsonrpc
+answers {"message":"success"}; POST /echo of a JSON object answers the object, keys sorted.
+${RUN_OPTIONS}
+When the server is ready it prints one JSON line on stdout:
+  {"event":"ready","role":"internal-server","addrs":{"main":"127.0.0.1:8888",...}}
+${RUN_SIGNALS}
+Example (from the repo root): internal-server`,
   status: `Usage: tls-pass status [--admin HOST:PORT] [--json]
 
 Prints the status of a running role (announcements, links, pools, live connections, limits hit,
@@ -106,6 +147,61 @@ Prints the version.`,
 
 const MAIN_USAGE_LINE =
   "Usage: tls-pass run|demo|certs|check|status|drain|undrain|version|help [OPTIONS]";
+
+/** The names this executable answers to (README, "The seed's commands"). */
+const PROGRAMS = ["tls-pass", "proxy", "eps", "internal-server"] as const;
+type Program = typeof PROGRAMS[number];
+
+/**
+ * The name the process was called by: a launcher in bin/ sets TLS_PASS_CALLED_AS (and it is
+ * removed at once, so no child inherits it); without it, tls-pass.
+ */
+function calledAs(): Program {
+  const name = Deno.env.get("TLS_PASS_CALLED_AS");
+  Deno.env.delete("TLS_PASS_CALLED_AS");
+  return (PROGRAMS as readonly string[]).includes(name ?? "") ? name as Program : "tls-pass";
+}
+
+/**
+ * The tls-pass command line for a seed command line (`proxy run public …` → `run public …`),
+ * or null when it asks for help. Throws a UsageError for anything the seed's command does not
+ * take.
+ */
+function seedArgs(program: Exclude<Program, "tls-pass">, argv: string[]): string[] | null {
+  // --help anywhere before a "--" asks for help, as it does for "tls-pass run"
+  if (argv[0] === "help" || argv.some((a) => a === "--help" || a === "-h")) return null;
+  const [first, second, ...rest] = argv;
+  switch (program) {
+    case "internal-server":
+      return ["run", "internal-server", ...argv];
+    case "proxy":
+      if (first !== "run") {
+        throw new UsageError(
+          first === undefined ? "Missing COMMAND: expected run" : `Unknown command "${first}"`,
+          program,
+        );
+      }
+      if (second !== "public" && second !== "private") {
+        throw new UsageError(
+          second === undefined
+            ? "Missing ROLE: expected public or private"
+            : `Unknown role "${second}": expected public or private`,
+          program,
+        );
+      }
+      return ["run", second, ...rest];
+    case "eps":
+      if (first !== "server" || second !== "run") {
+        throw new UsageError(
+          first === undefined
+            ? 'Missing COMMAND: expected "server run"'
+            : `Unknown command "${argv.slice(0, 2).join(" ")}": expected "server run"`,
+          program,
+        );
+      }
+      return ["run", "eps", ...rest];
+  }
+}
 
 class UsageError extends Error {
   override name = "UsageError";
@@ -524,16 +620,34 @@ function isParseArgsError(e: unknown): e is Error & { code: string } {
   return typeof e.code === "string" && e.code.startsWith("ERR_PARSE_ARGS_");
 }
 
+/** Runs the command line of `program` (tls-pass, or one of the seed's commands). */
+async function mainAs(program: Program, argv: string[]): Promise<number> {
+  if (program === "tls-pass") return await main(argv);
+  if (argv.length === 1 && ["version", "--version", "-V"].includes(argv[0]!)) {
+    out(`${program} (tls-pass ${VERSION})`);
+    return 0;
+  }
+  const args = seedArgs(program, argv);
+  if (args === null) return help(program);
+  return await main(args);
+}
+
 if (import.meta.main) {
   let code: number;
+  const program = calledAs();
   try {
-    code = await main(Deno.args);
+    code = await mainAs(program, Deno.args);
   } catch (e) {
     if (e instanceof UsageError || isParseArgsError(e)) {
-      err(`tls-pass: ${e.message}`);
-      const command = e instanceof UsageError ? e.command : "main";
+      err(`${program}: ${e.message}`);
+      // under a seed name every usage error is about that one command line
+      const command = program !== "tls-pass"
+        ? program
+        : e instanceof UsageError
+        ? e.command
+        : "main";
       err(command === "main" ? MAIN_USAGE_LINE : USAGE[command]!.split("\n")[0]!);
-      err(`Run "tls-pass --help" for more.`);
+      err(`Run "${program} --help" for more.`);
       code = 2;
     } else if (e instanceof AdminError) {
       err(`tls-pass: ${e.message}`);
@@ -545,10 +659,10 @@ if (import.meta.main) {
       err(`tls-pass: ${e.message}`);
       code = 1;
     } else if (isAddrInUse(e)) {
-      err(`tls-pass: Cannot listen: ${e instanceof Error ? e.message : String(e)}`);
+      err(`${program}: Cannot listen: ${e instanceof Error ? e.message : String(e)}`);
       code = 1;
     } else {
-      err(`tls-pass: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      err(`${program}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
       code = 1;
     }
   }

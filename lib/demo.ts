@@ -37,6 +37,12 @@ export const DEV_ROLES: readonly { role: RoleName; settings: string; title: stri
 export const DEMO_DOMAIN = "test.internal-server.local";
 export const DEMO_CURL =
   "curl --cacert settings/dev/certs/root.crt --resolve test.internal-server.local:4433:127.0.0.1 https://test.internal-server.local:4433/jsonrpc";
+/** The echo (POST /echo) and the seed's stress line, printed by `--keep` beside the curl. */
+export const DEMO_TRY: readonly string[] = [
+  DEMO_CURL,
+  `${DEMO_CURL.replace("/jsonrpc", "/echo")} --data '{"b":1,"a":2}'`,
+  `seq 1 2000 | parallel -j 25 ${DEMO_CURL} --data "{}"`,
+];
 
 export interface DemoOptions {
   keep: boolean;
@@ -82,7 +88,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     print(res.body);
     const ok = res.status === 200 && res.body.trim() === '{"message":"success"}';
     if (options.keep && !stop.signal.aborted) {
-      print(`demo: all roles are up; try:\n  ${DEMO_CURL}\ndemo: press Ctrl-C to stop`);
+      print(`demo: all roles are up; try:\n  ${DEMO_TRY.join("\n  ")}\ndemo: press Ctrl-C to stop`);
       await new Promise<void>((resolve) =>
         stop.signal.addEventListener("abort", () => resolve(), { once: true })
       );

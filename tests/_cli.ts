@@ -68,12 +68,19 @@ export async function spawnCli(
     timeoutMs?: number;
     /** A command that runs the CLI (it must exec it), e.g. `["prlimit", "--nofile=256:256", "--"]`. */
     wrapper?: string[];
+    /**
+     * The whole command line instead of the CLI and `args` (`args` then only names it in errors),
+     * e.g. `["bash", "-c", "internal-server"]`: the seed's commands from bin/.
+     */
+    command?: string[];
   } = {},
 ): Promise<SpawnedCli> {
-  const [cli, pre] = cliCommand();
+  const [cli, pre] = options.command
+    ? [options.command[0]!, options.command.slice(1)]
+    : cliCommand();
   const [cmd, ...lead] = [...(options.wrapper ?? []), cli];
   const child = new Deno.Command(cmd!, {
-    args: [...lead, ...pre, ...args],
+    args: [...lead, ...pre, ...(options.command ? [] : args)],
     cwd: options.cwd ?? REPO_ROOT,
     env: options.env ?? {},
     stdin: "null",

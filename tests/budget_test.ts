@@ -392,7 +392,7 @@ Deno.test({
         serverName: DOMAIN,
         caCerts: [rootPem],
         method: "POST",
-        path: "/jsonrpc",
+        path: "/echo",
         body: '{"b":1,"a":2}',
         signal: AbortSignal.timeout(10_000),
       });

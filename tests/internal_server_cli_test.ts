@@ -47,11 +47,22 @@ Deno.test("internal-server answers real curl through the CLI and stops on SIGTER
     assert.equal(get.code, 0, get.err);
     assert.equal(get.out, '{"message":"success"}');
 
-    const echo = await curl([...base, "--data", '{"b":[2,{"d":1,"c":0}],"a":1}', url]);
+    const echoUrl = `https://test.internal-server.local:${port}/echo`;
+    const echo = await curl([...base, "--data", '{"b":[2,{"d":1,"c":0}],"a":1}', echoUrl]);
     assert.equal(echo.out, '{"a":1,"b":[2,{"c":0,"d":1}]}');
 
-    const bad = await curl([...base, "--data", "not json", "--write-out", "\n%{http_code}", url]);
-    assert.equal(bad.out, '{"message":"internal server error"}\n500');
+    const bad = await curl([
+      ...base,
+      "--data",
+      "not json",
+      "--write-out",
+      "\n%{http_code}",
+      echoUrl,
+    ]);
+    assert.equal(bad.out, '{"message":"bad request: POST a JSON object to /echo"}\n400');
+    // GNU parallel's --data "{}" becomes --data 7: /jsonrpc answers success to any body
+    const any = await curl([...base, "--data", "7", url]);
+    assert.equal(any.out, '{"message":"success"}');
 
     const big = await curl([
       ...base,

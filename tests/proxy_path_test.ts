@@ -24,7 +24,7 @@ for (const sockets of KINDS) {
     const get = await c.request("/jsonrpc");
     assert.equal(get.status, 200);
     assert.deepEqual(JSON.parse(get.body), { message: "success" });
-    const post = await c.request("/jsonrpc", JSON.stringify({ hello: "world", n: 1 }));
+    const post = await c.request("/echo", JSON.stringify({ hello: "world", n: 1 }));
     assert.equal(post.status, 200);
     assert.deepEqual(JSON.parse(post.body), { hello: "world", n: 1 });
     await until(() => c.pub.stats.spliced === 2, "both connections counted");

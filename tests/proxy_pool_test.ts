@@ -48,7 +48,7 @@ function rpcCode(code: number) {
 Deno.test("pool serves a client without a notice and refills itself", async () => {
   await using c = await startCluster({ private: WARM });
   await until(() => c.pub.pool.idle(OP) >= 1, "an idle pooled connection");
-  const r = await c.request("/jsonrpc", JSON.stringify({ n: 1 }));
+  const r = await c.request("/echo", JSON.stringify({ n: 1 }));
   assert.equal(r.status, 200);
   assert.deepEqual(JSON.parse(r.body), { n: 1 });
   // native sockets: the data-plane workers served it and tell the main threads a little later

@@ -1,7 +1,15 @@
 /**
- * The demo internal server (`tls-pass run internal-server`), the backend the private proxy
- * forwards to: `GET` → `{"message":"success"}`, `POST` of a JSON object → the object back
- * (compact, keys sorted), anything else → an error, always as JSON.
+ * The demo internal server (`tls-pass run internal-server`, `internal-server`), the backend the
+ * private proxy forwards to, answering as the original project's did:
+ *
+ * - any request to `/jsonrpc` (any method, any body) → 200 `{"message":"success"}` (GNU parallel
+ *   turns the seed's `--data "{}"` into `--data 1`: that is a success too), and so is a request
+ *   to any path but `/echo` (`GET /` of a health check);
+ * - `POST /echo` of a JSON object → the object back (compact, keys sorted); anything else to
+ *   `/echo` → 400;
+ * - a body over `max_body_bytes` → 413, whatever the path.
+ *
+ * Every answer is JSON.
  *
  * Built on `node:http`/`node:https` rather than `Deno.serve`: `Deno.serve`'s shutdown waits for
  * a client that stalls inside its request body and has no way to cut it off (measured on Deno
@@ -49,10 +57,9 @@ interface Answer {
 const SUCCESS: Answer = { status: 200, body: { message: "success" } };
 const FAILED: Answer = { status: 500, body: { message: "internal server error" } };
 const TOO_LARGE: Answer = { status: 413, body: { message: "payload too large" }, close: true };
-const NOT_ALLOWED: Answer = {
-  status: 405,
-  body: { message: "method not allowed" },
-  headers: { allow: "GET, HEAD, POST" },
+const NOT_AN_OBJECT: Answer = {
+  status: 400,
+  body: { message: "bad request: POST a JSON object to /echo" },
 };
 
 /** Reads the body up to `max` bytes; null as soon as it is larger (the rest is left unread). */
@@ -93,31 +100,42 @@ function readBody(req: http.IncomingMessage, max: number): Promise<Uint8Array | 
   });
 }
 
-async function echo(req: http.IncomingMessage, max: number): Promise<Answer> {
+/** The body (read whole, up to `max` bytes), or null when it is over `max`. */
+async function bodyOf(req: http.IncomingMessage, max: number): Promise<Uint8Array | null> {
   const declared = req.headers["content-length"];
-  if (declared !== undefined && Number(declared) > max) return TOO_LARGE;
-  const body = await readBody(req, max);
+  if (declared !== undefined && Number(declared) > max) return null;
+  return await readBody(req, max);
+}
+
+/**
+ * `/jsonrpc` (and every path but `/echo`): success whatever the method and body, once the body is
+ * read (413 over `max`).
+ */
+async function jsonrpc(req: http.IncomingMessage, max: number): Promise<Answer> {
+  return (await bodyOf(req, max)) === null ? TOO_LARGE : SUCCESS;
+}
+
+/** `/echo`: a POSTed JSON object back, keys sorted; any other request is a 400. */
+async function echo(req: http.IncomingMessage, max: number): Promise<Answer> {
+  const body = await bodyOf(req, max);
   if (body === null) return TOO_LARGE;
+  if (req.method !== "POST") return NOT_AN_OBJECT;
   let value: unknown;
   try {
     value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body));
   } catch {
-    return FAILED;
+    return NOT_AN_OBJECT;
   }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) return FAILED;
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return NOT_AN_OBJECT;
   return { status: 200, body: sortKeys(value) };
 }
 
-function route(req: http.IncomingMessage, max: number): Answer | Promise<Answer> {
-  switch (req.method) {
-    case "GET":
-    case "HEAD":
-      return SUCCESS;
-    case "POST":
-      return echo(req, max);
-    default:
-      return NOT_ALLOWED;
-  }
+function route(req: http.IncomingMessage, max: number): Promise<Answer> {
+  return pathOf(req) === "/echo" ? echo(req, max) : jsonrpc(req, max);
+}
+
+function pathOf(req: http.IncomingMessage): string {
+  return (req.url ?? "/").split("?")[0]!;
 }
 
 function send(req: http.IncomingMessage, res: http.ServerResponse, a: Answer): void {
@@ -164,8 +182,8 @@ export async function startInternalServer(
 
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const client = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
-    const path = (req.url ?? "/").split("?")[0];
-    Promise.resolve(route(req, max)).then(
+    const path = pathOf(req);
+    route(req, max).then(
       (a) => {
         log.debug("{method} {path} from {client}: {status}", {
           method: req.method,
@@ -211,9 +229,10 @@ export async function startInternalServer(
   // the body still arriving, and the reset could reach curl before the 413 ("Send failure").
   server.on("checkContinue", (req: http.IncomingMessage, res: http.ServerResponse) => {
     const declared = req.headers["content-length"];
-    if (req.method === "POST" && declared !== undefined && Number(declared) > max) {
-      log.debug("POST {path} from {client}: 413 before its body (Expect: 100-continue)", {
-        path: (req.url ?? "/").split("?")[0],
+    if (declared !== undefined && Number(declared) > max) {
+      log.debug("{method} {path} from {client}: 413 before its body (Expect: 100-continue)", {
+        method: req.method,
+        path: pathOf(req),
         client: `${req.socket.remoteAddress}:${req.socket.remotePort}`,
       });
       send(req, res, TOO_LARGE);

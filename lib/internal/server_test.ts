@@ -52,6 +52,9 @@ async function request(
 
 const JSON_TYPE = "application/json; charset=utf-8";
 const URL_OF = (addr: HostPort) => `https://127.0.0.1:${addr.port}/jsonrpc`;
+const ECHO_OF = (addr: HostPort) => `https://127.0.0.1:${addr.port}/echo`;
+const SUCCESS = '{"message":"success"}';
+const BAD_REQUEST = '{"message":"bad request: POST a JSON object to /echo"}';
 
 /**
  * One HTTP/1.1 request over TLS to `addr` with `serverName` as SNI and as the name verified,
@@ -101,23 +104,52 @@ Deno.test("internal server is refused by a client that trusts another root", asy
   );
 });
 
-Deno.test("internal server echoes a POSTed JSON object, compact, keys sorted", async () => {
+Deno.test("internal server answers success to any request to /jsonrpc, any method, any body", async () => {
+  await using f = await fixture();
+  await using server = await startInternalServer(f.settings());
+  using client = clientFor(f.pki.rootPem);
+  const url = URL_OF(server.addrs.main);
+  // GNU parallel turns the seed's --data "{}" into --data 1, 2, …: those are successes too
+  const bodies: (string | null)[] = [null, "", "{}", "1", "2000", "{", "[1,2]", "null"];
+  for (const method of ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]) {
+    for (const body of bodies) {
+      if (method === "GET" && body !== null) continue; // fetch() refuses a GET body
+      const res = await request(client, `${url}?x=1`, { method, body });
+      assert.deepEqual(res, { status: 200, type: JSON_TYPE, text: SUCCESS }, `${method} ${body}`);
+    }
+  }
+  const head = await request(client, url, { method: "HEAD" });
+  assert.deepEqual(head, { status: 200, type: JSON_TYPE, text: "" });
+});
+
+Deno.test("internal server answers success on every path but /echo (a health check's GET /)", async () => {
+  await using f = await fixture();
+  await using server = await startInternalServer(f.settings());
+  using client = clientFor(f.pki.rootPem);
+  for (const path of ["/", "/jsonrpc/x", "/echo/", "/other?echo"]) {
+    const url = `https://127.0.0.1:${server.addrs.main.port}${path}`;
+    const res = await request(client, url, { method: "POST", body: '{"a":1}' });
+    assert.deepEqual(res, { status: 200, type: JSON_TYPE, text: SUCCESS }, path);
+  }
+});
+
+Deno.test("internal server /echo returns a POSTed JSON object, compact, keys sorted", async () => {
   await using f = await fixture();
   await using server = await startInternalServer(f.settings());
   using client = clientFor(f.pki.rootPem);
   const body = '{ "b": 1, "a": { "z": [3, {"y": 1, "x": 2}], "c": null }, "__proto__": "k" }';
-  const res = await request(client, URL_OF(server.addrs.main), { method: "POST", body });
+  const res = await request(client, ECHO_OF(server.addrs.main), { method: "POST", body });
   assert.equal(res.status, 200);
   assert.equal(res.type, JSON_TYPE);
   assert.equal(res.text, '{"__proto__":"k","a":{"c":null,"z":[3,{"x":2,"y":1}]},"b":1}');
-  const empty = await request(client, URL_OF(server.addrs.main), {
+  const empty = await request(client, ECHO_OF(server.addrs.main), {
     method: "POST",
     body: "{}",
   });
   assert.deepEqual(empty, { status: 200, type: JSON_TYPE, text: "{}" });
 });
 
-Deno.test("internal server answers 500 to a POST that is not a JSON object", async () => {
+Deno.test("internal server /echo answers 400 to a POST that is not a JSON object", async () => {
   await using f = await fixture();
   await using server = await startInternalServer(f.settings());
   using client = clientFor(f.pki.rootPem);
@@ -133,10 +165,10 @@ Deno.test("internal server answers 500 to a POST that is not a JSON object", asy
     new Uint8Array([0x7b, 0x22, 0xff, 0x22, 0x3a, 0x31, 0x7d]), // {"\xff":1}: not UTF-8
   ];
   for (const body of bodies) {
-    const res = await request(client, URL_OF(server.addrs.main), { method: "POST", body });
+    const res = await request(client, ECHO_OF(server.addrs.main), { method: "POST", body });
     assert.deepEqual(
       res,
-      { status: 500, type: JSON_TYPE, text: '{"message":"internal server error"}' },
+      { status: 400, type: JSON_TYPE, text: BAD_REQUEST },
       `body ${String(body)}`,
     );
   }
@@ -146,14 +178,21 @@ Deno.test("internal server answers 413 to a body over max_body_bytes, with Conte
   await using f = await fixture();
   await using server = await startInternalServer(f.settings({ maxBodyBytes: 1024 }));
   using client = clientFor(f.pki.rootPem);
-  const url = URL_OF(server.addrs.main);
   const at = JSON.stringify({ k: "x".repeat(1024 - 8) }); // exactly 1024 bytes
   assert.equal(at.length, 1024);
-  const ok = await request(client, url, { method: "POST", body: at });
+  const ok = await request(client, ECHO_OF(server.addrs.main), { method: "POST", body: at });
   assert.equal(ok.status, 200);
   assert.equal(ok.text, at);
-  const over = await request(client, url, { method: "POST", body: `${at} ` });
-  assert.deepEqual(over, { status: 413, type: JSON_TYPE, text: '{"message":"payload too large"}' });
+  for (const url of [ECHO_OF(server.addrs.main), URL_OF(server.addrs.main)]) {
+    const over = await request(client, url, { method: "POST", body: `${at} ` });
+    assert.deepEqual(over, {
+      status: 413,
+      type: JSON_TYPE,
+      text: '{"message":"payload too large"}',
+    }, url);
+  }
+  const rpc = await request(client, URL_OF(server.addrs.main), { method: "PUT", body: at });
+  assert.deepEqual(rpc, { status: 200, type: JSON_TYPE, text: SUCCESS });
 });
 
 /** Sends a raw HTTP/1.1 request over plain TCP and reads the whole answer (Connection: close). */
@@ -186,7 +225,7 @@ Deno.test("internal server answers 413 to a chunked body over the limit (no Cont
   await using f = await fixture();
   await using server = await startInternalServer(f.settings({ tls: false, maxBodyBytes: 100 }));
   const head =
-    "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
   const chunk = (s: string) => `${s.length.toString(16)}\r\n${s}\r\n`;
   const big = await rawHttp(server.addrs.main, head, [
     chunk(`{"k":"${"x".repeat(60)}`),
@@ -212,7 +251,7 @@ Deno.test("internal server answers 413 to a streamed fetch body over the limit",
   await using server = await startInternalServer(f.settings({ maxBodyBytes: 100 }));
   using client = clientFor(f.pki.rootPem);
   const body = ReadableStream.from([new TextEncoder().encode(`{"k":"${"x".repeat(200)}"}`)]);
-  const res = await request(client, URL_OF(server.addrs.main), {
+  const res = await request(client, ECHO_OF(server.addrs.main), {
     method: "POST",
     body,
     duplex: "half",
@@ -220,20 +259,15 @@ Deno.test("internal server answers 413 to a streamed fetch body over the limit",
   assert.deepEqual(res, { status: 413, type: JSON_TYPE, text: '{"message":"payload too large"}' });
 });
 
-Deno.test("internal server answers 405 to other methods", async () => {
+Deno.test("internal server /echo answers 400 to other methods", async () => {
   await using f = await fixture();
   await using server = await startInternalServer(f.settings());
   using client = clientFor(f.pki.rootPem);
-  for (const method of ["PUT", "DELETE", "PATCH"]) {
-    const res = await request(client, URL_OF(server.addrs.main), { method, body: "{}" });
-    assert.deepEqual(res, {
-      status: 405,
-      type: JSON_TYPE,
-      text: '{"message":"method not allowed"}',
-    });
+  for (const method of ["GET", "PUT", "DELETE", "PATCH"]) {
+    const body = method === "GET" ? null : '{"a":1}';
+    const res = await request(client, ECHO_OF(server.addrs.main), { method, body });
+    assert.deepEqual(res, { status: 400, type: JSON_TYPE, text: BAD_REQUEST }, method);
   }
-  const head = await request(client, URL_OF(server.addrs.main), { method: "HEAD" });
-  assert.deepEqual(head, { status: 200, type: JSON_TYPE, text: "" });
 });
 
 Deno.test("internal server speaks plain HTTP when tls is false", async () => {
@@ -244,12 +278,15 @@ Deno.test("internal server speaks plain HTTP when tls is false", async () => {
   });
   using client = Deno.createHttpClient({});
   const base = `http://127.0.0.1:${server.addrs.main.port}`;
-  assert.deepEqual(await request(client, `${base}/anything?x=1`), {
+  assert.deepEqual(await request(client, `${base}/jsonrpc?x=1`), {
     status: 200,
     type: JSON_TYPE,
-    text: '{"message":"success"}',
+    text: SUCCESS,
   });
-  const echo = await request(client, base, { method: "POST", body: '{"b":[],"a":"é"}' });
+  const echo = await request(client, `${base}/echo`, {
+    method: "POST",
+    body: '{"b":[],"a":"é"}',
+  });
   assert.equal(echo.text, '{"a":"é","b":[]}');
 });
 
@@ -280,7 +317,7 @@ Deno.test("internal server stops when its signal is aborted, also during a stall
   }, 10_000);
   try {
     await conn.write(enc.encode(
-      "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n",
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n",
     ));
     // "100 Continue" is sent when the handler starts reading the body: it is waiting on us now
     const n = await conn.read(buf);
@@ -329,7 +366,7 @@ Deno.test("internal server answers Expect: 100-continue over the limit with 413,
   // connection ends without unread input (which would reset it before the client read the 413)
   const over = await rawHttp(
     server.addrs.main,
-    "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n",
+    "POST /jsonrpc HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n",
     [],
   );
   assert.match(over, /^HTTP\/1\.1 413 /);
@@ -338,7 +375,7 @@ Deno.test("internal server answers Expect: 100-continue over the limit with 413,
   const body = '{"a":1}';
   const ok = await rawHttp(
     server.addrs.main,
-    `POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`,
+    `POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`,
     [body],
   );
   assert.match(ok, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /);
