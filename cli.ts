@@ -138,8 +138,10 @@ private-proxy-1 and internal-server, and the directory pins (settings/dev/direct
   --force     overwrite existing files`,
   check: `Usage: tls-pass check ROLE [--settings PATH]...
 
-Loads and validates the settings of ROLE as "run" would, and prints the merged result as JSON
-(key material is shown as file paths, never as contents). Exit 2 on any problem.`,
+Loads and validates the settings of ROLE as "run" would, then makes the checks "run" makes
+before binding anything: the directory loads (public, eps) and the certificate names the
+operator (CN and DNS SAN, key usages). Prints the merged settings as JSON (key material is shown
+as file paths, never as contents). Binds nothing. Exit 2 on any problem.`,
   version: `Usage: tls-pass version
 
 Prints the version.`,
@@ -433,7 +435,11 @@ async function cmdCheck(args: string[]): Promise<number> {
     throw new UsageError(`Unexpected argument "${positionals[1]}"`, "check");
   }
   const role = roleOf(positionals[0], "check");
-  const { settings } = await load(role, (values.settings as string[] | undefined) ?? []);
+  const { spec, settings } = await load(role, (values.settings as string[] | undefined) ?? []);
+  // the same checks "run" makes before binding: the directory, the certificate's operator name
+  for (const warning of (await spec.preflight?.(settings)) ?? []) {
+    err(`tls-pass: warning: ${warning}`);
+  }
   out(JSON.stringify(settings, null, 2));
   return 0;
 }

@@ -5,6 +5,9 @@
  */
 import type { RoleHandle } from "./role.ts";
 import type { SettingsParser } from "./settings/loader.ts";
+import type { EpsSettings } from "./settings/eps.ts";
+import type { PrivateSettings } from "./settings/private.ts";
+import type { PublicSettings } from "./settings/public.ts";
 
 export const ROLE_NAMES = ["public", "private", "eps", "internal-server"] as const;
 export type RoleName = typeof ROLE_NAMES[number];
@@ -15,6 +18,12 @@ export interface RoleSpec<S = unknown> {
   /** Settings path used when neither --settings nor the environment variable is given. */
   fallback?: string;
   parse: SettingsParser<S>;
+  /**
+   * What `start` checks before it binds anything beyond the settings themselves (the directory,
+   * the certificate's operator name); `tls-pass check` runs it too. Throws SettingsError;
+   * resolves to warnings worth printing.
+   */
+  preflight?(settings: S): Promise<string[]>;
   start(settings: S, signal?: AbortSignal): Promise<RoleHandle & { ready?: Promise<void> }>;
 }
 
@@ -32,28 +41,37 @@ export async function roleSpec(role: RoleName): Promise<RoleSpec> {
     }
     case "public": {
       const { parsePublicSettings } = await import("./settings/public.ts");
-      const { startPublic } = await import("./proxy/public.ts");
+      const { preflightPublic, startPublic } = await import("./proxy/public.ts");
       return {
         envVar: "PROXY_SETTINGS",
         parse: parsePublicSettings,
+        preflight: async (s: PublicSettings) => {
+          await preflightPublic(s);
+          return [];
+        },
         start: startPublic,
       } as RoleSpec<unknown> as RoleSpec;
     }
     case "private": {
       const { parsePrivateSettings } = await import("./settings/private.ts");
-      const { startPrivate } = await import("./proxy/private.ts");
+      const { preflightPrivate, startPrivate } = await import("./proxy/private.ts");
       return {
         envVar: "PROXY_SETTINGS",
         parse: parsePrivateSettings,
+        preflight: async (s: PrivateSettings) => {
+          await preflightPrivate(s);
+          return [];
+        },
         start: startPrivate,
       } as RoleSpec<unknown> as RoleSpec;
     }
     case "eps": {
       const { parseEpsSettings } = await import("./settings/eps.ts");
-      const { startEps } = await import("./eps/server.ts");
+      const { preflightEps, startEps } = await import("./eps/server.ts");
       return {
         envVar: "EPS_SETTINGS",
         parse: parseEpsSettings,
+        preflight: async (s: EpsSettings) => (await preflightEps(s)).warnings,
         start: startEps,
       } as RoleSpec<unknown> as RoleSpec;
     }

@@ -18,6 +18,7 @@ import {
   readLinkTlsSync,
   untilSettledOrAborted,
 } from "./link.ts";
+import { checkOwnCertificate } from "./own_certificate.ts";
 import { callOnStream, DeadlineClock, serveStream } from "./rpc.ts";
 import { splitMethod } from "./router.ts";
 
@@ -65,6 +66,35 @@ export interface EpsClient extends AsyncDisposable {
    */
   reconfigure(settings: EpsClientSettings, prefix?: string): void;
   close(): Promise<void>;
+}
+
+/**
+ * Reads and checks the link material of a proxy's `eps:` block now: every file readable PEM, the
+ * key the certificate's, and the certificate the operator's own (CN and DNS SAN `operator`,
+ * usable as a TLS client). `run` does it before binding anything, `tls-pass check` the same
+ * (docs/settings.md, "`tls-pass check ROLE`"). Throws SettingsError naming the file and key.
+ */
+export function readEpsClientTls(
+  settings: EpsClientSettings,
+  operator: string,
+  prefix = "eps",
+): LinkTls {
+  const k = (key: string) => `${prefix}.${key}`;
+  const tls = readLinkTlsSync({
+    cert: { key: k("certificate_file"), path: settings.certificateFile },
+    key: { key: k("key_file"), path: settings.keyFile },
+    ca: settings.caCertificateFiles.map((path, i) => ({
+      key: `${k("ca_certificate_files")}[${i}]`,
+      path,
+    })),
+  });
+  checkOwnCertificate(tls.cert, {
+    operator,
+    key: k("certificate_file"),
+    file: settings.certificateFile,
+    usages: ["clientAuth"], // a proxy only dials its EPS
+  });
+  return tls;
 }
 
 /** Connects to the own EPS server. Implemented with the link and session modules. */

@@ -4,7 +4,7 @@
  * (docs/architecture.md, "The picture").
  * @module
  */
-import { LinkClosedError, RpcCode, RpcError, SettingsError } from "../errors.ts";
+import { LinkClosedError, RpcCode, RpcError } from "../errors.ts";
 import { errorText, logger } from "../log.ts";
 import {
   formatHostPort,
@@ -16,14 +16,13 @@ import {
 import type { NodeTlsConn } from "../net/node_tls_conn.ts";
 import type { EpsSettings } from "../settings/eps.ts";
 import { calleesOf, type Directory, directoryValue, loadDirectory } from "./directory.ts";
+import { checkOwnCertificate } from "./own_certificate.ts";
 import {
-  commonNameOf,
   keepDialling,
   Link,
   type LinkListener,
   type LinkTls,
   listenLinks,
-  loadLinkTls,
   readLinkTlsSync,
   untilSettledOrAborted,
 } from "./link.ts";
@@ -288,23 +287,6 @@ function abortPromise(signal: AbortSignal): Promise<void> {
   });
 }
 
-/** Checks that the own certificate names the own operator. */
-function checkOwnCertificate(settings: EpsSettings, tls: LinkTls): void {
-  let cn: string;
-  try {
-    cn = commonNameOf(tls.cert);
-  } catch (err) {
-    throw new SettingsError(settings.certificateFile, [
-      `certificate_file: cannot read the certificate: ${errorText(err)}`,
-    ]);
-  }
-  if (cn !== settings.operator) {
-    throw new SettingsError(settings.certificateFile, [
-      `certificate_file: certificate CN is "${cn}", expected the operator "${settings.operator}"`,
-    ]);
-  }
-}
-
 /** The keys of an EPS server that a reload cannot change (docs/architecture.md, "Reload"). */
 export const EPS_RESTART_ONLY = [
   "operator",
@@ -317,8 +299,6 @@ export const EPS_RESTART_ONLY = [
 /** A running EPS server; `reload` re-reads settings, directory and certificates (SIGHUP). */
 export type EpsHandle = RoleHandle<"links" | "proxy"> & Reloadable<EpsSettings>;
 
-/** The directory as a plain value, to tell whether a reload changed it. */
-
 /** Reads the own link material now (a reload), with problems naming the key and file. */
 function readOwnTls(settings: EpsSettings, directory: Directory): LinkTls {
   const tls = readLinkTlsSync({
@@ -329,8 +309,35 @@ function readOwnTls(settings: EpsSettings, directory: Directory): LinkTls {
       path,
     })),
   }, settings.handshakeTimeoutMs);
-  checkOwnCertificate(settings, tls);
+  checkOwnCertificate(tls.cert, {
+    operator: settings.operator,
+    key: "certificate_file",
+    file: settings.certificateFile,
+    usages: ["serverAuth", "clientAuth"], // it listens for links and dials its peers
+  });
   return tls;
+}
+
+/** What an EPS server reads and checks before it binds anything. */
+export interface EpsPreflight {
+  directory: Directory;
+  tls: LinkTls;
+  /** Not fatal, but worth saying (`run` logs them, `check` prints them). */
+  warnings: string[];
+}
+
+/**
+ * The checks `run eps` makes before binding, also run by `tls-pass check eps`: loads the
+ * directory, reads the own certificate, key and the directory's CA files, and checks that the
+ * certificate is the operator's (docs/settings.md, "`tls-pass check ROLE`"). Throws
+ * SettingsError naming the file and key of every problem.
+ */
+export async function preflightEps(settings: EpsSettings): Promise<EpsPreflight> {
+  const directory = await loadDirectory([settings.directoryDir]);
+  const warnings = directory.operators.has(settings.operator)
+    ? []
+    : [`Operator "${settings.operator}" is not in the directory: no peer may call it`];
+  return { directory, tls: readOwnTls(settings, directory), warnings };
 }
 
 /**
@@ -343,17 +350,12 @@ export async function startEps(
 ): Promise<EpsHandle> {
   signal?.throwIfAborted();
   const own = settings.operator;
-  let directory: Directory = await loadDirectory([settings.directoryDir]);
-  if (!directory.operators.has(own)) {
+  const first = await preflightEps(settings);
+  if (first.warnings.length > 0) {
     log.warn("Operator {operator} is not in the directory: no peer may call it", { operator: own });
   }
-  let tls = await loadLinkTls(
-    settings.certificateFile,
-    settings.keyFile,
-    directory.caCertificateFiles,
-    settings.handshakeTimeoutMs,
-  );
-  checkOwnCertificate(settings, tls);
+  let directory = first.directory;
+  let tls = first.tls;
   let current = settings;
 
   const stop = new AbortController();

@@ -16,7 +16,7 @@ import {
   type Reloadable,
   type RoleHandle,
 } from "../role.ts";
-import { connectEps, type EpsClient } from "../eps/client.ts";
+import { connectEps, type EpsClient, readEpsClientTls } from "../eps/client.ts";
 import {
   type DataEvent,
   type DataPlane,
@@ -474,6 +474,16 @@ class PrivateControl {
 }
 
 /**
+ * The checks `run private` makes before binding, also run by `tls-pass check private`: the
+ * `eps:` certificate must be the operator's (docs/settings.md, "`tls-pass check ROLE`"). The
+ * private proxy reads no directory. Throws SettingsError naming the file and key.
+ */
+export function preflightPrivate(settings: PrivateSettings): Promise<void> {
+  readEpsClientTls(settings.eps, settings.operator);
+  return Promise.resolve();
+}
+
+/**
  * Starts the private proxy. Resolves once its data plane runs, whether or not its peers are up
  * (roles may start in any order); `ready` resolves once its first announcements are
  * acknowledged. Until then it retries and logs that it waits.
@@ -482,6 +492,7 @@ export async function startPrivate(
   settings: PrivateSettings,
   signal?: AbortSignal,
 ): Promise<PrivateHandle> {
+  await preflightPrivate(settings);
   const log = logger("proxy", "private");
   const c = new PrivateControl(settings, log);
   log.info(

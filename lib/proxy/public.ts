@@ -15,8 +15,8 @@ import {
   type Reloadable,
   type RoleHandle,
 } from "../role.ts";
-import { connectEps, type EpsClient } from "../eps/client.ts";
-import { domainAllowed, loadDirectory } from "../eps/directory.ts";
+import { connectEps, type EpsClient, readEpsClientTls } from "../eps/client.ts";
+import { type Directory, domainAllowed, loadDirectory } from "../eps/directory.ts";
 import {
   type Admission,
   type DataEvent,
@@ -180,6 +180,17 @@ class PublicSnapshots {
 }
 
 /**
+ * The checks `run public` makes before binding, also run by `tls-pass check public`: loads the
+ * directory and checks that the `eps:` certificate is the operator's (docs/settings.md,
+ * "`tls-pass check ROLE`"). Throws SettingsError naming the file and key of every problem.
+ */
+export async function preflightPublic(settings: PublicSettings): Promise<{ directory: Directory }> {
+  const directory = await loadDirectory([settings.directoryDir]);
+  readEpsClientTls(settings.eps, settings.operator);
+  return { directory };
+}
+
+/**
  * Starts the public proxy: loads the directory and the announcement store, opens the data plane
  * on both ports, attaches to the EPS (in the background: it retries until the EPS is up), serves.
  */
@@ -191,7 +202,7 @@ export async function startPublic(
   // what new connections and calls read; a reload replaces its fields (public_reload.ts)
   const live: PublicLive = {
     settings,
-    directory: await loadDirectory([settings.directoryDir]),
+    directory: (await preflightPublic(settings)).directory,
     privateEndpoint: { hostname: "", port: 0 },
   };
   const store = await openStore(settings.store);
