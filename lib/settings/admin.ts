@@ -2,8 +2,7 @@
  * The admin endpoint's setting, shared by every role (docs/settings.md, "admin_listen").
  * @module
  */
-import * as check from "./check.ts";
-import { address, fileKeys, type Infer, optional, parseBlock } from "./schema.ts";
+import { address, fileKeys, type Infer, optional } from "./schema.ts";
 
 /** The declaration of `admin_listen` (docs/settings.md, "admin_listen"). */
 export const ADMIN_SHAPE = {
@@ -18,12 +17,3 @@ export const ADMIN_KEYS = fileKeys(ADMIN_SHAPE);
 
 /** `adminListen`: where the admin endpoint listens (`/metrics`, `/status`, …); absent: off. */
 export type AdminSettings = Infer<typeof ADMIN_SHAPE>;
-
-/** Reads `admin_listen` (absent or null: off). */
-export function parseAdminSettings(
-  data: Record<string, unknown>,
-  problems: check.Problems,
-): AdminSettings {
-  const only: Record<string, unknown> = { admin_listen: data.admin_listen };
-  return parseBlock(ADMIN_SHAPE, only, "", problems)[0];
-}

@@ -4,15 +4,7 @@
  * @module
  */
 import * as check from "./check.ts";
-import {
-  defaultsOf,
-  duration,
-  fileKeys,
-  type Infer,
-  MAX_MS,
-  parseBlock,
-  withDefault,
-} from "./schema.ts";
+import { defaultsOf, duration, fileKeys, type Infer, MAX_MS, withDefault } from "./schema.ts";
 
 /** The declaration of both proxies' splice keys (docs/settings.md). */
 export const SPLICE_SHAPE = {
@@ -51,15 +43,4 @@ export function checkSplice(s: SpliceSettings, problems: check.Problems): void {
       `tcp_keepalive_ms: ${s.tcpKeepAliveMs} is below 1000 (TCP keepalive counts whole seconds); use 0 to turn it off`,
     );
   }
-}
-
-/** Reads `idle_timeout_ms` and `tcp_keepalive_ms` (0 allowed: off) from a proxy's settings. */
-export function parseSpliceSettings(
-  data: Record<string, unknown>,
-  problems: check.Problems,
-): SpliceSettings {
-  const only = { idle_timeout_ms: data.idle_timeout_ms, tcp_keepalive_ms: data.tcp_keepalive_ms };
-  const [s] = parseBlock(SPLICE_SHAPE, only, "", problems);
-  checkSplice(s, problems);
-  return s;
 }
