@@ -5,6 +5,7 @@
  *   tls-pass demo [--keep]
  *   tls-pass certs [--out DIR] [--force]
  *   tls-pass check ROLE [--settings PATH]...
+ *   tls-pass schema ROLE
  *   tls-pass status [--admin HOST:PORT] [--json]
  *   tls-pass drain|undrain DOMAIN [--admin HOST:PORT] [--no-wait]
  *   tls-pass version | --help | help [COMMAND]
@@ -65,6 +66,7 @@ Usage:
   tls-pass demo [--keep]
   tls-pass certs [--out DIR] [--force]
   tls-pass check ROLE [--settings PATH]...
+  tls-pass schema ROLE
   tls-pass status [--admin HOST:PORT] [--json]
   tls-pass drain DOMAIN [--admin HOST:PORT] [--no-wait]
   tls-pass undrain DOMAIN [--admin HOST:PORT]
@@ -142,13 +144,20 @@ Loads and validates the settings of ROLE as "run" would, then makes the checks "
 before binding anything: the directory loads (public, eps) and the certificate names the
 operator (CN and DNS SAN, key usages). Prints the merged settings as JSON (key material is shown
 as file paths, never as contents). Binds nothing. Exit 2 on any problem.`,
+  schema: `Usage: tls-pass schema ROLE
+
+Prints the JSON Schema (draft-07) of the settings of ROLE, generated from the same declarations
+the settings are checked with, for editors: put the line
+  # yaml-language-server: $schema=PATH-OR-URL-OF-THE-SCHEMA
+at the top of a settings file (docs/settings.md, "Editor support"). settings/schema/ROLE.json
+holds the same text.`,
   version: `Usage: tls-pass version
 
 Prints the version.`,
 };
 
 const MAIN_USAGE_LINE =
-  "Usage: tls-pass run|demo|certs|check|status|drain|undrain|version|help [OPTIONS]";
+  "Usage: tls-pass run|demo|certs|check|schema|status|drain|undrain|version|help [OPTIONS]";
 
 /** The names this executable answers to (README, "The seed's commands"). */
 const PROGRAMS = ["tls-pass", "proxy", "eps", "internal-server"] as const;
@@ -444,6 +453,18 @@ async function cmdCheck(args: string[]): Promise<number> {
   return 0;
 }
 
+async function cmdSchema(args: string[]): Promise<number> {
+  const { values, positionals } = parse("schema", args, {});
+  if (values.help) return help("schema");
+  if (positionals.length > 1) {
+    throw new UsageError(`Unexpected argument "${positionals[1]}"`, "schema");
+  }
+  const role = roleOf(positionals[0], "schema");
+  const { roleSchemaText } = await import("./lib/settings/reference.ts");
+  await Deno.stdout.write(new TextEncoder().encode(roleSchemaText(role)));
+  return 0;
+}
+
 async function cmdCerts(args: string[]): Promise<number> {
   const { values, positionals } = parse("certs", args, {
     out: { type: "string" },
@@ -584,6 +605,8 @@ async function main(argv: string[]): Promise<number> {
       return await cmdRun(rest);
     case "check":
       return await cmdCheck(rest);
+    case "schema":
+      return await cmdSchema(rest);
     case "certs":
       return await cmdCerts(rest);
     case "status":

@@ -2,22 +2,18 @@
  * The admin endpoint's setting, shared by every role (docs/settings.md, "admin_listen").
  * @module
  */
-import type { HostPort } from "../role.ts";
-import * as check from "./check.ts";
+import { address, fileKeys, type Infer, optional } from "./schema.ts";
 
-export const ADMIN_KEYS = ["admin_listen"] as const;
+/** The declaration of `admin_listen` (docs/settings.md, "admin_listen"). */
+export const ADMIN_SHAPE = {
+  adminListen: optional(
+    address,
+    "Where the role's admin endpoint listens: `/metrics`, `/status`, `/healthz`, `/readyz`, the status page at `/`, and on a private proxy `POST /drain` and `/undrain`. It has no authentication: keep it on loopback or behind access control. Port 0 picks a free port (shown in the ready line). A change needs a restart.",
+    { defaultDoc: "none (off)" },
+  ),
+} as const;
 
-export interface AdminSettings {
-  /** Where the admin endpoint listens (`/metrics`, `/status`, …); absent: off. */
-  adminListen?: HostPort;
-}
+export const ADMIN_KEYS = fileKeys(ADMIN_SHAPE);
 
-/** Reads `admin_listen` (absent or null: off). */
-export function parseAdminSettings(
-  data: Record<string, unknown>,
-  problems: check.Problems,
-): AdminSettings {
-  const v = data.admin_listen;
-  if (v === undefined || v === null) return {};
-  return { adminListen: check.address(v, "admin_listen", problems) };
-}
+/** `adminListen`: where the admin endpoint listens (`/metrics`, `/status`, …); absent: off. */
+export type AdminSettings = Infer<typeof ADMIN_SHAPE>;

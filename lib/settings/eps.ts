@@ -1,133 +1,92 @@
 /**
- * Settings of the EPS role (`tls-pass run eps`); reference in docs/settings.md.
+ * Settings of the EPS role (`tls-pass run eps`), declared once (./schema.ts); reference in
+ * docs/settings.md.
  * @module
  */
-import type { HostPort } from "../role.ts";
 import * as check from "./check.ts";
-import { checkReadable, loadSettings } from "./loader.ts";
-import { ADMIN_KEYS, type AdminSettings, parseAdminSettings } from "./admin.ts";
+import { loadSettings } from "./loader.ts";
+import { ADMIN_SHAPE } from "./admin.ts";
+import {
+  address,
+  defaultsOf,
+  duration,
+  existingDir,
+  type Infer,
+  integer,
+  operatorName,
+  optional,
+  parseBlock,
+  readableFile,
+  required,
+  size,
+  withDefault,
+} from "./schema.ts";
 
-export interface EpsSettings extends AdminSettings {
-  /** This EPS server's operator; its certificate's CN and DNS SAN. */
-  operator: string;
-  /** Links from peer EPS servers and from the own proxy. */
-  listen?: HostPort;
-  /** Links from the own proxy only (e.g. loopback). */
-  proxyListen?: HostPort;
-  /** This operator's certificate (leaf + intermediate) and its key, PEM. */
-  certificateFile: string;
-  keyFile: string;
-  /** The directory folder (operators, permissions, pins, CA files). */
-  directoryDir: string;
-  /** Default deadline of a call. */
-  callTimeoutMs: number;
-  maxMessageBytes: number;
-  maxStreamsPerLink: number;
-  keepaliveIntervalMs: number;
-  /** Deadline of the TLS handshake of a link. */
-  handshakeTimeoutMs: number;
-}
-
-export const EPS_DEFAULTS = {
-  callTimeoutMs: 5000,
-  maxMessageBytes: 1024 * 1024,
-  maxStreamsPerLink: 1024,
-  keepaliveIntervalMs: 15_000,
-  handshakeTimeoutMs: 10_000,
+/** The declaration of every EPS server key (docs/settings.md, "EPS server"). */
+export const EPS_SHAPE = {
+  operator: required(
+    operatorName,
+    "This EPS server's operator. At start, its certificate must name it (CN and DNS SAN).",
+  ),
+  listen: optional(
+    address,
+    "Links from peer EPS servers and from the own proxy. Peers reach it at the `address` the directory gives for this operator.",
+    { defaultDoc: "none; required unless `proxy_listen` is set" },
+  ),
+  proxyListen: optional(
+    address,
+    "A second listener that accepts only the own proxy (this operator's certificate), e.g. on loopback.",
+    { defaultDoc: "none" },
+  ),
+  certificateFile: required(
+    readableFile,
+    "This operator's certificate, PEM (leaf, then intermediate).",
+  ),
+  keyFile: required(readableFile, "Its private key, PEM."),
+  directoryDir: required(existingDir, "The directory folder."),
+  callTimeoutMs: withDefault(
+    duration(),
+    5000,
+    "Default deadline of a call routed through this server.",
+  ),
+  maxMessageBytes: withDefault(
+    size(1024, 64 * 1024 * 1024),
+    1024 * 1024,
+    "Largest JSON-RPC message.",
+    {
+      defaultDoc: "`1048576` (1 MiB)",
+      range: "1024 – 67 108 864 (64 MiB)",
+    },
+  ),
+  maxStreamsPerLink: withDefault(
+    integer(1, 65536),
+    1024,
+    "Streams (calls in progress) at once on one link.",
+  ),
+  keepaliveIntervalMs: withDefault(
+    duration(),
+    15_000,
+    "Ping interval on each link; a link that misses two pings is closed.",
+  ),
+  handshakeTimeoutMs: withDefault(duration(), 10_000, "Deadline of the TLS handshake of a link."),
+  ...ADMIN_SHAPE,
 } as const;
 
-const KEYS = [
-  "operator",
-  "listen",
-  "proxy_listen",
-  "certificate_file",
-  "key_file",
-  "directory_dir",
-  "call_timeout_ms",
-  "max_message_bytes",
-  "max_streams_per_link",
-  "keepalive_interval_ms",
-  "handshake_timeout_ms",
-  ...ADMIN_KEYS,
-] as const;
+/** The EPS server's settings: every key of EPS_SHAPE, whose docs say what each means. */
+export type EpsSettings = Infer<typeof EPS_SHAPE>;
+
+export const EPS_DEFAULTS = defaultsOf(EPS_SHAPE);
 
 /** Validates merged EPS settings, reporting every problem (docs/settings.md, "Validation"). */
 export function parseEpsSettings(
   data: Record<string, unknown>,
   problems: check.Problems,
 ): EpsSettings {
-  check.onlyKeys(data, KEYS, "", problems);
-  const str = (key: string) =>
-    check.required(data[key], key, problems) ? check.string(data[key], key, problems) : "";
-  let operator = "";
-  if (check.required(data.operator, "operator", problems)) {
-    const v = data.operator;
-    if (typeof v === "string" && check.normalizeHostName(v) === v) operator = v;
-    else {
-      problems.push(
-        `operator: must be a lower-case host name (an operator name), got ${JSON.stringify(v)}`,
-      );
-    }
-  }
-  const s: EpsSettings = {
-    ...parseAdminSettings(data, problems),
-    operator,
-    certificateFile: str("certificate_file"),
-    keyFile: str("key_file"),
-    directoryDir: str("directory_dir"),
-    callTimeoutMs: check.durationMs(
-      data.call_timeout_ms ?? EPS_DEFAULTS.callTimeoutMs,
-      "call_timeout_ms",
-      problems,
-    ),
-    maxMessageBytes: check.bytes(
-      data.max_message_bytes ?? EPS_DEFAULTS.maxMessageBytes,
-      "max_message_bytes",
-      problems,
-      1024,
-      64 * 1024 * 1024,
-    ),
-    maxStreamsPerLink: check.integer(
-      data.max_streams_per_link ?? EPS_DEFAULTS.maxStreamsPerLink,
-      "max_streams_per_link",
-      problems,
-      1,
-      65536,
-    ),
-    keepaliveIntervalMs: check.durationMs(
-      data.keepalive_interval_ms ?? EPS_DEFAULTS.keepaliveIntervalMs,
-      "keepalive_interval_ms",
-      problems,
-    ),
-    handshakeTimeoutMs: check.durationMs(
-      data.handshake_timeout_ms ?? EPS_DEFAULTS.handshakeTimeoutMs,
-      "handshake_timeout_ms",
-      problems,
-    ),
-  };
-  if (data.listen !== undefined) s.listen = check.address(data.listen, "listen", problems);
-  if (data.proxy_listen !== undefined) {
-    s.proxyListen = check.address(data.proxy_listen, "proxy_listen", problems);
-  }
-  if (data.listen === undefined && data.proxy_listen === undefined) {
+  const [s] = parseBlock(EPS_SHAPE, data, "", problems);
+  if (s.listen === undefined && s.proxyListen === undefined) {
     problems.push(
       "listen: is required unless proxy_listen is set (the own proxy needs somewhere to attach)",
     );
-  }
-  checkReadable(s.certificateFile, "certificate_file", problems);
-  checkReadable(s.keyFile, "key_file", problems);
-  if (s.directoryDir !== "") {
-    try {
-      if (!Deno.statSync(s.directoryDir).isDirectory) {
-        problems.push(`directory_dir: "${s.directoryDir}" is not a folder`);
-      }
-    } catch (err) {
-      problems.push(
-        `directory_dir: cannot read "${s.directoryDir}": ${
-          err instanceof Error ? err.message : String(err)
-        }`,
-      );
-    }
   }
   return s;
 }

@@ -1,33 +1,54 @@
 /**
- * The `eps:` block of a proxy's settings: how it reaches its own EPS server. A module of the
- * settings layer (it imports nothing of lib/eps); lib/eps/client.ts takes the parsed value.
+ * The `eps:` block of a proxy's settings: how it reaches its own EPS server, declared once
+ * (./schema.ts). A module of the settings layer (it imports nothing of lib/eps);
+ * lib/eps/client.ts takes the parsed value.
  * @module
  */
-import type { HostPort } from "../role.ts";
 import * as check from "./check.ts";
-import { checkReadable } from "./loader.ts";
+import {
+  address,
+  block,
+  duration,
+  type Field,
+  type Infer,
+  list,
+  readableFile,
+  required,
+  size,
+  withDefault,
+} from "./schema.ts";
 
-export interface EpsClientSettings {
-  /** The EPS server's link address. */
-  address: HostPort;
-  /** This operator's certificate (leaf + intermediate) and key: the proxy attaches as its operator. */
-  certificateFile: string;
-  keyFile: string;
-  /** CAs that issued the EPS server's certificate. */
-  caCertificateFiles: string[];
-  /** Default deadline of an outgoing call. */
-  callTimeoutMs: number;
-  maxMessageBytes: number;
-}
+/** The declaration of the `eps:` block (docs/settings.md, "The `eps:` block of both proxies"). */
+export const EPS_CLIENT_SHAPE = {
+  address: required(address, "The EPS server's `listen` or `proxy_listen` address."),
+  certificateFile: required(
+    readableFile,
+    "This operator's certificate, PEM (leaf, then intermediate).",
+  ),
+  keyFile: required(readableFile, "Its private key, PEM."),
+  caCertificateFiles: required(
+    list(readableFile, "list of paths"),
+    "The CA certificates that issued the EPS server's certificate.",
+    { range: "readable files" },
+  ),
+  callTimeoutMs: withDefault(duration(), 5000, "Default deadline of an outgoing call."),
+  maxMessageBytes: withDefault(
+    size(1024, 2 ** 31),
+    1024 * 1024,
+    "Largest JSON-RPC message sent or received.",
+    { defaultDoc: "`1048576` (1 MiB)" },
+  ),
+} as const;
 
-const KEYS = [
-  "address",
-  "certificate_file",
-  "key_file",
-  "ca_certificate_files",
-  "call_timeout_ms",
-  "max_message_bytes",
-] as const;
+/**
+ * The `eps:` block, parsed: the EPS server's link `address`; this operator's certificate
+ * (leaf + intermediate) and key, as the proxy attaches as its operator; the CAs that issued the
+ * EPS server's certificate; the default deadline of an outgoing call; the largest message.
+ */
+export type EpsClientSettings = Infer<typeof EPS_CLIENT_SHAPE>;
+
+/** The `eps:` block as a field of a proxy's settings (absent: every required key missing). */
+export const epsClientBlock: Field<EpsClientSettings> = block(EPS_CLIENT_SHAPE);
 
 /** Parses the `eps:` block of a proxy's settings. */
 export function parseEpsClientSettings(
@@ -35,33 +56,5 @@ export function parseEpsClientSettings(
   prefix: string,
   problems: check.Problems,
 ): EpsClientSettings {
-  const m = check.mapping(v, prefix, problems);
-  check.onlyKeys(m, KEYS, prefix, problems);
-  const k = (key: string) => check.join(prefix, key);
-  const req = (key: string) => check.required(m[key], k(key), problems);
-  const s: EpsClientSettings = {
-    address: req("address")
-      ? check.address(m.address, k("address"), problems)
-      : { hostname: "", port: 0 },
-    certificateFile: req("certificate_file")
-      ? check.string(m.certificate_file, k("certificate_file"), problems)
-      : "",
-    keyFile: req("key_file") ? check.string(m.key_file, k("key_file"), problems) : "",
-    caCertificateFiles: req("ca_certificate_files")
-      ? check.list(m.ca_certificate_files, k("ca_certificate_files"), problems, check.string)
-      : [],
-    callTimeoutMs: check.durationMs(m.call_timeout_ms ?? 5000, k("call_timeout_ms"), problems),
-    maxMessageBytes: check.bytes(
-      m.max_message_bytes ?? 1024 * 1024,
-      k("max_message_bytes"),
-      problems,
-      1024,
-    ),
-  };
-  checkReadable(s.certificateFile, k("certificate_file"), problems);
-  checkReadable(s.keyFile, k("key_file"), problems);
-  s.caCertificateFiles.forEach((f, i) =>
-    checkReadable(f, `${k("ca_certificate_files")}[${i}]`, problems)
-  );
-  return s;
+  return epsClientBlock.parse(v, prefix, problems);
 }

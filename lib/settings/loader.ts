@@ -206,15 +206,5 @@ function parseRaw<T>(
   return settings;
 }
 
-/** Checks that a file exists and is readable now, so the role fails at start-up, not later. */
-export function checkReadable(path: string, key: string, problems: Problems): void {
-  if (path === "") return;
-  try {
-    const info = Deno.statSync(path);
-    if (!info.isFile) problems.push(`${key}: "${path}" is not a file`);
-  } catch (err) {
-    problems.push(
-      `${key}: cannot read "${path}": ${err instanceof Error ? err.message : String(err)}`,
-    );
-  }
-}
+/** Checks that a file exists and is readable now (declared with the fields, ./schema.ts). */
+export { checkReadable } from "./schema.ts";

@@ -13,121 +13,247 @@
  * @module
  */
 import type { HostPort } from "../role.ts";
-import type { SocketsChoice } from "./public.ts";
-import { type EpsClientSettings, parseEpsClientSettings } from "./eps_client.ts";
 import * as check from "./check.ts";
 import { loadSettings } from "./loader.ts";
-import {
-  parseSpliceSettings,
-  SPLICE_DEFAULTS,
-  SPLICE_KEYS,
-  type SpliceSettings,
-} from "./splice.ts";
-import { operatorName } from "./public.ts";
-import { cidrList } from "./limits.ts";
+import { checkSplice, SPLICE_SHAPE } from "./splice.ts";
+import { epsKey, operatorName, proxyOperatorKey, socketsKey } from "./public.ts";
+import { cidrList, MAX_CIDRS } from "./limits.ts";
 import type { ProxyProtocolVersion } from "../wire/proxy_protocol.ts";
-import { ADMIN_KEYS, type AdminSettings, parseAdminSettings } from "./admin.ts";
-
-/** One announced domain and the internal server behind it. */
-export interface PrivateAnnouncement {
-  /** A host name or `*.name`, normalised. */
-  domain: string;
-  internal: HostPort;
-  /** Lifetime of each announcement; default 3 × reannounce_interval_ms, at most 7 days. */
-  expiresInMs: number;
-  /**
-   * CIDRs: only clients from these may reach the name at the public proxy (docs/architecture.md,
-   * "Admission"); absent: everyone its public port admits.
-   */
-  allow?: string[];
-  /** The PROXY protocol header written to the internal server first; absent: none. */
-  proxyProtocol?: ProxyProtocolVersion;
-}
-
-/** Pre-warmed dial-backs (docs/architecture.md, "Pre-warmed dial-backs"), per public operator. */
-export interface PrivatePoolSettings {
-  enabled: boolean;
-  /** The pool never aims below this many connections (idle or being dialled). */
-  minIdle: number;
-  /** Nor above this many; the size in between follows the arrival rate. */
-  maxIdle: number;
-  /** The public proxy drops an idle pooled connection after this long (capped at 10 min there). */
-  idleTimeoutMs: number;
-}
-
-export interface PrivateSettings extends SpliceSettings, AdminSettings {
-  operator: string;
-  eps: EpsClientSettings;
-  /** The public operators to announce to; notices are accepted only from them. */
-  announceTo: string[];
-  /** Per public operator, the private port it may be dialled at. */
-  endpoints: Record<string, HostPort>;
-  announcements: PrivateAnnouncement[];
-  reannounceIntervalMs: number;
-  /** First retry delay while an announcement is not acknowledged; doubles up to 20 s. */
-  retryMs: number;
-  /** Deadline of the dial-back connect (and of writing the token). */
-  dialTimeoutMs: number;
-  /** Deadline of the connect to the internal server. */
-  connectTimeoutMs: number;
-  /** Connections at once; absent: planned from the open-file limit at start (lib/proxy/budget.ts). */
-  maxConnections?: number;
-  /** On a graceful stop, how long live splices may go on (withdrawing is bounded by the call deadline). */
-  graceMs: number;
-  /** Data sockets: "native" (libc over FFI, spliced in a worker thread), "deno", or "auto". */
-  sockets: SocketsChoice;
-  pool: PrivatePoolSettings;
-}
-
-export const POOL_DEFAULTS: PrivatePoolSettings = {
-  enabled: true,
-  minIdle: 0,
-  maxIdle: 32,
-  idleTimeoutMs: 30_000,
-};
-
-export const PRIVATE_DEFAULTS = {
-  ...SPLICE_DEFAULTS,
-  reannounceIntervalMs: 600_000,
-  retryMs: 200,
-  dialTimeoutMs: 5000,
-  connectTimeoutMs: 5000,
-  graceMs: 5000,
-  sockets: "auto",
-  pool: POOL_DEFAULTS,
-} as const;
+import { ADMIN_SHAPE } from "./admin.ts";
+import {
+  address,
+  block,
+  boolean,
+  defaultsOf,
+  duration,
+  type Field,
+  type Infer,
+  integer,
+  list,
+  operatorName as operatorNameField,
+  optional,
+  parseBlock,
+  raw,
+  required,
+  withDefault,
+} from "./schema.ts";
 
 const MAX_EXPIRY_MS = 7 * 86_400_000;
 
-const KEYS = [
-  "operator",
-  "eps",
-  "announce_to",
-  "endpoints",
-  "announcements",
-  "reannounce_interval_ms",
-  "retry_ms",
-  "dial_timeout_ms",
-  "connect_timeout_ms",
-  "max_connections",
-  "grace_ms",
-  "sockets",
-  "pool",
-  ...SPLICE_KEYS,
-  ...ADMIN_KEYS,
-] as const;
 /** The most announcements one private proxy may list (sent in pages of 5,000 or fewer). */
 export const MAX_ANNOUNCEMENTS = 100_000;
 
-const POOL_KEYS = ["enabled", "min_idle", "max_idle", "idle_timeout_ms"] as const;
-const ANNOUNCEMENT_KEYS = [
-  "domain",
-  "internal",
-  "expires_in_ms",
-  "allow",
-  "proxy_protocol",
-] as const;
 const PROXY_PROTOCOL_VERSIONS: readonly ProxyProtocolVersion[] = ["v1", "v2"];
+
+const proxyProtocol: Field<ProxyProtocolVersion> = {
+  parse: (v, path, problems) => {
+    if (PROXY_PROTOCOL_VERSIONS.includes(v as ProxyProtocolVersion)) {
+      return v as ProxyProtocolVersion;
+    }
+    problems.push(
+      `${path}: ${JSON.stringify(v)} must be v1 or v2 (or absent: no PROXY protocol header)`,
+    );
+    return "v1";
+  },
+  empty: "v1",
+  type: "`v1` or `v2`",
+  range: "`v1`, `v2`",
+  schema: { type: "string", enum: [...PROXY_PROTOCOL_VERSIONS] },
+};
+
+/** An announcement's `allow`: CIDRs, at least one when present. */
+const nameAllow: Field<string[]> = {
+  parse: (v, path, problems) => {
+    const out = cidrList(v, path, problems);
+    if (out.length === 0) problems.push(`${path}: must list at least one CIDR (or be left out)`);
+    return out;
+  },
+  empty: [],
+  type: "list of CIDRs",
+  range: "",
+  schema: {
+    type: "array",
+    items: { type: "string", minLength: 1 },
+    minItems: 1,
+    maxItems: MAX_CIDRS,
+  },
+};
+
+const domain: Field<string> = {
+  parse: (v, path, problems) => check.hostName(v, path, problems, true),
+  empty: "",
+  type: "string",
+  range: "host name or `*.name`",
+  schema: { type: "string", minLength: 1, maxLength: 255 },
+};
+
+/** The declaration of one element of `announcements` (docs/settings.md, "Private proxy"). */
+export const ANNOUNCEMENT_SHAPE = {
+  domain: required(
+    domain,
+    "The name clients send as SNI: a host name, or `*.name` for any one label under `name`. Lower-cased, trailing dot removed. The public proxy accepts it only if the directory's `allowed_domains` for this operator allow it.",
+  ),
+  internal: required(address, "The internal server the client's connection is spliced to."),
+  expiresInMs: raw(
+    duration(1, MAX_EXPIRY_MS),
+    "Lifetime of each announcement. When set, it must be greater than `reannounce_interval_ms`, or the announcement would lapse between renewals.",
+    {
+      type: "integer (ms)",
+      defaultDoc: "3 × `reannounce_interval_ms`, at most 604 800 000",
+      range: "1 – 604 800 000 (7 days)",
+    },
+  ),
+  allow: optional(
+    nameAllow,
+    "Only clients from these ranges may reach this name: sent with the announcement, checked by the public proxy after the SNI is known; a client outside it is refused `name-denied` with the TLS alert `unrecognized_name` (as for an unknown name). IPv4 and IPv6, at most 1 000, at least one when present. A change is announced again on reload.",
+    { defaultDoc: "none (everyone the public port admits)" },
+  ),
+  proxyProtocol: optional(
+    proxyProtocol,
+    "A PROXY protocol header written to the internal server before the ClientHello, with the client's real address and the address it connected to on the public proxy (TCP over IPv4 or IPv6): `v1` the text line, `v2` the binary header with the client's SNI as a `PP2_TYPE_AUTHORITY` TLV. The internal server must expect it (nginx `listen … ssl proxy_protocol;`, HAProxy `accept-proxy`) or it sees garbage before the hello. Through a public proxy from before this key's addresses: `PROXY UNKNOWN` (v1) or the `LOCAL` command (v2). Applies to new connections on a reload. See docs/architecture.md, \"The PROXY protocol\".",
+    { defaultDoc: "absent (none)" },
+  ),
+} as const;
+
+/**
+ * One announced domain (a host name or `*.name`, normalised) and the internal server behind it;
+ * `expiresInMs` defaults to 3 × reannounce_interval_ms, at most 7 days; `allow`: only clients from
+ * these CIDRs may reach the name at the public proxy (docs/architecture.md, "Admission");
+ * `proxyProtocol`: the PROXY protocol header written to the internal server first.
+ */
+export interface PrivateAnnouncement extends Infer<typeof ANNOUNCEMENT_SHAPE> {
+  expiresInMs: number;
+}
+
+/** 0 stands for "not set" until the role's parse step knows reannounce_interval_ms. */
+const announcement = block(
+  ANNOUNCEMENT_SHAPE,
+  (v, rawValues): PrivateAnnouncement => ({
+    ...v,
+    expiresInMs: (rawValues.expiresInMs as number | undefined) ?? 0,
+  }),
+);
+
+/** The declaration of the `pool:` block (docs/architecture.md, "Pre-warmed dial-backs"). */
+export const POOL_SHAPE = {
+  enabled: withDefault(
+    boolean,
+    true,
+    "Keep a pool at all. `false`: every client takes the notice path (the behaviour before the pool).",
+  ),
+  minIdle: withDefault(
+    integer(0, 64),
+    0,
+    "The pool never aims below this many connections (idle or being dialled), even without traffic.",
+    { range: "0 – 64, ≤ max_idle" },
+  ),
+  maxIdle: withDefault(
+    integer(1, 1024),
+    32,
+    "Nor above this many per public operator. The public proxy's `max_pooled_per_operator` caps it too.",
+  ),
+  idleTimeoutMs: withDefault(
+    integer(1000, 600_000, "duration"),
+    30_000,
+    "The public proxy closes an idle pooled connection after this long (it caps it at 600 000); the private proxy gives up 2 s later. An expired connection is replaced only if the target still wants it.",
+  ),
+} as const;
+
+/** Pre-warmed dial-backs (docs/architecture.md, "Pre-warmed dial-backs"), per public operator. */
+export type PrivatePoolSettings = Infer<typeof POOL_SHAPE>;
+
+export const POOL_DEFAULTS: PrivatePoolSettings = defaultsOf(POOL_SHAPE);
+
+const pool = block(POOL_SHAPE, (p, _raw, path, problems) => {
+  if (p.minIdle > p.maxIdle) {
+    problems.push(
+      `${check.join(path, "min_idle")}: ${p.minIdle} exceeds ${
+        check.join(path, "max_idle")
+      } (${p.maxIdle})`,
+    );
+  }
+  return p;
+});
+
+/** Per public operator, the private port it may be dialled at. */
+const endpoints: Field<Record<string, HostPort>> = {
+  parse: (v, path, problems) => {
+    const out: Record<string, HostPort> = {};
+    for (const [name, a] of Object.entries(check.mapping(v, path, problems))) {
+      const at = check.join(path, name);
+      operatorName(name, at, problems);
+      out[name] = check.address(a, at, problems);
+    }
+    return out;
+  },
+  empty: {},
+  type: "mapping: operator name → address",
+  range: "addresses",
+  schema: { type: "object", additionalProperties: address.schema },
+};
+
+const ms = duration();
+
+/** The declaration of every private proxy key (docs/settings.md, "Private proxy"). */
+export const PRIVATE_SHAPE = {
+  operator: proxyOperatorKey,
+  eps: epsKey,
+  announceTo: required(
+    list(operatorNameField, "list of operator names"),
+    "The public operators to announce to. Notices are accepted only from them.",
+    { range: "at least one" },
+  ),
+  endpoints: withDefault(
+    endpoints,
+    {},
+    "Per public operator, the only address this proxy dials back to. A notice whose `endpoint` is not exactly this address is refused. Every key must be in `announce_to`, and every `announce_to` operator needs an entry.",
+    { defaultDoc: "required for each `announce_to` operator" },
+  ),
+  announcements: required(
+    list(announcement, "list of mappings"),
+    "The domains announced, each with its internal server (keys below). Sent in pages of 2,000; a page the public proxy refuses (conflict, not allowed, over its cap) is logged and retried at the next round, the others are served.",
+    { range: "at most 100 000 entries, no domain twice" },
+  ),
+  reannounceIntervalMs: withDefault(
+    ms,
+    600_000,
+    "How often the announcements are renewed (also after the EPS link comes back).",
+    { defaultDoc: "`600000` (10 min)" },
+  ),
+  retryMs: withDefault(
+    ms,
+    200,
+    "First retry delay while an announcement is not acknowledged; doubles up to 20 000.",
+  ),
+  dialTimeoutMs: withDefault(
+    ms,
+    5000,
+    "Deadline of the dial-back connect to the public proxy (and of writing the token).",
+  ),
+  connectTimeoutMs: withDefault(ms, 5000, "Deadline of the connect to the internal server."),
+  maxConnections: optional(
+    integer(1, 1_000_000),
+    "Connections set up or spliced at once (two descriptors each); a notice over it is refused. Absent: (soft open-file limit − 64) / 2, logged at start.",
+    { defaultDoc: "from the open-file limit" },
+  ),
+  graceMs: withDefault(
+    duration(0, 3_600_000),
+    5000,
+    "On SIGINT/SIGTERM, and for a drain of one announcement, how long live splices may go on (withdrawing is bounded by the call deadline).",
+  ),
+  sockets: socketsKey,
+  pool: withDefault(pool, {}, "Pre-warmed dial-backs; keys below.", {
+    defaultDoc: "all defaults (on)",
+    range: "see below",
+  }),
+  ...SPLICE_SHAPE,
+  ...ADMIN_SHAPE,
+} as const;
+
+/** The private proxy's settings: every key of PRIVATE_SHAPE, whose docs say what each means. */
+export type PrivateSettings = Infer<typeof PRIVATE_SHAPE>;
+
+export const PRIVATE_DEFAULTS = defaultsOf(PRIVATE_SHAPE);
 
 /**
  * Validates merged private proxy settings, reporting every problem
@@ -137,141 +263,46 @@ export function parsePrivateSettings(
   data: Record<string, unknown>,
   problems: check.Problems,
 ): PrivateSettings {
-  check.onlyKeys(data, KEYS, "", problems);
-  const D = PRIVATE_DEFAULTS;
-  const ms = (key: string, fallback: number) =>
-    check.durationMs(data[key] ?? fallback, key, problems);
-  const reannounceIntervalMs = ms("reannounce_interval_ms", D.reannounceIntervalMs);
-  const announceTo = check.required(data.announce_to, "announce_to", problems)
-    ? check.list(data.announce_to, "announce_to", problems, operatorName)
-    : [];
-  if (data.announce_to !== undefined && announceTo.length === 0) {
+  const [s] = parseBlock(PRIVATE_SHAPE, data, "", problems);
+  if (data.announce_to !== undefined && data.announce_to !== null && s.announceTo.length === 0) {
     problems.push("announce_to: must name at least one public operator");
   }
-  const endpoints: Record<string, HostPort> = {};
-  const rawEndpoints = check.mapping(data.endpoints, "endpoints", problems);
-  for (const [name, v] of Object.entries(rawEndpoints)) {
-    const path = check.join("endpoints", name);
-    operatorName(name, path, problems);
-    endpoints[name] = check.address(v, path, problems);
-    if (!announceTo.includes(name)) {
-      problems.push(`${path}: operator "${name}" is not in announce_to`);
+  for (const name of Object.keys(s.endpoints)) {
+    if (!s.announceTo.includes(name)) {
+      problems.push(`${check.join("endpoints", name)}: operator "${name}" is not in announce_to`);
     }
   }
-  for (const name of announceTo) {
-    if (name !== "" && endpoints[name] === undefined) {
+  for (const name of s.announceTo) {
+    if (name !== "" && s.endpoints[name] === undefined) {
       problems.push(
         `endpoints.${name}: is required (the private port this proxy may dial for "${name}")`,
       );
     }
   }
-  const announcements = check.required(data.announcements, "announcements", problems)
-    ? check.list(data.announcements, "announcements", problems, (v, path, pr) => {
-      const m = check.mapping(v, path, pr);
-      check.onlyKeys(m, ANNOUNCEMENT_KEYS, path, pr);
-      const k = (key: string) => check.join(path, key);
-      const a: PrivateAnnouncement = {
-        domain: check.required(m.domain, k("domain"), pr)
-          ? check.hostName(m.domain, k("domain"), pr, true)
-          : "",
-        internal: check.required(m.internal, k("internal"), pr)
-          ? check.address(m.internal, k("internal"), pr)
-          : { hostname: "", port: 0 },
-        expiresInMs: check.integer(
-          m.expires_in_ms ?? Math.min(3 * reannounceIntervalMs, MAX_EXPIRY_MS),
-          k("expires_in_ms"),
-          pr,
-          1,
-          MAX_EXPIRY_MS,
-        ),
-      };
-      if (m.allow !== undefined) {
-        a.allow = cidrList(m.allow, k("allow"), pr);
-        if (a.allow.length === 0) {
-          pr.push(`${k("allow")}: must list at least one CIDR (or be left out)`);
-        }
-      }
-      if (m.proxy_protocol !== undefined) {
-        if (PROXY_PROTOCOL_VERSIONS.includes(m.proxy_protocol as ProxyProtocolVersion)) {
-          a.proxyProtocol = m.proxy_protocol as ProxyProtocolVersion;
-        } else {
-          pr.push(
-            `${k("proxy_protocol")}: ${
-              JSON.stringify(m.proxy_protocol)
-            } must be v1 or v2 (or absent: no PROXY protocol header)`,
-          );
-        }
-      }
-      if (m.expires_in_ms !== undefined && a.expiresInMs <= reannounceIntervalMs) {
-        pr.push(
-          `${
-            k("expires_in_ms")
-          }: ${a.expiresInMs} must exceed reannounce_interval_ms (${reannounceIntervalMs}), or the announcement lapses between renewals`,
-        );
-      }
-      return a;
-    })
-    : [];
-  if (announcements.length > MAX_ANNOUNCEMENTS) {
+  const every = s.reannounceIntervalMs;
+  s.announcements.forEach((a, i) => {
+    if (a.expiresInMs === 0) {
+      a.expiresInMs = Math.min(3 * every, MAX_EXPIRY_MS);
+    } else if (a.expiresInMs <= every) {
+      problems.push(
+        `announcements[${i}].expires_in_ms: ${a.expiresInMs} must exceed reannounce_interval_ms (${every}), or the announcement lapses between renewals`,
+      );
+    }
+  });
+  if (s.announcements.length > MAX_ANNOUNCEMENTS) {
     problems.push(
-      `announcements: ${announcements.length} entries, at most ${MAX_ANNOUNCEMENTS} (the public proxy's default max_announcements_per_operator)`,
+      `announcements: ${s.announcements.length} entries, at most ${MAX_ANNOUNCEMENTS} (the public proxy's default max_announcements_per_operator)`,
     );
   }
   const seen = new Set<string>();
-  announcements.forEach((a, i) => {
+  s.announcements.forEach((a, i) => {
     if (a.domain !== "" && seen.has(a.domain)) {
       problems.push(`announcements[${i}].domain: "${a.domain}" is announced twice`);
     }
     seen.add(a.domain);
   });
-  const rawPool = check.mapping(data.pool, "pool", problems);
-  check.onlyKeys(rawPool, POOL_KEYS, "pool", problems);
-  const P = POOL_DEFAULTS;
-  const pool: PrivatePoolSettings = {
-    enabled: check.boolean(rawPool.enabled ?? P.enabled, "pool.enabled", problems),
-    minIdle: check.integer(rawPool.min_idle ?? P.minIdle, "pool.min_idle", problems, 0, 64),
-    maxIdle: check.integer(rawPool.max_idle ?? P.maxIdle, "pool.max_idle", problems, 1, 1024),
-    idleTimeoutMs: check.integer(
-      rawPool.idle_timeout_ms ?? P.idleTimeoutMs,
-      "pool.idle_timeout_ms",
-      problems,
-      1000,
-      600_000,
-    ),
-  };
-  if (pool.minIdle > pool.maxIdle) {
-    problems.push(`pool.min_idle: ${pool.minIdle} exceeds pool.max_idle (${pool.maxIdle})`);
-  }
-  return {
-    operator: operatorName(data.operator, "operator", problems),
-    eps: parseEpsClientSettings(data.eps, "eps", problems),
-    announceTo,
-    endpoints,
-    announcements,
-    reannounceIntervalMs,
-    retryMs: ms("retry_ms", D.retryMs),
-    dialTimeoutMs: ms("dial_timeout_ms", D.dialTimeoutMs),
-    connectTimeoutMs: ms("connect_timeout_ms", D.connectTimeoutMs),
-    graceMs: check.integer(data.grace_ms ?? D.graceMs, "grace_ms", problems, 0, 3_600_000),
-    sockets: check.oneOf(
-      data.sockets ?? D.sockets,
-      ["auto", "native", "deno"] as const,
-      "sockets",
-      problems,
-    ),
-    pool,
-    ...parseSpliceSettings(data, problems),
-    ...parseAdminSettings(data, problems),
-    ...(data.max_connections === undefined ? {} : {
-      maxConnections: check.integer(
-        data.max_connections,
-        "max_connections",
-        problems,
-        1,
-        1_000_000,
-      ),
-    }),
-  };
+  checkSplice(s, problems);
+  return s;
 }
 
 /** Loads and validates private proxy settings from files and folders. */

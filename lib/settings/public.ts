@@ -14,139 +14,193 @@
  * ```
  * @module
  */
-import type { HostPort } from "../role.ts";
 /** Which data-plane driver: native (libc over FFI, a worker thread), deno (portable), or auto. */
 export type SocketsChoice = "auto" | "native" | "deno";
 /** Where the public proxy keeps its announcements: in memory (tests) or an append-only file. */
 export type StoreSettings = { kind: "memory" } | { kind: "file"; path: string };
-import { type EpsClientSettings, parseEpsClientSettings } from "./eps_client.ts";
+import { epsClientBlock } from "./eps_client.ts";
 import * as check from "./check.ts";
 import { loadSettings } from "./loader.ts";
-import { cidrList, LIMITS_DEFAULTS, type LimitsSettings, parseLimits } from "./limits.ts";
-import { ADMIN_KEYS, type AdminSettings, parseAdminSettings } from "./admin.ts";
+import { cidrs, limitsBlock } from "./limits.ts";
+import { ADMIN_SHAPE } from "./admin.ts";
+import { checkSplice, SPLICE_SHAPE } from "./splice.ts";
 import {
-  parseSpliceSettings,
-  SPLICE_DEFAULTS,
-  SPLICE_KEYS,
-  type SpliceSettings,
-} from "./splice.ts";
+  address,
+  boolean,
+  defaultsOf,
+  duration,
+  existingDir,
+  type Infer,
+  integer,
+  oneOf,
+  operatorName as operatorNameField,
+  optional,
+  parseBlock,
+  path,
+  raw,
+  required,
+  size,
+  withDefault,
+} from "./schema.ts";
 
-export interface PublicSettings extends SpliceSettings, AdminSettings {
-  /** This operator (the public proxy attaches to its EPS as it). */
-  operator: string;
-  publicListen: HostPort;
-  privateListen: HostPort;
-  /** The private port as private proxies dial it; see the module doc for the default. */
-  privateEndpoint?: HostPort;
-  eps: EpsClientSettings;
-  directoryDir: string;
-  store: StoreSettings;
-  helloTimeoutMs: number;
-  maxClientHelloBytes: number;
-  dialBackTimeoutMs: number;
-  tokenTimeoutMs: number;
-  maxPending: number;
-  maxPendingPerOperator: number;
-  maxPendingPerClient: number;
-  /** Admission limits per client address and per name (docs/settings.md, "limits"). */
-  limits: LimitsSettings;
-  /** CIDRs; non-empty: only clients from them may connect to the public port. */
-  allow: string[];
-  /** CIDRs whose clients are refused at accept (wins over `allow`). */
-  deny: string[];
-  /** Deadline of the notice call. */
-  noticeTimeoutMs: number;
-  /** Connections at once; absent: planned from the open-file limit at start (lib/proxy/budget.ts). */
-  maxConnections?: number;
-  /** On a graceful stop, how long live splices may go on. */
-  graceMs: number;
-  /** Data sockets: "native" (libc over FFI, spliced in a worker thread), "deno", or "auto". */
-  sockets: SocketsChoice;
-  /**
-   * Pre-warmed dial-backs (docs/architecture.md, "Pre-warmed dial-backs"): idle pooled connections plus unredeemed pool
-   * tokens one private operator may hold; 0 refuses every openPool call.
-   */
-  maxPooledPerOperator: number;
-  /** Domains one private operator may hold; a page of announcements over it is refused alone. */
-  maxAnnouncementsPerOperator: number;
-  /**
-   * Every client on the public port starts with a PROXY protocol header (v1 or v2) from a load
-   * balancer in front (docs/settings.md, `accept_proxy_protocol`).
-   */
-  acceptProxyProtocol: boolean;
-}
+export const SOCKETS: readonly SocketsChoice[] = ["auto", "native", "deno"];
 
-export const PUBLIC_DEFAULTS = {
-  ...SPLICE_DEFAULTS,
-  helloTimeoutMs: 10_000,
-  maxClientHelloBytes: 65_536,
-  dialBackTimeoutMs: 10_000,
-  tokenTimeoutMs: 5000,
+/** The `sockets` key both proxies share. */
+export const socketsKey = withDefault(
+  oneOf(SOCKETS),
+  "auto",
+  "Where the data sockets come from. `native`: libc sockets through FFI, and every spliced pair is copied by one worker thread with `epoll` and synchronous `recv`/`send` (Linux x86_64/aarch64; about HAProxy's CPU per request, a few KiB per held connection). `deno`: Deno's own sockets. `auto`: `native` where it can be used, else `deno` with a warning at start-up.",
+  { type: "`auto`, `native` or `deno`", range: "–" },
+);
+
+/** The `operator` key both proxies share. */
+export const proxyOperatorKey = required(
+  operatorNameField,
+  "This operator. The proxy attaches to its EPS as this operator: at start, `eps.certificate_file` must name it (CN and DNS SAN).",
+);
+
+/** The `eps` key both proxies share. */
+export const epsKey = required(epsClientBlock, "The link to this operator's own EPS server.", {
+  range: "see [the `eps:` block](#the-eps-block-of-both-proxies)",
+});
+
+const count = integer(1, 1_000_000);
+
+/** The declaration of every public proxy key (docs/settings.md, "Public proxy"). */
+export const PUBLIC_SHAPE = {
+  operator: proxyOperatorKey,
+  publicListen: required(address, "Where clients' TLS connections arrive (never terminated)."),
+  privateListen: required(
+    address,
+    "Where private proxies dial back (token, then spliced bytes).",
+  ),
+  privateEndpoint: optional(
+    address,
+    "The private port as private proxies reach it; sent in every notice. Each private proxy dials it only if it equals, exactly, its own `endpoints.<operator>`.",
+    {
+      defaultDoc:
+        "the directory's `operators.<operator>.proxy.private_endpoint`, else the address `private_listen` is bound to",
+    },
+  ),
+  eps: epsKey,
+  directoryDir: required(
+    existingDir,
+    "The directory folder (operators, pins, CA files); used for `allowed_domains` and the `private_endpoint` default.",
+  ),
+  store: raw(
+    oneOf(["file", "memory"] as const),
+    "Where announcements are kept: `file` (an fsynced JSON-lines file, compacted on start, survives a restart) or `memory` (lost on stop).",
+    { value: "file", defaultDoc: "`file`" },
+  ),
+  storePath: raw(
+    path,
+    "The announcements file. Its folder is created if missing. Setting it with `store: memory` is an error.",
+    { defaultDoc: "required when `store` is `file` (so required by default)" },
+  ),
+  helloTimeoutMs: withDefault(
+    duration(),
+    10_000,
+    "Time allowed to read the whole ClientHello; cleared once it is read.",
+  ),
+  maxClientHelloBytes: withDefault(
+    size(512, 65_536),
+    65_536,
+    "Largest ClientHello accepted (the TLS records read before the SNI is known); a hello larger than one record (post-quantum key shares, many extensions) is read across records.",
+  ),
+  dialBackTimeoutMs: withDefault(
+    duration(),
+    10_000,
+    "How long a client connection stays pending waiting for the private proxy's dial-back.",
+  ),
+  tokenTimeoutMs: withDefault(
+    duration(),
+    5000,
+    "Time allowed, on the private port, to read the 32-byte token.",
+  ),
   // a burst of 2,000 clients behind one NAT is legitimate: these caps bound memory, not abuse
-  maxPending: 4096,
-  maxPendingPerOperator: 4096,
-  maxPendingPerClient: 4096,
-  limits: LIMITS_DEFAULTS,
-  allow: [] as string[],
-  deny: [] as string[],
-  noticeTimeoutMs: 5000,
-  graceMs: 5000,
-  sockets: "auto",
-  maxPooledPerOperator: 64,
-  maxAnnouncementsPerOperator: 100_000,
-  acceptProxyProtocol: false,
+  maxPending: withDefault(
+    count,
+    4096,
+    "Pending connections (clients waiting for a dial-back) in total; over it a new client is closed at once. Bounds memory; the default serves a burst of thousands of new clients.",
+  ),
+  maxPendingPerOperator: withDefault(
+    count,
+    4096,
+    "Pending connections for one private operator.",
+  ),
+  maxPendingPerClient: withDefault(
+    count,
+    4096,
+    "Pending connections from one client IP address. Not an abuse limit (many clients share one NAT address): the default equals `max_pending`.",
+  ),
+  limits: withDefault(
+    limitsBlock,
+    {},
+    "Admission limits per client address and per name, checked by the data plane before any notice; keys in [the `limits:` block](#the-limits-block-of-the-public-proxy). Applied on reload.",
+    { defaultDoc: "every limit off" },
+  ),
+  allow: withDefault(
+    cidrs,
+    [],
+    "When non-empty, only clients from these ranges are accepted on the public port (refused `denied` at accept, a plain close, before any byte is read). IPv4 (`10.0.0.0/8`) and IPv6 (`::1/128`); a bare address is one address; an IPv4 range also matches IPv4-mapped IPv6. Applied on reload.",
+    { defaultDoc: "`[]` (everyone)" },
+  ),
+  deny: withDefault(
+    cidrs,
+    [],
+    "Clients from these ranges are refused at accept (`denied`). Wins over `allow`. Applied on reload.",
+    { range: "as `allow`" },
+  ),
+  noticeTimeoutMs: withDefault(
+    duration(),
+    5000,
+    "Deadline of the `incomingConnection` call to the private operator.",
+  ),
+  maxConnections: optional(
+    count,
+    "Clients open at once on the public port (reading a hello, pending, spliced); over it a new one is closed at once and counted. Absent: planned from the soft open-file limit at start and logged (limit − 64 reserved, an eighth of it kept for dial-backs, half of the rest for clients: each client needs its dial-back). Dial-backs have their own budget (clients + the allowance), so a flood of clients can never take the descriptors the dial-backs they wait for need.",
+    { defaultDoc: "from the open-file limit" },
+  ),
+  graceMs: withDefault(
+    duration(0, 3_600_000),
+    5000,
+    "On SIGINT/SIGTERM, how long live splices may go on after the listeners close.",
+  ),
+  sockets: socketsKey,
+  maxPooledPerOperator: withDefault(
+    integer(0, 100_000),
+    64,
+    "Pre-warmed dial-backs: idle pooled connections plus unredeemed pool tokens one private operator may hold. An `openPool` call beyond it is refused (counted). `0` refuses every `openPool`: clients always take the notice path.",
+  ),
+  maxAnnouncementsPerOperator: withDefault(
+    integer(1, 10_000_000),
+    100_000,
+    "Domains one private operator may hold. Announcements come in pages (at most 5,000 per call; the private proxy sends 2,000); a page that would take the operator over this cap is refused alone (InvalidParams, the message names this key), the operator keeps serving the pages that fit.",
+  ),
+  acceptProxyProtocol: withDefault(
+    boolean,
+    false,
+    "Every client on the public port starts with a PROXY protocol header (v1 or v2) from a load balancer in front, read before its ClientHello within `hello_timeout_ms`; its source address is the client's address from then on (pending caps, logs, events, what is forwarded). A connection without a valid header is refused; a `LOCAL` one (a health check) is closed. See the notes.",
+    { range: "`true` or `false`" },
+  ),
+  ...SPLICE_SHAPE,
+  ...ADMIN_SHAPE,
 } as const;
 
-const KEYS = [
-  "operator",
-  "public_listen",
-  "private_listen",
-  "private_endpoint",
-  "eps",
-  "directory_dir",
-  "store",
-  "store_path",
-  "hello_timeout_ms",
-  "max_client_hello_bytes",
-  "dial_back_timeout_ms",
-  "token_timeout_ms",
-  "max_pending",
-  "max_pending_per_operator",
-  "max_pending_per_client",
-  "limits",
-  "allow",
-  "deny",
-  "notice_timeout_ms",
-  "max_connections",
-  "grace_ms",
-  "sockets",
-  "max_pooled_per_operator",
-  "max_announcements_per_operator",
-  "accept_proxy_protocol",
-  ...SPLICE_KEYS,
-  ...ADMIN_KEYS,
-] as const;
+/**
+ * The public proxy's settings: every key of PUBLIC_SHAPE (whose docs say what each means), with
+ * `store` and `store_path` as one `store`.
+ */
+export interface PublicSettings extends Infer<typeof PUBLIC_SHAPE> {
+  store: StoreSettings;
+}
+
+export const PUBLIC_DEFAULTS = defaultsOf(PUBLIC_SHAPE);
 
 /** An operator name: a lower-case host name, as in the directory. */
 export function operatorName(v: unknown, path: string, problems: check.Problems): string {
   if (!check.required(v, path, problems)) return "";
-  if (typeof v === "string" && check.normalizeHostName(v) === v) return v;
-  problems.push(
-    `${path}: must be a lower-case host name (an operator name), got ${JSON.stringify(v)}`,
-  );
-  return "";
-}
-
-/** Checks that `path` is an existing folder. */
-export function existingDir(path: string, key: string, problems: check.Problems): void {
-  if (path === "") return;
-  try {
-    if (!Deno.statSync(path).isDirectory) problems.push(`${key}: "${path}" is not a folder`);
-  } catch (err) {
-    problems.push(
-      `${key}: cannot read "${path}": ${err instanceof Error ? err.message : String(err)}`,
-    );
-  }
+  return operatorNameField.parse(v, path, problems);
 }
 
 /**
@@ -156,91 +210,17 @@ export function parsePublicSettings(
   data: Record<string, unknown>,
   problems: check.Problems,
 ): PublicSettings {
-  check.onlyKeys(data, KEYS, "", problems);
-  const req = (key: string) => check.required(data[key], key, problems);
-  const ms = (key: string, fallback: number) =>
-    check.durationMs(data[key] ?? fallback, key, problems);
-  const count = (key: string, fallback: number, max = 1_000_000) =>
-    check.integer(data[key] ?? fallback, key, problems, 1, max);
-  const D = PUBLIC_DEFAULTS;
-  const kind = check.oneOf(data.store ?? "file", ["file", "memory"] as const, "store", problems);
+  const [parsed, rawValues] = parseBlock(PUBLIC_SHAPE, data, "", problems);
+  const kind = rawValues.store as "file" | "memory";
   let store: StoreSettings = { kind: "memory" };
   if (kind === "file") {
-    store = {
-      kind: "file",
-      path: check.required(data.store_path, "store_path", problems)
-        ? check.string(data.store_path, "store_path", problems)
-        : "",
-    };
-  }
-  const s: PublicSettings = {
-    operator: operatorName(data.operator, "operator", problems),
-    publicListen: req("public_listen")
-      ? check.address(data.public_listen, "public_listen", problems)
-      : { hostname: "", port: 0 },
-    privateListen: req("private_listen")
-      ? check.address(data.private_listen, "private_listen", problems)
-      : { hostname: "", port: 0 },
-    eps: parseEpsClientSettings(data.eps, "eps", problems),
-    directoryDir: req("directory_dir")
-      ? check.string(data.directory_dir, "directory_dir", problems)
-      : "",
-    store,
-    helloTimeoutMs: ms("hello_timeout_ms", D.helloTimeoutMs),
-    maxClientHelloBytes: check.bytes(
-      data.max_client_hello_bytes ?? D.maxClientHelloBytes,
-      "max_client_hello_bytes",
-      problems,
-      512,
-      65_536,
-    ),
-    dialBackTimeoutMs: ms("dial_back_timeout_ms", D.dialBackTimeoutMs),
-    tokenTimeoutMs: ms("token_timeout_ms", D.tokenTimeoutMs),
-    maxPending: count("max_pending", D.maxPending),
-    maxPendingPerOperator: count("max_pending_per_operator", D.maxPendingPerOperator),
-    maxPendingPerClient: count("max_pending_per_client", D.maxPendingPerClient),
-    limits: parseLimits(data.limits, "limits", problems),
-    allow: cidrList(data.allow ?? D.allow, "allow", problems),
-    deny: cidrList(data.deny ?? D.deny, "deny", problems),
-    noticeTimeoutMs: ms("notice_timeout_ms", D.noticeTimeoutMs),
-    graceMs: check.integer(data.grace_ms ?? D.graceMs, "grace_ms", problems, 0, 3_600_000),
-    sockets: check.oneOf(
-      data.sockets ?? D.sockets,
-      ["auto", "native", "deno"] as const,
-      "sockets",
-      problems,
-    ),
-    maxPooledPerOperator: check.integer(
-      data.max_pooled_per_operator ?? D.maxPooledPerOperator,
-      "max_pooled_per_operator",
-      problems,
-      0,
-      100_000,
-    ),
-    maxAnnouncementsPerOperator: count(
-      "max_announcements_per_operator",
-      D.maxAnnouncementsPerOperator,
-      10_000_000,
-    ),
-    acceptProxyProtocol: check.boolean(
-      data.accept_proxy_protocol ?? D.acceptProxyProtocol,
-      "accept_proxy_protocol",
-      problems,
-    ),
-    ...parseSpliceSettings(data, problems),
-    ...parseAdminSettings(data, problems),
-  };
-  if (data.max_connections !== undefined) {
-    s.maxConnections = count("max_connections", 1);
-  }
-  if (data.private_endpoint !== undefined) {
-    s.privateEndpoint = check.address(data.private_endpoint, "private_endpoint", problems);
-  }
-  if (kind === "memory" && data.store_path !== undefined) {
+    if (rawValues.storePath === undefined) problems.push("store_path: is required");
+    store = { kind: "file", path: (rawValues.storePath as string | undefined) ?? "" };
+  } else if (rawValues.storePath !== undefined) {
     problems.push('store_path: is only used with store "file"');
   }
-  existingDir(s.directoryDir, "directory_dir", problems);
-  return s;
+  checkSplice(parsed, problems);
+  return { ...parsed, store };
 }
 
 /** Loads and validates public proxy settings from files and folders. */
