@@ -129,17 +129,24 @@ Deno.test("accept_proxy_protocol behind a real HAProxy (send-proxy-v2, send-prox
       "the refusal summarised in a warning",
     );
 
-    // a raw LOCAL header (a health check) and a v1 UNKNOWN: closed and counted, no warning
+    // a raw LOCAL header (a health check): closed and counted, no warning; a v1 UNKNOWN is a
+    // client (served as the balancer), here one that says nothing more
     const warnings = records.filter((r) => r.level === "warning").length;
     await sendAndWaitClose(
       c.pub.addrs.public.port,
       Uint8Array.of(...PP2_SIGNATURE, 0x20, 0x00, 0, 0),
     );
+    await until(() => c.pub.stats.healthChecks === 1, "the health check counted");
+    const acceptedBefore = c.pub.stats.accepted;
     await sendAndWaitClose(
       c.pub.addrs.public.port,
       new TextEncoder().encode("PROXY UNKNOWN\r\n"),
     );
-    await until(() => c.pub.stats.healthChecks === 2, "both health checks counted");
+    await until(
+      () => c.pub.stats.accepted === acceptedBefore + 1,
+      "the UNKNOWN client taken as a client",
+    );
+    assert.equal(c.pub.stats.healthChecks, 1, "a v1 UNKNOWN is no health check");
     assert.equal(c.pub.stats.badProxyHeaders, 1);
     assert.equal(records.filter((r) => r.level === "warning").length, warnings);
   } finally {

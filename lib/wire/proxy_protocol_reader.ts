@@ -42,7 +42,7 @@ export interface ProxyHeader {
   readonly version: 1 | 2;
   /**
    * `proxy`: relayed for a client, `addresses` (when present) name it. `local`: the balancer's
-   * own connection (a health check; v2 LOCAL, v1 UNKNOWN).
+   * own connection (a health check: v2 LOCAL; a v1 UNKNOWN is a `proxy` without addresses).
    */
   readonly command: "proxy" | "local";
   /**
@@ -217,8 +217,9 @@ function parseV1(line: Uint8Array): ProxyHeader {
   const text = new TextDecoder().decode(line.subarray(0, n - 2));
   const fields = text.split(" ");
   const proto = fields[1];
-  // UNKNOWN: "the receiver must ignore anything presented before the CRLF"
-  if (proto === "UNKNOWN") return { version: 1, command: "local", tlvs: [], length: n };
+  // UNKNOWN: "the receiver must ignore anything presented before the CRLF" and use the real
+  // connection's endpoints — a client the sender could not describe, not a health check
+  if (proto === "UNKNOWN") return { version: 1, command: "proxy", tlvs: [], length: n };
   if (proto !== "TCP4" && proto !== "TCP6") {
     fail(`v1 protocol ${JSON.stringify(proto ?? "")}, expected TCP4, TCP6 or UNKNOWN`);
   }

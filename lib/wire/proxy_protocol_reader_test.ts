@@ -89,12 +89,12 @@ const GOOD: [string, Uint8Array, ProxyHeader][] = [
   [
     "v1 UNKNOWN, short form (15 chars)",
     enc("PROXY UNKNOWN\r\n"),
-    { version: 1, command: "local", tlvs: [], length: 15 },
+    { version: 1, command: "proxy", tlvs: [], length: 15 },
   ],
   [
     "v1 UNKNOWN, worst case (107 chars)",
     enc(`PROXY UNKNOWN ${FF6} ${FF6} 65535 65535\r\n`),
-    { version: 1, command: "local", tlvs: [], length: 107 },
+    { version: 1, command: "proxy", tlvs: [], length: 107 },
   ],
   [
     "v2 PROXY TCP over IPv4",

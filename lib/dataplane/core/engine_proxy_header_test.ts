@@ -86,13 +86,8 @@ Deno.test("core: the per-client pending cap counts the PROXY source, not the bal
   clean(sim);
 });
 
-Deno.test("core accepts and closes a LOCAL health check (v2 LOCAL, v1 UNKNOWN)", () => {
-  for (
-    const [header, detail] of [[V2_LOCAL, "PROXY v2 LOCAL"], [
-      enc("PROXY UNKNOWN\r\n"),
-      "PROXY v1 UNKNOWN",
-    ]] as const
-  ) {
+Deno.test("core accepts and closes a LOCAL health check (v2 LOCAL)", () => {
+  for (const [header, detail] of [[V2_LOCAL, "PROXY v2 LOCAL"]] as const) {
     const sim = pub();
     const sock = sim.accept("public", LB)!;
     sim.feed(sock, header);
@@ -220,5 +215,27 @@ Deno.test("core: behind a balancer the admission checks see the PROXY source, no
   sim.feed(b, concat(V2, CURL));
   assert.equal(sim.ofType("needDialBack").length, 1);
   assert.equal(sim.ofType("refused").at(-1)!.why, "client-connections");
+  clean(sim);
+});
+
+Deno.test("core: a v1 UNKNOWN is a client the balancer could not describe: served as the balancer", () => {
+  const sim = pub();
+  const sock = sim.accept("public", LB)!;
+  sim.feed(sock, concat(enc("PROXY UNKNOWN\r\n"), CURL));
+  assert.equal(sim.ofType("needDialBack")[0]!.client, "127.0.0.1:50000");
+  assert.deepEqual(dialBack(sim), CURL);
+  assert.deepEqual(sim.ofType("refused"), []);
+  clean(sim);
+});
+
+Deno.test("core: EOF right after a complete PROXY header is a silent client, no alert", () => {
+  const sim = pub();
+  const sock = sim.accept("public", LB)!;
+  sim.feed(sock, V1);
+  sim.eof(sock);
+  const r = sim.ofType("refused");
+  assert.equal(r.length, 1);
+  assert.equal(r[0]!.why, "bad-hello");
+  assert.equal(sim.sock(sock).writes.length, 0, "no alert for a client that sent no hello byte");
   clean(sim);
 });

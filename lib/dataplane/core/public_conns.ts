@@ -128,7 +128,9 @@ export class ClientConn extends Machine {
     this.#got += bytes.length;
     if (this.#proxyHeader !== undefined) {
       const rest = this.#readProxyHeader(bytes, now);
-      if (rest === undefined || rest.length === 0) return;
+      if (rest === undefined) return;
+      this.#got = rest.length; // from here it counts the ClientHello's bytes only
+      if (rest.length === 0) return;
       bytes = rest;
     }
     let result;
