@@ -109,6 +109,8 @@ export interface Limits {
    * "PROXY protocol from a load balancer"). Absent: false.
    */
   readonly acceptProxyProtocol?: boolean;
+  /** With `acceptProxyProtocol`: the CIDRs of the balancers believed; absent or empty: any peer. */
+  readonly proxyProtocolFrom?: readonly string[];
 }
 
 /** Limits for a role that uses only some of them (tests, the private proxy). */

@@ -82,6 +82,7 @@ export function publicLimits(s: PublicSettings, budget: Budget): Limits {
     tcpKeepAliveMs: s.tcpKeepAliveMs,
     lingerMs: 1000,
     acceptProxyProtocol: s.acceptProxyProtocol,
+    proxyProtocolFrom: s.proxyProtocolFrom,
     admission: admissionOf(s),
   };
 }

@@ -183,6 +183,12 @@ export const PUBLIC_SHAPE = {
     "Every client on the public port starts with a PROXY protocol header (v1 or v2) from a load balancer in front, read before its ClientHello within `hello_timeout_ms`; its source address is the client's address from then on (pending caps, logs, events, what is forwarded). A connection without a valid header is refused; a `LOCAL` one (a health check) is closed. See the notes.",
     { range: "`true` or `false`" },
   ),
+  proxyProtocolFrom: withDefault(
+    cidrs,
+    [],
+    "With `accept_proxy_protocol`: the load balancers whose PROXY headers are believed; a peer outside these ranges is refused `denied` at accept, before any byte is read (a header is otherwise trusted as it comes: without this list, only the balancer may reach the port). Applied on reload.",
+    { defaultDoc: "`[]` (any peer)", range: "as `allow`" },
+  ),
   ...SPLICE_SHAPE,
   ...ADMIN_SHAPE,
 } as const;

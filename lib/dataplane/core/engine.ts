@@ -84,6 +84,8 @@ export class Engine {
   admission: Admission = NO_ADMISSION;
   allow: CidrSet = new CidrSet([]);
   deny: CidrSet = new CidrSet([]);
+  /** The balancers whose PROXY headers are believed (`proxy_protocol_from`); empty: any. */
+  proxyFrom: CidrSet = new CidrSet([]);
   /** Public: the routes' own `allow` lists, parsed, by domain (only routes that have one). */
   routeAllow: ReadonlyMap<string, CidrSet> = new Map();
   publicRoutes: ReadonlyMap<string, PublicRoute> = new Map();
@@ -185,6 +187,18 @@ export class Engine {
     }
     // with accept_proxy_protocol the peer is the balancer: the client is checked once its
     // header names it (admitProxied)
+    if (port === "public" && this.limits.acceptProxyProtocol === true && this.proxyFrom.size > 0) {
+      const addr = parseAddress(remote.hostname);
+      if (addr === null || !this.proxyFrom.has(addr)) {
+        this.emit({
+          type: "refused",
+          why: "denied",
+          client: hostPortText(remote),
+          detail: "not a PROXY protocol sender of proxy_protocol_from",
+        });
+        return null;
+      }
+    }
     if (port === "public" && this.limits.acceptProxyProtocol !== true) {
       const why = this.admit(remote.hostname, now);
       if (why !== undefined) {
@@ -352,7 +366,7 @@ export class Engine {
       : given;
     // parsed once per snapshot (the control plane validated every CIDR), reused when unchanged
     const lists = new Map<string, CidrSet>();
-    for (const c of [this.allow, this.deny, ...this.routeAllow.values()]) {
+    for (const c of [this.allow, this.deny, this.proxyFrom, ...this.routeAllow.values()]) {
       lists.set(c.key, c);
     }
     const parsed = (texts: readonly string[]) => {
@@ -365,6 +379,7 @@ export class Engine {
     this.admission = a;
     this.allow = parsed(a.allow);
     this.deny = parsed(a.deny);
+    this.proxyFrom = parsed(s.limits.proxyProtocolFrom ?? []);
     const routeAllow = new Map<string, CidrSet>();
     for (const [domain, r] of s.publicRoutes) {
       if (r.allow !== undefined && r.allow.length > 0) routeAllow.set(domain, parsed(r.allow));

@@ -239,3 +239,18 @@ Deno.test("core: EOF right after a complete PROXY header is a silent client, no 
   assert.equal(sim.sock(sock).writes.length, 0, "no alert for a client that sent no hello byte");
   clean(sim);
 });
+
+Deno.test("core: proxy_protocol_from refuses a peer that is not a listed balancer, at accept", () => {
+  const sim = pub({ proxyProtocolFrom: ["127.0.0.1/32"] });
+  assert.equal(sim.accept("public", { hostname: "127.0.0.9", port: 1 }), null);
+  assert.deepEqual(sim.take().map((e) => e.type === "refused" && [e.why, e.client, e.detail]), [[
+    "denied",
+    "127.0.0.9:1",
+    "not a PROXY protocol sender of proxy_protocol_from",
+  ]]);
+  // the listed balancer's clients are served, as its headers name them
+  const sock = sim.accept("public", LB)!;
+  sim.feed(sock, concat(V1, CURL));
+  assert.equal(sim.ofType("needDialBack")[0]!.client, "198.51.100.7:41000");
+  clean(sim);
+});
