@@ -199,7 +199,7 @@ export const PRIVATE_SHAPE = {
   operator: proxyOperatorKey,
   eps: epsKey,
   announceTo: required(
-    list(operatorNameField, "list of operator names"),
+    list(operatorNameField, "list of operator names", { minItems: 1 }),
     "The public operators to announce to. Notices are accepted only from them.",
     { range: "at least one" },
   ),
@@ -210,7 +210,7 @@ export const PRIVATE_SHAPE = {
     { defaultDoc: "required for each `announce_to` operator" },
   ),
   announcements: required(
-    list(announcement, "list of mappings"),
+    list(announcement, "list of mappings", { maxItems: MAX_ANNOUNCEMENTS }),
     "The domains announced, each with its internal server (keys below). Sent in pages of 2,000; a page the public proxy refuses (conflict, not allowed, over its cap) is logged and retried at the next round, the others are served.",
     { range: "at most 100 000 entries, no domain twice" },
   ),

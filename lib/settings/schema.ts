@@ -316,13 +316,18 @@ export const operatorName: Field<string> = {
   schema: { type: "string", maxLength: 253, pattern: `^${LABEL}(\\.${LABEL})*$` },
 };
 
-export function list<T>(item: Field<T>, type = `list of ${item.type}s`): Field<T[]> {
+export function list<T>(
+  item: Field<T>,
+  type = `list of ${item.type}s`,
+  /** What the parser's own checks also bound (so editors refuse what `run` refuses). */
+  bounds: { minItems?: number; maxItems?: number } = {},
+): Field<T[]> {
   return {
     parse: (v, path, problems) => check.list(v, path, problems, item.parse),
     empty: [],
     type,
     range: item.range,
-    schema: { type: "array", items: item.schema },
+    schema: { type: "array", items: item.schema, ...bounds },
   };
 }
 
