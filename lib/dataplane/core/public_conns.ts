@@ -1,8 +1,8 @@
 /**
- * The public proxy's machines (docs/architecture.md, "The core"): a client on the public port
- * (read the ClientHello → route → take an idle pooled dial-back, or wait for one → replay →
- * pipe; or refuse with a TLS alert and linger), a dial-back on the private port (read the token
- * → claim a waiting client, or go idle in the pool), and an idle pooled dial-back.
+ * The public proxy's client machine (docs/architecture.md, "The core"): a client on the public port
+ * (a PROXY header if configured → the ClientHello → admission → route → take an idle pooled
+ * dial-back, or wait for one → replay → pipe; or refuse and linger). The private port's machines
+ * are in private_port.ts.
  * @module
  */
 import { ProtocolError } from "../../errors.ts";
@@ -22,44 +22,12 @@ import {
 import { TOKEN_BYTES, tokenText } from "../../wire/token.ts";
 import type { Refusal } from "../events.ts";
 import type { SockFailure, SockId } from "./io.ts";
-import { bump, type Engine, hostPortText, type SockOwner } from "./engine.ts";
+import { bump, type Engine, hostPortText } from "./engine.ts";
 import { Pipe } from "./pipe.ts";
+import { Machine } from "./machine.ts";
 
 /** A refused client may send this much more before it is closed (it reads its alert first). */
 const LINGER_BYTES = 64 * 1024;
-
-/** A pool token the control plane granted. */
-/** What lets a dial-back go idle in the pool: a one-time pool token's grant, or a ticket. */
-export interface PoolRight {
-  readonly operator: string;
-  /** The names it may serve; null: every name of its operator. */
-  readonly domains: ReadonlySet<string> | null;
-  readonly idleTimeoutMs: number;
-}
-
-/** A one-time pool token not yet redeemed. */
-export interface Grant extends PoolRight {
-  readonly token: string;
-  timerGen: number;
-  onTimeout(now: number): void;
-}
-
-/** Base of the machines: no-op inputs a state does not expect. */
-abstract class Machine implements SockOwner {
-  timerGen = 0;
-  constructor(readonly engine: Engine, readonly sock: SockId) {}
-  abstract onData(sock: SockId, bytes: Uint8Array, now: number): void;
-  abstract onEof(sock: SockId, now: number): void;
-  abstract onFailed(sock: SockId, failure: SockFailure, now: number): void;
-  abstract onTimeout(now: number): void;
-  abstract onStop(now: number): void;
-  onConnected(): void {}
-  onMoved(): void {}
-  onKill(now: number): void {
-    this.onStop(now);
-    this.engine.close(this.sock, true);
-  }
-}
 
 type ClientState = "hello" | "waiting" | "lingering" | "done";
 
@@ -496,125 +464,6 @@ export class ClientConn extends Machine {
   }
 }
 
-/** A dial-back on the private port, until its token is read. */
-export class DialBackIn extends Machine {
-  readonly #buf = new Uint8Array(TOKEN_BYTES);
-  #got = 0;
-  readonly peer: string;
-
-  constructor(engine: Engine, sock: SockId, remote: HostPort, now: number) {
-    super(engine, sock);
-    this.peer = hostPortText(remote);
-    engine.timers.arm(this, now + engine.limits.tokenTimeoutMs);
-  }
-
-  onData(_sock: SockId, bytes: Uint8Array, now: number): void {
-    const n = Math.min(bytes.length, TOKEN_BYTES - this.#got);
-    this.#buf.set(bytes.subarray(0, n), this.#got);
-    this.#got += n;
-    if (this.#got < TOKEN_BYTES) return;
-    const e = this.engine;
-    e.timers.disarm(this);
-    e.out({ op: "read", sock: this.sock, on: false });
-    const token = tokenText(this.#buf);
-    const early = bytes.slice(n);
-    const client = e.pending.get(token);
-    if (client !== undefined) return client.claimed(this.sock, early, now);
-    const grant = e.grants.get(token);
-    if (grant !== undefined && early.length === 0) {
-      e.grants.delete(token);
-      e.timers.disarm(grant);
-      new IdlePooled(e, this.sock, grant, now, false);
-      return;
-    }
-    const t = e.tickets.check(this.#buf);
-    if (t === null) return this.#refuse("bad-token", "unknown, expired or reused token");
-    if (!t.ok) return this.#refuse(t.why, t.detail);
-    if (early.length > 0) return this.#refuse("bad-token", "bytes after a ticket token");
-    new IdlePooled(e, this.sock, t.right, now, true);
-  }
-
-  #refuse(why: Refusal, detail: string): void {
-    this.engine.timers.disarm(this);
-    this.engine.emit({ type: "refused", why, client: this.peer, detail });
-    this.engine.close(this.sock, true);
-  }
-
-  onEof(): void {
-    this.#refuse("bad-token", "closed before sending a token");
-  }
-
-  onFailed(_sock: SockId, failure: SockFailure): void {
-    this.#refuse("bad-token", `token read failed: ${failure.code}`);
-  }
-
-  onTimeout(): void {
-    this.#refuse("token-timeout", `no token within ${this.engine.limits.tokenTimeoutMs} ms`);
-  }
-
-  onStop(): void {
-    this.engine.timers.disarm(this);
-    this.engine.close(this.sock, true);
-  }
-}
-
-/** An idle pooled dial-back: anything on it (bytes, EOF, an error) or its timeout ends it. */
-export class IdlePooled extends Machine {
-  readonly operator: string;
-  /** The names it may serve; null: every name of its operator. */
-  readonly domains: ReadonlySet<string> | null;
-  #idle = true;
-
-  constructor(engine: Engine, sock: SockId, grant: PoolRight, now: number, ticket: boolean) {
-    super(engine, sock);
-    this.operator = grant.operator;
-    this.domains = grant.domains;
-    engine.own(sock, this);
-    engine.addIdle(this);
-    engine.out({ op: "read", sock, on: true });
-    engine.timers.arm(this, now + grant.idleTimeoutMs);
-    engine.emit({ type: "poolIdle", operator: this.operator, ticket });
-  }
-
-  /** A client took it (already out of the idle list): stop watching it. */
-  take(): void {
-    this.#idle = false;
-    this.engine.timers.disarm(this);
-    this.engine.out({ op: "read", sock: this.sock, on: false });
-  }
-
-  #drop(why: "eof" | "data" | "error" | "timeout" | "stopping", detail?: string): void {
-    if (!this.#idle) return;
-    this.#idle = false;
-    this.engine.removeIdle(this);
-    this.engine.timers.disarm(this);
-    this.engine.close(this.sock, true);
-    this.engine.emit({
-      type: "poolDropped",
-      operator: this.operator,
-      why,
-      ...(detail !== undefined ? { detail } : {}),
-    });
-  }
-
-  onData(): void {
-    this.#drop("data");
-  }
-  onEof(): void {
-    this.#drop("eof");
-  }
-  onFailed(_sock: SockId, failure: SockFailure): void {
-    this.#drop("error", failure.code);
-  }
-  onTimeout(): void {
-    this.#drop("timeout");
-  }
-  onStop(): void {
-    this.#drop("stopping");
-  }
-}
-
-/** `head`, `hello` and `extra` in one new buffer (what is written to a dial-back at once). */
 function concat(head: Uint8Array | undefined, hello: Uint8Array, extra: Uint8Array): Uint8Array {
   const h = head?.length ?? 0;
   const out = new Uint8Array(h + hello.length + extra.length);

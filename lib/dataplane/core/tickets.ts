@@ -11,7 +11,7 @@ import { ReplayWindow, ticketCounter, ticketIdText, ticketMacOk } from "../../wi
 import type { Refusal } from "../events.ts";
 import type { Command } from "../snapshot.ts";
 import type { Engine } from "./engine.ts";
-import type { PoolRight } from "./public_conns.ts";
+import type { PoolRight } from "./machine.ts";
 
 /** Live tickets one operator may hold: the current one and the one it renews. */
 export const MAX_TICKETS_PER_OPERATOR = 2;
