@@ -3,7 +3,6 @@
  * limits (each refusal is a warning naming the peer address and the reason).
  */
 import assert from "node:assert/strict";
-import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { createPki } from "../lib/certs/pki.ts";
 import { LinkClosedError } from "../lib/errors.ts";
 import { ALPN, dialLink, type LinkTls, loadLinkTls } from "../lib/eps/link.ts";
@@ -13,22 +12,16 @@ import { readExact, writeAll } from "../lib/net/io.ts";
 import { connectNodeTls, type NodeTlsConn } from "../lib/net/node_tls_conn.ts";
 import type { HostPort } from "../lib/role.ts";
 import { Fixture, withTimeout } from "./_eps_cluster.ts";
+import { captureLogs } from "./_logs.ts";
 
 /** Collects the warnings of this process while `fn` runs. */
 async function withWarnings<T>(fn: (warnings: () => string[]) => Promise<T>): Promise<T> {
-  const records: LogRecord[] = [];
-  await configure({
-    reset: true,
-    sinks: { mem: (r: LogRecord) => void records.push(r) },
-    loggers: [
-      { category: ["tls-pass"], lowestLevel: "warning", sinks: ["mem"] },
-      { category: ["logtape", "meta"], lowestLevel: "error", sinks: [] },
-    ],
-  });
+  const logs = await captureLogs("warning");
+  const records = logs.records;
   try {
     return await fn(() => records.map((r) => r.message.map(String).join("")));
   } finally {
-    await reset();
+    await logs.close();
   }
 }
 

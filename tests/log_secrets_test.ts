@@ -6,21 +6,14 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { DOMAIN, POOL_OFF, startCluster, until } from "./_cluster.ts";
+import { captureLogs } from "./_logs.ts";
 
 const SECRET = /[A-Za-z0-9+/]{43}=/;
 
 Deno.test("tokens, pool tokens and ticket keys never reach a log record, even at debug", async () => {
-  const records: LogRecord[] = [];
-  await configure({
-    reset: true,
-    sinks: { mem: (r: LogRecord) => void records.push(r) },
-    loggers: [
-      { category: ["tls-pass"], lowestLevel: "debug", sinks: ["mem"] },
-      { category: ["logtape", "meta"], lowestLevel: "error", sinks: [] },
-    ],
-  });
+  const logs = await captureLogs("debug");
+  const records = logs.records;
   try {
     // first by notice only, then with the pool (tokens and a ticket)
     for (const pool of [false, true]) {
@@ -40,7 +33,7 @@ Deno.test("tokens, pool tokens and ticket keys never reach a log record, even at
       else assert.ok(c.pub.stats.notices >= 20);
     }
   } finally {
-    await reset();
+    await logs.close();
   }
   assert.ok(records.length > 50, `only ${records.length} log records`);
   for (const r of records) {

@@ -10,10 +10,10 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import tls from "node:tls";
-import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { clientHello, type Cluster, DOMAIN, startCluster, until, within } from "./_cluster.ts";
 import { PP2_SIGNATURE } from "../lib/wire/proxy_protocol.ts";
 import { startHaproxy } from "./_receivers.ts";
+import { captureLogs } from "./_logs.ts";
 
 /** A TLS client bound to 127.0.0.2: one keep-alive GET, then `check()` while it is open. */
 async function getFrom127002(
@@ -79,15 +79,8 @@ async function sendAndWaitClose(port: number, bytes: Uint8Array): Promise<void> 
 }
 
 Deno.test("accept_proxy_protocol behind a real HAProxy (send-proxy-v2, send-proxy): the client's real address", async () => {
-  const records: LogRecord[] = [];
-  await configure({
-    reset: true,
-    sinks: { mem: (r: LogRecord) => void records.push(r) },
-    loggers: [
-      { category: ["tls-pass"], lowestLevel: "info", sinks: ["mem"] },
-      { category: ["logtape", "meta"], lowestLevel: "error", sinks: [] },
-    ],
-  });
+  const logs = await captureLogs("info");
+  const records = logs.records;
   try {
     await using c = await startCluster({ public: { acceptProxyProtocol: true } });
     const sends = ["send-proxy-v2", "send-proxy"];
@@ -150,6 +143,6 @@ Deno.test("accept_proxy_protocol behind a real HAProxy (send-proxy-v2, send-prox
     assert.equal(c.pub.stats.badProxyHeaders, 1);
     assert.equal(records.filter((r) => r.level === "warning").length, warnings);
   } finally {
-    await reset();
+    await logs.close();
   }
 });

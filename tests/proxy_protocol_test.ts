@@ -10,11 +10,11 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import tls from "node:tls";
-import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { type Cluster, DOMAIN, POOL_OFF, startCluster, until, within } from "./_cluster.ts";
 import type { ProxyProtocolVersion } from "../lib/wire/proxy_protocol.ts";
 import type { HostPort } from "../lib/role.ts";
 import { freePort, pollLog, startHaproxy, startNginx } from "./_receivers.ts";
+import { captureLogs } from "./_logs.ts";
 
 /**
  * One HTTPS request through `connect` from a socket bound to `from`, trusting `root`; returns the
@@ -152,15 +152,8 @@ Deno.test("HAProxy behind the tunnel reads the SNI from the PROXY v2 AUTHORITY T
 });
 
 Deno.test("the real client through HAProxy (send-proxy-v2), the tunnel and PROXY v1 to nginx", async () => {
-  const records: LogRecord[] = [];
-  await configure({
-    reset: true,
-    sinks: { mem: (r: LogRecord) => void records.push(r) },
-    loggers: [
-      { category: ["tls-pass"], lowestLevel: "info", sinks: ["mem"] },
-      { category: ["logtape", "meta"], lowestLevel: "error", sinks: [] },
-    ],
-  });
+  const logs = await captureLogs("info");
+  const records = logs.records;
   try {
     const port = freePort();
     await using c = await startCluster({
@@ -218,6 +211,6 @@ Deno.test("the real client through HAProxy (send-proxy-v2), the tunnel and PROXY
     assert.doesNotMatch(await nginx.log(), /^pp 127\.0\.0\.1 /m);
     assert.equal(c.pub.stats.badProxyHeaders, 0);
   } finally {
-    await reset();
+    await logs.close();
   }
 });
