@@ -21,7 +21,7 @@ import {
   postJsonrpc,
   type Running,
   running,
-  type TlsPassRole,
+  tlsPassRoles,
   type TopologyContext,
 } from "./topologies.ts";
 
@@ -77,12 +77,7 @@ export async function measureNames(
   parseDocument(text, { uniqueKeys: true }).toJS();
   const parseS = round((performance.now() - tParse) / 1000, 2);
 
-  const roles: [string, TlsPassRole, string][] = [
-    ["public-eps", "eps", dirs.publicEps],
-    ["private-eps", "eps", dirs.privateEps],
-    ["private", "private", dirs.private],
-    ["public", "public", dirs.public],
-  ];
+  const roles = tlsPassRoles(dirs);
   const procs: Proc[] = [];
   const r = running(LISTEN_PORT, procs);
   onRunning(r);

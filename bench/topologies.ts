@@ -175,6 +175,18 @@ export const splice2: Topology = bareRelays("splice2", ["--impl", "splice"]);
 
 export type TlsPassRole = "eps" | "public" | "private";
 
+/** The four tls-pass processes of a path, in start order: name, role, settings folder. */
+export function tlsPassRoles(
+  dirs: Record<"publicEps" | "privateEps" | "private" | "public", string>,
+): [string, TlsPassRole, string][] {
+  return [
+    ["public-eps", "eps", dirs.publicEps],
+    ["private-eps", "eps", dirs.privateEps],
+    ["private", "private", dirs.private],
+    ["public", "public", dirs.public],
+  ];
+}
+
 /** Waits for `{"event":"ready"}` on a process's stdout file; returns the parsed line. */
 export async function waitReady(p: Proc, deadline: number): Promise<Record<string, unknown>> {
   while (Date.now() < deadline) {
@@ -340,12 +352,7 @@ async function startTlsPass(
     internal: `127.0.0.1:${BACKEND_PORT}`,
     domain: SNI,
   }, join(ctx.state, "store"));
-  const roles: [string, TlsPassRole, string][] = [
-    ["public-eps", "eps", dirs.publicEps],
-    ["private-eps", "eps", dirs.privateEps],
-    ["private", "private", dirs.private],
-    ["public", "public", dirs.public],
-  ];
+  const roles = tlsPassRoles(dirs);
   const procs: Proc[] = [];
   const r = running(LISTEN_PORT, procs);
   const deadline = Date.now() + 60_000;
