@@ -3,6 +3,9 @@
  * backend.sh and certs.sh (../shared/bench/), rewritten here so that `deno task bench` works from
  * a fresh clone: nginx on 127.0.0.1:8888, TLS 1.2/1.3 with session resumption off (every new
  * connection is a full handshake), `/jsonrpc` → `{"message":"success"}`, `/blob` → 256 MiB.
+ * HTTP/2 is on as well (ALPN `h2`, for W6's h2load); the other clients offer no ALPN (ab, wrk, the
+ * Node clients) or are held to HTTP/1.1 (curl `--http1.1`), so W1–W5 stay HTTP/1.1 as in the shared
+ * harness, whose backend has no HTTP/2.
  * @module
  */
 import { join } from "node:path";
@@ -140,6 +143,21 @@ async function ensureBlob(file: string, mib: number): Promise<void> {
   await Deno.rename(file + ".tmp", file);
 }
 
+/**
+ * How this nginx turns HTTP/2 on for a TLS listener: `http2 on;` from nginx 1.25.1, the `http2`
+ * parameter of `listen` before (Debian 12 has 1.22, where `http2 on` is unknown).
+ */
+export function http2Directives(version: string): { listen: string; server: string } {
+  const [major = 0, minor = 0, patch = 0] = version.split(".").map((x) => Number(x) || 0);
+  const modern = major > 1 || (major === 1 && (minor > 25 || (minor === 25 && patch >= 1)));
+  return modern ? { listen: "", server: "http2 on;" } : { listen: " http2", server: "" };
+}
+
+async function nginxVersion(): Promise<string> {
+  const r = await run(["nginx", "-v"], 5000).catch(() => undefined);
+  return /nginx\/(\d+\.\d+\.\d+)/.exec(`${r?.stdout ?? ""}${r?.stderr ?? ""}`)?.[1] ?? "0.0.0";
+}
+
 /** Starts nginx on 127.0.0.1:8888 with its config, logs and blob under `dir`. */
 export async function startBackend(
   dir: string,
@@ -149,6 +167,7 @@ export async function startBackend(
   await Deno.mkdir(join(dir, "logs"), { recursive: true });
   await Deno.mkdir(join(dir, "tmp"), { recursive: true });
   await ensureBlob(join(dir, "blob"), options.blobMib);
+  const h2 = http2Directives(await nginxVersion());
   const conf = `worker_processes ${options.workers ?? "auto"};
 worker_rlimit_nofile 20000;
 daemon off;
@@ -166,9 +185,11 @@ http {
   keepalive_timeout 120s;
   client_header_timeout 120s;
   server {
-    # nginx's default listen backlog is 511; W6 starts up to 2,000 connections within 100 ms
+    # nginx's default listen backlog is 511; W7 starts up to 2,000 connections within 100 ms
     # (the kernel caps this at net.core.somaxconn)
-    listen 127.0.0.1:${BACKEND_PORT} ssl backlog=4096;
+    # HTTP/2 (ALPN h2) for W6's h2load; clients that offer no ALPN get HTTP/1.1
+    listen 127.0.0.1:${BACKEND_PORT} ssl${h2.listen} backlog=4096;
+    ${h2.server}
     server_name ${SNI} localhost;
     ssl_certificate ${certs.serverChain};
     ssl_certificate_key ${certs.serverKey};

@@ -161,7 +161,7 @@ export function settingsDocuments(
       directory_dir: directoryDir,
       store: "file",
       store_path: join(storeDir, "announcements.jsonl"),
-      // Every bench client connects from 127.0.0.1: W4 keeps 100 handshakes in flight and W6
+      // Every bench client connects from 127.0.0.1: W4 keeps 100 handshakes in flight and W7
       // starts 2,000 within 100 ms. This is the default (4096, as max_pending and
       // max_pending_per_operator), written out so that the bench does not depend on it.
       max_pending_per_client: 4096,

@@ -4,6 +4,9 @@
  * the Markdown tables. Medians are over rounds; W3 pools every download of every round. A ratio
  * is the median of the per-round ratios (topology / reference in the same round), so slow drifts
  * of a noisy machine cancel out. Same rules as ../shared/bench/tools/report.mjs.
+ *
+ * Before issue 17, "W6" was the burst of new TLS clients (now W7); W6 is HTTP/2 multiplexed
+ * (h2load). {@link normalizeRow} and {@link normalizeResults} read records of either age.
  * @module
  */
 
@@ -25,11 +28,49 @@ const min = (xs: readonly unknown[]) => (finite(xs).length ? Math.min(...finite(
 const max = (xs: readonly unknown[]) => (finite(xs).length ? Math.max(...finite(xs)) : null);
 const mib = (x: unknown) => (typeof x === "number" ? x / 1024 : null);
 
+/** True for a burst record of before issue 17: burst size → burst, as W7 is now. */
+function isBurstRecord(x: unknown): boolean {
+  if (typeof x !== "object" || x === null || Array.isArray(x) || "rps" in x) return false;
+  const entries = Object.entries(x);
+  return entries.length > 0 &&
+    entries.every(([k, v]) => /^\d+$/.test(k) && typeof v === "object" && v !== null);
+}
+
+/** A raw record (raw.jsonl line) of any age: an old "W6" burst record becomes "W7". */
+export function normalizeRow(r: Row): Row {
+  if (!isBurstRecord(r.W6) || r.W7) return r;
+  const { W6, ...rest } = r;
+  return { ...rest, W7: W6 };
+}
+
+/**
+ * A results.json of any age: the old top-level "w6" (bursts) becomes "w7", and "W6" in the
+ * workloads and the w6* burst parameters are renamed with it.
+ */
+export function normalizeResults(json: Row): Row {
+  const w6 = json.w6 as Row | undefined;
+  const bursts = w6 !== undefined && !json.w7 &&
+    Object.values(w6).every((t) => isBurstRecord(t) || Object.keys(t ?? {}).length === 0);
+  if (!bursts) return json;
+  const { w6: _old, ...rest } = json;
+  const meta = { ...(json.meta ?? {}) } as Row;
+  if (Array.isArray(meta.workloads)) {
+    meta.workloads = meta.workloads.map((w: string) => (w === "W6" ? "W7" : w));
+  }
+  if (meta.params) {
+    meta.params = Object.fromEntries(
+      Object.entries(meta.params as Row).map(([k, v]) => [k.replace(/^w6(?=[A-Z])/, "w7"), v]),
+    );
+  }
+  return { ...rest, meta, w7: w6 };
+}
+
 const errorsOf = (r: Row): number =>
   (r.W1 ? (r.W1.failed ?? 0) + (r.W1.non2xx ?? 0) : 0) +
   (r.W2 ? (r.W2.socket_errors ?? 0) + (r.W2.non2xx ?? 0) : 0) +
   (r.W3 ? r.W3.failed ?? 0 : 0) + (r.W5 ? r.W5.failed ?? 0 : 0) +
   (r.W4 ? r.W4.failed ?? 0 : 0) + (r.W4?.error || r.W5?.error ? 1 : 0) +
+  (r.W6 ? r.W6.failed ?? 0 : 0) +
   (r.relays_alive_at_end === false ? 1 : 0);
 
 /** metric key → label, extractor, which direction is better. */
@@ -70,6 +111,16 @@ export const METRICS: Record<string, Metric> = {
   w4_backend_rss_per_conn_kib: ["backend KiB/conn", (r) => r.W4?.backend_rss_per_conn_kib, "lower"],
   w5_p50_ms: ["W5 p50 ms", (r) => r.W5?.p50_ms, "lower"],
   w5_p99_ms: ["W5 p99 ms", (r) => r.W5?.p99_ms, "lower"],
+  // a marked h2load run (error: failed requests, exit code, no h2) counts in no median
+  w6_rps: ["W6 req/s", (r) => (r.W6?.error ? null : r.W6?.rps), "higher"],
+  w6_p50_ms: ["W6 p50 ms", (r) => (r.W6?.error ? null : r.W6?.p50_ms), "lower"],
+  w6_p99_ms: ["W6 p99 ms", (r) => (r.W6?.error ? null : r.W6?.p99_ms), "lower"],
+  w6_relay_cpu_us_per_req: [
+    "W6 CPU µs/req",
+    (r) => (r.W6?.error ? null : r.W6?.relay_cpu_us_per_req),
+    "lower",
+  ],
+  w6_failed: ["W6 failed", (r) => r.W6?.failed, "lower"],
   rss_at_start_mib: ["RSS at start MiB", (r) => mib(r.relay_rss_kib_at_start), "lower"],
   rss_after_w1_mib: ["RSS after W1 MiB", (r) => mib(r.W1?.relay_rss_kib_after), "lower"],
   rss_after_w2_mib: ["RSS after W2 MiB", (r) => mib(r.W2?.relay_rss_kib_after), "lower"],
@@ -94,32 +145,62 @@ const RATIO_KEYS = [
   "w4_relay_held_rss_mib",
   "w5_p50_ms",
   "w5_p99_ms",
+  "w4_relay_idle_rss_mib",
+  "w6_rps",
+  "w6_p50_ms",
+  "w6_p99_ms",
+  "w6_relay_cpu_us_per_req",
 ];
 
-/** The issue-6 targets, as ratios to haproxy2 in the same run (W4: absolute). */
+const atLeast = (x: number) => (r: number | null) => (r === null ? null : r >= x);
+const atMost = (x: number) => (r: number | null) => (r === null ? null : r <= x);
+
+/**
+ * The issue-17 targets (DESIGN.md §9, v2), as ratios to `ref` (default haproxy2) in the same run;
+ * `absolute` ones on tls-pass's own median.
+ */
 const TARGETS: {
   key: string;
   label: string;
   ok: (ratio: number | null, abs: number | null) => boolean | null;
   want: string;
+  ref?: string;
   absolute?: boolean;
 }[] = [
-  { key: "w2_rps", label: "W2 req/s", want: "≥ 0.9 ×", ok: (r) => (r === null ? null : r >= 0.9) },
+  { key: "w1_rps", label: "W1 req/s", want: "≥ 1.0 ×", ok: atLeast(1) },
+  {
+    key: "w1_relay_cpu_us_per_req",
+    label: "W1 relay CPU per new connection",
+    want: "≤ 1.2 ×",
+    ok: atMost(1.2),
+  },
+  { key: "w2_rps", label: "W2 req/s", want: "≥ 1.25 ×", ok: atLeast(1.25) },
+  { key: "w3_mb_per_s", label: "W3 MB/s", want: "≥ 1.1 ×", ok: atLeast(1.1) },
   {
     key: "w3_mb_per_s",
-    label: "W3 MB/s",
-    want: "≥ 0.9 ×",
-    ok: (r) => (r === null ? null : r >= 0.9),
+    label: "W3 MB/s vs haproxy2-splice",
+    want: "≥ 1.0 ×",
+    ref: "haproxy2-splice",
+    ok: atLeast(1),
   },
-  { key: "w1_rps", label: "W1 req/s", want: "≥ 0.6 ×", ok: (r) => (r === null ? null : r >= 0.6) },
-  { key: "w5_p50_ms", label: "W5 p50", want: "≤ 1.3 ×", ok: (r) => (r === null ? null : r <= 1.3) },
+  { key: "w3_relay_cpu_s_per_gb", label: "W3 relay CPU per GB", want: "≤ 0.8 ×", ok: atMost(0.8) },
+  { key: "w5_p50_ms", label: "W5 p50", want: "≤ 1.0 ×", ok: atMost(1) },
+  { key: "w5_p99_ms", label: "W5 p99", want: "≤ 1.1 ×", ok: atMost(1.1) },
   {
     key: "w4_relay_rss_per_conn_kib",
     label: "W4 RSS per held connection",
-    want: "≤ 32 KiB",
+    want: "≤ 12 KiB",
     absolute: true,
-    ok: (_r, a) => (a === null ? null : a <= 32),
+    ok: (_r, a) => atMost(12)(a),
   },
+  {
+    key: "w4_relay_idle_rss_mib",
+    label: "idle RSS of the relay processes",
+    want: "≤ 160 MiB",
+    absolute: true,
+    ok: (_r, a) => atMost(160)(a),
+  },
+  { key: "w6_rps", label: "W6 HTTP/2 req/s", want: "≥ 1.0 ×", ok: atLeast(1) },
   {
     key: "w4_retained_after_close_kib_per_conn",
     label: "W4 memory returned after close",
@@ -153,12 +234,16 @@ export interface Report {
   markdown: string;
 }
 
+/** The references ratios are computed against (each when it ran). */
+const RATIO_REFS = ["direct", "haproxy2", "haproxy2-splice"];
+
 export function buildReport(
-  rows: Row[],
+  rawRows: Row[],
   topologies: string[],
   meta: Meta,
   names: Row[] = [],
 ): Report {
+  const rows = rawRows.map(normalizeRow);
   const ran = topologies.filter((t) => !meta.unavailable[t]);
   const byTopo = Object.fromEntries(ran.map((t) => [t, rows.filter((r) => r.topology === t)]));
 
@@ -189,7 +274,7 @@ export function buildReport(
   }
 
   const ratios: Record<string, Record<string, Record<string, unknown>>> = {};
-  for (const ref of ["direct", "haproxy2"].filter((x) => byTopo[x])) {
+  for (const ref of RATIO_REFS.filter((x) => byTopo[x])) {
     ratios[ref] = {};
     for (const t of ran) {
       const per: Record<string, unknown> = {};
@@ -212,51 +297,59 @@ export function buildReport(
   const targets: Row[] = [];
   if (summary["tls-pass"]) {
     for (const tg of TARGETS) {
+      const ref = tg.ref ?? "haproxy2";
       const ratio = tg.absolute
         ? null
-        : ((ratios.haproxy2?.["tls-pass"]?.[tg.key] as Row | undefined)?.median ?? null);
+        : ((ratios[ref]?.["tls-pass"]?.[tg.key] as Row | undefined)?.median ?? null);
       const abs = summary["tls-pass"][tg.key]?.median ?? null;
-      const haproxyMissing = !tg.absolute && !ratios.haproxy2;
+      const refMissing = !tg.absolute && !ratios[ref];
+      const measured = meta.workloads.includes(tg.key.slice(0, 2).toUpperCase()) ||
+        !/^w\d_/.test(tg.key);
+      if (!measured) continue;
       targets.push({
         target: tg.label,
         want: tg.want,
-        ratio_vs_haproxy2: ratio,
+        ref: tg.absolute ? null : ref,
+        ratio,
+        // the name of before issue 17, kept for readers of results.json
+        ratio_vs_haproxy2: ref === "haproxy2" ? ratio : null,
         tls_pass: abs,
-        met: haproxyMissing ? null : tg.ok(ratio, abs),
+        met: refMissing ? null : tg.ok(ratio, abs),
       });
     }
   }
 
-  const w6 = w6Summary(rows, ran);
+  const w7 = w7Summary(rows, ran);
   const json = {
     meta,
     topologies,
     summary,
     ratios,
     targets,
-    w6,
+    w7,
     names,
     metrics: Object.fromEntries(
       Object.entries(METRICS).map(([k, [label, , better]]) => [k, { label, better }]),
     ),
   };
   let md = markdown(rows, topologies, ran, summary, ratios, targets, meta);
-  if (meta.workloads.includes("W6")) md += w6Markdown(w6, topologies, meta);
+  if (meta.workloads.includes("W6")) md += h2Markdown(rows, topologies, ran, summary, ratios, meta);
+  if (meta.workloads.includes("W7")) md += w7Markdown(w7, topologies, meta);
   if (names.length) md += namesMarkdown(names);
   return { json, markdown: md };
 }
 
-/** W6 per topology and burst size: medians over rounds, errors summed, ratios vs haproxy2. */
-function w6Summary(rows: Row[], ran: string[]): Record<string, Record<string, Row>> {
+/** W7 per topology and burst size: medians over rounds, errors summed, ratios vs haproxy2. */
+function w7Summary(rows: Row[], ran: string[]): Record<string, Record<string, Row>> {
   const out: Record<string, Record<string, Row>> = {};
-  const sizes = [...new Set(rows.flatMap((r) => Object.keys(r.W6 ?? {})))]
+  const sizes = [...new Set(rows.flatMap((r) => Object.keys(r.W7 ?? {})))]
     .sort((a, b) => Number(a) - Number(b));
   const stat = (xs: unknown[]) => ({ median: median(xs), min: min(xs), max: max(xs) });
   for (const t of ran) {
-    const rs = rows.filter((r) => r.topology === t && r.W6);
+    const rs = rows.filter((r) => r.topology === t && r.W7);
     out[t] = {};
     for (const size of sizes) {
-      const bursts = rs.map((r) => r.W6[size]).filter(Boolean);
+      const bursts = rs.map((r) => r.W7[size]).filter(Boolean);
       const ok = bursts.filter((b) => !b.error);
       const errors: Record<string, number> = {};
       for (const b of ok) {
@@ -275,8 +368,8 @@ function w6Summary(rows: Row[], ran: string[]): Record<string, Record<string, Ro
       const ratio = (k: string) =>
         median(rs.map((r) => {
           const q = rows.find((x) => x.topology === "haproxy2" && x.round === r.round);
-          const a = r.W6?.[size]?.[k];
-          const b = q?.W6?.[size]?.[k];
+          const a = r.W7?.[size]?.[k];
+          const b = q?.W7?.[size]?.[k];
           return typeof a === "number" && typeof b === "number" && b !== 0 ? a / b : null;
         }));
       out[t]![size] = {
@@ -307,22 +400,22 @@ function w6Summary(rows: Row[], ran: string[]): Record<string, Record<string, Ro
   return out;
 }
 
-function w6Markdown(
-  w6: Record<string, Record<string, Row>>,
+function w7Markdown(
+  w7: Record<string, Record<string, Row>>,
   all: string[],
   meta: Meta,
 ): string {
   const p = meta.params as Record<string, unknown>;
-  const sizes = [...new Set(Object.values(w6).flatMap((x) => Object.keys(x)))]
+  const sizes = [...new Set(Object.values(w7).flatMap((x) => Object.keys(x)))]
     .sort((a, b) => Number(a) - Number(b));
-  const out: string[] = ["", "## W6: bursts of new TLS clients", ""];
+  const out: string[] = ["", "## W7: bursts of new TLS clients", ""];
   out.push(
     `Each burst on freshly started relays: N clients whose connect() calls start ${
-      Number(p.w6WindowMs) > 0 ? `spread over ${p.w6WindowMs} ms` : "at once"
-    } (${p.w6Procs} ${p.w6Client} client processes on one schedule; the spreads actually ` +
+      Number(p.w7WindowMs) > 0 ? `spread over ${p.w7WindowMs} ms` : "at once"
+    } (${p.w7Procs} ${p.w7Client} client processes on one schedule; the spreads actually ` +
       "measured are in the details), each a verified TLS handshake (SNI " +
       "test.internal-server.local) and one POST /jsonrpc, then closed; " +
-      `${Number(p.w6DeadlineMs) / 1000} s deadline per client. served = answered ` +
+      `${Number(p.w7DeadlineMs) / 1000} s deadline per client. served = answered ` +
       '{"message":"success"}, worst round; set-up = connect() to handshake complete, medians ' +
       "over rounds of each burst's p50/p99; × haproxy2 = median of per-round ratios.",
   );
@@ -335,10 +428,10 @@ function w6Markdown(
   const fmtStat = (x: Row | undefined, d: number) => fmt(x?.median, d);
   out.push(table(
     head,
-    all.filter((t) => w6[t]).map((t) => [
+    all.filter((t) => w7[t]).map((t) => [
       t,
       ...sizes.flatMap((n) => {
-        const x = w6[t]![n];
+        const x = w7[t]![n];
         if (!x) return ["–", "–", "–", "–"];
         if (x.failed_starts.length === x.bursts) {
           return [`failed: ${x.failed_starts[0] ?? "no burst ran"}`, "", "", ""];
@@ -354,12 +447,12 @@ function w6Markdown(
     ]),
   ));
   out.push("");
-  out.push("### W6 details (medians over rounds; failures and counters summed over rounds)");
+  out.push("### W7 details (medians over rounds; failures and counters summed over rounds)");
   out.push("");
   const lines: string[][] = [];
-  for (const t of all.filter((t) => w6[t])) {
+  for (const t of all.filter((t) => w7[t])) {
     for (const n of sizes) {
-      const x = w6[t]![n];
+      const x = w7[t]![n];
       if (!x || x.failed_starts.length === x.bursts) continue;
       const errs = Object.entries(x.errors as Record<string, number>)
         .sort((a, b) => b[1] - a[1]).map(([k, v]) => `${v} × ${k}`).join("; ");
@@ -403,7 +496,85 @@ function w6Markdown(
       "connected), of the burst over all client processes. The " +
       "listen counters are /proc/net/netstat TcpExt deltas over the burst (the whole network " +
       "namespace: anything else running counts too); a connect p99 near 1,000 ms or more is a " +
-      "SYN retransmitted after a drop. The errors column of the tables above does not count W6.",
+      "SYN retransmitted after a drop. The errors column of the tables above does not count W7.",
+  );
+  out.push("");
+  return out.join("\n");
+}
+
+/**
+ * W6: HTTP/2 multiplexed (h2load) per topology: median req/s with min–max over the rounds that
+ * count, latency, relay CPU, ratios vs haproxy2 (median and min–max of the per-round ratios),
+ * and every marked run (failed requests, an h2load error) by round: those count in no median.
+ */
+function h2Markdown(
+  rows: Row[],
+  all: string[],
+  ran: string[],
+  summary: Record<string, Row>,
+  ratios: Record<string, Record<string, Record<string, unknown>>>,
+  meta: Meta,
+): string {
+  const p = meta.params as Record<string, number>;
+  const out: string[] = ["", "## W6: HTTP/2 multiplexed (h2load)", ""];
+  out.push(
+    `\`h2load -n ${p.w6Requests} -c ${p.w6Conns} -m ${p.w6Streams}\` per round: the W1/W2 POST ` +
+      `/jsonrpc on ${p.w6Conns} TLS connections (ALPN h2, SNI test.internal-server.local), ` +
+      `${p.w6Streams} streams in flight on each, through the path to nginx's HTTP/2. req/s = ` +
+      "h2load's (connections' set-up included), median over rounds with min–max; p50/p99 = " +
+      "request time from h2load's per-request log, medians over rounds; CPU = all relay " +
+      "processes per request; × = median (min–max) of per-round ratios. A run with a failed " +
+      "request or an h2load error is marked below and left out of the medians.",
+  );
+  out.push("");
+  const rr = (ref: string, t: string): string => {
+    const x = ratios[ref]?.[t]?.w6_rps as Row | undefined;
+    if (!x || x.median === null) return "–";
+    const per = (x.per_round as number[]) ?? [];
+    return per.length > 1
+      ? `${fmt(x.median, 2)} (${fmt(Math.min(...per), 2)}–${fmt(Math.max(...per), 2)})`
+      : fmt(x.median, 2);
+  };
+  const marked: string[] = [];
+  const lines = all.map((t) => {
+    if (meta.unavailable[t]) return [t, meta.unavailable[t]!, "", "", "", "", "", "", ""];
+    if (!ran.includes(t) || !summary[t]) return [t, "not run", "", "", "", "", "", "", ""];
+    const rs = rows.filter((r) => r.topology === t && !r.error && r.W6);
+    const bad = rs.filter((r) => r.W6.error);
+    for (const r of bad) marked.push(`${t} round ${r.round}: ${r.W6.error}`);
+    const s = summary[t]!;
+    const counted = rs.length - bad.length;
+    return [
+      t,
+      counted ? fmt(s.w6_rps.median, 0) : "failed",
+      counted ? `${fmt(s.w6_rps.min, 0)}–${fmt(s.w6_rps.max, 0)}` : "–",
+      fmt(s.w6_p50_ms.median, 2),
+      fmt(s.w6_p99_ms.median, 2),
+      t === "direct" ? "–" : fmt(s.w6_relay_cpu_us_per_req.median, 1),
+      t === "haproxy2" ? "1" : rr("haproxy2", t),
+      t === "direct" ? "1" : rr("direct", t),
+      `${counted}/${rs.length}${bad.length ? " †" : ""}`,
+    ];
+  });
+  out.push(table(
+    [
+      "topology",
+      "W6 req/s",
+      "min–max",
+      "p50 ms",
+      "p99 ms",
+      "CPU µs/req",
+      "× haproxy2",
+      "× direct",
+      "runs counted",
+    ],
+    lines,
+  ));
+  out.push("");
+  out.push(
+    marked.length
+      ? `† marked, not counted: ${marked.join("; ")}.`
+      : "Every h2load run served all its requests over HTTP/2.",
   );
   out.push("");
   return out.join("\n");
@@ -506,7 +677,7 @@ function markdown(
       (meta.v8Flags ? ` V8 flags of the Deno processes: \`${meta.v8Flags}\`.` : ""),
   );
   out.push("");
-  // only W6 and/or names ran: their own sections follow, the W1–W5 tables would be empty
+  // only W6, W7 and/or names ran: their own sections follow, the W1–W5 tables would be empty
   if (!meta.workloads.some((w) => /^W[1-5]$/.test(w))) return out.join("\n");
   out.push("## Results (medians)");
   out.push("");
@@ -657,8 +828,9 @@ function markdown(
       roleRows,
     ));
   }
-  const refs = ["direct", "haproxy2"];
-  for (const ref of refs) {
+  for (const ref of RATIO_REFS) {
+    // haproxy2-splice as a reference only when it ran (the other two always get a section)
+    if (ref === "haproxy2-splice" && !ratios[ref]) continue;
     out.push("");
     out.push(
       `## Ratios vs ${ref} (median of per-round ratios; >1 means more: better for req/s and ` +
@@ -669,7 +841,7 @@ function markdown(
       out.push(`${ref}: ${meta.unavailable[ref] ?? "not measured in this run"}.`);
       continue;
     }
-    const keys = ref === "direct"
+    const keys = (ref === "direct"
       ? [
         "w1_rps",
         "w1_p50_ms",
@@ -680,6 +852,7 @@ function markdown(
         "w3_mb_per_s",
         "w5_p50_ms",
         "w5_p99_ms",
+        "w6_rps",
       ]
       : [
         "w1_rps",
@@ -695,8 +868,13 @@ function markdown(
         "w2_relay_cpu_us_per_req",
         "w3_relay_cpu_s_per_gb",
         "w4_relay_rss_per_conn_kib",
-      ];
-    const rows = all.filter((t) => t !== ref && !(ref === "haproxy2" && t === "direct"));
+        "w6_rps",
+        "w6_relay_cpu_us_per_req",
+      ]).filter((k) => meta.workloads.includes(k.slice(0, 2).toUpperCase()));
+    // vs haproxy2: every relay (haproxy2-splice too); vs haproxy2-splice: the others but haproxy2
+    const rows = all.filter((t) =>
+      t !== ref && !(ref !== "direct" && (t === "direct" || t === "haproxy2"))
+    );
     if (rows.length === 0) {
       out.push(`No other topology to compare with ${ref} in this run.`);
       continue;
@@ -712,14 +890,15 @@ function markdown(
   }
   if (targets.length) {
     out.push("");
-    out.push("## Targets (issue 6, DESIGN.md §9): tls-pass vs haproxy2 in this run");
+    out.push("## Targets (issue 17, DESIGN.md §9 v2): tls-pass vs HAProxy in this run");
     out.push("");
     out.push(table(
-      ["target", "wanted", "ratio vs haproxy2", "tls-pass", "met"],
+      ["target", "wanted", "vs", "ratio", "tls-pass", "met"],
       targets.map((t) => [
         t.target,
         t.want,
-        fmt(t.ratio_vs_haproxy2, 2),
+        t.ref ?? "absolute",
+        fmt(t.ratio, 2),
         fmt(t.tls_pass, 1),
         t.met === null ? "–" : t.met ? "yes" : "no",
       ]),
@@ -736,13 +915,22 @@ function markdown(
   const mm = (t: string, k: string, d: number) =>
     `${fmt(summary[t]![k].min, d)}–${fmt(summary[t]![k].max, d)}`;
   out.push(table(
-    ["topology", "W1 req/s", "W2 req/s", "W3 MB/s (all downloads)", "W5 p50 ms", "W1 CPU µs/req"],
+    [
+      "topology",
+      "W1 req/s",
+      "W2 req/s",
+      "W3 MB/s (all downloads)",
+      "W5 p50 ms",
+      "W6 req/s",
+      "W1 CPU µs/req",
+    ],
     ran.filter((t) => !why(t)).map((t) => [
       t,
       mm(t, "w1_rps", 0),
       mm(t, "w2_rps", 0),
       mm(t, "w3_mb_per_s", 0),
       mm(t, "w5_p50_ms", 2),
+      mm(t, "w6_rps", 0),
       mm(t, "w1_relay_cpu_us_per_req", 0),
     ]),
   ));

@@ -3,17 +3,17 @@
  * The tls-pass benchmark: `deno task bench` (= `deno run -A bench/run.ts`). Never part of the
  * test command. See bench/README.md.
  *
- *   deno task bench [--quick] [--rounds N] [--workloads W1,W2,W3,W4,W5,W6,names]
- *     [--topologies tls-pass,haproxy2,direct] [--out DIR] [--save NAME] [--state DIR]
- *     [--max-minutes 15] [--extra-settings ROLE=FILE]... [--log-level warning]
- *     [--w6-sizes 1000,2000] [--w6-client node|deno] [--names 1,10000,100000]
+ *   deno task bench [--quick] [--rounds N] [--workloads W1,W2,W3,W4,W5,W6,W7,names]
+ *     [--topologies tls-pass,haproxy2,haproxy2-splice,direct] [--out DIR] [--save NAME]
+ *     [--state DIR] [--max-minutes 10] [--extra-settings ROLE=FILE]... [--log-level warning]
+ *     [--w6-requests 50000] [--w7-sizes 2000] [--w7-client node|deno] [--names 1,10000,100000]
  *
- * Starts the backend (nginx HTTPS on 127.0.0.1:8888), then for each round runs every topology
- * in turn (order rotated each round): start → smoke test → W4 → warm-up → W1 → W2 → W3 → W5 →
- * stop, then per W6 burst size: start → smoke test → burst → stop. After the rounds, "names"
- * starts tls-pass once per name-set size (names.ts). Writes raw.jsonl, results.json and
- * results.md to bench/results/raw/<UTC time>/ (or --out) and prints the Markdown. Loopback
- * only; every load is bounded in count and time.
+ * Starts the backend (nginx HTTPS and HTTP/2 on 127.0.0.1:8888), then for each round runs every
+ * topology in turn (order rotated each round): start → smoke test → W4 → warm-up → W1 → W2 → W3
+ * → W5 → W6 → stop, then per W7 burst size: start → smoke test → burst → stop. After the
+ * rounds, "names" starts tls-pass once per name-set size (names.ts). Writes raw.jsonl,
+ * results.json, results.md and results.svg (chart.ts) to bench/results/raw/<UTC time>/ (or
+ * --out) and prints the Markdown. Loopback only; every load is bounded in count and time.
  * @module
  */
 import { parseArgs } from "node:util";
@@ -22,6 +22,7 @@ import { fileURLToPath } from "node:url";
 import { type Backend, BACKEND_PORT, ensureCerts, SNI, startBackend } from "./backend.ts";
 import { memOf, portOpen, round, run, terminateAllStarted, which } from "./proc.ts";
 import { buildReport, type Meta, type Row } from "./report.ts";
+import { renderChart } from "./chart.ts";
 import { MAX_NAMES, measureNames } from "./names.ts";
 import {
   LISTEN_PORT,
@@ -37,7 +38,7 @@ import {
   FULL,
   type Params,
   QUICK,
-  w6,
+  w7,
   warmup,
   type WorkloadContext,
   type WorkloadName,
@@ -45,22 +46,28 @@ import {
 } from "./workloads.ts";
 
 const HELP = `usage: deno task bench [options]
-  --quick                 1 round, W1/W2 4 s each, W3 one download (about 2 min for 3 topologies)
+  --quick                 1 round, W1/W2 4 s each, W3 one download, W6 20000 requests
+                          (about 3 min for 4 topologies)
   --rounds N              rounds (default 3; --quick: 1)
-  --workloads LIST        subset of W1,W2,W3,W4,W5,W6,names (default all)
+  --workloads LIST        subset of W1,W2,W3,W4,W5,W6,W7,names (default all)
   --w4-conns N            connections W4 holds (default 2000; e.g. 10000 for the issue-6 target)
-  --w6-sizes LIST         W6 burst sizes, each on freshly started relays (default 1000,2000)
-  --w6-client C           W6 client: node (node:tls, as W4/W5; default) or deno (Deno.startTls)
+  --w6-requests N         W6: h2load requests (default 50000, --quick 20000; -c 10 -m 10)
+  --w7-sizes LIST         W7 burst sizes, each on freshly started relays (default 2000)
+  --w7-client C           W7 client: node (node:tls, as W4/W5; default) or deno (Deno.startTls)
   --names LIST            "names": announcement counts for tls-pass (default 1,10000,100000:
                           1 is the baseline; at most 100000, the private settings' cap)
   --v8-flags F            DENO_V8_FLAGS for every Deno process the run starts (the roles, loop2,
                           splice2); default: the shipped flags of tools/v8_flags.ts
                           (--max-semi-space-size=2); --v8-flags= for V8's defaults
-  --topologies LIST       subset of tls-pass,haproxy2,direct,loop2,splice2 (default the first three)
+  --topologies LIST       subset of tls-pass,haproxy2,haproxy2-splice,direct,loop2,splice2,
+                          tls-pass-admin,tls-pass-limits (default the first four)
   --out DIR               where this run's files go (default bench/results/raw/<UTC time>)
-  --save NAME             also copy results.md/.json to bench/results/NAME.{md,json}
+  --save NAME             also copy results.md/.json/.svg to bench/results/NAME.{md,json,svg}
+                          and the chart to bench/results/latest.svg (the README shows it)
   --state DIR             scratch folder (default $TMPDIR/tls-pass-bench-run)
-  --max-minutes M         stop starting new topology rounds after M minutes (default 15)
+  --max-minutes M         bound of the whole run (default 10): no topology round starts that
+                          would end after it, judged by that topology's longest round so far,
+                          with 45 s kept for "names"
   --extra-settings R=FILE extra --settings file for tls-pass role R (eps|public|private), repeatable
   --log-level L           tls-pass --log-level (default warning)
 Environment: TLS_PASS_BIN runs that binary instead of 'deno run -A cli.ts'.`;
@@ -86,17 +93,18 @@ const { values: a } = (() => {
       options: {
         quick: { type: "boolean", default: false },
         rounds: { type: "string" },
-        workloads: { type: "string", default: "W1,W2,W3,W4,W5,W6,names" },
-        topologies: { type: "string", default: "tls-pass,haproxy2,direct" },
+        workloads: { type: "string", default: "W1,W2,W3,W4,W5,W6,W7,names" },
+        topologies: { type: "string", default: "tls-pass,haproxy2,haproxy2-splice,direct" },
         out: { type: "string" },
         save: { type: "string" },
         state: { type: "string" },
-        "max-minutes": { type: "string", default: "15" },
+        "max-minutes": { type: "string", default: "10" },
         "extra-settings": { type: "string", multiple: true, default: [] },
         "log-level": { type: "string", default: "warning" },
         "w4-conns": { type: "string" },
-        "w6-sizes": { type: "string", default: "1000,2000" },
-        "w6-client": { type: "string", default: "node" },
+        "w6-requests": { type: "string" },
+        "w7-sizes": { type: "string", default: "2000" },
+        "w7-client": { type: "string", default: "node" },
         names: { type: "string", default: "1,10000,100000" },
         "v8-flags": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
@@ -118,11 +126,11 @@ if (!Number.isInteger(rounds) || rounds < 1) {
 const workloads = a.workloads.split(",").map((w) => w.trim()).filter(Boolean)
   .map((w) => (w.toLowerCase() === "names" ? "names" : w.toUpperCase()));
 for (const w of workloads) {
-  if (!(w in WORKLOADS) && w !== "W6" && w !== "names") {
-    die(`unknown workload "${w}" (known: W1..W6, names)`);
+  if (!(w in WORKLOADS) && w !== "W7" && w !== "names") {
+    die(`unknown workload "${w}" (known: W1..W7, names; the bursts were W6 before issue 17)`);
   }
 }
-/** The workloads of one topology start (W6 and names start their own). */
+/** The workloads of one topology start (W7 and names start their own). */
 const mainWorkloads = workloads.filter((w) => w in WORKLOADS);
 function countList(opt: string, v: string, max: number): number[] {
   const xs = v.split(",").map((x) => Number(x.trim().replaceAll("_", "")));
@@ -131,17 +139,22 @@ function countList(opt: string, v: string, max: number): number[] {
   }
   return xs;
 }
-const w6Sizes = countList("--w6-sizes", a["w6-sizes"], 20_000);
+const w7Sizes = countList("--w7-sizes", a["w7-sizes"], 20_000);
 const nameSets = countList("--names", a.names, MAX_NAMES);
-const w6Client = a["w6-client"];
-if (w6Client !== "node" && w6Client !== "deno") {
-  die(`--w6-client wants node or deno, got "${w6Client}"`);
+const w7Client = a["w7-client"];
+if (w7Client !== "node" && w7Client !== "deno") {
+  die(`--w7-client wants node or deno, got "${w7Client}"`);
 }
+const w6Requests = a["w6-requests"] === undefined
+  ? undefined
+  : countList("--w6-requests", a["w6-requests"], 10_000_000)[0];
 const topoNames = a.topologies.split(",").map((t) => t.trim()).filter(Boolean);
 for (const t of topoNames) {
   if (!TOPOLOGIES[t]) die(`unknown topology "${t}" (known: ${Object.keys(TOPOLOGIES).join(", ")})`);
 }
 const maxMs = Number(a["max-minutes"]) * 60_000;
+/** What "names" takes after the rounds (about 40 s for 1, 10,000 and 100,000 names). */
+const namesReserveMs = workloads.includes("names") ? 45_000 : 0;
 const extraSettings: Partial<Record<TlsPassRole, string[]>> = {};
 for (const e of a["extra-settings"]) {
   const [role, file] = e.split("=", 2);
@@ -157,8 +170,9 @@ if (w4Conns !== undefined && !(Number.isInteger(w4Conns) && w4Conns > 0 && w4Con
 const params: Params = {
   ...(a.quick ? QUICK : FULL),
   ...(w4Conns ? { w4Conns } : {}),
-  w6Sizes,
-  w6Client,
+  ...(w6Requests ? { w6Requests } : {}),
+  w7Sizes,
+  w7Client,
 };
 /**
  * HAProxy's maxconn: 8000 as before, more for a larger W4, but never more than the open-file
@@ -268,13 +282,13 @@ const runnable = topoNames.filter((t) => !unavailable[t]);
 let timeUp = false;
 const took: Record<string, number> = {}; // longest round so far, per topology (ms)
 // names alone starts no topology round
-const perRound = mainWorkloads.length > 0 || workloads.includes("W6");
+const perRound = mainWorkloads.length > 0 || workloads.includes("W7");
 try {
   for (let r = 1; r <= rounds && !timeUp && perRound; r++) {
     for (let k = 0; k < runnable.length; k++) {
       const name = runnable[(k + r - 1) % runnable.length]!;
       // Start a topology round only if it can end within the budget (judged by its last one).
-      if (Date.now() - t0 + (took[name] ?? 0) > maxMs) {
+      if (Date.now() - t0 + (took[name] ?? 0) + namesReserveMs > maxMs) {
         log(`time budget of ${a["max-minutes"]} min would be exceeded: no further rounds`);
         timeUp = true;
         break;
@@ -308,7 +322,7 @@ function topoContext(name: string, tag: string): TopologyContext {
     tlsPass: tlsPassCmd,
     extraSettings,
     logLevel: a["log-level"],
-    maxConnections: haproxyMaxconn(Math.max(params.w4Conns, ...params.w6Sizes)),
+    maxConnections: haproxyMaxconn(Math.max(params.w4Conns, ...params.w7Sizes)),
     log,
   };
 }
@@ -409,7 +423,7 @@ async function oneRound(name: string, r: number): Promise<Row> {
       };
       // W4 first, on freshly started relays, so that its idle baseline is not inflated by
       // garbage from the other workloads; the warm-up (both request shapes) comes after it.
-      for (const w of ["W4", "warmup", "W1", "W2", "W3", "W5"]) {
+      for (const w of ["W4", "warmup", "W1", "W2", "W3", "W5", "W6"]) {
         if (w === "warmup") {
           await warmup(wctx);
           continue;
@@ -426,15 +440,15 @@ async function oneRound(name: string, r: number): Promise<Row> {
     if ("error" in res) return { topology: name, round: r, error: res.error };
     row = res;
   }
-  if (workloads.includes("W6") && !stopping) {
+  if (workloads.includes("W7") && !stopping) {
     // each burst on freshly started relays: what a burst leaves behind (TIME_WAIT, a drained
     // pool, a grown heap) is not what the next one meets
     const bursts: Record<string, Row> = {};
-    for (const size of params.w6Sizes) {
-      const res = await withTopology(name, r, `w6-${size}`, async (running, wctx, startS) => {
+    for (const size of params.w7Sizes) {
+      const res = await withTopology(name, r, `w7-${size}`, async (running, wctx, startS) => {
         await new Promise((res) => setTimeout(res, 1000)); // let a pool fill after the smoke test
         const rss0 = memOf(running.pids()).rssKib;
-        const res: Row = await w6(wctx, size);
+        const res: Row = await w7(wctx, size);
         res.start_s = startS;
         res.relay_rss_kib_before = rss0;
         res.relay_rss_kib_after = memOf(running.pids()).rssKib;
@@ -443,9 +457,9 @@ async function oneRound(name: string, r: number): Promise<Row> {
       });
       bursts[String(size)] = res;
       const { errors, ...brief } = res as Row;
-      log(`  W6 ${size}: ${JSON.stringify(brief).slice(0, 300)} errors ${JSON.stringify(errors)}`);
+      log(`  W7 ${size}: ${JSON.stringify(brief).slice(0, 300)} errors ${JSON.stringify(errors)}`);
     }
-    row.W6 = bursts;
+    row.W7 = bursts;
   }
   return row;
 }
@@ -522,6 +536,7 @@ const meta: Meta = {
 const report = buildReport(rows, topoNames, meta, namesRows);
 await Deno.writeTextFile(join(outdir, "results.json"), JSON.stringify(report.json, null, 2) + "\n");
 await Deno.writeTextFile(join(outdir, "results.md"), report.markdown);
+await Deno.writeTextFile(join(outdir, "results.svg"), renderChart(report.json));
 if (!a.out) {
   const latest = join(here, "results", "raw", "latest");
   await Deno.remove(latest).catch(() => {});
@@ -530,8 +545,14 @@ if (!a.out) {
 if (a.save) {
   await Deno.copyFile(join(outdir, "results.md"), join(here, "results", `${a.save}.md`));
   await Deno.copyFile(join(outdir, "results.json"), join(here, "results", `${a.save}.json`));
-  log(`saved as bench/results/${a.save}.{md,json}`);
+  await Deno.copyFile(join(outdir, "results.svg"), join(here, "results", `${a.save}.svg`));
+  await Deno.copyFile(join(outdir, "results.svg"), join(here, "results", "latest.svg"));
+  log(`saved as bench/results/${a.save}.{md,json,svg} (the chart also as latest.svg)`);
 }
 console.log(report.markdown);
-log(`results: ${outdir}/results.md and results.json (${Math.round((Date.now() - t0) / 1000)} s)`);
+log(
+  `results: ${outdir}/results.md, results.json and results.svg (${
+    Math.round((Date.now() - t0) / 1000)
+  } s)`,
+);
 Deno.exit(0);

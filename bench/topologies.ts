@@ -1,6 +1,7 @@
 /**
  * The topologies the benchmark compares: `direct` (no relay), `haproxy2` (two chained HAProxies
- * in tcp mode routing on req.ssl_sni, the reference) and `tls-pass` (the real roles: public
+ * in tcp mode routing on req.ssl_sni, the reference), `haproxy2-splice` (the same with kernel
+ * splicing, `option splice-auto`, as in ../shared/bench) and `tls-pass` (the real roles: public
  * proxy, private proxy and their two EPS servers, each its own process).
  * @module
  */
@@ -8,6 +9,7 @@ import { join } from "node:path";
 import { BACKEND_PORT, type BenchCerts, SNI } from "./backend.ts";
 import { makeSettings } from "./make_settings.ts";
 import { type Proc, run, sleep, spawn, stop, waitPort, which } from "./proc.ts";
+import { getFdLimit } from "../lib/net/fd_limit.ts";
 
 export const LISTEN_HOST = "127.0.0.1";
 export const LISTEN_PORT = 4433;
@@ -75,19 +77,32 @@ export const direct: Topology = {
   start: () => Promise.resolve(running(BACKEND_PORT, [])),
 };
 
-export const haproxy2: Topology = {
-  name: "haproxy2",
-  unavailable: () => Promise.resolve(which("haproxy") ? undefined : "not installed"),
-  async start(ctx) {
-    const hop = 4434;
-    // maxconn: global and per frontend (HAProxy's default for a frontend is the global one,
-    // said here). backlog: the listen() backlog, by default the frontend's maxconn; the kernel
-    // caps it at net.core.somaxconn (4096 here), enough for W6's bursts of 2,000 new clients.
-    const maxconn = ctx.maxConnections ?? 8000;
-    const common = (name: string) =>
-      `global
+/**
+ * HAProxy's maxconn for `conns` connections: with splicing (`option splice-auto`) each relayed
+ * connection may also hold a pipe (two descriptors; HAProxy's maxpipes defaults to maxconn / 4),
+ * so HAProxy counts 2.5 descriptors per connection; it refuses to start when it cannot raise its
+ * open-file limit that far. The shared harness uses 6000 for the splice topology for this reason.
+ */
+export function haproxyPairMaxconn(conns: number, splice: boolean, fdHard: number): number {
+  if (!splice) return conns;
+  return Math.max(1000, Math.min(conns, Math.floor((fdHard - 200) / 2.5)));
+}
+
+/** Two chained HAProxies (see the module doc); with `splice`, `option splice-auto` on both. */
+function haproxyPair(name: string, splice: boolean): Topology {
+  return {
+    name,
+    unavailable: () => Promise.resolve(which("haproxy") ? undefined : "not installed"),
+    async start(ctx) {
+      const hop = 4434;
+      // maxconn: global and per frontend (HAProxy's default for a frontend is the global one,
+      // said here). backlog: the listen() backlog, by default the frontend's maxconn; the kernel
+      // caps it at net.core.somaxconn (4096 here), enough for W7's bursts of 2,000 new clients.
+      const maxconn = haproxyPairMaxconn(ctx.maxConnections ?? 8000, splice, fdHardLimit());
+      const common = (role: string) =>
+        `global
   maxconn ${maxconn}
-  pidfile ${ctx.state}/${name}.haproxy.pid
+  pidfile ${ctx.state}/${role}.haproxy.pid
 defaults
   mode tcp
   maxconn ${maxconn}
@@ -95,14 +110,14 @@ defaults
   timeout connect 5s
   timeout client 5m
   timeout server 5m
-`;
-    const privateCfg = common("private") + `frontend private
+${splice ? "  option splice-auto\n" : ""}`;
+      const privateCfg = common("private") + `frontend private
   bind 127.0.0.1:${hop}
   default_backend internal
 backend internal
   server internal 127.0.0.1:${BACKEND_PORT}
 `;
-    const publicCfg = common("public") + `frontend public
+      const publicCfg = common("public") + `frontend public
   bind ${LISTEN_HOST}:${LISTEN_PORT}
   tcp-request inspect-delay 5s
   tcp-request content accept if { req.ssl_hello_type 1 }
@@ -110,24 +125,37 @@ backend internal
 backend private
   server private 127.0.0.1:${hop}
 `;
-    await Deno.writeTextFile(join(ctx.state, "private.cfg"), privateCfg);
-    await Deno.writeTextFile(join(ctx.state, "public.cfg"), publicCfg);
-    const procs: Proc[] = [];
-    const r = running(LISTEN_PORT, procs);
-    for (const [name, port] of [["private", hop], ["public", LISTEN_PORT]] as const) {
-      const cfg = join(ctx.state, `${name}.cfg`);
-      const check = await run(["haproxy", "-c", "-q", "-f", cfg], 10_000);
-      if (check.code !== 0) throw new Error(`haproxy config ${cfg} is invalid: ${check.stderr}`);
-      const log = join(ctx.state, `${name}.log`);
-      procs.push(spawn(name, ["haproxy", "-db", "-f", cfg], { stdoutFile: log }));
-      if (!(await waitPort("127.0.0.1", port, 10_000))) {
-        await r.stop();
-        throw new Error(`haproxy ${name} does not listen on :${port}\n${await tail(log)}`);
+      await Deno.writeTextFile(join(ctx.state, "private.cfg"), privateCfg);
+      await Deno.writeTextFile(join(ctx.state, "public.cfg"), publicCfg);
+      const procs: Proc[] = [];
+      const r = running(LISTEN_PORT, procs);
+      for (const [role, port] of [["private", hop], ["public", LISTEN_PORT]] as const) {
+        const cfg = join(ctx.state, `${role}.cfg`);
+        const check = await run(["haproxy", "-c", "-q", "-f", cfg], 10_000);
+        if (check.code !== 0) throw new Error(`haproxy config ${cfg} is invalid: ${check.stderr}`);
+        const log = join(ctx.state, `${role}.log`);
+        procs.push(spawn(role, ["haproxy", "-db", "-f", cfg], { stdoutFile: log }));
+        if (!(await waitPort("127.0.0.1", port, 10_000))) {
+          await r.stop();
+          throw new Error(`${name} ${role} does not listen on :${port}\n${await tail(log)}`);
+        }
       }
-    }
-    return r;
-  },
-};
+      return r;
+    },
+  };
+}
+
+function fdHardLimit(): number {
+  try {
+    return getFdLimit().hard;
+  } catch {
+    return Infinity; // not Linux: leave it to HAProxy
+  }
+}
+
+export const haproxy2: Topology = haproxyPair("haproxy2", false);
+/** haproxy2 with kernel splicing (`option splice-auto`), as ../shared/bench's haproxy2-splice. */
+export const haproxy2Splice: Topology = haproxyPair("haproxy2-splice", true);
 
 /**
  * Two chained bare relays of bench/splice_bench.ts (no SNI routing, no EPS): diagnostics that
@@ -220,6 +248,7 @@ export async function postJsonrpc(
   const r = await run([
     "curl",
     "-sS",
+    "--http1.1",
     "--max-time",
     "2",
     "--cacert",
@@ -417,6 +446,7 @@ export const tlsPassLimits: Topology = tlsPassTopology("tls-pass-limits", false,
 export const TOPOLOGIES: Record<string, Topology> = {
   direct,
   haproxy2,
+  "haproxy2-splice": haproxy2Splice,
   "tls-pass": tlsPass,
   "tls-pass-admin": tlsPassAdmin,
   "tls-pass-limits": tlsPassLimits,

@@ -2,8 +2,9 @@
 /**
  * The five workloads (W1–W5) and the warm-up, as in the shared harness (../shared/bench/run.sh):
  * the same clients (ab, wrk, curl, and the Node clients hold.mjs and handshake.mjs copied into
- * bench/tools/), the same request, the same bounds, the same CPU and memory accounting. W6 (a
- * burst of new TLS clients, tools/burst.mjs) is this bench's own.
+ * bench/tools/), the same request, the same bounds, the same CPU and memory accounting. W6
+ * (HTTP/2 multiplexed, h2load) and W7 (a burst of new TLS clients, tools/burst.mjs; called W6
+ * until issue 17) are this bench's own.
  * @module
  */
 import { join } from "node:path";
@@ -19,6 +20,7 @@ import {
   sleep,
   spawn,
   stop,
+  which,
 } from "./proc.ts";
 
 /** The W1/W2 request body: a small JSON-RPC POST like the demo's curl call (59 bytes). */
@@ -37,19 +39,23 @@ export interface Params {
   w4SettleS: number;
   w5Count: number;
   warmupS: number;
-  /** W6 burst sizes, each on freshly started relays. */
-  w6Sizes: number[];
+  /** W6 (h2load): requests in all, connections, concurrent streams per connection. */
+  w6Requests: number;
+  w6Conns: number;
+  w6Streams: number;
+  /** W7 burst sizes, each on freshly started relays. */
+  w7Sizes: number[];
   /**
-   * W6: the connect() calls are spread evenly over this window; 0 = all at once (each client
+   * W7: the connect() calls are spread evenly over this window; 0 = all at once (each client
    * process as fast as it can, the default: spread with yields, they come later, not sooner).
    */
-  w6WindowMs: number;
-  /** W6 client: node (node:tls, as W4/W5; Deno's node:tls when node is missing) or deno. */
-  w6Client: "node" | "deno";
-  /** W6: client processes sharing the burst (one start schedule). */
-  w6Procs: number;
-  /** W6: each client's deadline, handshake and answer. */
-  w6DeadlineMs: number;
+  w7WindowMs: number;
+  /** W7 client: node (node:tls, as W4/W5; Deno's node:tls when node is missing) or deno. */
+  w7Client: "node" | "deno";
+  /** W7: client processes sharing the burst (one start schedule). */
+  w7Procs: number;
+  /** W7: each client's deadline, handshake and answer. */
+  w7DeadlineMs: number;
 }
 
 export const FULL: Params = {
@@ -65,14 +71,23 @@ export const FULL: Params = {
   w4SettleS: 2,
   w5Count: 500,
   warmupS: 1,
-  w6Sizes: [1000, 2000],
-  w6WindowMs: 0,
-  w6Client: "node",
-  w6Procs: 4,
-  w6DeadlineMs: 30_000,
+  w6Requests: 50_000,
+  w6Conns: 10,
+  w6Streams: 10,
+  w7Sizes: [2000],
+  w7WindowMs: 0,
+  w7Client: "node",
+  w7Procs: 4,
+  w7DeadlineMs: 30_000,
 };
 
-export const QUICK: Params = { ...FULL, w1Seconds: 4, w2Seconds: 4, w3Repeats: 1 };
+export const QUICK: Params = {
+  ...FULL,
+  w1Seconds: 4,
+  w2Seconds: 4,
+  w3Repeats: 1,
+  w6Requests: 20_000,
+};
 
 /** What every workload gets. */
 export interface WorkloadContext {
@@ -294,6 +309,8 @@ export async function w3(ctx: WorkloadContext): Promise<Record<string, unknown>>
     const o = await run([
       "curl",
       "-sS",
+      // the backend speaks HTTP/2 too (W6): W3 stays HTTP/1.1, as in the shared harness
+      "--http1.1",
       "-o",
       "/dev/null",
       "--max-time",
@@ -426,6 +443,156 @@ export async function w5(ctx: WorkloadContext): Promise<Record<string, unknown>>
   }
 }
 
+/** h2load's duration (30us | 5.04ms | 1.2s) in milliseconds; null when it is not one. */
+export function h2loadMs(v: string): number | null {
+  const m = /^([0-9.]+)(us|ms|s)$/.exec(v.trim());
+  if (!m) return null;
+  const x = Number(m[1]);
+  return round(m[2] === "us" ? x / 1000 : m[2] === "ms" ? x : x * 1000, 3);
+}
+
+/** What h2load's summary says (nghttp2 1.52's wording), or null when it printed none. */
+export interface H2loadSummary {
+  /** "Application protocol:" (h2 when ALPN chose HTTP/2), null when no connection got that far. */
+  protocol: string | null;
+  finished_ms: number | null;
+  rps: number;
+  total: number;
+  started: number;
+  done: number;
+  succeeded: number;
+  failed: number;
+  errored: number;
+  timeout: number;
+  status_2xx: number;
+  /** "time for request:" mean and max, milliseconds. */
+  request_mean_ms: number | null;
+  request_max_ms: number | null;
+}
+
+/**
+ * Parses h2load's text output. Every figure is matched on its own, so a line more or less (TLS
+ * details, progress lines, a newer version's additions) does not matter; null without the
+ * "finished in" and "requests:" lines, which h2load prints last whatever happened.
+ */
+export function parseH2load(text: string): H2loadSummary | null {
+  const fin = /^finished in ([0-9.]+(?:us|ms|s)), ([0-9.]+) req\/s/m.exec(text);
+  const req =
+    /^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/m
+      .exec(text);
+  if (!fin || !req) return null;
+  const n = (i: number) => Number(req[i]);
+  const timeFor = /^time for request:\s+(\S+)\s+(\S+)\s+(\S+)/m.exec(text);
+  return {
+    protocol: /^Application protocol: (\S+)/m.exec(text)?.[1] ?? null,
+    finished_ms: h2loadMs(fin[1]!),
+    rps: Number(fin[2]),
+    total: n(1),
+    started: n(2),
+    done: n(3),
+    succeeded: n(4),
+    failed: n(5),
+    errored: n(6),
+    timeout: n(7),
+    status_2xx: Number(/^status codes: (\d+) 2xx/m.exec(text)?.[1] ?? 0),
+    request_mean_ms: timeFor ? h2loadMs(timeFor[3]!) : null,
+    request_max_ms: timeFor ? h2loadMs(timeFor[2]!) : null,
+  };
+}
+
+/**
+ * Why an h2load run does not count (its figures are kept but left out of the medians), or
+ * undefined when it served every request over HTTP/2 with a 2xx status.
+ */
+export function h2loadProblem(
+  o: { code: number; timedOut: boolean },
+  s: H2loadSummary | null,
+  requests: number,
+): string | undefined {
+  if (o.timedOut) return "h2load killed at its deadline";
+  if (!s) return `h2load exit ${o.code}, no summary`;
+  if (o.code !== 0) return `h2load exit ${o.code}`;
+  // h2load's "failed" includes "errored" (and that "timeout"); a non-2xx status succeeds
+  const bad = Math.max(s.failed, requests - Math.min(s.succeeded, s.status_2xx));
+  if (bad > 0) {
+    return `${bad} of ${requests} ` +
+      `requests failed (${s.failed} failed, ${s.errored} errored, ${s.timeout} timeout, ` +
+      `${s.status_2xx} 2xx)`;
+  }
+  if (s.protocol !== "h2") return `negotiated ${s.protocol ?? "nothing"}, not h2`;
+  return undefined;
+}
+
+/** Durations (ms) of the 2xx requests of h2load's `--log-file` (start µs, status, duration µs). */
+export function h2loadDurations(log: string): number[] {
+  const out: number[] = [];
+  for (const line of log.split("\n")) {
+    const f = line.split("\t");
+    if (f.length < 3 || !/^2\d\d$/.test(f[1]!)) continue;
+    const us = Number(f[2]);
+    if (Number.isFinite(us)) out.push(us / 1000);
+  }
+  return out;
+}
+
+/**
+ * W6: HTTP/2 multiplexed through the path: `h2load -n w6Requests -c w6Conns -m w6Streams`, the
+ * W1/W2 POST on `w6Conns` TLS connections (ALPN h2, SNI from the URL) with `w6Streams` streams in
+ * flight on each. Bounded by h2load's count and a kill after 60 s (+1 s per 2,000 requests).
+ */
+export async function w6(ctx: WorkloadContext): Promise<Record<string, unknown>> {
+  const { w6Requests, w6Conns, w6Streams } = ctx.params;
+  if (!which("h2load")) return { error: "h2load not installed (apt-get install nghttp2-client)" };
+  const body = await bodyFile(ctx);
+  const logFile = join(ctx.work, "w6.h2load.log");
+  const r0 = cpuByRole(ctx);
+  const c0 = cpuOf(ctx.relayPids());
+  const b0 = cpuOf(ctx.backendPids());
+  const o = await run([
+    "h2load",
+    "-n",
+    String(w6Requests),
+    "-c",
+    String(w6Conns),
+    "-m",
+    String(w6Streams),
+    "-d",
+    body,
+    "-H",
+    "content-type: application/json",
+    "--log-file",
+    logFile,
+    url(ctx.port, "/jsonrpc"),
+  ], (60 + Math.ceil(w6Requests / 2000)) * 1000);
+  const c1 = cpuOf(ctx.relayPids());
+  const r1 = cpuByRole(ctx);
+  const b1 = cpuOf(ctx.backendPids());
+  await ctx.logRaw("W6", `exit ${o.code}${o.timedOut ? " (killed)" : ""}\n${o.stdout}${o.stderr}`);
+  const s = parseH2load(o.stdout);
+  const problem = h2loadProblem(o, s, w6Requests);
+  const ms = h2loadDurations(await Deno.readTextFile(logFile).catch(() => ""));
+  await Deno.remove(logFile).catch(() => {});
+  const cpu = cpuDelta(c0, c1);
+  const served = s ? Math.min(s.succeeded, s.status_2xx) : 0;
+  return {
+    ...(problem ? { error: problem } : {}),
+    rps: s?.rps ?? null,
+    requests: w6Requests,
+    succeeded: s?.succeeded ?? 0,
+    failed: s ? Math.max(s.failed, w6Requests - served) : w6Requests,
+    protocol: s?.protocol ?? null,
+    finished_ms: s?.finished_ms ?? null,
+    p50_ms: percentile(ms, 50),
+    p99_ms: percentile(ms, 99),
+    mean_ms: s?.request_mean_ms ?? null,
+    max_ms: s?.request_max_ms ?? null,
+    relay_cpu_us_per_req: cpuPer(cpu.seconds, served, 1e6),
+    relay_cpu_sys_share: cpu.sysShare,
+    backend_cpu_us_per_req: cpuPer(cpuDelta(b0, b1).seconds, served, 1e6),
+    relay_cpu_s_by_role: roleCpuDelta(r0, r1),
+  };
+}
+
 /** Counters of /proc/net/netstat (TcpExt) that show a listen queue overflowing. */
 const NETSTAT_KEYS = ["ListenOverflows", "ListenDrops", "SyncookiesSent", "TCPReqQFullDrop"];
 
@@ -462,16 +629,16 @@ interface BurstPart {
 }
 
 /**
- * W6: a burst of `size` new TLS clients whose connect() calls all start within `w6WindowMs`
- * (`w6Procs` client processes on one schedule), each a verified handshake and one POST /jsonrpc,
- * then closed. Bounded: each client by `w6DeadlineMs`, each client process by its `--max-s` and
+ * W7: a burst of `size` new TLS clients whose connect() calls all start within `w7WindowMs`
+ * (`w7Procs` client processes on one schedule), each a verified handshake and one POST /jsonrpc,
+ * then closed. Bounded: each client by `w7DeadlineMs`, each client process by its `--max-s` and
  * a kill 15 s after that.
  */
-export async function w6(ctx: WorkloadContext, size: number): Promise<Record<string, unknown>> {
-  const { w6WindowMs, w6Procs, w6DeadlineMs, w6Client } = ctx.params;
-  const js = w6Client === "deno" ? [Deno.execPath(), "run", "-A"] : ctx.js;
-  const procs = Math.max(1, Math.min(w6Procs, size));
-  const maxS = Math.ceil((w6DeadlineMs + w6WindowMs) / 1000) + 10;
+export async function w7(ctx: WorkloadContext, size: number): Promise<Record<string, unknown>> {
+  const { w7WindowMs, w7Procs, w7DeadlineMs, w7Client } = ctx.params;
+  const js = w7Client === "deno" ? [Deno.execPath(), "run", "-A"] : ctx.js;
+  const procs = Math.max(1, Math.min(w7Procs, size));
+  const maxS = Math.ceil((w7DeadlineMs + w7WindowMs) / 1000) + 10;
   // the client processes start up meanwhile (Node: about 0.1 s; Deno: more)
   const startAt = Date.now() + 2000;
   const r0 = cpuByRole(ctx);
@@ -496,9 +663,9 @@ export async function w6(ctx: WorkloadContext, size: number): Promise<Record<str
       "--start-at",
       String(startAt),
       "--window-ms",
-      String(w6WindowMs),
+      String(w7WindowMs),
       "--deadline-ms",
-      String(w6DeadlineMs),
+      String(w7DeadlineMs),
       "--max-s",
       String(maxS),
     ], (maxS + 15) * 1000)));
@@ -518,7 +685,7 @@ export async function w6(ctx: WorkloadContext, size: number): Promise<Record<str
       const why = o.timedOut ? "client process killed at its deadline" : `client exit ${o.code}`;
       errors[why] = (errors[why] ?? 0) + mineN;
     }
-    if (o.stderr.trim()) await ctx.logRaw("W6", `burst ${size}, client ${p}: ${o.stderr.trim()}`);
+    if (o.stderr.trim()) await ctx.logRaw("W7", `burst ${size}, client ${p}: ${o.stderr.trim()}`);
   }
   for (const q of parts) {
     for (const [k, v] of Object.entries(q.errors)) errors[k] = (errors[k] ?? 0) + v;
@@ -539,7 +706,7 @@ export async function w6(ctx: WorkloadContext, size: number): Promise<Record<str
     served,
     failed: sum((q) => q.failed) + lost,
     errors,
-    client: w6Client === "deno" || js[0] !== "node" ? "deno" : "node",
+    client: w7Client === "deno" || js[0] !== "node" ? "deno" : "node",
     client_procs: procs,
     // first to last connect() call, and first to last ClientHello (TCP connected), all processes
     start_spread_ms: spread((q) => q.first_start, (q) => q.last_start),
@@ -563,7 +730,7 @@ export async function w6(ctx: WorkloadContext, size: number): Promise<Record<str
     relay_cpu_s_by_role: roleCpuDelta(r0, r1),
   };
   await ctx.logRaw(
-    "W6",
+    "W7",
     `burst ${size}: ${
       JSON.stringify({ ...res, errors, netstat_delta: res.netstat_delta }).slice(0, 2000)
     }`,
@@ -571,5 +738,5 @@ export async function w6(ctx: WorkloadContext, size: number): Promise<Record<str
   return res;
 }
 
-export const WORKLOADS = { W1: w1, W2: w2, W3: w3, W4: w4, W5: w5 } as const;
+export const WORKLOADS = { W1: w1, W2: w2, W3: w3, W4: w4, W5: w5, W6: w6 } as const;
 export type WorkloadName = keyof typeof WORKLOADS;

@@ -1,10 +1,10 @@
 // deno-lint-ignore-file no-console
-// W6 client: a burst of new TLS clients. Client i of --count (this process takes the indices
-// --offset, --offset + --stride, ...) calls connect() at --start-at + i × --window-ms / --count
-// (epoch milliseconds, so that several processes share one schedule), does a verified TLS
-// handshake through --host:--port (SNI --sni, --ca), then one POST /jsonrpc with
-// "Connection: close"; it counts as served when the answer holds {"message":"success"}, and then
-// closes. Every client has --deadline-ms; the process exits by --max-s whatever happens.
+// W7 client (called W6 before issue 17): a burst of new TLS clients. Client i of --count (this
+// process takes the indices --offset, --offset + --stride, ...) calls connect() at --start-at +
+// i × --window-ms / --count (epoch milliseconds, so that several processes share one schedule),
+// does a verified TLS handshake through --host:--port (SNI --sni, --ca), then one POST /jsonrpc
+// with "Connection: close"; it counts as served when the answer holds {"message":"success"},
+// and then closes. Every client has --deadline-ms; the process exits by --max-s whatever happens.
 //
 // Prints one JSON object: attempted, handshakes, served, failed, errors (by stage and code),
 // and per client (milliseconds, unsorted) setup_ms (connect() to secureConnect), connect_ms
