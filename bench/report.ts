@@ -671,7 +671,14 @@ function markdown(
         meta.workloads.join(",")
       }; concurrency ${p.concurrency}; W1 ${p.w1Seconds} s × ` +
       `${p.w1Procs} ab; W2 ${p.w2Seconds} s wrk; W3 ${p.w3Repeats} × ${p.blobMib} MiB per round; ` +
-      `W4 ${p.w4Conns} connections; W5 ${p.w5Count} handshakes per round. Load average ` +
+      `W4 ${p.w4Conns} connections; W5 ${p.w5Count} handshakes per round` +
+      (meta.workloads.includes("W6")
+        ? `; W6 h2load -n ${p.w6Requests} -c ${p.w6Conns} -m ${p.w6Streams}`
+        : "") +
+      (meta.workloads.includes("W7") && Array.isArray(p.w7Sizes)
+        ? `; W7 bursts of ${(p.w7Sizes as unknown as number[]).join(", ")} clients`
+        : "") +
+      ". Load average " +
       `(1/5/15 min) at start ${meta.loadavg.start}, at end ${meta.loadavg.end}: anything else ` +
       "running on the machine skews the figures; the ratios (same run) less so." +
       (meta.v8Flags ? ` V8 flags of the Deno processes: \`${meta.v8Flags}\`.` : ""),

@@ -111,7 +111,10 @@ const { values: a } = (() => {
       },
     });
   } catch (err) {
-    die(`${err instanceof Error ? err.message : String(err)}\n${HELP}`);
+    const msg = err instanceof Error ? err.message : String(err);
+    // the bursts were W6 before issue 17
+    const renamed = /--w6-(sizes|client)/.exec(msg);
+    die(`${msg}${renamed ? ` (now --w7-${renamed[1]}: the bursts are W7)` : ""}\n${HELP}`);
   }
 })();
 if (a.help) {
