@@ -179,7 +179,8 @@ export class ReplicaPools {
     refills: 0,
     ticketRefills: 0,
   };
-  #closed = new Set<Promise<void>>();
+  /** Pools of replicas closed whose tasks still run (their counts still move), with their end. */
+  #closed = new Map<DialPool, Promise<void>>();
   #warned = new Set<string>();
   #paused = false;
 
@@ -216,6 +217,7 @@ export class ReplicaPools {
   get stats(): Readonly<DialPoolStats> {
     const s = { ...this.#retired };
     for (const r of this.replicas.values()) addStats(s, r.pool.stats);
+    for (const p of this.#closed.keys()) addStats(s, p.stats);
     return s;
   }
 
@@ -278,7 +280,7 @@ export class ReplicaPools {
   /** Resolves when every pool's tasks ended (after the signal aborted). */
   async settled(): Promise<void> {
     await Promise.all([...this.replicas.values()].map((r) => r.pool.settled()));
-    await Promise.all(this.#closed);
+    await Promise.all(this.#closed.values());
   }
 
   #add(instance: string | undefined, endpoint: HostPort): Replica {
@@ -360,19 +362,23 @@ export class ReplicaPools {
       return { tokens: t.tokens(count), idleTimeoutMs: idle, fromTicket: true };
     }
     const a = parseOpenPoolAnswer(operator, v, performance.now());
-    this.#bind(r, a);
-    if (a.ticket !== null) r.ticket = a.ticket;
+    const refused = this.#bind(r, a);
     r.absent = 0;
-    this.#sync(r, a);
+    this.#sync(r, a); // also when the answering replica is refused: the others may be allowed
+    if (refused !== undefined) throw refused;
+    if (a.ticket !== null) r.ticket = a.ticket;
     return { tokens: a.tokens, idleTimeoutMs: a.idleTimeoutMs };
   }
 
-  /** The answering replica: binds an unbound pool, follows a moved endpoint; throws if not allowed. */
-  #bind(r: Replica, a: OpenPoolAnswer): void {
+  /**
+   * The answering replica: binds an unbound pool, follows a moved endpoint; returns the error to
+   * fail the refill with when the answer cannot be used at `r`.
+   */
+  #bind(r: Replica, a: OpenPoolAnswer): RpcError | undefined {
     if (a.instance === undefined) return; // a public proxy from before replicas: stay unbound
     const operator = this.o.operator;
     if (r.instance !== undefined && r.instance !== a.instance) {
-      throw new RpcError(
+      return new RpcError(
         `Cannot use the openPool answer of "${operator}": it came from replica "${a.instance}", not "${r.instance}"`,
         RpcCode.InternalError,
       );
@@ -380,7 +386,7 @@ export class ReplicaPools {
     const endpoint = allowedEndpoint(a.endpoint, this.o.endpoints);
     if (endpoint === undefined) {
       this.#warnEndpoint(a.instance, a.endpoint!);
-      throw new RpcError(
+      return new RpcError(
         `Cannot pool at replica "${a.instance}" of "${operator}": its endpoint ${
           JSON.stringify(a.endpoint)
         } is not ${allowedText(this.o.endpoints)} (endpoints.${operator})`,
@@ -475,10 +481,15 @@ export class ReplicaPools {
     if (this.replicas.get(r.key) !== r) return;
     this.replicas.delete(r.key);
     r.stop.abort();
-    addStats(this.#retired, r.pool.stats);
     this.#closeIdle(r.instance);
-    const settled = r.pool.settled().finally(() => this.#closed.delete(settled));
-    this.#closed.add(settled);
+    const pool = r.pool;
+    this.#closed.set(
+      pool,
+      pool.settled().finally(() => {
+        addStats(this.#retired, pool.stats);
+        this.#closed.delete(pool);
+      }),
+    );
     this.o.log.info("Closed the dial-back pool for {operator} at replica {replica}: {why}", {
       operator: this.o.operator,
       replica: r.label,
