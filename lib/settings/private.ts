@@ -144,13 +144,13 @@ export const POOL_SHAPE = {
   minIdle: withDefault(
     integer(0, 64),
     0,
-    "The pool never aims below this many connections (idle or being dialled), even without traffic.",
+    "The pool never aims below this many connections (idle or being dialled), even without traffic. Per public replica when the operator has several (each has its own pool).",
     { range: "0 – 64, ≤ max_idle" },
   ),
   maxIdle: withDefault(
     integer(1, 1024),
     32,
-    "Nor above this many per public operator. The public proxy's `max_pooled_per_operator` caps it too.",
+    "Nor above this many per public operator (per replica when it has several). The public proxy's `max_pooled_per_operator` caps it too.",
   ),
   idleTimeoutMs: withDefault(
     integer(1000, 600_000, "duration"),
