@@ -289,7 +289,7 @@ export class Cluster implements AsyncDisposable {
       operator: "private-proxy-1",
       eps: this.epsClientSettings("private-proxy-1", this.epsPrivate.addrs.links),
       announceTo: ["public-proxy-1"],
-      endpoints: { "public-proxy-1": this.pub.addrs.private },
+      endpoints: { "public-proxy-1": [this.pub.addrs.private] },
       announcements: [{
         domain: DOMAIN,
         internal: this.internal.addrs.main,

@@ -136,7 +136,7 @@ async function writeSettings(
       },
       announce_to: s.announceTo,
       endpoints: Object.fromEntries(
-        Object.entries(s.endpoints).map(([k, v]) => [k, formatHostPort(v)]),
+        Object.entries(s.endpoints).map(([k, v]) => [k, v.map(formatHostPort)]),
       ),
       announcements: announcements.map((a) => ({ ...a, expires_in_ms: 3_600_000 })),
       retry_ms: 50,

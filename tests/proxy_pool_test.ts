@@ -273,7 +273,7 @@ Deno.test("private proxy replaces a pooled connection that dies while idle", asy
     public: { privateEndpoint: endpoint },
   });
   upstream.addr = cluster.pub.addrs.private;
-  cluster.options.private = { ...WARM, endpoints: { "public-proxy-1": endpoint } };
+  cluster.options.private = { ...WARM, endpoints: { "public-proxy-1": [endpoint] } };
   await cluster.startPrivate();
   const pool = cluster.priv!.pools.get("public-proxy-1")!;
   await until(() => cluster.pub.pool.idle(OP) === 1, "an idle pooled connection");
@@ -324,7 +324,7 @@ Deno.test("private proxy refuses a pooled client for a name it did not announce"
   c.options.private = {
     ...WARM,
     pool: { ...WARM.pool, minIdle: 1, maxIdle: 1 },
-    endpoints: { "public-proxy-1": endpoint },
+    endpoints: { "public-proxy-1": [endpoint] },
   };
   await c.startPrivate();
   using conn = await within(fake.accept(), 5000, "the pooled dial");

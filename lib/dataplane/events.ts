@@ -130,6 +130,8 @@ export type DataEvent =
     readonly client: string;
     readonly domain?: string;
     readonly operator?: string;
+    /** Private: the public replica a refused pooled client came through (its `openPooled`'s). */
+    readonly instance?: string;
     /** Public: the ALPN protocols of the client's ClientHello, once it was read. */
     readonly alpn?: readonly string[];
     readonly detail?: string;
@@ -180,11 +182,19 @@ export type DataEvent =
    * Public: a dial-back redeemed a pool token (`ticket` false) or presented a ticket token
    * (`ticket` true) and waits idle. Private: a pooled one is open.
    */
-  | { readonly type: "poolIdle"; readonly operator: string; readonly ticket?: boolean }
+  | {
+    readonly type: "poolIdle";
+    readonly operator: string;
+    readonly ticket?: boolean;
+    /** Private: the public replica it is pooled at (its `openPooled`'s `instance`). */
+    readonly instance?: string;
+  }
   /** An idle pooled dial-back ended without a client. */
   | {
     readonly type: "poolDropped";
     readonly operator: string;
+    /** Private: the public replica it was pooled at (its `openPooled`'s `instance`). */
+    readonly instance?: string;
     readonly why: "eof" | "data" | "error" | "timeout" | "stopping" | "failed";
     readonly detail?: string;
     /** Private: how long it was idle before an EOF or error (a public proxy refusing its token at once shows as a short one). */
@@ -198,6 +208,8 @@ export type DataEvent =
     readonly conn: number;
     readonly connId: string;
     readonly operator: string;
+    /** The public replica it was pooled at (its `openPooled`'s `instance`). */
+    readonly instance?: string;
     readonly domain: string;
   }
   /** A listening port could not accept (EMFILE and the like); it pauses briefly and goes on. */

@@ -32,8 +32,18 @@ export type DriverKind = "native" | "portable";
 
 export interface DataPlaneOptions {
   readonly role: PlaneRole;
-  /** Public proxy: the public and the private port (port 0: any). */
-  readonly listen?: { readonly public: HostPort; readonly private: HostPort };
+  /**
+   * Public proxy: the public and the private port (port 0: any). `reusePort`: SO_REUSEPORT on
+   * the public port, so that several replicas share it (docs/architecture.md, "Private
+   * instances and public replicas: the private side"); `keys`: the settings that name the
+   * ports, for errors.
+   */
+  readonly listen?: {
+    readonly public: HostPort;
+    readonly private: HostPort;
+    readonly reusePort?: boolean;
+    readonly keys?: { readonly public: string; readonly private: string };
+  };
   /**
    * What the connection ids of this data plane start with (docs/architecture.md, "Connection
    * ids"); {@linkcode openDataPlane} makes a random one when it is absent.

@@ -197,10 +197,15 @@ export type Command =
     readonly source?: HostPort;
     readonly destination?: HostPort;
   }
-  /** Private: open one idle pooled dial-back per token (base64) to `endpoint`. */
+  /**
+   * Private: open one idle pooled dial-back per token (base64) to `endpoint`. `instance`: the
+   * public replica that granted the tokens (docs/architecture.md, "Private instances and public
+   * replicas: the private side"); its events name it.
+   */
   | {
     readonly type: "openPooled";
     readonly operator: string;
+    readonly instance?: string;
     readonly endpoint: HostPort;
     readonly tokens: readonly string[];
     /** The private side gives an idle one up this long after it opened it. */
@@ -210,7 +215,7 @@ export type Command =
    * Close the connections `conns` now (docs/architecture.md, "Drain"): a splice ends with the
    * reason `stopped`, one being set up fails with it; unknown or ended ones are skipped.
    * `idleOf` (private): the idle pooled dial-backs of these operators close too (`poolDropped`
-   * with `stopping`).
+   * with `stopping`); an entry `operator@instance` closes only those pooled at that replica.
    */
   | {
     readonly type: "close";

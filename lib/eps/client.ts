@@ -28,6 +28,11 @@ import type { Stream } from "./session.ts";
 export interface CallOptions {
   signal?: AbortSignal;
   timeoutMs?: number;
+  /**
+   * Deliver the call only to this instance of the called operator (sent as `params._instance`;
+   * docs/architecture.md, "Private instances and public replicas: the private side").
+   */
+  instance?: string;
 }
 
 export interface CallContext {
@@ -306,6 +311,7 @@ class Client implements EpsClient {
         RpcCode.Unavailable,
       );
     }
+    if (options.instance !== undefined) params = { ...params, _instance: options.instance };
     return await callOnStream(stream, { jsonrpc: "2.0", id: this.#nextId++, method, params }, {
       maxMessageBytes: this.#settings.maxMessageBytes,
       timeoutMs,

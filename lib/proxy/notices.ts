@@ -1,8 +1,8 @@
 /**
  * The private proxy's check of a notice (docs/architecture.md, "The control plane"): a notice is
  * accepted only from an operator in `announce_to`, only for an announced domain (exact, then
- * `*.parent`), and only for the endpoint the settings allow for that operator — an address from
- * the network is never dialled unchecked. The result is the data plane's `dialBack` command, with
+ * `*.parent`), and only for an endpoint the settings allow for that operator (one of its list,
+ * one per public replica) — an address from the network is never dialled unchecked. The result is the data plane's `dialBack` command, with
  * the notice's connection id `conn` when it has one (docs/architecture.md, "Connection ids"), and
  * the client's `source` and `destination` addresses with the announcement's `proxy_protocol`
  * (docs/architecture.md, "The PROXY protocol").
@@ -30,6 +30,23 @@ export interface NoticeContext {
   stopping(): boolean;
 }
 
+/**
+ * The entry of `allowed` (an operator's `endpoints`) that the address text `v` names exactly, or
+ * undefined (not an address, or not listed).
+ */
+export function allowedEndpoint(v: unknown, allowed: readonly HostPort[]): HostPort | undefined {
+  const problems: string[] = [];
+  const endpoint = address(v, "endpoint", problems);
+  if (problems.length > 0) return undefined;
+  return allowed.find((a) => a.port === endpoint.port && a.hostname === endpoint.hostname);
+}
+
+/** The allowed endpoints as error text: `the allowed "a:1"` or `one of the allowed "a:1", "b:2"`. */
+export function allowedText(allowed: readonly HostPort[]): string {
+  const list = allowed.map((a) => `"${formatHostPort(a)}"`).join(", ");
+  return allowed.length === 1 ? `the allowed ${list}` : `one of the allowed ${list}`;
+}
+
 /** Checks a notice; returns the `dialBack` command or throws the RpcError to answer. */
 export function checkNotice(
   params: Record<string, unknown>,
@@ -49,14 +66,12 @@ export function checkNotice(
   if (domain === null || announcement === undefined) {
     refuse(`domain ${JSON.stringify(params.domain)} is not announced here`, RpcCode.InvalidParams);
   }
-  const allowed = s.endpoints[caller]!;
-  const problems: string[] = [];
-  const endpoint = address(params.endpoint, "endpoint", problems);
-  if (
-    problems.length > 0 || endpoint.port !== allowed.port || endpoint.hostname !== allowed.hostname
-  ) {
+  const allowed = allowedEndpoint(params.endpoint, s.endpoints[caller] ?? []);
+  if (allowed === undefined) {
     refuse(
-      `endpoint ${JSON.stringify(params.endpoint)} is not the allowed "${formatHostPort(allowed)}"`,
+      `endpoint ${JSON.stringify(params.endpoint)} is not ${
+        allowedText(s.endpoints[caller] ?? [])
+      }`,
       RpcCode.NotPermitted,
     );
   }
@@ -99,12 +114,12 @@ export function checkNotice(
   if (c.live() >= c.maxConnections) {
     refuse(`${c.maxConnections} connections open`, RpcCode.Unavailable);
   }
-  const to = c.resolve(allowed);
+  const to = c.resolve(allowed!);
   const internal = c.resolve(announcement!.internal);
   if (to === undefined || internal === undefined) {
     refuse(
       `cannot resolve ${
-        to === undefined ? formatHostPort(allowed) : formatHostPort(announcement!.internal)
+        to === undefined ? formatHostPort(allowed!) : formatHostPort(announcement!.internal)
       }`,
       RpcCode.Unavailable,
     );

@@ -19,7 +19,7 @@ const settings: PrivateSettings = {
     maxMessageBytes: 1024 * 1024,
   },
   announceTo: ["public-proxy-1"],
-  endpoints: { "public-proxy-1": ENDPOINT },
+  endpoints: { "public-proxy-1": [ENDPOINT] },
   announcements: [{ domain: DOMAIN, internal: INTERNAL, expiresInMs: 3_600_000 }],
 };
 const context: NoticeContext = {
@@ -112,3 +112,36 @@ for (const [extra, message] of badAddresses) {
     );
   });
 }
+
+Deno.test("checkNotice() dials the listed endpoint the notice names, and refuses one not listed", () => {
+  const second = { hostname: "127.0.0.1", port: 9998 };
+  const two: NoticeContext = {
+    ...context,
+    settings: { ...settings, endpoints: { "public-proxy-1": [ENDPOINT, second] } },
+  };
+  const cmd = checkNotice(notice({ endpoint: "127.0.0.1:9998" }), "public-proxy-1", two);
+  assert.deepEqual(cmd.endpoint, second);
+  assert.deepEqual(
+    checkNotice(notice({}), "public-proxy-1", two).endpoint,
+    ENDPOINT,
+  );
+  for (
+    const [ctx, bad, allowed] of [
+      [two, "127.0.0.1:9997", 'one of the allowed "127.0.0.1:9999", "127.0.0.1:9998"'],
+      [two, "localhost:9998", 'one of the allowed "127.0.0.1:9999", "127.0.0.1:9998"'],
+      [context, "127.0.0.1:9998", 'the allowed "127.0.0.1:9999"'],
+      [context, "not an address", 'the allowed "127.0.0.1:9999"'],
+    ] as const
+  ) {
+    assert.throws(
+      () => checkNotice(notice({ endpoint: bad }), "public-proxy-1", ctx),
+      (e) =>
+        e instanceof RpcError && e.code === RpcCode.NotPermitted &&
+        e.message ===
+          `Cannot accept notice from "public-proxy-1": endpoint ${
+            JSON.stringify(bad)
+          } is not ${allowed}`,
+      bad,
+    );
+  }
+});

@@ -88,6 +88,11 @@ export function poolTarget(
 export interface DialPoolOptions {
   /** The public operator (for logs). */
   operator: string;
+  /**
+   * The public replica the pool is at, for logs: its instance, or "any replica" while unbound
+   * (docs/architecture.md, "Private instances and public replicas: the private side").
+   */
+  replica?: string;
   minIdle: number;
   maxIdle: number;
   idleTimeoutMs: number;
@@ -307,8 +312,9 @@ export class DialPool {
         this.idle--;
         if (this.o.signal.aborted || this.#paused) return;
         this.stats.dropped++;
-        this.o.log.debug("Dropped idle pooled connection to {operator}: {why}", {
+        this.o.log.debug("Dropped idle pooled connection to {operator} at {replica}: {why}", {
           operator: this.o.operator,
+          replica: this.o.replica ?? "any replica",
           why: e.detail ?? e.why,
         });
         return this.refill();
@@ -324,15 +330,18 @@ export class DialPool {
     if (longest) this.#backoff.longest();
     const ms = this.#backoff.next();
     this.#blockedUntil = performance.now() + ms;
-    const props = { operator: this.o.operator, why, ms };
+    const props = { operator: this.o.operator, replica: this.o.replica ?? "any replica", why, ms };
     if (!this.#refusedLogged) {
       this.#refusedLogged = true;
       this.o.log.warn(
-        "Cannot refill the dial-back pool for {operator}: {why}; retrying in {ms} ms",
+        "Cannot refill the dial-back pool for {operator} at {replica}: {why}; retrying in {ms} ms",
         props,
       );
     } else {
-      this.o.log.debug("Cannot refill the dial-back pool for {operator}: {why}", props);
+      this.o.log.debug(
+        "Cannot refill the dial-back pool for {operator} at {replica}: {why}",
+        props,
+      );
     }
     this.refill(); // schedules the retry when the target still wants connections
   }

@@ -7,7 +7,6 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
-import { RpcCode, RpcError } from "../errors.ts";
 import { errorText, logger, RateLimitedLog, redact } from "../log.ts";
 import {
   formatHostPort,
@@ -27,14 +26,13 @@ import {
   type Snapshot,
 } from "../dataplane/mod.ts";
 import type { PrivateAnnouncement, PrivateSettings } from "../settings/private.ts";
-import { decodeToken, TOKEN_BYTES } from "../wire/token.ts";
 import { Announcer } from "./announcer.ts";
-import { checkNotice } from "./notices.ts";
-import { DialPool, type DialPoolStats } from "./pool_sizing.ts";
+import { allowedEndpoint, checkNotice } from "./notices.ts";
+import type { DialPoolStats } from "./pool_sizing.ts";
+import { ReplicaPools } from "./replica_pools.ts";
 import { Resolver } from "./targets.ts";
 import { drainAndClose, untilStopped } from "./lifecycle.ts";
 import { countEnded } from "./counters.ts";
-import { PoolTicket } from "./pool_tickets.ts";
 import { LiveConnections } from "./live.ts";
 import { isConnId } from "../wire/conn_id.ts";
 import {
@@ -49,9 +47,6 @@ import { privateReloader } from "./private_reload.ts";
 import { withReload } from "../settings/diff.ts";
 
 export type { AnnouncementState, AnnouncementStatus, DrainOptions, DrainResult } from "./drain.ts";
-
-/** A pooled dial-back closed sooner than this after its token was refused, not idle-timed out. */
-const QUICK_DROP_MS = 1000;
 import { type Budget, privateBudget, softFdLimit } from "./budget.ts";
 import { PrivateAdmin } from "./private_admin.ts";
 import type { ProxyMetrics } from "../admin/metrics.ts";
@@ -99,10 +94,24 @@ export interface PrivateHandle extends RoleHandle<never>, Reloadable<PrivateSett
   /** Resolves once every operator in `announce_to` acknowledged an announcement; rejects (AbortError) on a stop before that. */
   readonly ready: Promise<void>;
   readonly stats: Readonly<PrivateStats>;
-  /** The dial-back pool's counters per public operator (empty when the pool is off). */
+  /**
+   * The dial-back pools' counters per public operator, summed over its replicas (empty when the
+   * pool is off); `replicas` has each replica's pool (docs/architecture.md, "Private instances
+   * and public replicas: the private side").
+   */
   readonly pools: ReadonlyMap<
     string,
-    { readonly stats: Readonly<DialPoolStats>; readonly idle: number }
+    {
+      readonly stats: Readonly<DialPoolStats>;
+      readonly idle: number;
+      readonly replicas: ReadonlyMap<
+        string,
+        {
+          readonly instance: string | undefined;
+          readonly pool: { readonly stats: Readonly<DialPoolStats>; readonly idle: number };
+        }
+      >;
+    }
   >;
   /** Which data-plane driver runs. */
   readonly driver: DataPlane["driver"];
@@ -145,11 +154,10 @@ class PrivateControl {
     idleTimeouts: 0,
     vanishedPeers: 0,
   };
-  readonly pools = new Map<string, DialPool>();
+  /** The dial-back pools, per public operator (each one pool per replica). */
+  readonly pools = new Map<string, ReplicaPools>();
   readonly resolver = new Resolver();
   readonly refusals: RateLimitedLog;
-  /** The pool ticket of each public operator (docs/architecture.md, "Pool tickets"). */
-  readonly tickets = new Map<string, PoolTicket>();
   /** Connections set up or spliced now (notices accepted, pooled clients, until they end). */
   live = 0;
   /** The admin endpoint's event counts, when it is on. */
@@ -205,7 +213,7 @@ class PrivateControl {
     const s = this.settings;
     const problems = await this.resolver.refresh([
       ...[...this.table.serving.values()].map((a) => a.internal),
-      ...Object.values(s.endpoints),
+      ...Object.values(s.endpoints).flat(),
     ]);
     for (const p of problems) this.log.warn("Cannot resolve {problem}", { problem: p });
   }
@@ -277,87 +285,37 @@ class PrivateControl {
         this.pools.get(e.operator)?.onEvent(e);
         return;
       case "poolDropped":
-        // closed at once after its token: the public proxy does not know the ticket (it
-        // restarted) or its pool is full; the next refill asks openPool again
-        if (e.why !== "failed" && (e.idleMs ?? Infinity) < QUICK_DROP_MS) {
-          this.tickets.delete(e.operator);
-        }
-        this.pools.get(e.operator)?.onEvent(e);
-        return;
       case "poolIdle":
         this.pools.get(e.operator)?.onEvent(e);
         return;
     }
   }
 
-  /** One line per pool: what it did over the role's life. */
+  /** One line per pool (a public operator's replica): what it did over the role's life. */
   logPools(): void {
-    for (const [operator, p] of this.pools) {
-      this.log.info(
-        "Dial-back pool for {operator}: {pooled} opened, {used} used, {dropped} dropped, {failed} failed refills, {refills} refills of {refillMs} ms",
-        {
-          operator,
-          pooled: p.stats.pooled,
-          used: p.stats.used,
-          dropped: p.stats.dropped,
-          failed: p.stats.failedRefills,
-          refills: p.stats.refills,
-          refillMs: Math.round(p.refillMs * 10) / 10,
-        },
-      );
+    for (const [operator, pools] of this.pools) {
+      for (const r of pools.replicas.values()) {
+        const p = r.pool;
+        this.log.info(
+          "Dial-back pool for {operator} at {replica}: {pooled} opened, {used} used, {dropped} dropped, {failed} failed refills, {refills} refills of {refillMs} ms",
+          {
+            operator,
+            replica: r.label,
+            pooled: p.stats.pooled,
+            used: p.stats.used,
+            dropped: p.stats.dropped,
+            failed: p.stats.failedRefills,
+            refills: p.stats.refills,
+            refillMs: Math.round(p.refillMs * 10) / 10,
+          },
+        );
+      }
     }
   }
 
   #internalText(domain: string): string {
     const a = this.table.find(domain);
     return a === undefined ? "?" : formatHostPort(a.internal);
-  }
-
-  /**
-   * Tokens for `count` pooled dial-backs towards `operator` (docs/architecture.md, "Pool
-   * tickets"): made from its ticket while that is young, else from an openPool call (which also
-   * renews the ticket); when the call fails, from the ticket while it is still valid.
-   */
-  async #openPool(
-    eps: EpsClient,
-    operator: string,
-    count: number,
-    signal: AbortSignal,
-  ): Promise<{ tokens: string[]; idleTimeoutMs: number; fromTicket?: boolean }> {
-    const idle = this.settings.pool.idleTimeoutMs;
-    const t = this.tickets.get(operator);
-    if (t !== undefined && t.usable(performance.now()) && !t.renewDue(performance.now())) {
-      return { tokens: t.tokens(count), idleTimeoutMs: idle, fromTicket: true };
-    }
-    let r: { tokens?: unknown; idle_timeout_ms?: unknown; ticket?: unknown };
-    try {
-      r = await eps.call(`${operator}.openPool`, {
-        count,
-        idle_timeout_ms: idle,
-        ticket: true,
-      }, { signal });
-    } catch (err) {
-      if (t === undefined || !t.usable(performance.now()) || signal.aborted) throw err;
-      this.refusals.warn(
-        `ticket-${operator}`,
-        "Cannot renew the pool ticket of {operator} ({count} since last report): {error}; the pool refills with the old one until it expires",
-        { operator, error: errorText(err) },
-      );
-      return { tokens: t.tokens(count), idleTimeoutMs: idle, fromTicket: true };
-    }
-    const tokens = Array.isArray(r?.tokens) ? r.tokens : [null];
-    const ticket = r?.ticket === undefined ? null : PoolTicket.parse(r.ticket, performance.now());
-    if (
-      tokens.some((x) => decodeToken(x) === null) || !Number.isInteger(r.idle_timeout_ms) ||
-      (r?.ticket !== undefined && ticket === null)
-    ) {
-      throw new RpcError(
-        `Cannot use the openPool answer of "${operator}": want {tokens: [${TOKEN_BYTES} bytes of base64], idle_timeout_ms, ticket?: {id, key, expires_in_ms, cap}}`,
-        RpcCode.InternalError,
-      );
-    }
-    if (ticket !== null) this.tickets.set(operator, ticket);
-    return { tokens: tokens as string[], idleTimeoutMs: r.idle_timeout_ms as number };
   }
 
   /** Checks one notice and hands it to the data plane; throws the RpcError to answer. */
@@ -392,7 +350,8 @@ class PrivateControl {
     });
     this.plane.send(cmd);
     this.table.opened(cmd.domain);
-    this.pools.get(caller)?.arrival();
+    const pools = this.pools.get(caller);
+    pools?.arrival(allowedEndpoint(params.endpoint, pools.o.endpoints));
   }
   /**
    * Serves notices: one client, or a batch of them (a burst):
@@ -430,7 +389,10 @@ class PrivateControl {
     });
   }
 
-  /** The dial-back pools, one per public operator. */
+  /**
+   * The dial-back pools: per public operator, one per replica (docs/architecture.md, "Private
+   * instances and public replicas: the private side").
+   */
   openPools(eps: EpsClient, signal: AbortSignal): void {
     const s = this.settings;
     if (!s.pool.enabled) return;
@@ -442,31 +404,17 @@ class PrivateControl {
     for (const operator of s.announceTo) {
       this.pools.set(
         operator,
-        new DialPool({
+        new ReplicaPools({
           operator,
-          minIdle: s.pool.minIdle,
-          maxIdle: s.pool.maxIdle,
-          idleTimeoutMs: s.pool.idleTimeoutMs,
-          retryMs: s.retryMs,
+          endpoints: s.endpoints[operator]!,
+          sizes: () => ({ ...this.settings.pool, retryMs: this.settings.retryMs }),
           signal,
           log: this.log,
+          refusals: this.refusals,
           room,
-          open: (count) => this.#openPool(eps, operator, count, signal),
-          dial: (tokens, idleTimeoutMs) => {
-            const endpoint = this.resolver.get(s.endpoints[operator]!);
-            if (endpoint === undefined) {
-              for (const _ of tokens) {
-                this.pools.get(operator)?.onEvent({
-                  type: "poolDropped",
-                  operator,
-                  why: "failed",
-                  detail: `cannot resolve ${formatHostPort(s.endpoints[operator]!)}`,
-                });
-              }
-              return;
-            }
-            this.plane.send({ type: "openPooled", operator, endpoint, tokens, idleTimeoutMs });
-          },
+          call: (params, o) => eps.call(`${operator}.openPool`, params, o),
+          resolve: (a) => this.resolver.get(a),
+          send: (cmd) => this.plane.send(cmd),
         }),
       );
     }

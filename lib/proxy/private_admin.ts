@@ -9,7 +9,7 @@ import { CallCounts } from "../admin/eps_calls.ts";
 import type { AdminSource } from "../admin/server.ts";
 import { type StatusTable, untilText } from "../admin/status.ts";
 import type { EpsClient } from "../eps/client.ts";
-import type { DialPool } from "./pool_sizing.ts";
+import type { ReplicaPools } from "./replica_pools.ts";
 import type { PrivateStats } from "./private.ts";
 import type { AnnouncementStatus } from "./drain.ts";
 import { type LiveConnections, liveTable } from "./live.ts";
@@ -19,7 +19,7 @@ export interface PrivateAdminParts {
   driver: string;
   stats: Readonly<PrivateStats>;
   eps: EpsClient;
-  pools: ReadonlyMap<string, DialPool>;
+  pools: ReadonlyMap<string, ReplicaPools>;
   announceTo: readonly string[];
   /** The announcements and their state now. */
   announcements(): readonly AnnouncementStatus[];
@@ -61,7 +61,7 @@ export class PrivateAdmin extends RoleAdmin {
         return [...m].map(([state, v]) => [{ state }, v] as const);
       },
     );
-    const pools = (f: (pool: DialPool) => number) => () =>
+    const pools = (f: (pool: ReplicaPools) => number) => () =>
       [...p.pools].map(([operator, pool]) => [{ operator }, f(pool)] as const);
     gaugeOf(
       r,
@@ -116,8 +116,17 @@ export class PrivateAdmin extends RoleAdmin {
     const p = this.parts;
     const m = this.metrics;
     const announcements = p.announcements();
-    const pools = [...p.pools].map(([operator, x]) => ({
+    // one row per public replica (docs/architecture.md, "Private instances and public replicas:
+    // the private side"); replica null: a pool not bound to one yet (or an older public proxy)
+    const pools = [...p.pools].flatMap(([operator, all]) =>
+      [...all.replicas.values()].map((r) => ({
+        operator,
+        replica: r.instance ?? null,
+        pool: r.pool,
+      }))
+    ).map(({ operator, replica, pool: x }) => ({
       operator,
+      replica,
       idle: x.idle,
       opening: x.opening,
       target: x.target(),
@@ -147,10 +156,26 @@ export class PrivateAdmin extends RoleAdmin {
       },
       {
         title: "Pools",
-        columns: ["operator", "idle", "opening", "target", "hits", "dropped", "failed refills"],
-        rows: pools.map((
-          x,
-        ) => [x.operator, x.idle, x.opening, x.target, x.hits, x.dropped, x.failedRefills]),
+        columns: [
+          "operator",
+          "replica",
+          "idle",
+          "opening",
+          "target",
+          "hits",
+          "dropped",
+          "failed refills",
+        ],
+        rows: pools.map((x) => [
+          x.operator,
+          x.replica ?? "any",
+          x.idle,
+          x.opening,
+          x.target,
+          x.hits,
+          x.dropped,
+          x.failedRefills,
+        ]),
         empty: "pool off",
       },
       liveTable(p.liveConnections),

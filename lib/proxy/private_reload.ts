@@ -11,7 +11,7 @@ import type { DataPlane, Snapshot } from "../dataplane/mod.ts";
 import type { EpsClient } from "../eps/client.ts";
 import type { Announcer } from "./announcer.ts";
 import type { AnnouncementTable } from "./drain.ts";
-import type { DialPool } from "./pool_sizing.ts";
+import type { ReplicaPools } from "./replica_pools.ts";
 
 /**
  * Keys the private proxy cannot apply while it runs (docs/architecture.md, "Reload"): the
@@ -50,7 +50,7 @@ export function privateReloader(c: PrivateParts): Reloader<PrivateSettings> {
 export interface PrivateParts {
   settings: PrivateSettings;
   readonly table: AnnouncementTable;
-  readonly pools: ReadonlyMap<string, DialPool>;
+  readonly pools: ReadonlyMap<string, ReplicaPools>;
   readonly announcer: Announcer;
   readonly plane: DataPlane;
   readonly eps: EpsClient;

@@ -15,7 +15,7 @@ const BASE: PrivateSettings = {
     maxMessageBytes: 1 << 20,
   },
   announceTo: ["public-proxy-1"],
-  endpoints: { "public-proxy-1": { hostname: "127.0.0.1", port: 9999 } },
+  endpoints: { "public-proxy-1": [{ hostname: "127.0.0.1", port: 9999 }] },
   announcements: [],
   pool: { ...PRIVATE_DEFAULTS.pool },
 };
@@ -43,7 +43,7 @@ Deno.test("reload diff names the applied keys, and refuses the restart-only ones
   const restart: PrivateSettings = {
     ...next,
     sockets: "deno",
-    endpoints: { "public-proxy-1": { hostname: "127.0.0.1", port: 9998 } },
+    endpoints: { "public-proxy-1": [{ hostname: "127.0.0.1", port: 9998 }] },
     pool: { ...BASE.pool, enabled: false },
     adminListen: { hostname: "127.0.0.1", port: 9 },
   };

@@ -259,7 +259,12 @@ export async function startPublic(
       settings.sockets,
       {
         role: "public",
-        listen: { public: settings.publicListen, private: settings.privateListen },
+        listen: {
+          public: settings.publicListen,
+          private: settings.privateListen,
+          reusePort: settings.reusePort,
+          keys: { public: "public_listen", private: "private_listen" },
+        },
         snapshot: snapshots.make(),
         onEvents,
       },
@@ -273,7 +278,7 @@ export async function startPublic(
     stop.abort();
     await client.close().catch(() => {});
     await store.close();
-    throw err;
+    throw settings.reusePort ? err : withReusePortHint(err);
   }
   const dp = plane;
   log.info("Data plane: {driver}", { driver: dp.driver });
@@ -368,4 +373,18 @@ export async function startPublic(
     { get: () => live.privateEndpoint, enumerable: true },
   ) as RoleHandle<"public" | "private"> & Omit<PublicHandle, keyof Reloadable<PublicSettings>>;
   return withReload(handle, reloader);
+}
+
+/**
+ * A public port in use (another process listens on it, e.g. a second replica on this machine):
+ * the error names the setting that lets replicas share it (docs/settings.md, `reuse_port`).
+ */
+export function withReusePortHint(err: unknown): unknown {
+  if (!(err instanceof Error)) return err;
+  const text = err.message;
+  if (!text.startsWith("Cannot listen on public_listen ") || !/in use/i.test(text)) return err;
+  const hinted = `${text}; replicas that share the public port need reuse_port: true on each`;
+  return err instanceof Deno.errors.AddrInUse
+    ? new Deno.errors.AddrInUse(hinted, { cause: err })
+    : new Error(hinted, { cause: err });
 }

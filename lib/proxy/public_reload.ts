@@ -23,6 +23,7 @@ export const PUBLIC_RESTART_ONLY = [
   "operator",
   "public_listen",
   "private_listen",
+  "reuse_port",
   "store",
   "store_path",
   "sockets",

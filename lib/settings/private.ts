@@ -5,7 +5,7 @@
  * operator: private-proxy-1
  * eps: {address: 127.0.0.1:7776, certificate_file: …, key_file: …, ca_certificate_files: […]}
  * announce_to: [public-proxy-1]                 # public operators
- * endpoints: {public-proxy-1: 127.0.0.1:9999}   # the only address dialled for that operator
+ * endpoints: {public-proxy-1: 127.0.0.1:9999}   # the only address (or list) dialled for that operator
  * announcements:
  *   - {domain: test.internal-server.local, internal: 127.0.0.1:8888}
  * pool: {enabled: true, min_idle: 0, max_idle: 32, idle_timeout_ms: 30000}   # pre-warmed dial-backs
@@ -144,13 +144,13 @@ export const POOL_SHAPE = {
   minIdle: withDefault(
     integer(0, 64),
     0,
-    "The pool never aims below this many connections (idle or being dialled), even without traffic.",
+    "The pool never aims below this many connections (idle or being dialled), even without traffic. Per public replica when the operator has several (each has its own pool).",
     { range: "0 – 64, ≤ max_idle" },
   ),
   maxIdle: withDefault(
     integer(1, 1024),
     32,
-    "Nor above this many per public operator. The public proxy's `max_pooled_per_operator` caps it too.",
+    "Nor above this many per public operator (per replica when it has several). The public proxy's `max_pooled_per_operator` caps it too.",
   ),
   idleTimeoutMs: withDefault(
     integer(1000, 600_000, "duration"),
@@ -175,21 +175,53 @@ const pool = block(POOL_SHAPE, (p, _raw, path, problems) => {
   return p;
 });
 
-/** Per public operator, the private port it may be dialled at. */
-const endpoints: Field<Record<string, HostPort>> = {
+/** The most private ports one public operator may list (its replicas). */
+export const MAX_ENDPOINTS = 64;
+
+/**
+ * Per public operator, the private ports it may be dialled at: one `host:port`, or a list of them
+ * (one per public replica; docs/architecture.md, "Private instances and public replicas: the
+ * private side"). Parsed to a list either way.
+ */
+const endpoints: Field<Record<string, HostPort[]>> = {
   parse: (v, path, problems) => {
-    const out: Record<string, HostPort> = {};
+    const out: Record<string, HostPort[]> = {};
     for (const [name, a] of Object.entries(check.mapping(v, path, problems))) {
       const at = check.join(path, name);
       operatorName(name, at, problems);
-      out[name] = check.address(a, at, problems);
+      if (!Array.isArray(a)) {
+        out[name] = [check.address(a, at, problems)];
+        continue;
+      }
+      if (a.length === 0 || a.length > MAX_ENDPOINTS) {
+        problems.push(
+          `${at}: must list 1 to ${MAX_ENDPOINTS} addresses, got ${a.length} (or be one address)`,
+        );
+      }
+      const list: HostPort[] = [];
+      a.forEach((x, i) => {
+        const hp = check.address(x, `${at}[${i}]`, problems);
+        if (list.some((y) => y.hostname === hp.hostname && y.port === hp.port)) {
+          problems.push(`${at}[${i}]: ${JSON.stringify(x)} is listed twice`);
+        }
+        list.push(hp);
+      });
+      out[name] = list;
     }
     return out;
   },
   empty: {},
-  type: "mapping: operator name → address",
-  range: "addresses",
-  schema: { type: "object", additionalProperties: address.schema },
+  type: "mapping: operator name → address or list of addresses",
+  range: `addresses (at most ${MAX_ENDPOINTS} per operator)`,
+  schema: {
+    type: "object",
+    additionalProperties: {
+      oneOf: [
+        address.schema,
+        { type: "array", items: address.schema, minItems: 1, maxItems: MAX_ENDPOINTS },
+      ],
+    },
+  },
 };
 
 const ms = duration();
@@ -206,7 +238,7 @@ export const PRIVATE_SHAPE = {
   endpoints: withDefault(
     endpoints,
     {},
-    "Per public operator, the only address this proxy dials back to. A notice whose `endpoint` is not exactly this address is refused. Every key must be in `announce_to`, and every `announce_to` operator needs an entry.",
+    "Per public operator, the only addresses this proxy dials back to: one `host:port`, or a list of them, one per public replica (each replica's `private_endpoint`). A notice whose `endpoint` is not exactly one of them is refused; a replica an `openPool` answer names at another address gets no pool (a warning). Every key must be in `announce_to`, and every `announce_to` operator needs an entry.",
     { defaultDoc: "required for each `announce_to` operator" },
   ),
   announcements: required(

@@ -17,7 +17,7 @@ announcements:
     );
     const s = await loadPrivateSettings([join(dir, "settings.yml")]);
     assert.deepEqual(s.announceTo, ["public-proxy-1"]);
-    assert.deepEqual(s.endpoints, { "public-proxy-1": { hostname: "127.0.0.1", port: 9999 } });
+    assert.deepEqual(s.endpoints, { "public-proxy-1": [{ hostname: "127.0.0.1", port: 9999 }] });
     assert.deepEqual(s.announcements, [
       {
         domain: "test.internal-server.local",
@@ -76,7 +76,7 @@ Deno.test("loadPrivateSettings() accepts the dev settings of private-proxy-1", a
     const s = await loadPrivateSettings([await devRoleCopy(dir, "private-proxy-1")]);
     assert.equal(s.operator, "private-proxy-1");
     assert.deepEqual(s.announceTo, ["public-proxy-1"]);
-    assert.deepEqual(s.endpoints, { "public-proxy-1": { hostname: "127.0.0.1", port: 9999 } });
+    assert.deepEqual(s.endpoints, { "public-proxy-1": [{ hostname: "127.0.0.1", port: 9999 }] });
     assert.deepEqual(s.announcements.map((a) => a.domain), ["test.internal-server.local"]);
     assert.deepEqual(s.eps.address, { hostname: "127.0.0.1", port: 7776 });
   });
@@ -110,5 +110,41 @@ announcements:
         text,
       );
     }
+  });
+});
+
+Deno.test("loadPrivateSettings() reads endpoints as one address or a list (one per replica)", async () => {
+  await withDir(async (dir) => {
+    const file = join(dir, "settings.yml");
+    const write = (endpoints: string) =>
+      Deno.writeTextFile(
+        file,
+        `operator: private-proxy-1
+${EPS_BLOCK}announce_to: [public-proxy-1, public-proxy-2]
+endpoints: ${endpoints}
+announcements:
+  - {domain: a.local, internal: 127.0.0.1:8888}
+`,
+      );
+    await write(
+      "{public-proxy-1: [127.0.0.1:9999, 'tunnel.example.com:9998'], public-proxy-2: 127.0.0.1:7}",
+    );
+    const s = await loadPrivateSettings([file]);
+    assert.deepEqual(s.endpoints, {
+      "public-proxy-1": [
+        { hostname: "127.0.0.1", port: 9999 },
+        { hostname: "tunnel.example.com", port: 9998 },
+      ],
+      "public-proxy-2": [{ hostname: "127.0.0.1", port: 7 }],
+    });
+    await write("{public-proxy-1: [], public-proxy-2: [127.0.0.1:7, 127.0.0.1:7, 9]}");
+    const text = problemsOf(await loadPrivateSettings([file]).catch((e) => e));
+    for (
+      const part of [
+        "endpoints.public-proxy-1: must list 1 to 64 addresses, got 0 (or be one address)",
+        'endpoints.public-proxy-2[1]: "127.0.0.1:7" is listed twice',
+        "endpoints.public-proxy-2[2]: must be",
+      ]
+    ) assert.ok(text.includes(part), `missing "${part}" in:\n${text}`);
   });
 });

@@ -82,6 +82,12 @@ export const PUBLIC_SHAPE = {
         "the directory's `operators.<operator>.proxy.private_endpoint`, else the address `private_listen` is bound to",
     },
   ),
+  reusePort: withDefault(
+    boolean,
+    false,
+    "Sets `SO_REUSEPORT` on the public port before it is bound, so that several replicas of this operator on one machine listen on the same `public_listen` and the kernel spreads new clients over them; each needs its own `private_listen` (the private port never gets it). Every process on the port must set it. With `sockets: deno` it needs Deno's `--unstable-net` (on in this repository's deno.json). Restart-only.",
+    { range: "`true` or `false`" },
+  ),
   eps: epsKey,
   directoryDir: required(
     existingDir,

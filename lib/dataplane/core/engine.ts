@@ -393,14 +393,18 @@ export class Engine {
 
   /**
    * Ends the connections `conns` as a kill would (a drain past its grace), and the idle pooled
-   * dial-backs of the operators `idleOf`. A walk over the open sockets: an admin action, rare.
+   * dial-backs of `idleOf`: an operator (all its replicas) or `operator@instance` (the ones
+   * pooled at that public replica). A walk over the open sockets: an admin action, rare.
    */
   closeConns(conns: readonly number[], idleOf: readonly string[], now: number): void {
     const ids = new Set(conns);
     const ops = new Set(idleOf);
     for (const owner of new Set(this.socks.values())) {
       if (owner.conn !== undefined && ids.has(owner.conn)) owner.onKill(now);
-      else if (owner instanceof PooledDialBack && ops.has(owner.cmd.operator)) {
+      else if (
+        owner instanceof PooledDialBack &&
+        (ops.has(owner.cmd.operator) || ops.has(`${owner.cmd.operator}@${owner.cmd.instance}`))
+      ) {
         owner.closeIdle(now);
       }
     }

@@ -29,10 +29,11 @@ function splice(sim: Sim) {
   return { conn: piped.conn, db: db!.id, internal: internal!.id };
 }
 
-function openPooled(sim: Sim, operator: string) {
+function openPooled(sim: Sim, operator: string, instance?: string) {
   sim.command({
     type: "openPooled",
     operator,
+    ...(instance !== undefined ? { instance } : {}),
     endpoint: ENDPOINT,
     tokens: [newToken(sim.rng).text],
     idleTimeoutMs: 30_000,
@@ -101,5 +102,32 @@ Deno.test("core close with idleOf drops that operator's idle pooled dial-backs, 
   assert.equal(sim.sock(idle2).closes, 0);
   assert.equal(sim.sock(used).closes, 0);
   assert.deepEqual(sim.written(internal!.id), CURL);
+  assert.deepEqual(sim.violations, []);
+});
+
+Deno.test("core close with idleOf operator@instance drops only those pooled at that replica; events name it", () => {
+  const sim = priv();
+  const a = openPooled(sim, "op1", "a");
+  const b = openPooled(sim, "op1", "b");
+  const unbound = openPooled(sim, "op1");
+  assert.deepEqual(sim.take(), [
+    { type: "poolIdle", operator: "op1", instance: "a" },
+    { type: "poolIdle", operator: "op1", instance: "b" },
+    { type: "poolIdle", operator: "op1" },
+  ]);
+  sim.command({ type: "close", conns: [], idleOf: ["op1@a"] });
+  assert.deepEqual(sim.take(), [
+    { type: "poolDropped", operator: "op1", instance: "a", why: "stopping", idleMs: 0 },
+  ]);
+  assert.ok(sim.sock(a).closes > 0);
+  assert.equal(sim.sock(b).closes + sim.sock(unbound).closes, 0);
+  // a client at b: poolUsed names the replica
+  sim.feed(b, concat(encodePoolHeader(HOST), CURL));
+  const used = sim.take().find((e) => e.type === "poolUsed");
+  assert.ok(used?.type === "poolUsed" && used.instance === "b");
+  // the operator alone: every replica's (and the unbound one's)
+  sim.command({ type: "close", conns: [], idleOf: ["op1"] });
+  assert.deepEqual(sim.take().map((e) => e.type), ["poolDropped"]);
+  assert.ok(sim.sock(unbound).closes > 0);
   assert.deepEqual(sim.violations, []);
 });

@@ -225,7 +225,7 @@ export class PooledDialBack implements SockOwner {
       e.out({ op: "write", sock, bytes: token });
       e.out({ op: "read", sock, on: true });
       e.timers.arm(this, now + this.cmd.idleTimeoutMs + IDLE_SLACK_MS);
-      e.emit({ type: "poolIdle", operator: this.cmd.operator });
+      e.emit({ type: "poolIdle", operator: this.cmd.operator, ...this.#instance() });
       return;
     }
     // the internal server: the ClientHello (and whatever came with it) first, then the pipe
@@ -291,6 +291,7 @@ export class PooledDialBack implements SockOwner {
       conn: this.id,
       connId: this.#connId,
       operator: this.cmd.operator,
+      ...this.#instance(),
       domain: h.name,
     });
     this.state = "connecting";
@@ -304,6 +305,11 @@ export class PooledDialBack implements SockOwner {
     e.timers.arm(this, now + e.limits.connectTimeoutMs);
   }
 
+  /** The public replica it is pooled at, for its events (absent: an unbound pool's). */
+  #instance(): { instance?: string } {
+    return this.cmd.instance !== undefined ? { instance: this.cmd.instance } : {};
+  }
+
   #refuse(detail: string): void {
     this.state = "done";
     this.engine.timers.disarm(this);
@@ -314,6 +320,7 @@ export class PooledDialBack implements SockOwner {
       ...(this.#connId !== "" ? { conn: this.id, connId: this.#connId } : {}),
       client: this.cmd.operator,
       operator: this.cmd.operator,
+      ...this.#instance(),
       domain: this.#domain,
       detail,
     });
@@ -331,6 +338,7 @@ export class PooledDialBack implements SockOwner {
     this.engine.emit({
       type: "poolDropped",
       operator: this.cmd.operator,
+      ...this.#instance(),
       why,
       ...(detail !== undefined ? { detail } : {}),
       ...(idleMs !== undefined ? { idleMs } : {}),

@@ -186,9 +186,12 @@ function hostPortText(a: HostPort): string {
   return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
 }
 
-/** Where to bind `a`: its IP literal, or the first address its name resolves to. */
-async function listenAt(a: HostPort): Promise<ListenAt> {
-  const what = hostPortText(a);
+/**
+ * Where to bind `a`: its IP literal, or the first address its name resolves to; `key` (the
+ * setting) and the address name it in errors.
+ */
+async function listenAt(a: HostPort, key: string | undefined): Promise<ListenAt> {
+  const what = key === undefined ? hostPortText(a) : `${key} ${hostPortText(a)}`;
   let ip = a.hostname.startsWith("[") && a.hostname.endsWith("]")
     ? a.hostname.slice(1, -1)
     : a.hostname;
@@ -209,8 +212,12 @@ export async function startNative(options: DataPlaneOptions): Promise<DataPlane>
   const problem = nativeProblem();
   if (problem !== undefined) throw new Error(`Cannot use the native driver: ${problem}`);
   const listen = options.listen === undefined ? undefined : {
-    public: await listenAt(options.listen.public),
-    private: await listenAt(options.listen.private),
+    public: {
+      ...await listenAt(options.listen.public, options.listen.keys?.public),
+      ...(options.listen.reusePort ? { reusePort: true } : {}),
+    },
+    // never on the private port: each replica has its own
+    private: await listenAt(options.listen.private, options.listen.keys?.private),
   };
   const libc = Libc.get();
   const wakeFd = libc.sym.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

@@ -93,6 +93,8 @@ export const SOCK_NONBLOCK = 0o4000;
 export const SOCK_CLOEXEC = 0o2000000;
 export const SOL_SOCKET = 1;
 export const SO_REUSEADDR = 2;
+/** The same on x86_64 and aarch64 Linux (asm-generic/socket.h). */
+export const SO_REUSEPORT = 15;
 export const SO_ERROR = 4;
 export const SO_KEEPALIVE = 9;
 export const IPPROTO_TCP = 6;

@@ -253,6 +253,8 @@ export interface ListenAt {
   readonly ip: string;
   readonly port: number;
   readonly what: string;
+  /** SO_REUSEPORT before the bind (the public port with `reuse_port`). */
+  readonly reusePort?: boolean;
 }
 
 /** The worker's first (and only) message from the main thread. */

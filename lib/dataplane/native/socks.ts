@@ -34,6 +34,7 @@ import {
   MSG_NOSIGNAL,
   SHUT_WR,
   SO_REUSEADDR,
+  SO_REUSEPORT,
   SOCK_CLOEXEC,
   SOCK_NONBLOCK,
   SOCK_STREAM,
@@ -312,12 +313,18 @@ export class Socks {
   }
 }
 
-/** A listening socket on `ip:port` (`what` names it in errors): SO_REUSEADDR, backlog 1024. */
+/**
+ * A listening socket on `ip:port` (`what` names it in errors): SO_REUSEADDR, backlog 1024;
+ * `reusePort`: SO_REUSEPORT too, set before the bind, so that several processes listen on the
+ * port and the kernel spreads the connections over them (docs/architecture.md, "Private
+ * instances and public replicas: the private side").
+ */
 export function openListener(
   libc: Libc,
   sa: Uint8Array,
   what: string,
   deferAccept: boolean,
+  reusePort = false,
 ): { fd: number; local: Uint8Array } {
   const s = libc.sym;
   const fd = s.socket(
@@ -328,6 +335,11 @@ export function openListener(
   if (fd < 0) throw new Error(`Cannot listen on ${what}: ${errnoMessage(libc.errno())}`);
   const one = new Int32Array([1]);
   s.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, 4);
+  if (reusePort && s.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, one, 4) !== 0) {
+    const e = libc.errno();
+    s.close(fd);
+    throw new Error(`Cannot listen on ${what}: cannot set SO_REUSEPORT: ${errnoMessage(e)}`);
+  }
   // accepted sockets inherit it: no setsockopt per accept
   s.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4);
   // a client is accepted once its first bytes are there (the ClientHello), so its first read

@@ -135,7 +135,13 @@ class Loop {
       throw new Error(`Cannot listen on ${at.what}: ${(err as Error).message}`);
     }
     if (sa === null) throw new Error(`Cannot listen on ${at.what}: not an IP address`);
-    const { fd, local } = openListener(this.libc, sa, at.what, port === "public");
+    const { fd, local } = openListener(
+      this.libc,
+      sa,
+      at.what,
+      port === "public",
+      at.reusePort === true,
+    );
     const l = this.socks.addListener(fd, port);
     this.#listeners.push(l);
     const e = this.socks.ctl(EPOLL_CTL_ADD, fd, l.gen, EPOLLIN);

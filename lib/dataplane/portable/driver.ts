@@ -179,18 +179,11 @@ export class PortableDriver implements DataPlane {
   listen(): void {
     const l = this.options.listen;
     if (l === undefined) return;
-    const pub = Deno.listen({
-      hostname: l.public.hostname,
-      port: l.public.port,
-      tcpBacklog: LISTEN_BACKLOG,
-    });
+    const pub = listenOn(l.public, l.keys?.public, l.reusePort === true);
     let priv: Deno.TcpListener;
     try {
-      priv = Deno.listen({
-        hostname: l.private.hostname,
-        port: l.private.port,
-        tcpBacklog: LISTEN_BACKLOG,
-      });
+      // never SO_REUSEPORT on the private port: each replica has its own
+      priv = listenOn(l.private, l.keys?.private, false);
     } catch (err) {
       pub.close();
       throw err;
@@ -372,6 +365,38 @@ export class PortableDriver implements DataPlane {
 
 function hostPortOf(a: Deno.NetAddr): HostPort {
   return { hostname: a.hostname, port: a.port };
+}
+
+/**
+ * Whether `Deno.listen({reusePort: true})` may be called: Deno gates it behind `--unstable-net`
+ * (deno.json `"unstable": ["net"]`) and, without it, exits the process instead of throwing.
+ * `Deno.listenDatagram` exists exactly when that flag is on.
+ */
+export function reusePortAvailable(): boolean {
+  return typeof (Deno as { listenDatagram?: unknown }).listenDatagram === "function";
+}
+
+/** A listener on `a` (`key`, the setting, names it in errors), with SO_REUSEPORT if asked. */
+function listenOn(a: HostPort, key: string | undefined, reusePort: boolean): Deno.TcpListener {
+  const addr = a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
+  const what = key === undefined ? addr : `${key} ${addr}`;
+  if (reusePort && !reusePortAvailable()) {
+    throw new Error(
+      `Cannot listen on ${what} with SO_REUSEPORT: Deno's sockets need --unstable-net for it (deno.json "unstable": ["net"]); use the native driver or run with that flag`,
+    );
+  }
+  try {
+    return Deno.listen({
+      hostname: a.hostname,
+      port: a.port,
+      tcpBacklog: LISTEN_BACKLOG,
+      ...(reusePort ? { reusePort: true } : {}),
+    });
+  } catch (err) {
+    const message = `Cannot listen on ${what}: ${err instanceof Error ? err.message : String(err)}`;
+    if (err instanceof Deno.errors.AddrInUse) throw new Deno.errors.AddrInUse(message);
+    throw new Error(message, { cause: err });
+  }
 }
 
 /** Starts the portable driver: binds the listeners (public proxy) and serves. */
