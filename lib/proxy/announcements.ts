@@ -250,7 +250,9 @@ export class Announcements {
     if (m === undefined) return undefined;
     let holder = operator;
     if (holder === undefined) {
-      for (const a of m.values()) if (holder === undefined || a.operator < holder) holder = a.operator;
+      for (const a of m.values()) {
+        if (holder === undefined || a.operator < holder) holder = a.operator;
+      }
     }
     let expiresAt = 0;
     let newest: Announcement | undefined;
@@ -324,7 +326,9 @@ export class Announcements {
   #otherHolder(domain: string, operator: string, now: number): AnnouncedName | undefined {
     const m = this.#live(domain, now);
     if (m === undefined) return undefined;
-    for (const a of m.values()) if (a.operator !== operator) return this.#view(domain, now, a.operator);
+    for (const a of m.values()) {
+      if (a.operator !== operator) return this.#view(domain, now, a.operator);
+    }
     return undefined;
   }
 

@@ -247,7 +247,7 @@ Deno.test("Announcements keeps one entry per instance; a name routes while any o
   assert.deepEqual(table.instancesOf("x.example.com"), []);
 });
 
-Deno.test("file store lines carry the instance; old lines mean \"\" and a del without one means all", async () => {
+Deno.test('file store lines carry the instance; old lines mean "" and a del without one means all', async () => {
   const old = [
     '{"op":"put","operator":"a","domain":"x.example.com","expires_at":' + (T0 + HOUR) + "}",
     '{"op":"put","operator":"a","domain":"x.example.com","instance":"a-1","expires_at":' +

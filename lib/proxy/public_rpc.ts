@@ -38,7 +38,9 @@ export interface PublicRpcParts {
 }
 
 /** What answers that name replicas carry: this replica and every live one. */
-export function replicasOf(p: PublicRpcParts): { instance: string; endpoint: string; replicas: Replica[] } {
+export function replicasOf(
+  p: PublicRpcParts,
+): { instance: string; endpoint: string; replicas: Replica[] } {
   return { instance: p.instance, endpoint: p.endpoint(), replicas: p.replicas() };
 }
 
