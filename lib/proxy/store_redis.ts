@@ -41,6 +41,12 @@ export const WRITE_TIMEOUT_MS = 1000;
 export const REPLICA_TTL_MS = 15_000;
 /** How long the start waits for a first connection before serving from what it has. */
 export const CONNECT_WAIT_MS = 2000;
+/** The deadline of a connection attempt. */
+const CONNECT_TIMEOUT_MS = 2000;
+/** A command link silent this long (no answer, not even to its PING) is dropped and reconnected. */
+const SOCKET_TIMEOUT_MS = 5000;
+/** After a command Redis refused (not a lost link), the next full re-read. */
+const RETRY_MS = 1000;
 /** The longest wait between two reconnect attempts. */
 const MAX_BACKOFF_MS = 5000;
 /** How often expired entries are swept (from the cache and from Redis). */
@@ -108,7 +114,8 @@ class RedisStore {
   readonly #listeners: ((changes: readonly StoreChange[]) => void)[] = [];
   /** Tells our own messages apart on the channel. */
   readonly #nonce = crypto.randomUUID();
-  #replicas: Replica[] = [];
+  #replicas: (Replica & { expiresAt: number })[] = [];
+  #retry: ReturnType<typeof setTimeout> | undefined;
   #synced = false;
   #downLogged = false;
   #closed = false;
@@ -140,11 +147,11 @@ class RedisStore {
     this.#writeTimeoutMs = opts.writeTimeoutMs ?? WRITE_TIMEOUT_MS;
     this.#replicaTtlMs = opts.replicaTtlMs ?? REPLICA_TTL_MS;
     this.firstLoad = new Promise((res) => this.#loaded = res);
-    this.#main = createClient({
+    const options = {
       socket: {
         host: u.hostname,
         port: u.port,
-        connectTimeout: 2000,
+        connectTimeout: CONNECT_TIMEOUT_MS,
         reconnectStrategy: (n: number) => Math.min(100 * 2 ** n, MAX_BACKOFF_MS),
       },
       ...(u.username !== undefined ? { username: u.username } : {}),
@@ -152,8 +159,15 @@ class RedisStore {
       database: u.db,
       // our own queue keeps what Redis has not taken; the client's would hide it
       disableOfflineQueue: true,
+    };
+    // the command link pings every second and gives up on a Redis silent for SOCKET_TIMEOUT_MS,
+    // so no command waits without a deadline (the subscriber link only listens)
+    this.#main = createClient({
+      ...options,
+      socket: { ...options.socket, socketTimeout: SOCKET_TIMEOUT_MS },
+      pingInterval: 1000,
     });
-    this.#sub = this.#main.duplicate();
+    this.#sub = createClient(options);
     for (const c of [this.#main, this.#sub]) {
       c.on("error", (err: unknown) => this.#down(err));
       c.on("ready", () => this.#up(c));
@@ -204,7 +218,16 @@ class RedisStore {
   }
 
   #enqueue(step: () => Promise<void>): Promise<void> {
-    const next = this.#queue.then(step).catch((err) => this.#down(err));
+    const next = this.#queue.then(step).catch((err) => {
+      this.#down(err);
+      // a refused command on a live link (not a lost one): read and write everything again later
+      if (this.#main.isReady && !this.#closed && this.#retry === undefined) {
+        this.#retry = setTimeout(() => {
+          this.#retry = undefined;
+          this.#resync();
+        }, RETRY_MS);
+      }
+    });
     this.#queue = next;
     return next;
   }
@@ -431,7 +454,7 @@ class RedisStore {
       );
     }
     const all = await this.#main.hGetAll(this.#keys.replicas) as Record<string, string>;
-    const live: Replica[] = [];
+    const live: (Replica & { expiresAt: number })[] = [];
     const dead: string[] = [];
     for (const [instance, value] of Object.entries(all)) {
       let v: { endpoint?: unknown; expires_at?: unknown } = {};
@@ -441,7 +464,7 @@ class RedisStore {
       if (
         typeof v.endpoint === "string" && typeof v.expires_at === "number" && v.expires_at > now
       ) {
-        live.push({ instance, endpoint: v.endpoint });
+        live.push({ instance, endpoint: v.endpoint, expiresAt: v.expires_at });
       } else dead.push(instance);
     }
     if (dead.length > 0) await this.#main.hDel(this.#keys.replicas, dead);
@@ -450,13 +473,17 @@ class RedisStore {
 
   replicas(): Replica[] {
     const self = { instance: this.#self.instance, endpoint: this.#self.endpoint };
-    const others = this.#replicas.filter((r) => r.instance !== self.instance);
+    const now = Date.now();
+    const others = this.#replicas
+      .filter((r) => r.instance !== self.instance && r.expiresAt > now)
+      .map((r) => ({ instance: r.instance, endpoint: r.endpoint }));
     return [self, ...others].sort((a, b) => a.instance.localeCompare(b.instance));
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     for (const t of this.#timers) clearInterval(t);
+    clearTimeout(this.#retry);
     // the last writes and this replica's leaving, if Redis answers in time
     await within(
       this.#enqueue(async () => {
@@ -466,6 +493,7 @@ class RedisStore {
       this.#writeTimeoutMs,
     );
     this.#closed = true;
+    clearTimeout(this.#retry);
     for (const c of [this.#sub, this.#main]) {
       if (c.isOpen) c.destroy();
     }
