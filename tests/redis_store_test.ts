@@ -14,6 +14,7 @@ import { SettingsError } from "../lib/errors.ts";
 import { formatHostPort, type HostPort } from "../lib/role.ts";
 import { Cluster, LOOPBACK, until } from "./_cluster.ts";
 import { startRedis, type TestRedis } from "./_redis.ts";
+import { captureLogs } from "./_logs.ts";
 
 const OP = "private-proxy-1";
 const HOUR = 3_600_000;
@@ -121,9 +122,12 @@ Deno.test("redis store: an expired entry is dropped on both replicas and from Re
 });
 
 Deno.test("redis store: killed and restarted empty, both replicas route from cache and catch up", async () => {
+  await using logs = await captureLogs("info");
   await using r = await startRedis();
   const a = await replica(r, "pub-a");
   const b = await replica(r, "pub-b");
+  const said = (part: string) =>
+    logs.records.filter((x) => x.rawMessage.toString().includes(part)).length;
   try {
     await a.table.announce(OP, [{ domain: "a.example.com", expiresAt: Date.now() + HOUR }], "p-1");
     await b.table.announce(OP, [{ domain: "b.example.com", expiresAt: Date.now() + HOUR }], "p-2");
@@ -151,6 +155,9 @@ Deno.test("redis store: killed and restarted empty, both replicas route from cac
       if (Date.now() > deadline) throw new Error("entries not written back");
       await new Promise((res) => setTimeout(res, 50)); // polling Redis, bounded above
     }
+    // the loss logged once by each replica (not at each reconnect attempt), and the return
+    assert.equal(said("unreachable"), 2);
+    assert.equal(said("reachable again"), 2);
     for (const t of [a.table, b.table]) {
       assert.deepEqual(t.all().map((x) => x.domain).sort(), [
         "a.example.com",

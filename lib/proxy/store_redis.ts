@@ -298,8 +298,9 @@ class RedisStore {
       if (expired.length > 0) await this.#main.hDel(this.#keys.hash, expired);
       await this.#flushNow();
       await this.#refreshReplicas();
-      this.#synced = true;
-      if (this.#downLogged) {
+      // synced once both links are up: the subscriber's return reads everything again anyway
+      this.#synced = this.#sub.isReady;
+      if (this.#synced && this.#downLogged) {
         this.#downLogged = false;
         this.#log.info("Redis at {where} reachable again: announcements re-read and written", {
           where: this.#where,
