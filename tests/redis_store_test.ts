@@ -12,7 +12,7 @@ import { openRedisStore } from "../lib/proxy/store_redis.ts";
 import { loadPublicSettings, parseRedisUrl } from "../lib/settings/public.ts";
 import { SettingsError } from "../lib/errors.ts";
 import { formatHostPort, type HostPort } from "../lib/role.ts";
-import { Cluster, LOOPBACK, until } from "./_cluster.ts";
+import { Cluster, DOMAIN, LOOPBACK, NoticeInbox, until } from "./_cluster.ts";
 import { startRedis, type TestRedis } from "./_redis.ts";
 import { captureLogs } from "./_logs.ts";
 
@@ -244,6 +244,7 @@ Deno.test("a public proxy whose Redis is unreachable starts, and /readyz says so
   await using r = await startRedis();
   await r.kill();
   await using c = await Cluster.start({
+    startPrivate: false,
     public: {
       adminListen: LOOPBACK,
       store: {
@@ -254,8 +255,19 @@ Deno.test("a public proxy whose Redis is unreachable starts, and /readyz says so
     },
   });
   const admin = (c.pub.addrs as { admin?: HostPort }).admin!;
-  // the private proxy announced through it all the same: served from its cache
-  await until(() => c.pub.announcements.all().length > 0, "announced");
+  await using inbox = await NoticeInbox.attach(c);
+  // announced all the same: answered from its cache, naming this replica
+  const endpoint = formatHostPort(c.pub.privateEndpoint);
+  const answer = await inbox.announce() as {
+    connections: unknown[];
+    instance: string;
+    endpoint: string;
+    replicas: { instance: string; endpoint: string }[];
+  };
+  assert.equal(answer.connections.length, 1);
+  assert.equal(answer.endpoint, endpoint);
+  assert.deepEqual(answer.replicas, [{ instance: answer.instance, endpoint }]);
+  assert.equal(c.pub.announcements.match(DOMAIN)?.operator, "private-proxy-1");
   const notReady = await get(admin, "/readyz");
   assert.equal(notReady.status, 503);
   assert.match(notReady.body, new RegExp(`store: redis at 127\\.0\\.0\\.1:${r.port} unreachable`));
@@ -267,6 +279,10 @@ Deno.test("a public proxy whose Redis is unreachable starts, and /readyz says so
     if (Date.now() > deadline) throw new Error(`still not ready: ${res.body}`);
     await new Promise((res) => setTimeout(res, 50)); // polling the endpoint, bounded above
   }
-  // what it held while Redis was away is in Redis now
-  assert.notEqual(await r.cli("HLEN", "tls-pass:public-proxy-1:announcements"), "0");
+  // what it held while Redis was away is in Redis now, and it is registered as a replica
+  assert.equal(await r.cli("HLEN", "tls-pass:public-proxy-1:announcements"), "1");
+  assert.match(
+    await r.cli("HGET", "tls-pass:public-proxy-1:replicas", answer.instance),
+    /endpoint/,
+  );
 });
