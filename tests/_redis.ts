@@ -62,11 +62,13 @@ export async function startRedis(): Promise<TestRedis> {
     const isReady = new Promise<void>((res) => ready = res);
     // read stdout to its end (a full pipe would stall the server), noting the ready line
     drained = (async () => {
-      let text = "";
+      let text: string | undefined = "";
       for await (const chunk of c.stdout.pipeThrough(new TextDecoderStream())) {
-        if (text !== null) {
-          text += chunk;
-          if (text.includes("Ready to accept connections")) ready();
+        if (text === undefined) continue;
+        text += chunk;
+        if (text.includes("Ready to accept connections")) {
+          text = undefined;
+          ready();
         }
       }
     })();

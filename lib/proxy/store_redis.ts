@@ -263,8 +263,9 @@ class RedisStore {
         if (a === null || a.expiresAt <= now) expired.push(field);
         else remote.set(entryKey(a.operator, a.domain, a.instance), a);
       }
-      // what this replica wrote and Redis lost (a restart without persistence), unless since removed
-      for (const k of this.#mine) {
+      // what this replica wrote and a restarted Redis lost (no persistence), unless since removed;
+      // within the same run, what Redis lacks was withdrawn through a peer meanwhile
+      for (const k of sameRun ? [] : this.#mine) {
         const a = this.#cache.get(k);
         if (a !== undefined && a.expiresAt > now && !remote.has(k) && !this.#pending.has(k)) {
           this.#pending.set(k, a);
@@ -295,6 +296,8 @@ class RedisStore {
           changes.push({ op: "put", announcement: a });
         }
       }
+      // the table follows the cache at once, whatever happens to the writes below
+      this.#emit(changes);
       if (expired.length > 0) await this.#main.hDel(this.#keys.hash, expired);
       await this.#flushNow();
       await this.#refreshReplicas();
@@ -307,7 +310,6 @@ class RedisStore {
         });
       }
       this.#loaded();
-      this.#emit(changes);
     });
   }
 
