@@ -300,6 +300,16 @@ export class Announcements {
     return n;
   }
 
+  /** The earliest expiry of any live entry (one instance's entry ending changes a route's instances). */
+  nextExpiry(): number {
+    const now = this.#clock();
+    let next = Infinity;
+    for (const m of this.#byDomain.values()) {
+      for (const a of m.values()) if (a.expiresAt > now && a.expiresAt < next) next = a.expiresAt;
+    }
+    return next;
+  }
+
   /** The live domains of `operator`, with its instances. */
   list(operator: string): AnnouncedName[] {
     const now = this.#clock();

@@ -238,8 +238,10 @@ Deno.test("Announcements keeps one entry per instance; a name routes while any o
   assert.deepEqual(table.instancesOf("x.example.com"), ["a-1"]);
   assert.equal(table.match("x.example.com")?.allow, undefined);
   await table.announce("a", [{ domain: "x.example.com", expiresAt: T0 + 3 * HOUR }], "a-2");
+  assert.equal(table.nextExpiry(), T0 + HOUR, "a-1's entry ends first");
   // a-1's entry expires on its own
   now = T0 + HOUR + 1;
+  assert.equal(table.nextExpiry(), T0 + 3 * HOUR);
   assert.deepEqual(table.instancesOf("x.example.com"), ["a-2"]);
   // no instance named: every instance's entries go
   assert.deepEqual(await table.withdraw("a"), ["x.example.com"]);

@@ -153,8 +153,8 @@ class PublicSnapshots {
   make(): Snapshot {
     const all = this.announcements.all();
     clearTimeout(this.#timer);
-    let next = Infinity;
-    for (const a of all) if (a.expiresAt < next) next = a.expiresAt;
+    // the earliest entry of any instance: its end may change a route's instances, not only the route
+    const next = this.announcements.nextExpiry();
     if (next !== Infinity) {
       // setTimeout holds at most 2^31-1 ms; a later expiry re-arms on the way
       const ms = Math.min(Math.max(0, next - Date.now()) + 1, 2 ** 31 - 1);
