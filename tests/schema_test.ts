@@ -64,6 +64,18 @@ for (const [dir, role] of DEV) {
         validate({ ...drop("store_path"), store: "memory" }),
         ajv.errorsText(validate.errors),
       );
+      // a function: validate() is a type guard, and would narrow a shared object
+      const redis = () => ({ ...drop("store_path"), store: "redis" });
+      assert.ok(!validate(redis()), "store redis without redis_url accepted");
+      assert.ok(
+        validate({ ...redis(), redis_url: "redis://u:p@127.0.0.1:6379/1", redis_prefix: "x:" }),
+        ajv.errorsText(validate.errors),
+      );
+      assert.ok(!validate({ ...redis(), redis_url: "http://h:1" }), "a bad redis_url accepted");
+      assert.ok(
+        !validate({ ...data, redis_url: "redis://127.0.0.1:6379" }),
+        "store file with redis_url accepted",
+      );
     }
     if (role === "eps") {
       const { listen: _l, proxy_listen: _p, ...neither } = data;

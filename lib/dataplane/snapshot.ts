@@ -19,6 +19,11 @@ export interface PublicRoute {
    * these ranges may reach the name; absent or empty: everyone the port admits.
    */
   readonly allow?: readonly string[];
+  /**
+   * The instances of the operator that announced the name (docs/architecture.md, "Public replicas
+   * and the Redis store"); absent: unknown.
+   */
+  readonly instances?: readonly string[];
 }
 
 /** A route of the private proxy: where the internal server of a name is (an IP literal). */

@@ -38,6 +38,8 @@ export interface CallOptions {
 export interface CallContext {
   /** The calling operator, as stamped by the EPS (`params._client.name`), never taken from the caller. */
   caller: string;
+  /** The calling instance, as stamped by the EPS (`params._client.instance`); absent: unknown. */
+  callerInstance?: string | undefined;
   signal: AbortSignal;
 }
 

@@ -20,6 +20,18 @@ import { cidrList, MAX_CIDRS } from "../settings/limits.ts";
 export { normalizeDomain };
 import type { Announcement, AnnouncementStore, StoreChange } from "./store.ts";
 
+/**
+ * A name as it routes: its holder `operator`, the latest expiry of its entries, the newest entry's
+ * `allow`, and the instances of the operator that announced it (sorted, live ones).
+ */
+export interface AnnouncedName {
+  operator: string;
+  domain: string;
+  expiresAt: number;
+  allow?: readonly string[];
+  instances: string[];
+}
+
 /** The longest an announcement may live. */
 export const MAX_EXPIRY_MS = 7 * 86_400_000;
 /** The default of `max_announcements_per_operator`: the most domains one operator may hold. */
@@ -135,7 +147,9 @@ export function parseWithdrawParams(params: Record<string, unknown>): string[] |
 }
 
 /** Formats announcements for an answer. */
-export function viewOf(list: readonly Announcement[]): AnnouncementView[] {
+export function viewOf(
+  list: readonly { domain: string; expiresAt: number; allow?: readonly string[] }[],
+): AnnouncementView[] {
   return list.map((a) => ({
     domain: a.domain,
     expires_at: new Date(a.expiresAt).toISOString(),
@@ -143,14 +157,23 @@ export function viewOf(list: readonly Announcement[]): AnnouncementView[] {
   }));
 }
 
+/** The key of one entry within a domain. */
+function slot(operator: string, instance: string): string {
+  return `${operator}\u0000${instance}`;
+}
+
 /**
- * The announcement table: one holder per domain, backed by a store. Created per public proxy.
+ * The announcement table, backed by a store; created per public proxy. It keeps one entry per
+ * (operator, domain, instance), each with its own expiry and allow; a domain routes while any entry
+ * of it lives (docs/architecture.md, "Public replicas and the Redis store").
  */
 export class Announcements {
-  #byDomain = new Map<string, Announcement>();
+  /** domain → slot → entry; within a domain, the newest entry is the last. */
+  #byDomain = new Map<string, Map<string, Announcement>>();
   #store: AnnouncementStore;
   #policy: DomainPolicy;
   #clock: () => number;
+  #listeners = new Set<() => void>();
 
   constructor(
     store: AnnouncementStore,
@@ -163,60 +186,178 @@ export class Announcements {
     this.#policy = policy;
     this.#clock = clock;
     const now = clock();
-    for (const a of store.initial) {
-      // an entry stored before a directory change that no longer allows it is not served
-      if (a.expiresAt > now && policy(a.operator, a.domain)) this.#byDomain.set(a.domain, a);
-    }
+    // an entry stored before a directory change that no longer allows it is not served
+    for (const a of store.initial) this.#accept(a, now);
+    store.onRemote((changes) => {
+      const now = this.#clock();
+      for (const c of changes) {
+        if (c.op === "put") this.#accept(c.announcement, now);
+        else this.#remove(c.operator, c.domain, c.instance);
+      }
+      for (const l of [...this.#listeners]) l();
+    });
   }
 
-  /** The live holder of `domain` exactly, pruning an expired entry. */
-  #live(domain: string, now: number): Announcement | undefined {
-    const a = this.#byDomain.get(domain);
-    if (a === undefined) return undefined;
-    if (a.expiresAt > now) return a;
+  /** Calls `listener` after the table changed from outside (a peer replica, a swept expiry). */
+  onChange(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #accept(a: Announcement, now: number): void {
+    if (a.expiresAt > now && this.#policy(a.operator, a.domain)) this.#set(a);
+  }
+
+  #set(a: Announcement): void {
+    let m = this.#byDomain.get(a.domain);
+    if (m === undefined) this.#byDomain.set(a.domain, m = new Map());
+    const k = slot(a.operator, a.instance);
+    m.delete(k); // re-inserted last: the newest
+    m.set(k, a);
+  }
+
+  /** Removes `operator`'s entries of `domain` (one instance's, or all); whether any was there. */
+  #remove(operator: string, domain: string, instance?: string): boolean {
+    const m = this.#byDomain.get(domain);
+    if (m === undefined) return false;
+    let removed = false;
+    for (const [k, a] of m) {
+      if (a.operator === operator && (instance === undefined || a.instance === instance)) {
+        m.delete(k);
+        removed = true;
+      }
+    }
+    if (m.size === 0) this.#byDomain.delete(domain);
+    return removed;
+  }
+
+  /** The live entries of `domain` exactly, pruning expired ones. */
+  #live(domain: string, now: number): Map<string, Announcement> | undefined {
+    const m = this.#byDomain.get(domain);
+    if (m === undefined) return undefined;
+    for (const [k, a] of m) if (a.expiresAt <= now) m.delete(k);
+    if (m.size > 0) return m;
     this.#byDomain.delete(domain);
     return undefined;
   }
 
-  /** The announcement serving the normalised host `name`: exact first, then `*.parent`. */
-  match(name: string): Announcement | undefined {
-    const now = this.#clock();
-    const domain = matchDomain(name, (d) => this.#live(d, now) !== undefined);
-    return domain === undefined ? undefined : this.#byDomain.get(domain);
+  /**
+   * `domain` as it routes: held by one operator (two operators can meet only through a race
+   * between replicas; then the name that sorts first holds it, on every replica alike).
+   */
+  #view(domain: string, now: number, operator?: string): AnnouncedName | undefined {
+    const m = this.#live(domain, now);
+    if (m === undefined) return undefined;
+    let holder = operator;
+    if (holder === undefined) {
+      for (const a of m.values()) {
+        if (holder === undefined || a.operator < holder) holder = a.operator;
+      }
+    }
+    let expiresAt = 0;
+    let newest: Announcement | undefined;
+    const instances: string[] = [];
+    for (const a of m.values()) {
+      if (a.operator !== holder) continue;
+      newest = a;
+      expiresAt = Math.max(expiresAt, a.expiresAt);
+      instances.push(a.instance);
+    }
+    if (newest === undefined) return undefined;
+    return {
+      operator: newest.operator,
+      domain,
+      expiresAt,
+      ...(newest.allow !== undefined ? { allow: newest.allow } : {}),
+      instances: instances.sort(),
+    };
   }
 
-  /** How many live announcements `operator` holds. */
+  /** The announcement serving the normalised host `name`: exact first, then `*.parent`. */
+  match(name: string): AnnouncedName | undefined {
+    const now = this.#clock();
+    const domain = matchDomain(name, (d) => this.#live(d, now) !== undefined);
+    return domain === undefined ? undefined : this.#view(domain, now);
+  }
+
+  /** The live instances that announced `domain` (sorted). */
+  instancesOf(domain: string): string[] {
+    return this.#view(domain, this.#clock())?.instances ?? [];
+  }
+
+  /** How many domains `operator` holds (any instance). */
   count(operator: string): number {
     const now = this.#clock();
     let n = 0;
-    for (const a of this.#byDomain.values()) if (a.operator === operator && a.expiresAt > now) n++;
+    for (const m of this.#byDomain.values()) {
+      for (const a of m.values()) {
+        if (a.operator === operator && a.expiresAt > now) {
+          n++;
+          break;
+        }
+      }
+    }
     return n;
   }
 
-  /** The live announcements of `operator`. */
-  list(operator: string): Announcement[] {
+  /** The earliest expiry of any live entry (one instance's entry ending changes a route's instances). */
+  nextExpiry(): number {
     const now = this.#clock();
-    const out: Announcement[] = [];
-    for (const a of [...this.#byDomain.values()]) {
-      if (a.operator === operator && this.#live(a.domain, now)) out.push(a);
+    let next = Infinity;
+    for (const m of this.#byDomain.values()) {
+      for (const a of m.values()) if (a.expiresAt > now && a.expiresAt < next) next = a.expiresAt;
+    }
+    return next;
+  }
+
+  /** The live domains of `operator`, with its instances. */
+  list(operator: string): AnnouncedName[] {
+    const now = this.#clock();
+    const out: AnnouncedName[] = [];
+    for (const domain of [...this.#byDomain.keys()]) {
+      const v = this.#view(domain, now, operator);
+      if (v !== undefined) out.push(v);
     }
     return out.sort((x, y) => x.domain.localeCompare(y.domain));
   }
 
-  /** Every live announcement. */
-  all(): Announcement[] {
+  /** Every live name. */
+  all(): AnnouncedName[] {
     const now = this.#clock();
-    return [...this.#byDomain.values()].filter((a) => this.#live(a.domain, now));
+    const out: AnnouncedName[] = [];
+    for (const domain of [...this.#byDomain.keys()]) {
+      const v = this.#view(domain, now);
+      if (v !== undefined) out.push(v);
+    }
+    return out;
+  }
+
+  /** The live operator of `domain` other than `operator`, if any. */
+  #otherHolder(domain: string, operator: string, now: number): AnnouncedName | undefined {
+    const m = this.#live(domain, now);
+    if (m === undefined) return undefined;
+    for (const a of m.values()) {
+      if (a.operator !== operator) return this.#view(domain, now, a.operator);
+    }
+    return undefined;
+  }
+
+  #holds(domain: string, operator: string, now: number): boolean {
+    const m = this.#live(domain, now);
+    if (m === undefined) return false;
+    for (const a of m.values()) if (a.operator === operator) return true;
+    return false;
   }
 
   /**
-   * Records the announcements of `operator`, all or none. Throws RpcError DomainNotAllowed
-   * (-32010) for a domain outside its allowed domains, Conflict (-32009) for a domain another
-   * operator holds.
+   * Records the announcements of `instance` of `operator`, all or none. Throws RpcError
+   * DomainNotAllowed (-32010) for a domain outside its allowed domains, Conflict (-32009) for a
+   * domain another operator holds.
    */
   async announce(
     operator: string,
     requests: readonly AnnouncementRequest[],
+    instance = "",
   ): Promise<Announcement[]> {
     const now = this.#clock();
     for (const r of requests) {
@@ -227,8 +368,8 @@ export class Announcements {
           { domain: r.domain },
         );
       }
-      const holder = this.#live(r.domain, now);
-      if (holder && holder.operator !== operator) {
+      const holder = this.#otherHolder(r.domain, operator, now);
+      if (holder) {
         throw new RpcError(
           `Cannot announce "${r.domain}" for "${operator}": held by "${holder.operator}" until ${
             new Date(holder.expiresAt).toISOString()
@@ -238,7 +379,8 @@ export class Announcements {
         );
       }
     }
-    const fresh = requests.filter((r) => this.#live(r.domain, now)?.operator !== operator).length;
+    // the cap counts domains, not entries: another instance of a held domain is not fresh
+    const fresh = requests.filter((r) => !this.#holds(r.domain, operator, now)).length;
     const holds = this.count(operator);
     if (holds + fresh > this.maxPerOperator) {
       throw invalid(
@@ -248,19 +390,21 @@ export class Announcements {
     const added = requests.map((r): Announcement => ({
       operator,
       domain: r.domain,
+      instance,
       expiresAt: r.expiresAt,
       ...(r.allow !== undefined ? { allow: r.allow } : {}),
     }));
-    const previous = added.map((a) => this.#byDomain.get(a.domain));
-    for (const a of added) this.#byDomain.set(a.domain, a); // before the await: no race between callers
+    const k = slot(operator, instance);
+    const previous = added.map((a) => this.#byDomain.get(a.domain)?.get(k));
+    for (const a of added) this.#set(a); // before the await: no race between callers
     try {
       await this.#store.write(added.map((a): StoreChange => ({ op: "put", announcement: a })));
     } catch (err) {
       added.forEach((a, i) => {
-        if (this.#byDomain.get(a.domain) !== a) return;
+        if (this.#byDomain.get(a.domain)?.get(k) !== a) return;
         const p = previous[i];
-        if (p) this.#byDomain.set(a.domain, p);
-        else this.#byDomain.delete(a.domain);
+        if (p) this.#set(p);
+        else this.#remove(operator, a.domain, instance);
       });
       throw new RpcError(
         `Cannot announce for "${operator}": store failed`,
@@ -272,18 +416,25 @@ export class Announcements {
     return added;
   }
 
-  /** Removes `operator`'s announcements of `domains` (all when undefined); returns the removed. */
-  async withdraw(operator: string, domains?: readonly string[]): Promise<string[]> {
+  /**
+   * Removes `operator`'s entries of `domains` (all when undefined): `instance`'s only, or every
+   * instance's when undefined. Returns the domains an entry was removed from.
+   */
+  async withdraw(
+    operator: string,
+    domains?: readonly string[],
+    instance?: string,
+  ): Promise<string[]> {
     const targets = domains ?? this.list(operator).map((a) => a.domain);
     const removed: string[] = [];
-    for (const d of targets) {
-      const a = this.#byDomain.get(d);
-      if (a && a.operator === operator) {
-        this.#byDomain.delete(d);
-        removed.push(d);
-      }
-    }
-    await this.#store.write(removed.map((domain) => ({ op: "del", operator, domain })));
+    for (const d of targets) if (this.#remove(operator, d, instance)) removed.push(d);
+    await this.#store.write(
+      removed.map((domain): StoreChange =>
+        instance === undefined
+          ? { op: "del", operator, domain }
+          : { op: "del", operator, domain, instance }
+      ),
+    );
     return removed;
   }
 }

@@ -136,7 +136,7 @@ Deno.test("file store keeps announcements across a reopen and compacts on open",
   try {
     const path = join(dir, "state", "announcements.jsonl");
     {
-      await using store = await openStore({ kind: "file", path }, T0);
+      await using store = await openStore({ kind: "file", path }, undefined, T0);
       const table = new Announcements(store, policy, () => T0);
       await table.announce("a", [
         { domain: "a1.example.com", expiresAt: T0 + HOUR },
@@ -150,10 +150,10 @@ Deno.test("file store keeps announcements across a reopen and compacts on open",
     await Deno.writeTextFile(path, '{"op":"put","operator":"b","dom', { append: true });
     const now = T0 + 90 * 60_000; // b's entry has expired, a1's not
     {
-      await using store = await openStore({ kind: "file", path }, now);
+      await using store = await openStore({ kind: "file", path }, undefined, now);
       const table = new Announcements(store, policy, () => now);
       assert.deepEqual(table.all(), [
-        { operator: "a", domain: "a1.example.com", expiresAt: T0 + 2 * HOUR },
+        { operator: "a", domain: "a1.example.com", expiresAt: T0 + 2 * HOUR, instances: [""] },
       ]);
     }
     const text = await Deno.readTextFile(path);
@@ -184,14 +184,14 @@ Deno.test("an announcement's allow is validated, stored, kept across a restart a
   const dir = await Deno.makeTempDir();
   try {
     const path = join(dir, "a.jsonl");
-    const store = await openStore({ kind: "file", path }, T0);
+    const store = await openStore({ kind: "file", path }, undefined, T0);
     const t = new Announcements(store, policy, () => T0);
     const added = await t.announce("a", [r!]);
     assert.deepEqual(viewOf(added)[0]!.allow, ["127.0.0.2/32", "::1/128", "10.0.0.0/8"]);
     // announced again without allow: everyone again
     await t.announce("a", [{ domain: "b.example.com", expiresAt: T0 + HOUR }]);
     await store.close();
-    const again = await openStore({ kind: "file", path }, T0);
+    const again = await openStore({ kind: "file", path }, undefined, T0);
     const byDomain = new Map(again.initial.map((a) => [a.domain, a]));
     assert.deepEqual(byDomain.get("a.example.com")!.allow, [
       "127.0.0.2/32",
@@ -200,6 +200,94 @@ Deno.test("an announcement's allow is validated, stored, kept across a restart a
     ]);
     assert.equal(byDomain.get("b.example.com")!.allow, undefined);
     await again.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("Announcements keeps one entry per instance; a name routes while any of them lives", async () => {
+  let now = T0;
+  await using store = await openStore({ kind: "memory" });
+  const table = new Announcements(store, policy, () => now, 1);
+  await table.announce("a", [{ domain: "x.example.com", expiresAt: T0 + HOUR }], "a-1");
+  // a second instance of the same domain is not a new domain: the cap of 1 still holds
+  await table.announce("a", [{
+    domain: "x.example.com",
+    expiresAt: T0 + 2 * HOUR,
+    allow: ["10.0.0.0/8"],
+  }], "a-2");
+  assert.equal(table.count("a"), 1);
+  assert.deepEqual(table.match("x.example.com"), {
+    operator: "a",
+    domain: "x.example.com",
+    expiresAt: T0 + 2 * HOUR, // the latest
+    allow: ["10.0.0.0/8"], // the newest entry's
+    instances: ["a-1", "a-2"],
+  });
+  await assert.rejects(
+    table.announce("a", [{ domain: "y.example.com", expiresAt: T0 + HOUR }], "a-1"),
+    rpcCode(RpcCode.InvalidParams),
+  );
+  // another operator still conflicts, whichever instance holds it
+  await assert.rejects(
+    table.announce("b", [{ domain: "x.example.com", expiresAt: T0 + HOUR }], "b-1"),
+    rpcCode(RpcCode.Conflict),
+  );
+  // one instance withdraws: the name still routes through the other
+  assert.deepEqual(await table.withdraw("a", ["x.example.com"], "a-2"), ["x.example.com"]);
+  assert.deepEqual(table.instancesOf("x.example.com"), ["a-1"]);
+  assert.equal(table.match("x.example.com")?.allow, undefined);
+  await table.announce("a", [{ domain: "x.example.com", expiresAt: T0 + 3 * HOUR }], "a-2");
+  assert.equal(table.nextExpiry(), T0 + HOUR, "a-1's entry ends first");
+  // a-1's entry expires on its own
+  now = T0 + HOUR + 1;
+  assert.equal(table.nextExpiry(), T0 + 3 * HOUR);
+  assert.deepEqual(table.instancesOf("x.example.com"), ["a-2"]);
+  // no instance named: every instance's entries go
+  assert.deepEqual(await table.withdraw("a"), ["x.example.com"]);
+  assert.equal(table.match("x.example.com"), undefined);
+  assert.deepEqual(table.instancesOf("x.example.com"), []);
+});
+
+Deno.test('file store lines carry the instance; old lines mean "" and a del without one means all', async () => {
+  const old = [
+    '{"op":"put","operator":"a","domain":"x.example.com","expires_at":' + (T0 + HOUR) + "}",
+    '{"op":"put","operator":"a","domain":"x.example.com","instance":"a-1","expires_at":' +
+    (T0 + HOUR) + "}",
+    '{"op":"put","operator":"a","domain":"y.example.com","instance":"a-1","expires_at":' +
+    (T0 + HOUR) + "}",
+    '{"op":"put","operator":"a","domain":"y.example.com","instance":"a-2","expires_at":' +
+    (T0 + HOUR) + "}",
+    '{"op":"del","operator":"a","domain":"y.example.com"}',
+    '{"op":"put","operator":"a","domain":"z.example.com","instance":"a-1","expires_at":' +
+    (T0 + HOUR) + "}",
+    '{"op":"put","operator":"a","domain":"z.example.com","instance":"a-2","expires_at":' +
+    (T0 + HOUR) + "}",
+    '{"op":"del","operator":"a","domain":"z.example.com","instance":"a-1"}',
+  ].join("\n");
+  const { live, skipped } = replay(old, T0);
+  assert.equal(skipped, 0);
+  assert.deepEqual(live.map((a) => `${a.domain}/${a.instance}`).sort(), [
+    "x.example.com/",
+    "x.example.com/a-1",
+    "z.example.com/a-2",
+  ]);
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "a.jsonl");
+    await Deno.writeTextFile(path, old + "\n");
+    {
+      await using store = await openStore({ kind: "file", path }, undefined, T0);
+      const table = new Announcements(store, policy, () => T0);
+      assert.deepEqual(table.instancesOf("x.example.com"), ["", "a-1"]);
+      await table.withdraw("a", ["x.example.com"], "a-1");
+    }
+    const text = await Deno.readTextFile(path);
+    assert.match(text, /"instance":""/);
+    await using again = await openStore({ kind: "file", path }, undefined, T0);
+    const table = new Announcements(again, policy, () => T0);
+    assert.deepEqual(table.instancesOf("x.example.com"), [""]);
+    assert.deepEqual(table.instancesOf("z.example.com"), ["a-2"]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

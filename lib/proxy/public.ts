@@ -153,8 +153,8 @@ class PublicSnapshots {
   make(): Snapshot {
     const all = this.announcements.all();
     clearTimeout(this.#timer);
-    let next = Infinity;
-    for (const a of all) if (a.expiresAt < next) next = a.expiresAt;
+    // the earliest entry of any instance: its end may change a route's instances, not only the route
+    const next = this.announcements.nextExpiry();
     if (next !== Infinity) {
       // setTimeout holds at most 2^31-1 ms; a later expiry re-arms on the way
       const ms = Math.min(Math.max(0, next - Date.now()) + 1, 2 ** 31 - 1);
@@ -166,9 +166,11 @@ class PublicSnapshots {
       publicRoutes: all.map((a) =>
         [
           a.domain,
-          a.allow === undefined
-            ? { operator: a.operator }
-            : { operator: a.operator, allow: a.allow },
+          {
+            operator: a.operator,
+            ...(a.allow === undefined ? {} : { allow: a.allow }),
+            instances: a.instances,
+          },
         ] as const
       ),
       privateRoutes: [],
@@ -206,7 +208,17 @@ export async function startPublic(
     directory: (await preflightPublic(settings)).directory,
     privateEndpoint: { hostname: "", port: 0 },
   };
-  const store = await openStore(settings.store);
+  // contract of issue 15: `instance` is a setting of its own; until then the default it will have
+  const instance = (settings as { instance?: string }).instance ??
+    `${Deno.hostname()}-${Deno.pid}`;
+  const store = await openStore(settings.store, {
+    operator: settings.operator,
+    instance,
+    // read at each refresh of the replica registry: a reload may change it
+    get endpoint() {
+      return formatHostPort(live.privateEndpoint);
+    },
+  });
   const announcements = new Announcements(
     store,
     (operator, domain) => domainAllowed(live.directory, operator, domain),
@@ -237,7 +249,7 @@ export async function startPublic(
   };
   // before the data plane: its first events may come as soon as its ports are bound
   const admin = settings.adminListen
-    ? new PublicAdmin(settings.operator, announcements)
+    ? new PublicAdmin(settings.operator, announcements, () => store.problems())
     : undefined;
   const epsClient = connectEps(settings.eps, stop.signal);
   const client: EpsClient = admin ? countCalls(epsClient, admin.calls) : epsClient;
@@ -324,7 +336,14 @@ export async function startPublic(
       return rpc.maxPooledPerOperator;
     },
     changed: () => dp.send({ type: "snapshot", snapshot: snapshots.make() }),
+    replicas: () => store.replicas(),
+    instance,
+    endpoint: () => formatHostPort(live.privateEndpoint),
   });
+  // a peer replica's change (through the Redis store): the data plane routes it too
+  const unwatch = announcements.onChange(() =>
+    dp.send({ type: "snapshot", snapshot: snapshots.make() })
+  );
   const reloader = publicReloader({
     live,
     boundPrivate: addrs.private,
@@ -348,6 +367,7 @@ export async function startPublic(
   });
 
   const finished = runUntilStopped(stop, dp, log, stats, async () => {
+    unwatch();
     grants.close();
     await drainAndClose(dp, live.settings.graceMs);
     snapshots.close();

@@ -58,8 +58,16 @@ export class PublicAdmin extends RoleAdmin {
   readonly calls = new CallCounts();
   parts!: PublicAdminParts;
 
-  constructor(operator: string, announcements: Announcements) {
+  /** Why the store keeps this replica from being ready (Redis unreachable). */
+  readonly #storeProblems: () => string[];
+
+  constructor(
+    operator: string,
+    announcements: Announcements,
+    storeProblems: () => string[] = () => [],
+  ) {
     super("public", operator);
+    this.#storeProblems = storeProblems;
     this.metrics = new ProxyMetrics(
       this.registry,
       "public",
@@ -117,6 +125,7 @@ export class PublicAdmin extends RoleAdmin {
     const problems: string[] = [];
     if (this.parts === undefined) problems.push("starting");
     else if (!this.parts.eps.attached) problems.push("no link to its EPS");
+    problems.push(...this.#storeProblems());
     return { ready: problems.length === 0, problems };
   }
 
@@ -135,7 +144,8 @@ export class PublicAdmin extends RoleAdmin {
     const announcements = all.map((a) => ({
       domain: a.domain,
       operator: a.operator,
-      instance: null,
+      // the announcing instances of its operator ("" stands for one that named none)
+      instances: a.instances,
       expiresAt: new Date(a.expiresAt).toISOString(),
       live: liveByName.get(a.domain) ?? 0,
       spliced: m.perName.get(a.domain) ?? 0,
@@ -161,13 +171,13 @@ export class PublicAdmin extends RoleAdmin {
     const tables: StatusTable[] = [
       {
         title: "Announcements",
-        columns: ["domain", "operator", "instance", "expires in", "live", "spliced"],
+        columns: ["domain", "operator", "instances", "expires in", "live", "spliced"],
         rows: announcements.map((
           a,
         ) => [
           a.domain,
           a.operator,
-          "-",
+          a.instances.filter((i) => i !== "").join(", ") || "-",
           untilText(Date.parse(a.expiresAt), now),
           a.live,
           a.spliced,

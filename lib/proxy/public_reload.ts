@@ -26,13 +26,23 @@ export const PUBLIC_RESTART_ONLY = [
   "reuse_port",
   "store",
   "store_path",
+  "redis_url",
+  "redis_prefix",
   "sockets",
   "max_connections",
   "admin_listen",
 ] as const;
 
 /** Parsed shapes that are not one file key each. */
-const NAMES = { "store.kind": "store", "store.path": "store_path" };
+const NAMES = {
+  "store.kind": "store",
+  "store.path": "store_path",
+  "store.url.hostname": "redis_url",
+  "store.url.port": "redis_url",
+  "store.url.username": "redis_url",
+  "store.url.db": "redis_url",
+  "store.prefix": "redis_prefix",
+};
 
 /** What the running proxy reads at each new connection or call; a reload replaces it. */
 export interface PublicLive {

@@ -17,6 +17,7 @@ import {
 import type { Counters } from "./counters.ts";
 import { MAX_OPEN_COUNT, type PoolGrants, type TicketGrant } from "./public_pool.ts";
 import type { PublicStats } from "./public_events.ts";
+import type { Replica } from "./store.ts";
 
 export interface PublicRpcParts {
   eps: EpsClient;
@@ -28,6 +29,19 @@ export interface PublicRpcParts {
   maxPooledPerOperator: number;
   /** The announcements changed (or may have): push a new snapshot. */
   changed(): void;
+  /** The live public replicas of this operator (docs/architecture.md, "Public replicas and the Redis store"). */
+  replicas(): Replica[];
+  /** This replica's instance name. */
+  instance: string;
+  /** This replica's private endpoint, `host:port`. */
+  endpoint(): string;
+}
+
+/** What answers that name replicas carry: this replica and every live one. */
+export function replicasOf(
+  p: PublicRpcParts,
+): { instance: string; endpoint: string; replicas: Replica[] } {
+  return { instance: p.instance, endpoint: p.endpoint(), replicas: p.replicas() };
 }
 
 /** Serves the public proxy's calls on `p.eps`. */
@@ -36,12 +50,12 @@ export function servePublicCalls(p: PublicRpcParts): void {
   eps.serve("announceConnections", async (params, ctx) => {
     const requests = parseAnnounceParams(params, Date.now());
     try {
-      const added = await announcements.announce(ctx.caller, requests);
+      const added = await announcements.announce(ctx.caller, requests, ctx.callerInstance ?? "");
       log.info("Accepted announcement of {domains} from {operator}", {
         operator: ctx.caller,
         domains: added.map((a) => a.domain),
       });
-      return { connections: viewOf(added) };
+      return { connections: viewOf(added), ...replicasOf(p) };
     } catch (err) {
       log.warn("Refused announcement from {operator}: {error}", {
         operator: ctx.caller,
@@ -55,7 +69,11 @@ export function servePublicCalls(p: PublicRpcParts): void {
   eps.serve("withdrawConnections", async (params, ctx) => {
     let withdrawn: string[];
     try {
-      withdrawn = await announcements.withdraw(ctx.caller, parseWithdrawParams(params));
+      withdrawn = await announcements.withdraw(
+        ctx.caller,
+        parseWithdrawParams(params),
+        ctx.callerInstance,
+      );
     } finally {
       p.changed();
     }

@@ -16,8 +16,68 @@
  */
 /** Which data-plane driver: native (libc over FFI, a worker thread), deno (portable), or auto. */
 export type SocketsChoice = "auto" | "native" | "deno";
-/** Where the public proxy keeps its announcements: in memory (tests) or an append-only file. */
-export type StoreSettings = { kind: "memory" } | { kind: "file"; path: string };
+/**
+ * Where the public proxy keeps its announcements: in memory (tests), an append-only file, or a
+ * Redis every replica shares (docs/architecture.md, "Public replicas and the Redis store").
+ */
+export type StoreSettings =
+  | { kind: "memory" }
+  | { kind: "file"; path: string }
+  | { kind: "redis"; url: RedisUrl; prefix: string };
+
+/** A parsed `redis_url`: `redis://[user:pass@]host:port[/db]`. */
+export interface RedisUrl {
+  hostname: string;
+  port: number;
+  username?: string;
+  /** Not enumerable: never in a log line or a settings diff. */
+  password?: string;
+  db: number;
+}
+
+/** Parses `redis://[user:pass@]host:port[/db]`; pushes `path: problem` when it is not one. */
+export function parseRedisUrl(v: unknown, path: string, problems: check.Problems): RedisUrl {
+  const bad = (why: string): RedisUrl => {
+    problems.push(
+      `${path}: must be redis://[user:pass@]host:port[/db] (${why}), got ${
+        typeof v === "string" ? JSON.stringify(v.replace(/\/\/[^@/]*@/, "//…@")) : JSON.stringify(v)
+      }`,
+    );
+    return { hostname: "", port: 0, db: 0 };
+  };
+  if (typeof v !== "string") return bad("a string");
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    return bad("not a URL");
+  }
+  if (u.protocol !== "redis:") return bad(`scheme "${u.protocol.replace(/:$/, "")}"`);
+  if (u.hostname === "") return bad("no host");
+  if (u.port === "") return bad("no port");
+  if (u.search !== "" || u.hash !== "") return bad("no query or fragment");
+  const dbText = u.pathname.replace(/^\//, "");
+  const db = dbText === "" ? 0 : Number(dbText);
+  if (!/^\d{0,2}$/.test(dbText) || !Number.isInteger(db) || db > 15) return bad("db 0 to 15");
+  const out: RedisUrl = {
+    hostname: u.hostname.replace(/^\[(.*)\]$/, "$1"),
+    port: Number(u.port),
+    ...(u.username !== "" ? { username: decodeURIComponent(u.username) } : {}),
+    db,
+  };
+  if (u.password !== "") {
+    Object.defineProperty(out, "password", { value: decodeURIComponent(u.password) });
+  }
+  return out;
+}
+
+const redisUrlField: Field<RedisUrl> = {
+  parse: parseRedisUrl,
+  empty: { hostname: "", port: 0, db: 0 },
+  type: "string",
+  range: "`redis://[user:pass@]host:port[/db]`",
+  schema: { type: "string", pattern: "^redis://([^@/]*@)?[^/:@]+(:[0-9]{1,5})(/[0-9]{1,2})?$" },
+};
 import { epsClientBlock } from "./eps_client.ts";
 import * as check from "./check.ts";
 import { loadSettings } from "./loader.ts";
@@ -30,6 +90,7 @@ import {
   defaultsOf,
   duration,
   existingDir,
+  type Field,
   type Infer,
   integer,
   oneOf,
@@ -40,6 +101,7 @@ import {
   raw,
   required,
   size,
+  string,
   withDefault,
 } from "./schema.ts";
 
@@ -94,14 +156,24 @@ export const PUBLIC_SHAPE = {
     "The directory folder (operators, pins, CA files); used for `allowed_domains` and the `private_endpoint` default.",
   ),
   store: raw(
-    oneOf(["file", "memory"] as const),
-    "Where announcements are kept: `file` (an fsynced JSON-lines file, compacted on start, survives a restart) or `memory` (lost on stop).",
+    oneOf(["file", "memory", "redis"] as const),
+    "Where announcements are kept: `file` (an fsynced JSON-lines file, compacted on start, survives a restart), `memory` (lost on stop) or `redis` (shared by every replica of this operator, see [Public replicas](#public-replicas-and-the-redis-store)).",
     { value: "file", defaultDoc: "`file`" },
   ),
   storePath: raw(
     path,
-    "The announcements file. Its folder is created if missing. Setting it with `store: memory` is an error.",
+    "The announcements file. Its folder is created if missing. Setting it with another `store` is an error.",
     { defaultDoc: "required when `store` is `file` (so required by default)" },
+  ),
+  redisUrl: raw(
+    redisUrlField,
+    "With `store: redis`: the Redis every replica of this operator shares. Its password, if any, is never logged. Setting it with another `store` is an error.",
+    { defaultDoc: "required when `store` is `redis`" },
+  ),
+  redisPrefix: raw(
+    string,
+    "With `store: redis`: the prefix of every Redis key and channel of this operator's replicas (several operators may share one Redis under different prefixes).",
+    { defaultDoc: "`tls-pass:<operator>:`" },
   ),
   helloTimeoutMs: withDefault(
     duration(),
@@ -223,13 +295,29 @@ export function parsePublicSettings(
   problems: check.Problems,
 ): PublicSettings {
   const [parsed, rawValues] = parseBlock(PUBLIC_SHAPE, data, "", problems);
-  const kind = rawValues.store as "file" | "memory";
+  const kind = rawValues.store as "file" | "memory" | "redis";
   let store: StoreSettings = { kind: "memory" };
   if (kind === "file") {
     if (rawValues.storePath === undefined) problems.push("store_path: is required");
     store = { kind: "file", path: (rawValues.storePath as string | undefined) ?? "" };
   } else if (rawValues.storePath !== undefined) {
     problems.push('store_path: is only used with store "file"');
+  }
+  if (kind === "redis") {
+    if (rawValues.redisUrl === undefined) {
+      problems.push('redis_url: is required with store "redis"');
+    }
+    store = {
+      kind: "redis",
+      url: (rawValues.redisUrl as RedisUrl | undefined) ?? redisUrlField.empty,
+      prefix: (rawValues.redisPrefix as string | undefined) ?? `tls-pass:${parsed.operator}:`,
+    };
+  } else {
+    for (const k of ["redis_url", "redis_prefix"] as const) {
+      if (data[k] !== undefined && data[k] !== null) {
+        problems.push(`${k}: is only used with store "redis"`);
+      }
+    }
   }
   checkSplice(parsed, problems);
   return { ...parsed, store };

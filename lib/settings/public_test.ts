@@ -40,7 +40,7 @@ Deno.test("loadPublicSettings() reports every problem at once", async () => {
       `operator: Public Proxy
 public_listen: nowhere
 hello_timeout_ms: 0
-store: redis
+store: s3
 colour: blue
 max_pooled_per_operator: -1
 eps: {address: 127.0.0.1:1, certificate_file: missing.crt}

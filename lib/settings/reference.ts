@@ -92,10 +92,20 @@ export function fillTables(page: string): string {
 /** What a role's schema says across keys, beyond each key's own form (the role's parse says it too). */
 const ACROSS: Readonly<Record<string, JsonSchema>> = {
   public: {
-    // store_path with store "file" (the default), never with "memory"
-    if: { properties: { store: { const: "memory" } }, required: ["store"] },
-    then: { not: { required: ["store_path"] } },
-    else: { required: ["store_path"] },
+    allOf: [
+      {
+        // store_path with store "file" (the default), never with another store
+        if: { properties: { store: { enum: ["memory", "redis"] } }, required: ["store"] },
+        then: { not: { required: ["store_path"] } },
+        else: { required: ["store_path"] },
+      },
+      {
+        // redis_url with store "redis", redis_url and redis_prefix never with another
+        if: { properties: { store: { const: "redis" } }, required: ["store"] },
+        then: { required: ["redis_url"] },
+        else: { not: { anyOf: [{ required: ["redis_url"] }, { required: ["redis_prefix"] }] } },
+      },
+    ],
   },
   eps: { anyOf: [{ required: ["listen"] }, { required: ["proxy_listen"] }] },
   "internal-server": {
