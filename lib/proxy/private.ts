@@ -529,7 +529,7 @@ export async function startPrivate(
   log.info("Data plane: {driver}", { driver: plane.driver });
   const stop = new AbortController(); // no new notices, announcing ends
   const epsStop = new AbortController(); // the EPS client, closed last (after the withdrawal)
-  const epsClient = connectEps(settings.eps, epsStop.signal);
+  const epsClient = connectEps(settings.eps, epsStop.signal, settings.instance);
   const eps = admin ? countCalls(epsClient, admin.calls) : epsClient;
 
   c.serveNotices(eps, stop.signal);

@@ -20,6 +20,7 @@ import type { DialPool } from "./pool_sizing.ts";
  */
 export const PRIVATE_RESTART_ONLY = [
   "operator",
+  "instance",
   "announce_to",
   "endpoints",
   "sockets",

@@ -239,7 +239,7 @@ export async function startPublic(
   const admin = settings.adminListen
     ? new PublicAdmin(settings.operator, announcements)
     : undefined;
-  const epsClient = connectEps(settings.eps, stop.signal);
+  const epsClient = connectEps(settings.eps, stop.signal, settings.instance);
   const client: EpsClient = admin ? countCalls(epsClient, admin.calls) : epsClient;
   const notifier = new Notifier(client, settings.noticeTimeoutMs, stop.signal, counters);
   const onEvents = (events: readonly DataEvent[]) => {

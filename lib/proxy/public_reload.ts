@@ -21,6 +21,7 @@ import type { Notifier } from "./public_notices.ts";
  */
 export const PUBLIC_RESTART_ONLY = [
   "operator",
+  "instance",
   "public_listen",
   "private_listen",
   "store",

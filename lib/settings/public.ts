@@ -27,10 +27,12 @@ import { checkSplice, SPLICE_SHAPE } from "./splice.ts";
 import {
   address,
   boolean,
+  defaultInstanceName,
   defaultsOf,
   duration,
   existingDir,
   type Infer,
+  instanceName,
   integer,
   oneOf,
   operatorName as operatorNameField,
@@ -59,6 +61,18 @@ export const proxyOperatorKey = required(
   "This operator. The proxy attaches to its EPS as this operator: at start, `eps.certificate_file` must name it (CN and DNS SAN).",
 );
 
+/** The `instance` key both proxies share (docs/architecture.md, "Instances"). */
+export const instanceKey = optional(
+  instanceName,
+  "This proxy's name among the instances of its operator on the EPS: calls to the operator are spread over the instances attached, and a call can name one. Two proxies of one operator need distinct names (the same name attaching again replaces the older link). Restart-only.",
+  { defaultDoc: "`<hostname>-<pid>`" },
+);
+
+/** Fills in the default `instance` (`<hostname>-<pid>`) of parsed proxy settings. */
+export function withInstance<T extends { instance?: string }>(s: T): T & { instance: string } {
+  return { ...s, instance: s.instance ?? defaultInstanceName() };
+}
+
 /** The `eps` key both proxies share. */
 export const epsKey = required(epsClientBlock, "The link to this operator's own EPS server.", {
   range: "see [the `eps:` block](#the-eps-block-of-both-proxies)",
@@ -69,6 +83,7 @@ const count = integer(1, 1_000_000);
 /** The declaration of every public proxy key (docs/settings.md, "Public proxy"). */
 export const PUBLIC_SHAPE = {
   operator: proxyOperatorKey,
+  instance: instanceKey,
   publicListen: required(address, "Where clients' TLS connections arrive (never terminated)."),
   privateListen: required(
     address,
@@ -226,7 +241,7 @@ export function parsePublicSettings(
     problems.push('store_path: is only used with store "file"');
   }
   checkSplice(parsed, problems);
-  return { ...parsed, store };
+  return withInstance({ ...parsed, store });
 }
 
 /** Loads and validates public proxy settings from files and folders. */
