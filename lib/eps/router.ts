@@ -84,6 +84,14 @@ function stampedInstance(client: unknown): string | undefined {
   return isInstanceName(instance) ? instance : undefined;
 }
 
+/** No stream could be opened on the chosen link: the call reached nobody. */
+class NoStreamError extends RpcError {
+  override name = "NoStreamError";
+}
+
+/** How many instances a call to the own proxy tries when links close under it. */
+const MAX_DELIVERIES = 3;
+
 export class Router {
   #o: RouterOptions;
   #nextId = 1;
@@ -111,7 +119,6 @@ export class Router {
   #pick(from: string, target: string, method: string, wanted: string | undefined): ProxyInstance {
     const own = this.#o.operator;
     const all = this.#o.links.instances().filter((i) => !i.link.isClosed);
-    const serving = (i: ProxyInstance) => i.serves === undefined || i.serves.has(method);
     if (wanted !== undefined) {
       const one = all.find((i) => i.instance === wanted);
       if (!one) {
@@ -122,29 +129,15 @@ export class Router {
           `instance "${wanted}" of "${own}" is not attached`,
         );
       }
-      if (!serving(one)) {
-        throw this.#deny(
-          from,
-          target,
-          RpcCode.MethodNotFound,
-          `instance "${wanted}" of "${own}" does not serve "${method}"`,
-        );
-      }
-      return one;
+      return one; // it answers -32601 itself when it does not serve the method
     }
     if (all.length === 0) {
       throw this.#deny(from, target, RpcCode.Unavailable, `no proxy of "${own}" is attached`);
     }
-    const candidates = all.filter(serving);
-    if (candidates.length === 0) {
-      const names = all.map((i) => i.instance || "(unnamed)").sort().join(", ");
-      throw this.#deny(
-        from,
-        target,
-        RpcCode.MethodNotFound,
-        `no instance of "${own}" serves "${method}" (attached: ${names})`,
-      );
-    }
+    // the instances that said they serve it; when none did (a serve() whose _eps.attach is on its
+    // way), every instance, and the one picked answers -32601 if it does not serve it either
+    const serving = all.filter((i) => i.serves === undefined || i.serves.has(method));
+    const candidates = serving.length > 0 ? serving : all;
     const fewest = Math.min(...candidates.map((i) => i.inFlight));
     const ties = candidates.filter((i) => i.inFlight === fewest)
       .sort((a, b) => a.instance < b.instance ? -1 : a.instance > b.instance ? 1 : 0);
@@ -192,8 +185,6 @@ export class Router {
         ? { name: from }
         : { name: from, instance: callerInstance },
     };
-    let link: Link;
-    let chosen: ProxyInstance | undefined;
     if (operator === own) {
       if (from !== own && !mayCall(this.#o.directory, from, own, method)) {
         throw this.#deny(
@@ -215,43 +206,75 @@ export class Router {
         );
       }
       delete params._instance; // delivered here: the proxy sees who called, not where it aimed
-      chosen = this.#pick(from, target, method, wanted);
-      link = chosen.link;
-    } else {
-      if (from !== own) {
-        throw this.#deny(
-          from,
-          target,
-          RpcCode.NotPermitted,
-          `"${from}" may call only "${own}" here, not forward through it`,
-        );
-      }
-      if (!mayCall(this.#o.directory, own, operator, method)) {
-        throw this.#deny(
-          from,
-          target,
-          RpcCode.NotPermitted,
-          `the directory does not let "${own}" call it`,
-        );
-      }
-      try {
-        link = await this.#o.links.linkTo(operator, signal);
-      } catch (err) {
-        if (err instanceof RpcError) {
-          log.warn("Cannot route call from {from} to {target}: {why}", {
-            from,
-            target,
-            why: err.message,
-          });
-        }
-        throw err;
-      }
+      return await this.#deliver(from, target, method, wanted, params, signal);
     }
-    if (chosen) chosen.inFlight++;
+    if (from !== own) {
+      throw this.#deny(
+        from,
+        target,
+        RpcCode.NotPermitted,
+        `"${from}" may call only "${own}" here, not forward through it`,
+      );
+    }
+    if (!mayCall(this.#o.directory, own, operator, method)) {
+      throw this.#deny(
+        from,
+        target,
+        RpcCode.NotPermitted,
+        `the directory does not let "${own}" call it`,
+      );
+    }
+    let link: Link;
     try {
-      return await this.#send(link, target, params, signal);
-    } finally {
-      if (chosen) chosen.inFlight--;
+      link = await this.#o.links.linkTo(operator, signal);
+    } catch (err) {
+      if (err instanceof RpcError) {
+        log.warn("Cannot route call from {from} to {target}: {why}", {
+          from,
+          target,
+          why: err.message,
+        });
+      }
+      throw err;
+    }
+    const timeoutMs = forwardTimeoutMs(this.#o.callTimeoutMs);
+    using limit = this.#o.clock.deadline(timeoutMs, signal);
+    return await this.#send(link, target, params, limit.signal, timeoutMs);
+  }
+
+  /**
+   * Delivers a call to an instance of the own proxy, counting it in flight there. When the
+   * chosen instance's link closed before the call could be sent (nothing reached it), another
+   * instance takes it, unless the call named its instance.
+   */
+  async #deliver(
+    from: string,
+    target: string,
+    method: string,
+    wanted: string | undefined,
+    params: Record<string, unknown>,
+    signal: AbortSignal,
+  ): Promise<unknown> {
+    const timeoutMs = forwardTimeoutMs(this.#o.callTimeoutMs);
+    using limit = this.#o.clock.deadline(timeoutMs, signal);
+    for (let tries = 1;; tries++) {
+      const chosen = this.#pick(from, target, method, wanted);
+      chosen.inFlight++;
+      try {
+        return await this.#send(chosen.link, target, params, limit.signal, timeoutMs);
+      } catch (err) {
+        if (
+          !(err instanceof NoStreamError) || !chosen.link.isClosed || wanted !== undefined ||
+          tries >= MAX_DELIVERIES
+        ) throw err;
+        log.debug("Instance {instance} of {operator} went away before {target} reached it", {
+          instance: chosen.instance || "(unnamed)",
+          operator: this.#o.operator,
+          target,
+        });
+      } finally {
+        chosen.inFlight--;
+      }
     }
   }
 
@@ -260,14 +283,13 @@ export class Router {
     target: string,
     params: Record<string, unknown>,
     signal: AbortSignal,
+    timeoutMs: number,
   ): Promise<unknown> {
-    const timeoutMs = forwardTimeoutMs(this.#o.callTimeoutMs);
-    using limit = this.#o.clock.deadline(timeoutMs, signal);
     let stream;
     try {
-      stream = await link.openWhenFree(limit.signal); // a burst waits for streams, not refused
+      stream = await link.openWhenFree(signal); // a burst waits for streams, not refused
     } catch (err) {
-      throw new RpcError(
+      throw new NoStreamError(
         `Cannot call "${target}": cannot open a stream to "${link.peer}" (${
           err instanceof Error ? err.message : String(err)
         })`,
@@ -280,7 +302,7 @@ export class Router {
       {
         maxMessageBytes: this.#o.maxMessageBytes,
         timeoutMs,
-        signal: limit.signal,
+        signal,
       },
     );
   }
