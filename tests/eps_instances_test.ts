@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { RpcCode, RpcError } from "../lib/errors.ts";
 import type { EpsClient, Handler } from "../lib/eps/client.ts";
-import { dialLink, loadLinkTls } from "../lib/eps/link.ts";
+import { dialLink, listenLinks, loadLinkTls } from "../lib/eps/link.ts";
+import { loadDirectory } from "../lib/eps/directory.ts";
 import { callOnStream, type RpcRequest, serveStream } from "../lib/eps/rpc.ts";
 import { Session } from "../lib/eps/session.ts";
 import { formatHostPort, type HostPort, type RoleHandle } from "../lib/role.ts";
@@ -417,4 +418,59 @@ Deno.test("EPS instances: a link that never attaches is routable unnamed; a peer
       return true;
     },
   );
+});
+
+Deno.test("EPS instances: serve() while attached tells the EPS the new method", async () => {
+  await using s = await start(["b1"]);
+  const b1 = s.b1 as EpsClient;
+  b1.serve("other", () => "other");
+  await eventually(
+    async () => {
+      const got = (await statusOf(s.admin)).instances.map((i) => i.serves);
+      if (JSON.stringify(got) !== JSON.stringify([["echo", "other"]])) {
+        throw new Error(`serves ${JSON.stringify(got)}`);
+      }
+    },
+    5000,
+    "b1's second _eps.attach",
+  );
+});
+
+Deno.test("EPS client attaches to an older EPS that does not know _eps.attach", async () => {
+  await using fx = await Fixture.create(NAMES);
+  await fx.writeDirectory({ "eps-b": {} });
+  const tls = await loadLinkTls(fx.cert("eps-b"), fx.key("eps-b"), [fx.rootFile]);
+  for (const code of [RpcCode.MethodNotFound, RpcCode.UnknownOperator]) {
+    const methods: string[] = [];
+    const sessions: Session[] = [];
+    // an EPS as an older one answers: `_eps.attach` is no method it knows (or "_eps" no operator)
+    const listener = await listenLinks(LOOPBACK, tls, {
+      directory: await loadDirectory([fx.directoryDir]),
+      known: ["eps-b"],
+      what: "old EPS",
+      onLink: (conn) =>
+        void sessions.push(
+          new Session(conn, {
+            client: false,
+            keepaliveIntervalMs: 0,
+            onStream: (stream) =>
+              void serveStream(stream, (request) => {
+                methods.push(request.method);
+                if (request.method === "_eps.attach") throw new RpcError("not known", code);
+                return "answered";
+              }, { maxMessageBytes: 1 << 20, timeoutMs: 5000 }),
+          }),
+        ),
+    });
+    try {
+      await using c = await fx.attach("eps-b", listener.addr, {}, { instance: "b1" });
+      assert.equal(c.attached, true);
+      assert.equal(await withTimeout(c.call("eps-b.x", {}), 5000, "a call"), "answered");
+      assert.deepEqual(methods, ["_eps.attach", "eps-b.x"], String(code));
+    } finally {
+      await Promise.all(sessions.map((x) => x.close()));
+      await listener.close();
+      await listener.finished;
+    }
+  }
 });
