@@ -250,6 +250,7 @@ class Client implements EpsClient {
     });
     this.#link = link;
     this.#attaching = Promise.resolve();
+    this.#setState("connecting"); // calls wait for the attach rather than fail as "down"
     this.#track(
       this.#sendAttach(link).then((ok) => {
         if (!ok || link.isClosed || this.#link !== link) return;

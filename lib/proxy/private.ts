@@ -27,6 +27,7 @@ import {
   type Snapshot,
 } from "../dataplane/mod.ts";
 import type { PrivateAnnouncement, PrivateSettings } from "../settings/private.ts";
+import { withInstance } from "../settings/public.ts";
 import { decodeToken, TOKEN_BYTES } from "../wire/token.ts";
 import { Announcer } from "./announcer.ts";
 import { checkNotice } from "./notices.ts";
@@ -489,9 +490,10 @@ export function preflightPrivate(settings: PrivateSettings): Promise<void> {
  * acknowledged. Until then it retries and logs that it waits.
  */
 export async function startPrivate(
-  settings: PrivateSettings,
+  given: PrivateSettings,
   signal?: AbortSignal,
 ): Promise<PrivateHandle> {
+  const settings = withInstance(given); // the default name, as a reload from the files reads it
   await preflightPrivate(settings);
   const log = logger("proxy", "private");
   const c = new PrivateControl(settings, log);

@@ -26,7 +26,7 @@ import {
   openDataPlane,
   type Snapshot,
 } from "../dataplane/mod.ts";
-import type { PublicSettings } from "../settings/public.ts";
+import { type PublicSettings, withInstance } from "../settings/public.ts";
 import { Announcements } from "./announcements.ts";
 import { openStore } from "./store.ts";
 import { Counters } from "./counters.ts";
@@ -196,9 +196,10 @@ export async function preflightPublic(settings: PublicSettings): Promise<{ direc
  * on both ports, attaches to the EPS (in the background: it retries until the EPS is up), serves.
  */
 export async function startPublic(
-  settings: PublicSettings,
+  given: PublicSettings,
   signal?: AbortSignal,
 ): Promise<PublicHandle> {
+  const settings = withInstance(given); // the default name, as a reload from the files reads it
   const log = logger("proxy", "public");
   // what new connections and calls read; a reload replaces its fields (public_reload.ts)
   const live: PublicLive = {
