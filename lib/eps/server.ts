@@ -148,11 +148,17 @@ class Links {
       });
       return new RpcError(`Cannot attach: ${why}`, RpcCode.InvalidParams);
     };
+    if (link.isClosed) {
+      throw new RpcError("Cannot attach: the link is closed", RpcCode.Unavailable);
+    }
     if (!p) {
-      throw new RpcError(
-        `Cannot attach: ${ATTACH_METHOD} is for the proxy of "${this.#own}" only, not "${link.peer}"`,
-        RpcCode.NotPermitted,
-      );
+      const why = `${ATTACH_METHOD} is for the proxy of "${this.#own}" only, not "${link.peer}"`;
+      log.warn("Denied call from {from} to {target}: {why}", {
+        from: link.peer,
+        target: ATTACH_METHOD,
+        why,
+      });
+      throw new RpcError(`Cannot attach: ${why}`, RpcCode.NotPermitted);
     }
     if (!isInstanceName(instance)) {
       throw bad(
