@@ -6,7 +6,12 @@
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { createPki, type Pki, writePki } from "../lib/certs/pki.ts";
-import { connectEps, type EpsClient, type EpsClientSettings } from "../lib/eps/client.ts";
+import {
+  connectEps,
+  type EpsClient,
+  type EpsClientSettings,
+  type Handler,
+} from "../lib/eps/client.ts";
 import { startEps } from "../lib/eps/server.ts";
 import type { HostPort, RoleHandle } from "../lib/role.ts";
 import { EPS_DEFAULTS, type EpsSettings } from "../lib/settings/eps.ts";
@@ -98,13 +103,19 @@ export class Fixture implements AsyncDisposable {
     };
   }
 
-  /** A proxy client attached to `address`; resolves once attached (bounded by 10 s). */
+  /**
+   * A proxy client attached to `address`; resolves once attached (bounded by 10 s). `as.instance`
+   * names it (else the default name); `as.serve` handlers are registered before it attaches, so
+   * that its `_eps.attach` names their methods.
+   */
   async attach(
     operator: string,
     address: HostPort,
     more: Partial<EpsClientSettings> = {},
+    as: { instance?: string; serve?: Record<string, Handler> } = {},
   ): Promise<EpsClient> {
-    const c = connectEps(this.clientSettings(operator, address, more));
+    const c = connectEps(this.clientSettings(operator, address, more), undefined, as.instance);
+    for (const [method, handler] of Object.entries(as.serve ?? {})) c.serve(method, handler);
     try {
       await withTimeout(c.ready, 10_000, `attach of ${operator}`);
     } catch (err) {

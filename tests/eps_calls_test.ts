@@ -73,7 +73,10 @@ Deno.test("EPS call crosses three hops with _client stamped by the EPS", async (
     10_000,
     "eps-b.echo",
   );
-  assert.deepEqual(r, { params: { n: 1, _client: { name: "eps-a" } }, caller: "eps-a" });
+  assert.deepEqual(r, {
+    params: { n: 1, _client: { name: "eps-a", instance: p.pa.instance } },
+    caller: "eps-a",
+  });
   // and back the other way over the same link (A dialled it)
   const back = await withTimeout(p.pb.call("eps-a.ping", {}), 10_000, "eps-a.ping");
   assert.deepEqual(back, { pong: true, caller: "eps-b" });
@@ -84,12 +87,13 @@ Deno.test("EPS call overwrites a forged _client", async () => {
   const r = await withTimeout(
     p.pa.call<{ params: Record<string, unknown>; caller: string }>("eps-b.echo", {
       n: 2,
-      _client: { name: "eps-c" },
+      _client: { name: "eps-c", instance: "forged" },
     }),
     10_000,
     "eps-b.echo",
   );
-  assert.deepEqual(r.params._client, { name: "eps-a" });
+  // the name from the certificate, the instance from the link's _eps.attach
+  assert.deepEqual(r.params._client, { name: "eps-a", instance: p.pa.instance });
   assert.equal(r.caller, "eps-a");
 });
 
@@ -139,7 +143,7 @@ Deno.test("EPS keeps one link per peer pair: the one dialled by the name that so
   await withTimeout(session.closed, 5000, "the duplicate link to be closed");
   assert.deepEqual(
     await withTimeout(p.pa.call("eps-b.echo", { again: 1 }), 5000, "call on the kept link"),
-    { params: { again: 1, _client: { name: "eps-a" } }, caller: "eps-a" },
+    { params: { again: 1, _client: { name: "eps-a", instance: p.pa.instance } }, caller: "eps-a" },
   );
 });
 

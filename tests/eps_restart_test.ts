@@ -130,7 +130,7 @@ Deno.test("EPS killed with -9 makes calls fail fast; restarted, its link comes b
 
     assert.deepEqual(
       await withTimeout(pa.call("eps-b.echo", { n: 1 }), 10_000, "first call"),
-      { params: { n: 1, _client: { name: "eps-a" } }, caller: "eps-a" },
+      { params: { n: 1, _client: { name: "eps-a", instance: pa.instance } }, caller: "eps-a" },
     );
 
     await b.kill("SIGKILL");
@@ -153,7 +153,10 @@ Deno.test("EPS killed with -9 makes calls fail fast; restarted, its link comes b
       25_000,
       "a call through the restarted EPS",
     );
-    assert.deepEqual(r, { params: { n: 3, _client: { name: "eps-a" } }, caller: "eps-a" });
+    assert.deepEqual(r, {
+      params: { n: 3, _client: { name: "eps-a", instance: pa.instance } },
+      caller: "eps-a",
+    });
     assert.equal(a.pid, aPid);
     // and the other way
     assert.deepEqual(

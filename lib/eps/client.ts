@@ -9,6 +9,7 @@ import { errorText, logger } from "../log.ts";
 import type { NodeTlsConn } from "../net/node_tls_conn.ts";
 import { formatHostPort } from "../role.ts";
 import type { EpsClientSettings } from "../settings/eps_client.ts";
+import { defaultInstanceName, isInstanceName } from "../settings/schema.ts";
 import {
   commonNameOf,
   keepDialling,
@@ -20,7 +21,7 @@ import {
 } from "./link.ts";
 import { checkOwnCertificate } from "./own_certificate.ts";
 import { callOnStream, DeadlineClock, serveStream } from "./rpc.ts";
-import { splitMethod } from "./router.ts";
+import { ATTACH_METHOD, splitMethod } from "./router.ts";
 
 export { type EpsClientSettings, parseEpsClientSettings } from "../settings/eps_client.ts";
 import type { Stream } from "./session.ts";
@@ -29,8 +30,8 @@ export interface CallOptions {
   signal?: AbortSignal;
   timeoutMs?: number;
   /**
-   * Deliver the call only to this instance of the called operator (sent as `params._instance`;
-   * docs/architecture.md, "Private instances and public replicas: the private side").
+   * Deliver the call only to this instance of the called operator (`params._instance`,
+   * docs/architecture.md, "Instances"); when it is not attached the call fails with -32003.
    */
   instance?: string;
 }
@@ -38,8 +39,11 @@ export interface CallOptions {
 export interface CallContext {
   /** The calling operator, as stamped by the EPS (`params._client.name`), never taken from the caller. */
   caller: string;
-  /** The calling instance, as stamped by the EPS (`params._client.instance`); absent: unknown. */
-  callerInstance?: string | undefined;
+  /**
+   * The calling operator's instance (`params._client.instance`), as stamped by the EPS; undefined
+   * when the caller did not attach with a name (an older proxy) or came through an older EPS.
+   */
+  callerInstance: string | undefined;
   signal: AbortSignal;
 }
 
@@ -58,7 +62,9 @@ export interface EpsClient extends AsyncDisposable {
   ): Promise<T>;
   /** Registers the handler for calls to `<own operator>.<method>`. */
   serve(method: string, handler: Handler): void;
-  /** True while the link to the EPS is up. */
+  /** This proxy's instance name, sent in `_eps.attach` (docs/architecture.md, "Instances"). */
+  readonly instance: string;
+  /** True while the link to the EPS is up (and the instance attached). */
   readonly attached: boolean;
   /** Resolves the first time the link is up. */
   readonly ready: Promise<void>;
@@ -104,9 +110,25 @@ export function readEpsClientTls(
   return tls;
 }
 
-/** Connects to the own EPS server. Implemented with the link and session modules. */
-export function connectEps(settings: EpsClientSettings, signal?: AbortSignal): EpsClient {
-  return new Client(settings, signal);
+/**
+ * Connects to the own EPS server. Implemented with the link and session modules. `instance`
+ * names this proxy among the instances of its operator (default `<hostname>-<pid>`); a name
+ * outside the pattern throws RangeError.
+ */
+export function connectEps(
+  settings: EpsClientSettings,
+  signal?: AbortSignal,
+  instance?: string,
+): EpsClient {
+  const name = instance ?? defaultInstanceName();
+  if (!isInstanceName(name)) {
+    throw new RangeError(
+      `Cannot connect to the EPS: instance ${
+        JSON.stringify(name)
+      } is not an instance name (1–64 characters of A-Z a-z 0-9 . _ -)`,
+    );
+  }
+  return new Client(settings, name, signal);
 }
 
 const log = logger("proxy", "eps-client");
@@ -124,15 +146,20 @@ class Client implements EpsClient {
   readonly #clock = new DeadlineClock();
   readonly #loop: Promise<void>;
   #operator = "";
+  readonly instance: string;
+  /** The link up; calls go out on it once attached (`#state` "up"). */
   #link: Link | undefined;
+  /** The `_eps.attach` calls of the live link, one after the other. */
+  #attaching: Promise<void> = Promise.resolve();
   #state: "connecting" | "down" | "up" = "connecting";
   #reason = "not connected yet";
   #changed = Promise.withResolvers<void>();
   #nextId = 1;
   #closing: Promise<void> | undefined;
 
-  constructor(settings: EpsClientSettings, signal?: AbortSignal) {
+  constructor(settings: EpsClientSettings, instance: string, signal?: AbortSignal) {
     this.#settings = settings;
+    this.instance = instance;
     this.#ready.promise.catch(() => {}); // rejected only by close(); nobody has to await it
     if (signal) {
       if (signal.aborted) this.#stop.abort();
@@ -159,7 +186,11 @@ class Client implements EpsClient {
   }
 
   serve(method: string, handler: Handler): void {
+    const added = !this.#handlers.has(method);
     this.#handlers.set(method, handler);
+    // the EPS routes by the methods each instance serves: tell it (after any attach under way)
+    const link = this.#link;
+    if (added && link && !link.isClosed) void this.#sendAttach(link);
   }
 
   #setState(state: "connecting" | "down" | "up", reason = ""): void {
@@ -218,16 +249,27 @@ class Client implements EpsClient {
       onStream: (stream) => this.#serveStream(stream),
     });
     this.#link = link;
-    this.#setState("up");
-    log.info("Attached to EPS of {operator} at {remote}", { operator: own, remote: link.remote });
-    this.#ready.resolve();
-    for (const l of [...this.#attachListeners]) {
-      try {
-        l();
-      } catch (err) {
-        log.error("onAttach listener failed: {error}", { error: errorText(err) });
-      }
-    }
+    this.#attaching = Promise.resolve();
+    this.#setState("connecting"); // calls wait for the attach rather than fail as "down"
+    this.#track(
+      this.#sendAttach(link).then((ok) => {
+        if (!ok || link.isClosed || this.#link !== link) return;
+        this.#setState("up");
+        log.info("Attached to EPS of {operator} at {remote} as instance {instance}", {
+          operator: own,
+          remote: link.remote,
+          instance: this.instance,
+        });
+        this.#ready.resolve();
+        for (const l of [...this.#attachListeners]) {
+          try {
+            l();
+          } catch (err) {
+            log.error("onAttach listener failed: {error}", { error: errorText(err) });
+          }
+        }
+      }),
+    );
     this.#track(link.closed.then(() => {
       if (this.#link !== link) return;
       this.#link = undefined;
@@ -237,6 +279,54 @@ class Client implements EpsClient {
       }
     }));
     return link;
+  }
+
+  /**
+   * Sends `_eps.attach` {instance, serves} on `link`, after the ones before it; resolves to
+   * whether the link may be used. An EPS that does not know the method (older) is fine; any
+   * other failure closes the link (the dialler reconnects).
+   */
+  #sendAttach(link: Link): Promise<boolean> {
+    const next = this.#attaching.then(async () => {
+      if (link.isClosed) return false;
+      const params = { instance: this.instance, serves: [...this.#handlers.keys()].sort() };
+      const timeoutMs = this.#settings.callTimeoutMs;
+      try {
+        using limit = this.#clock.deadline(timeoutMs, this.#stop.signal);
+        const stream = await link.openWhenFree(limit.signal);
+        await callOnStream(
+          stream,
+          { jsonrpc: "2.0", id: this.#nextId++, method: ATTACH_METHOD, params },
+          { maxMessageBytes: this.#settings.maxMessageBytes, timeoutMs, signal: limit.signal },
+        );
+        return true;
+      } catch (err) {
+        if (
+          err instanceof RpcError &&
+          (err.code === RpcCode.MethodNotFound || err.code === RpcCode.UnknownOperator)
+        ) {
+          log.debug("EPS at {remote} does not know {method}: attached unnamed", {
+            remote: link.remote,
+            method: ATTACH_METHOD,
+          });
+          return true;
+        }
+        if (!link.isClosed && !this.#stop.signal.aborted) {
+          log.warn(
+            "Cannot attach to EPS at {remote} as instance {instance}: {error}; reconnecting",
+            {
+              remote: link.remote,
+              instance: this.instance,
+              error: errorText(err),
+            },
+          );
+          await link.close();
+        }
+        return false;
+      }
+    });
+    this.#attaching = next.then(() => {});
+    return next;
   }
 
   #serveStream(stream: Stream): void {
@@ -250,11 +340,12 @@ class Client implements EpsClient {
         throw new RpcError(`Method "${request.method}" is not served here`, RpcCode.MethodNotFound);
       }
       const client = request.params._client;
-      const caller = typeof client === "object" && client !== null &&
-          typeof (client as { name?: unknown }).name === "string"
-        ? (client as { name: string }).name
-        : "";
-      return await handler(request.params, { caller, signal });
+      const stamped = typeof client === "object" && client !== null
+        ? client as { name?: unknown; instance?: unknown }
+        : {};
+      const caller = typeof stamped.name === "string" ? stamped.name : "";
+      const callerInstance = isInstanceName(stamped.instance) ? stamped.instance : undefined;
+      return await handler(request.params, { caller, callerInstance, signal });
     }, {
       maxMessageBytes: this.#settings.maxMessageBytes,
       timeoutMs: this.#settings.callTimeoutMs,
@@ -276,7 +367,7 @@ class Client implements EpsClient {
         );
       }
       const link = this.#link;
-      if (link && !link.isClosed) return link;
+      if (link && !link.isClosed && this.#state === "up") return link;
       if (this.#state === "down") {
         throw new RpcError(
           `Cannot call "${method}": EPS at ${
@@ -301,6 +392,17 @@ class Client implements EpsClient {
     options: CallOptions = {},
   ): Promise<T> {
     const timeoutMs = options.timeoutMs ?? this.#settings.callTimeoutMs;
+    if (options.instance !== undefined) {
+      if (!isInstanceName(options.instance)) {
+        throw new RpcError(
+          `Cannot call "${method}": instance ${
+            JSON.stringify(options.instance)
+          } is not an instance name (1–64 characters of A-Z a-z 0-9 . _ -)`,
+          RpcCode.InvalidParams,
+        );
+      }
+      params = { ...params, _instance: options.instance };
+    }
     using limit = this.#clock.deadline(timeoutMs, options.signal);
     const signal = limit.signal;
     const link = await this.#linkFor(method, signal, timeoutMs);

@@ -33,9 +33,10 @@ import {
   sameValue,
   withReload,
 } from "../settings/diff.ts";
-import { DeadlineClock, serveStream } from "./rpc.ts";
-import { Router } from "./router.ts";
-import { EpsAdmin, type LinkRow } from "./server_admin.ts";
+import { DeadlineClock, type RpcRequest, serveStream } from "./rpc.ts";
+import { ATTACH_METHOD, type ProxyInstance, Router } from "./router.ts";
+import { EpsAdmin, type InstanceRow, type LinkRow } from "./server_admin.ts";
+import { isInstanceName } from "../settings/schema.ts";
 import { codeOf } from "../admin/eps_calls.ts";
 import type { AdminServer } from "../admin/server.ts";
 import { openAdmin } from "../admin/role_admin.ts";
@@ -55,11 +56,23 @@ interface Peer {
   changed: PromiseWithResolvers<void>;
 }
 
+/** A link of the own proxy: unnamed until its `_eps.attach` (docs/architecture.md, "Instances"). */
+interface ProxyLink extends ProxyInstance {
+  instance: string;
+  readonly remote: string;
+  /** When it attached (or linked, while unnamed). */
+  since: number;
+}
+
 /** The link table of one EPS server; also what the router sees. */
 class Links {
   readonly #own: string;
   readonly #peers = new Map<string, Peer>();
-  readonly #proxy: Link[] = [];
+  /** Links of the own proxy that have not attached (yet), oldest first; the newest is routable. */
+  readonly #unnamed: ProxyLink[] = [];
+  /** The attached instances of the own proxy, each with its newest link. */
+  readonly #named = new Map<string, ProxyLink>();
+  readonly #byLink = new Map<Link, ProxyLink>();
   readonly #tasks = new Set<Promise<void>>();
   /** Read for every new link and call; a reload replaces it. */
   settings: EpsSettings;
@@ -99,8 +112,117 @@ class Links {
     c.resolve();
   }
 
-  proxy(): Link | undefined {
-    return this.#proxy.at(-1);
+  /** The instances calls to the own operator may go to: the named ones and the newest unnamed. */
+  instances(): ProxyInstance[] {
+    const newest = this.#unnamed.at(-1);
+    return newest ? [...this.#named.values(), newest] : [...this.#named.values()];
+  }
+
+  /** The own proxy's instances for `/status`, by name. */
+  instanceRows(): InstanceRow[] {
+    return this.instances().map((i) => {
+      const p = i as ProxyLink;
+      return {
+        instance: p.instance,
+        remote: p.remote,
+        inFlight: p.inFlight,
+        serves: p.serves === undefined ? undefined : [...p.serves].sort(),
+        since: p.since,
+      };
+    }).sort((a, b) => a.instance < b.instance ? -1 : a.instance > b.instance ? 1 : 0);
+  }
+
+  /**
+   * `_eps.attach` on a link of the own proxy: names its instance and the methods it serves. The
+   * instance's older link, if any, is closed (the newest link wins: an old one may be a dead
+   * half-open connection). Answers `{ok: true}`; throws RpcError -32602 on bad params.
+   */
+  #attachInstance(link: Link, request: RpcRequest): { ok: true } {
+    const p = this.#byLink.get(link);
+    const { instance, serves } = request.params;
+    const bad = (why: string) => {
+      log.warn("Bad {method} from the proxy at {remote}: {why}", {
+        method: ATTACH_METHOD,
+        remote: link.remote,
+        why,
+      });
+      return new RpcError(`Cannot attach: ${why}`, RpcCode.InvalidParams);
+    };
+    if (link.isClosed) {
+      throw new RpcError("Cannot attach: the link is closed", RpcCode.Unavailable);
+    }
+    if (!p) {
+      const why = `${ATTACH_METHOD} is for the proxy of "${this.#own}" only, not "${link.peer}"`;
+      log.warn("Denied call from {from} to {target}: {why}", {
+        from: link.peer,
+        target: ATTACH_METHOD,
+        why,
+      });
+      throw new RpcError(`Cannot attach: ${why}`, RpcCode.NotPermitted);
+    }
+    if (!isInstanceName(instance)) {
+      throw bad(
+        `instance must be 1–64 characters of A-Z a-z 0-9 . _ - (an instance name), got ${
+          JSON.stringify(instance)
+        }`,
+      );
+    }
+    if (
+      serves !== undefined && (!Array.isArray(serves) || serves.some((m) => typeof m !== "string"))
+    ) {
+      throw bad(`serves must be a list of method names, got ${JSON.stringify(serves)}`);
+    }
+    if (p.instance !== "" && p.instance !== instance) {
+      throw bad(`this link is attached as instance "${p.instance}" already, not "${instance}"`);
+    }
+    p.serves = serves === undefined ? undefined : new Set(serves as string[]);
+    if (p.instance === instance) return { ok: true }; // a new serve(): the methods changed
+    const i = this.#unnamed.indexOf(p);
+    if (i >= 0) this.#unnamed.splice(i, 1);
+    p.instance = instance;
+    p.since = Date.now();
+    const old = this.#named.get(instance);
+    this.#named.set(instance, p);
+    if (old) {
+      log.info(
+        "Instance {instance} of {operator} attached again from {remote}: closing its older link ({old})",
+        {
+          instance,
+          operator: this.#own,
+          remote: p.remote,
+          old: old.remote,
+        },
+      );
+      this.#track(old.link.close());
+    } else {
+      log.info("Instance {instance} of {operator} attached from {remote} (serves {serves})", {
+        instance,
+        operator: this.#own,
+        remote: p.remote,
+        serves: p.serves === undefined ? "any method" : [...p.serves].sort().join(", "),
+      });
+    }
+    return { ok: true };
+  }
+
+  #detach(p: ProxyLink): void {
+    this.#byLink.delete(p.link);
+    const i = this.#unnamed.indexOf(p);
+    if (i >= 0) {
+      this.#unnamed.splice(i, 1);
+      log.info("Proxy of {operator} detached ({remote})", {
+        operator: this.#own,
+        remote: p.remote,
+      });
+      return;
+    }
+    if (this.#named.get(p.instance) !== p) return; // replaced by its newer link
+    this.#named.delete(p.instance);
+    log.info("Instance {instance} of {operator} detached ({remote})", {
+      instance: p.instance,
+      operator: this.#own,
+      remote: p.remote,
+    });
   }
 
   setState(name: string, state: PeerState, reason = ""): void {
@@ -154,24 +276,23 @@ class Links {
       onStream: (stream) => this.#serve(link, stream),
     });
     if (peer === this.#own) {
-      // the own proxy: the newest link wins (an old one may be a dead half-open connection)
-      const old = this.#proxy.splice(0);
-      this.#proxy.push(link);
-      for (const l of old) this.#track(l.close());
-      log.info("Proxy of {operator} attached from {remote}", {
+      // the own proxy: routable as the unnamed instance until its `_eps.attach` names it; several
+      // instances may be attached at once (docs/architecture.md, "Instances")
+      const p: ProxyLink = {
+        instance: "",
+        link,
+        remote: link.remote,
+        serves: undefined,
+        inFlight: 0,
+        since: Date.now(),
+      };
+      this.#unnamed.push(p);
+      this.#byLink.set(link, p);
+      log.info("Proxy of {operator} linked from {remote}", {
         operator: peer,
         remote: link.remote,
       });
-      this.#track(link.closed.then(() => {
-        const i = this.#proxy.indexOf(link);
-        if (i >= 0) {
-          this.#proxy.splice(i, 1);
-          log.info("Proxy of {operator} detached ({remote})", {
-            operator: peer,
-            remote: link.remote,
-          });
-        }
-      }));
+      this.#track(link.closed.then(() => this.#detach(p)));
       return link;
     }
     const p = this.peer(peer);
@@ -216,7 +337,9 @@ class Links {
     this.#track(serveStream(
       stream,
       (request, signal) => {
-        const routed = this.#router.route(link.peer, request, signal);
+        if (request.method === ATTACH_METHOD) return this.#attachInstance(link, request);
+        const instance = this.#byLink.get(link)?.instance;
+        const routed = this.#router.route(link.peer, request, signal, instance);
         return this.onRouted ? this.#counted(request.method, routed) : routed;
       },
       {
@@ -273,7 +396,10 @@ class Links {
 
   /** Closes every link and waits for every task. */
   async close(): Promise<void> {
-    const all = [...this.#proxy, ...[...this.#peers.values()].flatMap((p) => p.link ?? [])];
+    const all = [
+      ...[...this.#byLink.keys()],
+      ...[...this.#peers.values()].flatMap((p) => p.link ?? []),
+    ];
     for (const p of this.#peers.values()) this.#changed(p);
     await Promise.all(all.map((l) => l.close()));
     while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);
@@ -364,7 +490,7 @@ export async function startEps(
     operator: own,
     directory,
     links: {
-      proxy: () => links.proxy(),
+      instances: () => links.instances(),
       linkTo: (peer, s) => links.linkTo(peer, s),
     },
     callTimeoutMs: settings.callTimeoutMs,
@@ -420,7 +546,7 @@ export async function startEps(
   admin?.attach({
     addrs,
     peers: () => links.peerRows(),
-    proxyAttached: () => links.proxy() !== undefined && !links.proxy()!.isClosed,
+    instances: () => links.instanceRows(),
   });
 
   // one dialler per peer this operator may call and that has an address; a reload adds and stops

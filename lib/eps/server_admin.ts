@@ -1,6 +1,7 @@
 /**
  * The EPS server's metrics and `/status` (docs/architecture.md, "The admin endpoint"): its links
- * (each peer operator and the own proxy) and the calls it routed, by method and result code.
+ * (each peer operator and the own proxy), the own proxy's attached instances
+ * (docs/architecture.md, "Instances") and the calls it routed, by method and result code.
  * @module
  */
 import { CallCounts } from "../admin/eps_calls.ts";
@@ -20,10 +21,24 @@ export interface LinkRow {
   reason: string;
 }
 
+/** One attached instance of the own proxy as `/status` shows it. */
+export interface InstanceRow {
+  /** "" for a link that has not attached (an older proxy, or one attaching now). */
+  instance: string;
+  remote: string;
+  /** Calls routed to it and not answered yet. */
+  inFlight: number;
+  /** The methods it serves; undefined: not said (every method is sent to it). */
+  serves: string[] | undefined;
+  /** When it attached (ms since the epoch). */
+  since: number;
+}
+
 export interface EpsAdminParts {
   addrs: Partial<Record<"links" | "proxy", HostPort>>;
   peers(): LinkRow[];
-  proxyAttached(): boolean;
+  /** The own proxy's instances, by name. */
+  instances(): InstanceRow[];
 }
 
 export class EpsAdmin extends RoleAdmin {
@@ -45,8 +60,15 @@ export class EpsAdmin extends RoleAdmin {
       ["peer"],
       () => [
         ...parts.peers().map((p) => [{ peer: p.peer }, p.state === "up" ? 1 : 0] as const),
-        [{ peer: "proxy" }, parts.proxyAttached() ? 1 : 0] as const,
+        [{ peer: "proxy" }, parts.instances().length > 0 ? 1 : 0] as const,
       ],
+    );
+    gaugeOf(
+      this.registry,
+      "tls_pass_eps_instances",
+      "Instances of the own proxy attached (an unnamed link counts as one)",
+      [],
+      () => [[{}, parts.instances().length] as const],
     );
     counterOf(
       this.registry,
@@ -67,6 +89,9 @@ export class EpsAdmin extends RoleAdmin {
     if (this.parts === undefined) return this.document(this.ready(), {}, [], {});
     const p = this.parts;
     const peers = p.peers();
+    const instances = p.instances();
+    const attached = instances.length > 0;
+    const name = (i: InstanceRow) => i.instance || "(unnamed)";
     const calls = [...this.calls.rows()].map(([l, n]) => ({
       method: l.method ?? "",
       code: l.code ?? "",
@@ -77,9 +102,21 @@ export class EpsAdmin extends RoleAdmin {
         title: "Links",
         columns: ["peer", "state", "dialled", "last problem"],
         rows: [
-          ["proxy (own)", p.proxyAttached() ? "up" : "down", "no", ""],
+          ["proxy (own)", attached ? "up" : "down", "no", ""],
           ...peers.map((x) => [x.peer, x.state, x.dialled ? "yes" : "no", x.reason]),
         ],
+      },
+      {
+        title: "Instances of the own proxy",
+        columns: ["instance", "remote", "calls in flight", "serves", "attached"],
+        rows: instances.map((i) => [
+          name(i),
+          i.remote,
+          i.inFlight,
+          i.serves === undefined ? "any (not said)" : i.serves.join(", "),
+          new Date(i.since).toISOString(),
+        ]),
+        empty: "no instance attached",
       },
       {
         title: "Calls routed",
@@ -94,12 +131,13 @@ export class EpsAdmin extends RoleAdmin {
     const summary = {
       ...addrs,
       "links up": peers.filter((x) => x.state === "up").length,
-      "proxy attached": p.proxyAttached() ? "yes" : "no",
+      "proxy attached": attached ? "yes" : "no",
+      "instances": instances.length,
     };
     return this.document(this.ready(), summary, tables, {
       addrs,
       links: [
-        { peer: "proxy", up: p.proxyAttached() },
+        { peer: "proxy", up: attached },
         ...peers.map((x) => ({
           peer: x.peer,
           up: x.state === "up",
@@ -108,6 +146,13 @@ export class EpsAdmin extends RoleAdmin {
           reason: x.reason,
         })),
       ],
+      instances: instances.map((i) => ({
+        instance: i.instance,
+        remote: i.remote,
+        inFlight: i.inFlight,
+        serves: i.serves ?? null,
+        since: new Date(i.since).toISOString(),
+      })),
       calls,
     });
   }

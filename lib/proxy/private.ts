@@ -26,6 +26,7 @@ import {
   type Snapshot,
 } from "../dataplane/mod.ts";
 import type { PrivateAnnouncement, PrivateSettings } from "../settings/private.ts";
+import { withInstance } from "../settings/public.ts";
 import { Announcer } from "./announcer.ts";
 import { allowedEndpoint, checkNotice } from "./notices.ts";
 import type { DialPoolStats } from "./pool_sizing.ts";
@@ -437,9 +438,10 @@ export function preflightPrivate(settings: PrivateSettings): Promise<void> {
  * acknowledged. Until then it retries and logs that it waits.
  */
 export async function startPrivate(
-  settings: PrivateSettings,
+  given: PrivateSettings,
   signal?: AbortSignal,
 ): Promise<PrivateHandle> {
+  const settings = withInstance(given); // the default name, as a reload from the files reads it
   await preflightPrivate(settings);
   const log = logger("proxy", "private");
   const c = new PrivateControl(settings, log);
@@ -477,7 +479,7 @@ export async function startPrivate(
   log.info("Data plane: {driver}", { driver: plane.driver });
   const stop = new AbortController(); // no new notices, announcing ends
   const epsStop = new AbortController(); // the EPS client, closed last (after the withdrawal)
-  const epsClient = connectEps(settings.eps, epsStop.signal);
+  const epsClient = connectEps(settings.eps, epsStop.signal, settings.instance);
   const eps = admin ? countCalls(epsClient, admin.calls) : epsClient;
 
   c.serveNotices(eps, stop.signal);

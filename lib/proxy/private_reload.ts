@@ -7,6 +7,7 @@
  */
 import { checkRestartOnly, diffSettings, Reloader } from "../settings/diff.ts";
 import type { PrivateSettings } from "../settings/private.ts";
+import { withInstance } from "../settings/public.ts";
 import type { DataPlane, Snapshot } from "../dataplane/mod.ts";
 import type { EpsClient } from "../eps/client.ts";
 import type { Announcer } from "./announcer.ts";
@@ -20,6 +21,7 @@ import type { ReplicaPools } from "./replica_pools.ts";
  */
 export const PRIVATE_RESTART_ONLY = [
   "operator",
+  "instance",
   "announce_to",
   "endpoints",
   "sockets",
@@ -39,7 +41,8 @@ export function privateChanges(current: PrivateSettings, next: PrivateSettings):
 
 /** The private proxy's reloads, one at a time (lib/settings/diff.ts `Reloader`). */
 export function privateReloader(c: PrivateParts): Reloader<PrivateSettings> {
-  return new Reloader(async (next) => {
+  return new Reloader(async (given: PrivateSettings) => {
+    const next = withInstance(given); // an absent instance is the default, as at start
     const applied = privateChanges(c.settings, next);
     applied.push(...await applyPrivate(c, next));
     return applied;

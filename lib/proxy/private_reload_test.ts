@@ -46,12 +46,14 @@ Deno.test("reload diff names the applied keys, and refuses the restart-only ones
     endpoints: { "public-proxy-1": [{ hostname: "127.0.0.1", port: 9998 }] },
     pool: { ...BASE.pool, enabled: false },
     adminListen: { hostname: "127.0.0.1", port: 9 },
+    instance: "renamed",
   };
   assert.throws(() => privateChanges(BASE, restart), (err: unknown) => {
     assert.ok(err instanceof ReloadRefused);
     assert.deepEqual(err.problems.map((l) => l.split(":")[0]).sort(), [
       "admin_listen",
       "endpoints.public-proxy-1",
+      "instance",
       "pool.enabled",
       "sockets",
     ]);

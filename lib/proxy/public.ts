@@ -26,7 +26,7 @@ import {
   openDataPlane,
   type Snapshot,
 } from "../dataplane/mod.ts";
-import type { PublicSettings } from "../settings/public.ts";
+import { type PublicSettings, withInstance } from "../settings/public.ts";
 import { Announcements } from "./announcements.ts";
 import { openStore } from "./store.ts";
 import { Counters } from "./counters.ts";
@@ -198,9 +198,10 @@ export async function preflightPublic(settings: PublicSettings): Promise<{ direc
  * on both ports, attaches to the EPS (in the background: it retries until the EPS is up), serves.
  */
 export async function startPublic(
-  settings: PublicSettings,
+  given: PublicSettings,
   signal?: AbortSignal,
 ): Promise<PublicHandle> {
+  const settings = withInstance(given); // the default name, as a reload from the files reads it
   const log = logger("proxy", "public");
   // what new connections and calls read; a reload replaces its fields (public_reload.ts)
   const live: PublicLive = {
@@ -208,9 +209,7 @@ export async function startPublic(
     directory: (await preflightPublic(settings)).directory,
     privateEndpoint: { hostname: "", port: 0 },
   };
-  // contract of issue 15: `instance` is a setting of its own; until then the default it will have
-  const instance = (settings as { instance?: string }).instance ??
-    `${Deno.hostname()}-${Deno.pid}`;
+  const instance = settings.instance;
   const store = await openStore(settings.store, {
     operator: settings.operator,
     instance,
@@ -251,7 +250,7 @@ export async function startPublic(
   const admin = settings.adminListen
     ? new PublicAdmin(settings.operator, announcements, () => store.problems())
     : undefined;
-  const epsClient = connectEps(settings.eps, stop.signal);
+  const epsClient = connectEps(settings.eps, stop.signal, settings.instance);
   const client: EpsClient = admin ? countCalls(epsClient, admin.calls) : epsClient;
   const notifier = new Notifier(client, settings.noticeTimeoutMs, stop.signal, counters);
   const onEvents = (events: readonly DataEvent[]) => {

@@ -9,7 +9,7 @@ import type { EpsClient } from "../eps/client.ts";
 import { type Directory, directoryValue, loadDirectory } from "../eps/directory.ts";
 import type { Limits } from "../dataplane/mod.ts";
 import { formatHostPort, type HostPort } from "../role.ts";
-import type { PublicSettings } from "../settings/public.ts";
+import { type PublicSettings, withInstance } from "../settings/public.ts";
 import { checkRestartOnly, diffSettings, Reloader, sameValue } from "../settings/diff.ts";
 import type { Announcements } from "./announcements.ts";
 import type { PoolGrants } from "./public_pool.ts";
@@ -21,6 +21,7 @@ import type { Notifier } from "./public_notices.ts";
  */
 export const PUBLIC_RESTART_ONLY = [
   "operator",
+  "instance",
   "public_listen",
   "private_listen",
   "reuse_port",
@@ -78,7 +79,8 @@ export function privateEndpointOf(s: PublicSettings, d: Directory, bound: HostPo
 
 /** The reloader of one public proxy. */
 export function publicReloader(p: PublicReloadParts): Reloader<PublicSettings> {
-  return new Reloader<PublicSettings>(async (next) => {
+  return new Reloader<PublicSettings>(async (given) => {
+    const next = withInstance(given); // an absent instance is the default, as at start
     const before = p.live.settings;
     const applied = checkRestartOnly(
       diffSettings(before, next, { restartOnly: PUBLIC_RESTART_ONLY, names: NAMES }),

@@ -16,7 +16,14 @@ import type { HostPort } from "../role.ts";
 import * as check from "./check.ts";
 import { loadSettings } from "./loader.ts";
 import { checkSplice, SPLICE_SHAPE } from "./splice.ts";
-import { epsKey, operatorName, proxyOperatorKey, socketsKey } from "./public.ts";
+import {
+  epsKey,
+  instanceKey,
+  operatorName,
+  proxyOperatorKey,
+  socketsKey,
+  withInstance,
+} from "./public.ts";
 import { cidrList, MAX_CIDRS } from "./limits.ts";
 import type { ProxyProtocolVersion } from "../wire/proxy_protocol.ts";
 import { ADMIN_SHAPE } from "./admin.ts";
@@ -229,6 +236,7 @@ const ms = duration();
 /** The declaration of every private proxy key (docs/settings.md, "Private proxy"). */
 export const PRIVATE_SHAPE = {
   operator: proxyOperatorKey,
+  instance: instanceKey,
   eps: epsKey,
   announceTo: required(
     list(operatorNameField, "list of operator names", { minItems: 1 }),
@@ -334,7 +342,7 @@ export function parsePrivateSettings(
     seen.add(a.domain);
   });
   checkSplice(s, problems);
-  return s;
+  return withInstance(s);
 }
 
 /** Loads and validates private proxy settings from files and folders. */

@@ -87,11 +87,13 @@ import { checkSplice, SPLICE_SHAPE } from "./splice.ts";
 import {
   address,
   boolean,
+  defaultInstanceName,
   defaultsOf,
   duration,
   existingDir,
   type Field,
   type Infer,
+  instanceName,
   integer,
   oneOf,
   operatorName as operatorNameField,
@@ -121,6 +123,18 @@ export const proxyOperatorKey = required(
   "This operator. The proxy attaches to its EPS as this operator: at start, `eps.certificate_file` must name it (CN and DNS SAN).",
 );
 
+/** The `instance` key both proxies share (docs/architecture.md, "Instances"). */
+export const instanceKey = optional(
+  instanceName,
+  "This proxy's name among the instances of its operator on the EPS: calls to the operator are spread over the instances attached, and a call can name one. Two proxies of one operator need distinct names (the same name attaching again replaces the older link). Restart-only.",
+  { defaultDoc: "`<hostname>-<pid>`" },
+);
+
+/** Fills in the default `instance` (`<hostname>-<pid>`) of parsed proxy settings. */
+export function withInstance<T extends { instance?: string }>(s: T): T & { instance: string } {
+  return { ...s, instance: s.instance ?? defaultInstanceName() };
+}
+
 /** The `eps` key both proxies share. */
 export const epsKey = required(epsClientBlock, "The link to this operator's own EPS server.", {
   range: "see [the `eps:` block](#the-eps-block-of-both-proxies)",
@@ -131,6 +145,7 @@ const count = integer(1, 1_000_000);
 /** The declaration of every public proxy key (docs/settings.md, "Public proxy"). */
 export const PUBLIC_SHAPE = {
   operator: proxyOperatorKey,
+  instance: instanceKey,
   publicListen: required(address, "Where clients' TLS connections arrive (never terminated)."),
   privateListen: required(
     address,
@@ -320,7 +335,7 @@ export function parsePublicSettings(
     }
   }
   checkSplice(parsed, problems);
-  return { ...parsed, store };
+  return withInstance({ ...parsed, store });
 }
 
 /** Loads and validates public proxy settings from files and folders. */

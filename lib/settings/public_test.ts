@@ -98,6 +98,33 @@ store_path: state/announcements.jsonl
   });
 });
 
+Deno.test("loadPublicSettings(): instance defaults to <hostname>-<pid>, is checked when set", async () => {
+  await withDir(async (dir) => {
+    const base = `operator: public-proxy-1
+public_listen: 127.0.0.1:4433
+private_listen: 127.0.0.1:9999
+${EPS_BLOCK}directory_dir: directory
+store: memory
+`;
+    const file = join(dir, "settings.yml");
+    await Deno.writeTextFile(file, base);
+    const name = (await loadPublicSettings([file])).instance;
+    assert.ok(name?.endsWith(`-${Deno.pid}`), name);
+    assert.match(name!, /^[A-Za-z0-9._-]{1,64}$/);
+    await Deno.writeTextFile(file, `${base}instance: replica_2.eu-west\n`);
+    assert.equal((await loadPublicSettings([file])).instance, "replica_2.eu-west");
+    for (const bad of ['"two words"', '""', "x".repeat(65), "7"]) {
+      await Deno.writeTextFile(file, `${base}instance: ${bad}\n`);
+      await assert.rejects(
+        loadPublicSettings([file]),
+        (err: Error) =>
+          err.message.includes(`${file}: instance: must be 1–64 characters of A-Z a-z 0-9 . _ -`),
+        bad,
+      );
+    }
+  });
+});
+
 Deno.test("loadPublicSettings() reads the limits block and the allow/deny lists", async () => {
   await withDir(async (dir) => {
     const base = `operator: public-proxy-1

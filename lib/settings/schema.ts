@@ -316,6 +316,46 @@ export const operatorName: Field<string> = {
   schema: { type: "string", maxLength: 253, pattern: `^${LABEL}(\\.${LABEL})*$` },
 };
 
+/** An instance name (docs/architecture.md, "Instances"): 1–64 of `[A-Za-z0-9._-]`. */
+export const INSTANCE_NAME = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** Whether `v` is an instance name ({@linkcode INSTANCE_NAME}). */
+export function isInstanceName(v: unknown): v is string {
+  return typeof v === "string" && INSTANCE_NAME.test(v);
+}
+
+/**
+ * The default instance name, `<hostname>-<pid>`: characters outside the pattern become `-`, and
+ * the host name is cut so that the whole fits 64 characters.
+ */
+export function defaultInstanceName(): string {
+  let host = "host";
+  try {
+    host = Deno.hostname().replace(/[^A-Za-z0-9._-]/g, "-") || "host";
+  } catch {
+    // no permission to read the host name: "host" stands for it
+  }
+  const pid = `-${Deno.pid}`;
+  return host.slice(0, 64 - pid.length) + pid;
+}
+
+/** The name of one instance of an operator (several proxies of one operator on its EPS). */
+export const instanceName: Field<string> = {
+  parse: (v, path, problems) => {
+    if (isInstanceName(v)) return v;
+    problems.push(
+      `${path}: must be 1–64 characters of A-Z a-z 0-9 . _ - (an instance name), got ${
+        JSON.stringify(v)
+      }`,
+    );
+    return "";
+  },
+  empty: "",
+  type: "instance name",
+  range: "1–64 of `A-Za-z0-9._-`",
+  schema: { type: "string", pattern: INSTANCE_NAME.source },
+};
+
 export function list<T>(
   item: Field<T>,
   type = `list of ${item.type}s`,
