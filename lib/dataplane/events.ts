@@ -119,6 +119,15 @@ export type DataEvent =
      * it), when the driver reported it: the PROXY protocol's destination.
      */
     readonly local?: string;
+    /** 1 for the first notice; more for a re-dispatch (docs/architecture.md, "Re-dispatch"). */
+    readonly attempt: number;
+    /**
+     * A re-dispatch's cause: no dial-back within `redispatch_after_ms` (`timer`), or the
+     * previous notice failed (`failed`). Absent on the first attempt.
+     */
+    readonly why?: "timer" | "failed";
+    /** The route's instances (`PublicRoute.instances`) when it names them. */
+    readonly instances?: readonly string[];
   }
   /** A connection was refused before any splice; `client` is the peer's address. */
   | {
@@ -147,6 +156,8 @@ export type DataEvent =
     readonly alpn?: readonly string[];
     /** The set-up's stamps (`ended` is 0): the metrics observe them now, not at the end. */
     readonly phases: Phases;
+    /** Public, via pool: the private instance whose pooled dial-back it took, when known. */
+    readonly instance?: string;
   }
   /** A spliced connection ended. `up`: bytes towards the internal server; `down`: back. */
   | {
@@ -163,6 +174,8 @@ export type DataEvent =
     readonly down: number;
     readonly reason: EndReason;
     readonly phases: Phases;
+    /** Public, via pool: the private instance of the dial-back, when known. */
+    readonly instance?: string;
   }
   /** Private: a connect for a connection failed before its splice (dial-back or internal). */
   | {
@@ -180,7 +193,13 @@ export type DataEvent =
    * Public: a dial-back redeemed a pool token (`ticket` false) or presented a ticket token
    * (`ticket` true) and waits idle. Private: a pooled one is open.
    */
-  | { readonly type: "poolIdle"; readonly operator: string; readonly ticket?: boolean }
+  | {
+    readonly type: "poolIdle";
+    readonly operator: string;
+    readonly ticket?: boolean;
+    /** Public: the private instance it belongs to (its grant's or ticket's), when known. */
+    readonly instance?: string;
+  }
   /** An idle pooled dial-back ended without a client. */
   | {
     readonly type: "poolDropped";
@@ -189,9 +208,17 @@ export type DataEvent =
     readonly detail?: string;
     /** Private: how long it was idle before an EOF or error (a public proxy refusing its token at once shows as a short one). */
     readonly idleMs?: number;
+    /** Public: the private instance it belonged to, when known. */
+    readonly instance?: string;
   }
   /** Public: pool tokens that were never redeemed expired. */
-  | { readonly type: "poolTokensExpired"; readonly operator: string; readonly count: number }
+  | {
+    readonly type: "poolTokensExpired";
+    readonly operator: string;
+    readonly count: number;
+    /** The private instance they were granted to, when known. */
+    readonly instance?: string;
+  }
   /** Private: a client came on an idle pooled dial-back (its header named `domain`). */
   | {
     readonly type: "poolUsed";
