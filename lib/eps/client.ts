@@ -28,11 +28,18 @@ import type { Stream } from "./session.ts";
 export interface CallOptions {
   signal?: AbortSignal;
   timeoutMs?: number;
+  /**
+   * Deliver only to this instance of the operator (`params._instance`, docs/architecture.md,
+   * "Several private instances"); the EPS answers -32003 when it is not attached.
+   */
+  instance?: string;
 }
 
 export interface CallContext {
   /** The calling operator, as stamped by the EPS (`params._client.name`), never taken from the caller. */
   caller: string;
+  /** The calling instance, as stamped by the EPS (`params._client.instance`), when it names one. */
+  callerInstance: string | undefined;
   signal: AbortSignal;
 }
 
@@ -247,7 +254,11 @@ class Client implements EpsClient {
           typeof (client as { name?: unknown }).name === "string"
         ? (client as { name: string }).name
         : "";
-      return await handler(request.params, { caller, signal });
+      const inst = typeof client === "object" && client !== null
+        ? (client as { instance?: unknown }).instance
+        : undefined;
+      const callerInstance = typeof inst === "string" ? inst : undefined;
+      return await handler(request.params, { caller, callerInstance, signal });
     }, {
       maxMessageBytes: this.#settings.maxMessageBytes,
       timeoutMs: this.#settings.callTimeoutMs,
@@ -306,6 +317,7 @@ class Client implements EpsClient {
         RpcCode.Unavailable,
       );
     }
+    if (options.instance !== undefined) params = { ...params, _instance: options.instance };
     return await callOnStream(stream, { jsonrpc: "2.0", id: this.#nextId++, method, params }, {
       maxMessageBytes: this.#settings.maxMessageBytes,
       timeoutMs,

@@ -84,6 +84,9 @@ export function publicLimits(s: PublicSettings, budget: Budget): Limits {
     acceptProxyProtocol: s.acceptProxyProtocol,
     proxyProtocolFrom: s.proxyProtocolFrom,
     admission: admissionOf(s),
+    // docs/architecture.md, "Re-dispatch"
+    redispatchAfterMs: s.redispatchAfterMs,
+    maxDispatches: s.maxDispatches,
   };
 }
 
