@@ -158,6 +158,11 @@ export type DataEvent =
     readonly phases: Phases;
     /** Public, via pool: the private instance whose pooled dial-back it took, when known. */
     readonly instance?: string;
+    /**
+     * Public, via notice: the notice (its `needDialBack.attempt`) whose token the dial-back
+     * presented: which instance came (docs/architecture.md, "Re-dispatch").
+     */
+    readonly attempt?: number;
   }
   /** A spliced connection ended. `up`: bytes towards the internal server; `down`: back. */
   | {

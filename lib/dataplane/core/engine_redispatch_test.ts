@@ -99,6 +99,7 @@ Deno.test("core re-dispatches a waiting client on the timer; the last token serv
   assert.deepEqual(sim.written(db), CURL);
   assert.equal(sim.sock(client).peer, db);
   assert.deepEqual(sim.written(client), new Uint8Array(0));
+  assert.equal(sim.ofType("piped")[0]!.attempt, 3); // which notice's instance came
   assertPending(sim, 0, 0);
   // the first notice's dial-back, too late: its token went with the client
   dialBack(sim, need.token);
@@ -113,6 +114,7 @@ Deno.test("core serves a re-dispatched client from the first notice's late dial-
   const [second] = needs(sim);
   const db = dialBack(sim, need.token); // whichever comes first wins
   assert.equal(sim.sock(client).peer, db);
+  assert.equal(sim.ofType("piped")[0]!.attempt, 1);
   assert.deepEqual(sim.written(db), CURL);
   assertPending(sim, 0, 0);
   sim.advance(5000);

@@ -28,6 +28,8 @@ export interface PipeMeta {
    * instances").
    */
   readonly instance?: string;
+  /** Public, via notice: the attempt whose token was claimed (the `piped` event's). */
+  readonly attempt?: number;
 }
 
 /** Two sockets spliced: `a` is the side towards the client, `b` the side towards the server. */
@@ -73,6 +75,7 @@ export class Pipe implements SockOwner {
       ...(meta.alpn !== undefined ? { alpn: meta.alpn } : {}),
       phases: { ...meta.phases, piped: now, ended: 0 },
       ...(meta.instance !== undefined ? { instance: meta.instance } : {}),
+      ...(meta.attempt !== undefined ? { attempt: meta.attempt } : {}),
     });
     if (meta.instance !== undefined) engine.spliced(meta.operator, meta.instance, 1);
     this.#armIdle(now);

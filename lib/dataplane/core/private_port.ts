@@ -33,7 +33,7 @@ export class DialBackIn extends Machine {
     const token = tokenText(this.#buf);
     const early = bytes.slice(n);
     const client = e.pending.get(token);
-    if (client !== undefined) return client.claimed(this.sock, early, now);
+    if (client !== undefined) return client.claimed(this.sock, early, now, token);
     const grant = e.grants.get(token);
     if (grant !== undefined && early.length === 0) {
       e.grants.delete(token);

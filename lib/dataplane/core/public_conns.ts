@@ -365,11 +365,12 @@ export class ClientConn extends Machine {
   }
 
   /** Its dial-back came (token claimed): replay the hello to it, then pipe. */
-  claimed(dialBack: SockId, early: Uint8Array, now: number): void {
+  claimed(dialBack: SockId, early: Uint8Array, now: number, token: string): void {
+    const attempt = this.#tokens.indexOf(token) + 1;
     this.#unpend();
     const replay = this.#replay!;
     this.#replay = undefined;
-    this.#pipe(dialBack, replay, 0, now, "notice", early);
+    this.#pipe(dialBack, replay, 0, now, "notice", early, undefined, attempt);
   }
 
   /**
@@ -403,6 +404,7 @@ export class ClientConn extends Machine {
     via: "pool" | "notice",
     early?: Uint8Array,
     instance?: string,
+    attempt?: number,
   ): void {
     const e = this.engine;
     this.state = "done";
@@ -427,6 +429,7 @@ export class ClientConn extends Machine {
         alpn: this.#alpn ?? [],
         phases: { accepted: this.#accepted, hello: this.#hello, dialBack: now, internal: 0 },
         ...(instance !== undefined ? { instance } : {}),
+        ...(attempt !== undefined ? { attempt } : {}),
       },
       now,
       replay.length - header,
