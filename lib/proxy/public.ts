@@ -166,14 +166,21 @@ class PublicSnapshots {
     return {
       version: ++this.#version,
       limits: this.limits,
-      publicRoutes: all.map((a) =>
-        [
+      publicRoutes: all.map((a) => {
+        // the instances that announced it (docs/architecture.md, "Several private instances"):
+        // the announcements name them once they keep one entry per instance
+        const instances = (a as { instances?: readonly string[] }).instances?.filter((i) =>
+          i !== ""
+        );
+        return [
           a.domain,
-          a.allow === undefined
-            ? { operator: a.operator }
-            : { operator: a.operator, allow: a.allow },
-        ] as const
-      ),
+          {
+            operator: a.operator,
+            ...(a.allow !== undefined ? { allow: a.allow } : {}),
+            ...(instances !== undefined && instances.length > 0 ? { instances } : {}),
+          },
+        ] as const;
+      }),
       privateRoutes: [],
     };
   }
@@ -244,15 +251,17 @@ export async function startPublic(
     : undefined;
   const epsClient = connectEps(settings.eps, stop.signal);
   const client: EpsClient = admin ? countCalls(epsClient, admin.calls) : epsClient;
-  const notifier = new Notifier(client, settings.noticeTimeoutMs, stop.signal, counters);
+  const notifier = new Notifier(client, settings.noticeTimeoutMs, stop.signal, counters, log);
+  notifier.redispatchAfterMs = settings.redispatchAfterMs;
+  notifier.maxDispatches = settings.maxDispatches;
   const onEvents = (events: readonly DataEvent[]) => {
     for (const e of events) {
       admin?.metrics.onEvent(e);
       grants.onEvent(e);
       liveConns.onEvent(e);
+      notifier.onEvent(e);
       const notice = onPublicEvent(e, stats, log, counters, limits);
       if (notice !== undefined) notifier.send(notice);
-      else if (e.type === "refused" && e.conn !== undefined) notifier.forget(e.conn, e.operator);
     }
   };
   let adminServer: AdminServer | undefined;
@@ -311,6 +320,8 @@ export async function startPublic(
   notifier.start(endpointText, dp);
 
   const rpc = { maxPooledPerOperator: settings.maxPooledPerOperator };
+  // the `instance` setting (docs/settings.md), once the settings have it
+  const selfInstance = (settings as { instance?: string }).instance ?? "";
   servePublicCalls({
     eps: client,
     announcements,
@@ -322,6 +333,12 @@ export async function startPublic(
       return rpc.maxPooledPerOperator;
     },
     changed: () => dp.send({ type: "snapshot", snapshot: snapshots.make() }),
+    // one replica: this one (docs/architecture.md, "Several private instances"); a shared
+    // store's registry lists them all
+    replicas: () => [{ instance: selfInstance, endpoint: formatHostPort(live.privateEndpoint) }],
+    instance: selfInstance,
+    endpoint: () => formatHostPort(live.privateEndpoint),
+    instancePresent: (operator, instance) => notifier.present(operator, instance),
   });
   const reloader = publicReloader({
     live,

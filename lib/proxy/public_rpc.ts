@@ -28,6 +28,18 @@ export interface PublicRpcParts {
   maxPooledPerOperator: number;
   /** The announcements changed (or may have): push a new snapshot. */
   changed(): void;
+  /**
+   * The public replicas of this operator, this one included (docs/architecture.md, "Several
+   * private instances"): what openPool's answer lists, so that a private instance keeps a pool
+   * at each.
+   */
+  replicas(): { instance: string; endpoint: string }[];
+  /** This replica's instance name ("" when it has none). */
+  instance: string;
+  /** The endpoint this replica's notices name (`host:port`; a reload may change it). */
+  endpoint(): string;
+  /** A private instance announced or opened a pool: it is attached (the notices' absent marks). */
+  instancePresent(operator: string, instance: string | undefined): void;
 }
 
 /** Serves the public proxy's calls on `p.eps`. */
@@ -35,6 +47,7 @@ export function servePublicCalls(p: PublicRpcParts): void {
   const { eps, announcements, log } = p;
   eps.serve("announceConnections", async (params, ctx) => {
     const requests = parseAnnounceParams(params, Date.now());
+    p.instancePresent(ctx.caller, ctx.callerInstance);
     try {
       const added = await announcements.announce(ctx.caller, requests);
       log.info("Accepted announcement of {domains} from {operator}", {
@@ -62,13 +75,29 @@ export function servePublicCalls(p: PublicRpcParts): void {
     log.info("Withdrew {domains} of {operator}", { operator: ctx.caller, domains: withdrawn });
     return { withdrawn };
   });
-  eps.serve("openPool", (params, ctx) => openPool(p, params, ctx.caller));
+  eps.serve("openPool", (params, ctx) => {
+    p.instancePresent(ctx.caller, ctx.callerInstance);
+    return { ...openPool(p, params, ctx.caller, ctx.callerInstance), ...replicasOf(p) };
+  });
   eps.serve("getAnnouncements", (_params, ctx) => ({
     connections: viewOf(announcements.list(ctx.caller)),
   }));
 }
 
-function openPool(p: PublicRpcParts, params: Record<string, unknown>, operator: string) {
+/**
+ * What openPool's answer adds (docs/architecture.md, "Several private instances"): this
+ * replica's instance and endpoint, and every replica's, so that the caller pools at each.
+ */
+function replicasOf(p: PublicRpcParts) {
+  return { instance: p.instance, endpoint: p.endpoint(), replicas: p.replicas() };
+}
+
+function openPool(
+  p: PublicRpcParts,
+  params: Record<string, unknown>,
+  operator: string,
+  instance: string | undefined,
+) {
   const { count, idle_timeout_ms: idleMs } = params;
   // ticket: true asks for a pool ticket too (docs/architecture.md, "Pool tickets"); then count may be 0
   const wantTicket = params.ticket === true;
@@ -108,13 +137,19 @@ function openPool(p: PublicRpcParts, params: Record<string, unknown>, operator: 
     );
   }
   const ticket = wantTicket
-    ? p.grants.ticket(operator, domains as string[], idleMs as number)
+    ? p.grants.ticket(operator, domains as string[], idleMs as number, instance)
     : null;
   if (ticket !== null && count === 0) {
     p.log.debug("Granted a pool ticket to {operator}", { operator });
     return { tokens: [], idle_timeout_ms: ticket.idleTimeoutMs, ticket: ticketJson(ticket) };
   }
-  const minted = p.grants.mint(operator, domains as string[], count as number, idleMs as number);
+  const minted = p.grants.mint(
+    operator,
+    domains as string[],
+    count as number,
+    idleMs as number,
+    instance,
+  );
   if (!minted.ok) {
     p.stats.refusedPool++;
     const max = p.maxPooledPerOperator;
