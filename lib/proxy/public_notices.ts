@@ -35,6 +35,8 @@ import type { NoticeRequest } from "./public_events.ts";
 export const MAX_IN_FLIGHT = 8;
 /** Clients in one batched notice. */
 export const MAX_BATCH = 256;
+/** Instances marked absent per operator, at most (the oldest mark goes first). */
+const MAX_ABSENT = 256;
 
 /** One client in a notice's params (docs/architecture.md, "The PROXY protocol"). */
 function entry(n: NoticeRequest): Record<string, string> {
@@ -230,6 +232,8 @@ export class Notifier {
       case "piped": {
         const c = this.#clients.get(e.conn);
         this.#clients.delete(e.conn);
+        // served (a re-dispatch may take a pooled dial-back): a queued notice of it never goes
+        c?.queued?.waiting.delete(e.conn);
         const instance = e.via === "pool" ? e.instance : c?.tried[(e.attempt ?? 1) - 1];
         if (instance === undefined) return;
         const k = key(e.operator, instance);
@@ -290,12 +294,18 @@ export class Notifier {
         let absent = this.#absent.get(q.operator);
         if (absent === undefined) this.#absent.set(q.operator, absent = new Set());
         absent.add(q.instance);
+        // bounded: an instance that never comes back (a new name per restart) is forgotten
+        if (absent.size > MAX_ABSENT) absent.delete(absent.values().next().value!);
       }
       for (const n of batch) this.#failed(n, err);
     }).finally(() => {
       q.inFlight--;
       q.carried -= batch.length;
       this.#next(q);
+      // an idle queue goes (instance names come and go with restarts)
+      if (q.inFlight === 0 && q.waiting.size === 0) {
+        this.#queues.delete(key(q.operator, q.instance ?? ""));
+      }
     });
   }
 
