@@ -115,7 +115,7 @@ export const PUBLIC_SHAPE = {
   redispatchAfterMs: withDefault(
     duration(),
     1000,
-    'A waiting client whose dial-back has not come this long after its notice is sent to another private instance of the name (a new notice, its ClientHello replayed: the client cannot tell; docs/architecture.md, "Re-dispatch"). A failed notice re-dispatches at once. Below `dial_back_timeout_ms`, which still bounds the whole wait. Applied on reload.',
+    'A waiting client whose dial-back has not come this long after its notice is sent to another private instance of the name (a new notice, its ClientHello replayed: the client cannot tell; docs/architecture.md, "Re-dispatch"). A failed notice re-dispatches at once when the name has another instance to try. Below `dial_back_timeout_ms`, which still bounds the whole wait. Applied on reload.',
   ),
   maxDispatches: withDefault(
     integer(1, 16),
