@@ -310,8 +310,10 @@ export class ProxyMetrics {
         return;
       case "piped": {
         this.piped++;
-        if (this.role === "private" || e.via === "pool") this.accepted++;
-        if (this.role === "public" && e.via === "pool") bump(this.poolHits, e.operator);
+        // a client that had a notice (attempt) was counted there
+        const fresh = e.attempt === undefined;
+        if (this.role === "private" || (e.via === "pool" && fresh)) this.accepted++;
+        if (this.role === "public" && e.via === "pool" && fresh) bump(this.poolHits, e.operator);
         const name = this.nameOf(e.domain);
         if (name !== undefined) bump(this.perName, name);
         this.#setup(e.phases, e.via);

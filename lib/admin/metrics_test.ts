@@ -29,6 +29,23 @@ Deno.test("ProxyMetrics counts a re-dispatch by reason, and its client once", as
   const text = await registry.metrics();
   assert.match(text, /^tls_pass_redispatches_total\{reason="timer"\} 1$/m);
   assert.match(text, /^tls_pass_redispatches_total\{reason="failed"\} 1$/m);
+  // a re-dispatch that took a pooled dial-back: the same client, no pool hit
+  const phases = { accepted: 1, hello: 1, dialBack: 2, internal: 0, piped: 2, ended: 0 };
+  const piped = {
+    type: "piped",
+    conn: 7,
+    connId: "t-7",
+    via: "pool",
+    operator: "op1",
+    domain: "a.example.com",
+    client: "192.0.2.1:1",
+    phases,
+  } as const;
+  m.onEvent({ ...piped, attempt: 3 });
   assert.equal(m.accepted, 1);
   assert.deepEqual([...m.poolMisses], [["op1", 1]]);
+  assert.deepEqual([...m.poolHits], []);
+  m.onEvent({ ...piped, conn: 8 }); // a client served from the pool at once
+  assert.equal(m.accepted, 2);
+  assert.deepEqual([...m.poolHits], [["op1", 1]]);
 });

@@ -159,8 +159,10 @@ export type DataEvent =
     /** Public, via pool: the private instance whose pooled dial-back it took, when known. */
     readonly instance?: string;
     /**
-     * Public, via notice: the notice (its `needDialBack.attempt`) whose token the dial-back
-     * presented: which instance came (docs/architecture.md, "Re-dispatch").
+     * Public, a client that had a notice (docs/architecture.md, "Re-dispatch"): via notice, the
+     * notice (its `needDialBack.attempt`) whose token the dial-back presented (which instance
+     * came); via pool, a re-dispatch took an idle pooled dial-back after this many notices.
+     * Present: the client was counted at its first `needDialBack`.
      */
     readonly attempt?: number;
   }

@@ -148,7 +148,8 @@ export function onPublicEvent(
       return e;
     case "piped":
       stats.spliced++;
-      if (e.via === "pool") {
+      // a re-dispatch that took a pooled dial-back (attempt): the client was counted at its notice
+      if (e.via === "pool" && e.attempt === undefined) {
         stats.accepted++;
         stats.poolHits++;
         log.debug("conn {conn}: Took a pooled connection of {operator} for {client} ({domain})", {

@@ -245,6 +245,7 @@ Deno.test("core: a re-dispatch takes an idle pooled dial-back that came meanwhil
   assert.deepEqual(events.map((e) => e.type), ["piped"]);
   const piped = events[0]!;
   assert.ok(piped.type === "piped" && piped.via === "pool" && piped.instance === "b");
+  assert.equal(piped.attempt, 1); // it had one notice: counted there, not again as a pool hit
   const header = encodePoolHeader(HOST, `t-${need.conn.toString(36)}`);
   assert.deepEqual(sim.written(db), new Uint8Array([...header, ...CURL]));
   assert.equal(sim.sock(client).peer, db);

@@ -304,6 +304,7 @@ export class ClientConn extends Machine {
         "pool",
         undefined,
         pooled.instance,
+        this.#attempt,
       );
     }
     this.#notice(now, why);
