@@ -16,7 +16,7 @@ const meta: Meta = {
   loadavg: { start: "0 0 0", end: "0 0 0" },
 };
 
-const burst = { attempted: 2000, served: 2000, setup_p50_ms: 900, errors: {} };
+const burst = { attempted: 2000, served: 2000, "setup_p50_ms": 900, errors: {} };
 
 Deno.test("normalizeRow() reads an old burst record (W6) as W7, leaves a new W6 alone", () => {
   const old = { topology: "tls-pass", round: 1, W6: { "1000": burst, "2000": burst } };

@@ -354,3 +354,20 @@ Deno.test("private proxy counts and logs a pooled client whose internal server i
   await until(() => c.pub.stats.poolHits === 1, "the pooled client counted");
   assert.equal(c.pub.stats.notices, 0);
 });
+
+Deno.test("openPool answers this replica's instance and endpoint, and the replicas to pool at", async () => {
+  // docs/architecture.md, "Several private instances": one replica lists itself
+  await using c = await startCluster({ startPrivate: false });
+  await using inbox = await NoticeInbox.attach(c);
+  await inbox.announce();
+  const r = await inbox.client.call<Record<string, unknown>>("public-proxy-1.openPool", {
+    domains: [DOMAIN],
+    count: 1,
+    idle_timeout_ms: 30_000,
+  });
+  const endpoint = `${c.pub.addrs.private.hostname}:${c.pub.addrs.private.port}`;
+  assert.equal((r.tokens as string[]).length, 1);
+  assert.equal(r.instance, "");
+  assert.equal(r.endpoint, endpoint);
+  assert.deepEqual(r.replicas, [{ instance: "", endpoint }]);
+});

@@ -172,6 +172,8 @@ export class ProxyMetrics {
   readonly poolHits = new Map<string, number>();
   /** Public: clients that needed a notice (no idle pooled dial-back), per private operator. */
   readonly poolMisses = new Map<string, number>();
+  /** Public: waiting clients sent to another instance, by reason (docs/architecture.md, "Re-dispatch"). */
+  readonly redispatches = new Map<string, number>();
   readonly #hello: client.Histogram;
   readonly #dialBack: client.Histogram<"via">;
   readonly #internal: client.Histogram;
@@ -277,6 +279,17 @@ export class ProxyMetrics {
         ["operator"],
         () => rowsOf("operator", this.poolMisses),
       );
+      counterOf(
+        registry,
+        "tls_pass_redispatches_total",
+        "Waiting clients sent to another private instance with their ClientHello replayed, by reason (timer: no dial-back within redispatch_after_ms; failed: the notice failed)",
+        ["reason"],
+        () => [
+          [{ reason: "timer" }, this.redispatches.get("timer") ?? 0],
+          [{ reason: "failed" }, this.redispatches.get("failed") ?? 0],
+        ],
+        true,
+      );
     }
   }
 
@@ -290,13 +303,17 @@ export class ProxyMetrics {
   onEvent(e: DataEvent): void {
     switch (e.type) {
       case "needDialBack":
+        // a re-dispatch is the same client: counted once, at its first notice
+        if (e.attempt > 1) return bump(this.redispatches, e.why ?? "timer");
         this.accepted++;
         bump(this.poolMisses, e.operator);
         return;
       case "piped": {
         this.piped++;
-        if (this.role === "private" || e.via === "pool") this.accepted++;
-        if (this.role === "public" && e.via === "pool") bump(this.poolHits, e.operator);
+        // a client that had a notice (attempt) was counted there
+        const fresh = e.attempt === undefined;
+        if (this.role === "private" || (e.via === "pool" && fresh)) this.accepted++;
+        if (this.role === "public" && e.via === "pool" && fresh) bump(this.poolHits, e.operator);
         const name = this.nameOf(e.domain);
         if (name !== undefined) bump(this.perName, name);
         this.#setup(e.phases, e.via);

@@ -290,6 +290,49 @@ conformance("a pool grant: the pooled dial-back gets the pool header and the hel
   });
 });
 
+conformance("re-dispatch and instances cross the driver both ways", async (d) => {
+  // docs/architecture.md, "Re-dispatch": the fields of the commands and events survive the
+  // native driver's ring (JSON) and its event messages
+  const snapshot: Snapshot = {
+    ...emptySnapshot({ ...emptySnapshot().limits, redispatchAfterMs: 60_000, maxDispatches: 2 }),
+    version: 1,
+    publicRoutes: [[SNI, { operator: "op1", instances: ["a", "b"] }]],
+  };
+  await withPlane(d, "public", snapshot, async (r) => {
+    const token = randomToken();
+    r.send({
+      type: "grantPool",
+      operator: "op1",
+      domains: [SNI],
+      tokens: [token],
+      idleTimeoutMs: 10_000,
+      instance: "b",
+    });
+    const client = await connect(r.plane.addrs.public);
+    let pooled: Deno.TcpConn | undefined;
+    try {
+      await writeAll(client, HELLO);
+      const first = await r.events.next("needDialBack");
+      assert.deepEqual([first.attempt, first.why, first.instances], [1, undefined, ["a", "b"]]);
+      // the pooled dial-back of "b" goes idle meanwhile; the failed notice's re-dispatch takes it
+      pooled = await connect(r.plane.addrs.private);
+      await writeAll(pooled, decodeToken(token)!);
+      assert.equal((await r.events.next("poolIdle")).instance, "b");
+      r.send({ type: "noticeFailed", conn: first.conn, retry: true, attempt: 1 });
+      const piped = await r.events.next("piped");
+      assert.deepEqual([piped.conn, piped.via, piped.instance], [first.conn, "pool", "b"]);
+      const start = await readExact(pooled, 3);
+      await readExact(pooled, (start[1]! << 8) + start[2]!);
+      assert.deepEqual(await readExact(pooled, HELLO.length), HELLO);
+      closeAll(pooled, client);
+      const ended = await r.events.next("ended");
+      assert.equal(ended.instance, "b");
+    } finally {
+      closeAll(pooled, client);
+    }
+  });
+});
+
 conformance("an unknown name gets TLS alert 112 (unrecognized_name)", async (d) => {
   await withPlane(d, "public", emptySnapshot(), async (r) => {
     const client = await connect(r.plane.addrs.public);

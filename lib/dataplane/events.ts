@@ -119,6 +119,15 @@ export type DataEvent =
      * it), when the driver reported it: the PROXY protocol's destination.
      */
     readonly local?: string;
+    /** 1 for the first notice; more for a re-dispatch (docs/architecture.md, "Re-dispatch"). */
+    readonly attempt: number;
+    /**
+     * A re-dispatch's cause: no dial-back within `redispatch_after_ms` (`timer`), or the
+     * previous notice failed (`failed`). Absent on the first attempt.
+     */
+    readonly why?: "timer" | "failed";
+    /** The route's instances (`PublicRoute.instances`) when it names them. */
+    readonly instances?: readonly string[];
   }
   /** A connection was refused before any splice; `client` is the peer's address. */
   | {
@@ -149,6 +158,15 @@ export type DataEvent =
     readonly alpn?: readonly string[];
     /** The set-up's stamps (`ended` is 0): the metrics observe them now, not at the end. */
     readonly phases: Phases;
+    /** Public, via pool: the private instance whose pooled dial-back it took, when known. */
+    readonly instance?: string;
+    /**
+     * Public, a client that had a notice (docs/architecture.md, "Re-dispatch"): via notice, the
+     * notice (its `needDialBack.attempt`) whose token the dial-back presented (which instance
+     * came); via pool, a re-dispatch took an idle pooled dial-back after this many notices.
+     * Present: the client was counted at its first `needDialBack`.
+     */
+    readonly attempt?: number;
   }
   /** A spliced connection ended. `up`: bytes towards the internal server; `down`: back. */
   | {
@@ -165,6 +183,8 @@ export type DataEvent =
     readonly down: number;
     readonly reason: EndReason;
     readonly phases: Phases;
+    /** Public, via pool: the private instance of the dial-back, when known. */
+    readonly instance?: string;
   }
   /** Private: a connect for a connection failed before its splice (dial-back or internal). */
   | {
@@ -186,14 +206,20 @@ export type DataEvent =
     readonly type: "poolIdle";
     readonly operator: string;
     readonly ticket?: boolean;
-    /** Private: the public replica it is pooled at (its `openPooled`'s `instance`). */
+    /**
+     * Public: the private instance it belongs to (its grant's or ticket's), when known. Private:
+     * the public replica it is pooled at (its `openPooled`'s `instance`).
+     */
     readonly instance?: string;
   }
   /** An idle pooled dial-back ended without a client. */
   | {
     readonly type: "poolDropped";
     readonly operator: string;
-    /** Private: the public replica it was pooled at (its `openPooled`'s `instance`). */
+    /**
+     * Public: the private instance it belonged to, when known. Private: the public replica it
+     * was pooled at (its `openPooled`'s `instance`).
+     */
     readonly instance?: string;
     readonly why: "eof" | "data" | "error" | "timeout" | "stopping" | "failed";
     readonly detail?: string;
@@ -201,7 +227,13 @@ export type DataEvent =
     readonly idleMs?: number;
   }
   /** Public: pool tokens that were never redeemed expired. */
-  | { readonly type: "poolTokensExpired"; readonly operator: string; readonly count: number }
+  | {
+    readonly type: "poolTokensExpired";
+    readonly operator: string;
+    readonly count: number;
+    /** The private instance they were granted to, when known. */
+    readonly instance?: string;
+  }
   /** Private: a client came on an idle pooled dial-back (its header named `domain`). */
   | {
     readonly type: "poolUsed";

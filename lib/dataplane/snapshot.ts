@@ -20,8 +20,9 @@ export interface PublicRoute {
    */
   readonly allow?: readonly string[];
   /**
-   * The instances of the operator that announced the name (docs/architecture.md, "Public replicas
-   * and the Redis store"); absent: unknown.
+   * The private instances that announced the name (docs/architecture.md, "Several private
+   * instances"), sorted; absent or empty: unknown (one instance, or announcements without
+   * names). The core passes them on in `needDialBack`: the control plane picks one per notice.
    */
   readonly instances?: readonly string[];
 }
@@ -116,6 +117,14 @@ export interface Limits {
   readonly acceptProxyProtocol?: boolean;
   /** With `acceptProxyProtocol`: the CIDRs of the balancers believed; absent or empty: any peer. */
   readonly proxyProtocolFrom?: readonly string[];
+  /**
+   * Public port (docs/architecture.md, "Re-dispatch"): a waiting client whose dial-back has not
+   * come this long after its last notice gets a new token and a new `needDialBack`; 0 or
+   * absent: only a failed notice (`noticeFailed` with `retry`) re-dispatches.
+   */
+  readonly redispatchAfterMs?: number;
+  /** Public port: notices one waiting client may get in all (1 or absent: no re-dispatch). */
+  readonly maxDispatches?: number;
 }
 
 /** Limits for a role that uses only some of them (tests, the private proxy). */
@@ -165,6 +174,8 @@ export type Command =
     readonly tokens: readonly string[];
     /** How long an idle pooled dial-back is kept. */
     readonly idleTimeoutMs: number;
+    /** The private instance that asked (docs/architecture.md, "Several private instances"). */
+    readonly instance?: string;
   }
   /**
    * Public: a pool ticket (docs/architecture.md, "Pool tickets"): dial-backs presenting a token
@@ -180,9 +191,22 @@ export type Command =
     readonly ttlMs: number;
     readonly cap: number;
     readonly idleTimeoutMs: number;
+    /** The private instance that asked; its dial-backs go idle as that instance's. */
+    readonly instance?: string;
   }
-  /** Public: the notice for a waiting client failed; refuse it now (TLS alert internal_error). */
-  | { readonly type: "noticeFailed"; readonly conn: number }
+  /**
+   * Public: the notice for a waiting client failed. `retry` (docs/architecture.md,
+   * "Re-dispatch"): another instance may serve it — a new token and a new `needDialBack`
+   * (attempt + 1) while attempts remain; else, or without `retry`, refuse it now (TLS alert
+   * internal_error). `attempt`: the failed notice's (`needDialBack.attempt`); a failure of an
+   * attempt older than the client's last is ignored (a newer notice is in flight).
+   */
+  | {
+    readonly type: "noticeFailed";
+    readonly conn: number;
+    readonly retry?: boolean;
+    readonly attempt?: number;
+  }
   /**
    * Private: a notice came; dial `endpoint`, present `token`, connect `internal`, splice. `conn`:
    * the connection id the notice carried (absent from a peer without ids: the data plane names

@@ -84,6 +84,9 @@ export function publicLimits(s: PublicSettings, budget: Budget): Limits {
     acceptProxyProtocol: s.acceptProxyProtocol,
     proxyProtocolFrom: s.proxyProtocolFrom,
     admission: admissionOf(s),
+    // docs/architecture.md, "Re-dispatch"
+    redispatchAfterMs: s.redispatchAfterMs,
+    maxDispatches: s.maxDispatches,
   };
 }
 
@@ -163,16 +166,18 @@ class PublicSnapshots {
     return {
       version: ++this.#version,
       limits: this.limits,
-      publicRoutes: all.map((a) =>
-        [
+      publicRoutes: all.map((a) => {
+        // the instances that announced it (docs/architecture.md, "Several private instances")
+        const instances = a.instances.filter((i) => i !== "");
+        return [
           a.domain,
           {
             operator: a.operator,
-            ...(a.allow === undefined ? {} : { allow: a.allow }),
-            instances: a.instances,
+            ...(a.allow !== undefined ? { allow: a.allow } : {}),
+            ...(instances.length > 0 ? { instances } : {}),
           },
-        ] as const
-      ),
+        ] as const;
+      }),
       privateRoutes: [],
     };
   }
@@ -252,15 +257,17 @@ export async function startPublic(
     : undefined;
   const epsClient = connectEps(settings.eps, stop.signal, settings.instance);
   const client: EpsClient = admin ? countCalls(epsClient, admin.calls) : epsClient;
-  const notifier = new Notifier(client, settings.noticeTimeoutMs, stop.signal, counters);
+  const notifier = new Notifier(client, settings.noticeTimeoutMs, stop.signal, counters, log);
+  notifier.redispatchAfterMs = settings.redispatchAfterMs;
+  notifier.maxDispatches = settings.maxDispatches;
   const onEvents = (events: readonly DataEvent[]) => {
     for (const e of events) {
       admin?.metrics.onEvent(e);
       grants.onEvent(e);
       liveConns.onEvent(e);
+      notifier.onEvent(e);
       const notice = onPublicEvent(e, stats, log, counters, limits);
       if (notice !== undefined) notifier.send(notice);
-      else if (e.type === "refused" && e.conn !== undefined) notifier.forget(e.conn, e.operator);
     }
   };
   let adminServer: AdminServer | undefined;
@@ -338,6 +345,7 @@ export async function startPublic(
     replicas: () => store.replicas(),
     instance,
     endpoint: () => formatHostPort(live.privateEndpoint),
+    instancePresent: (operator, instance) => notifier.present(operator, instance),
   });
   // a peer replica's change (through the Redis store): the data plane routes it too
   const unwatch = announcements.onChange(() =>

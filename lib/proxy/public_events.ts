@@ -49,7 +49,7 @@ export interface PublicStats {
   badTokens: number;
   /** Connections spliced to a dial-back (by notice or from the pool). */
   spliced: number;
-  /** Notices sent (one per client not served from the pool). */
+  /** Notices sent (one per client not served from the pool, one more per re-dispatch). */
   notices: number;
   /** Pool tokens minted by openPool. */
   poolTokens: number;
@@ -113,6 +113,12 @@ export interface NoticeRequest {
   client: string;
   /** The address the client connected to (`ip:port`), when the data plane knew it. */
   local?: string;
+  /** 1 for the first notice, more for a re-dispatch (docs/architecture.md, "Re-dispatch"). */
+  attempt?: number;
+  /** A re-dispatch's cause. */
+  why?: "timer" | "failed";
+  /** The route's private instances; absent: the notice names none. */
+  instances?: readonly string[];
 }
 
 /** Counts and logs one event of the public data plane; returns a notice to send, if any. */
@@ -130,7 +136,7 @@ export function onPublicEvent(
 ): NoticeRequest | undefined {
   switch (e.type) {
     case "needDialBack":
-      stats.accepted++;
+      if (e.attempt <= 1) stats.accepted++; // a re-dispatch is the same client
       stats.notices++;
       log.debug("conn {conn}: Parked {client} for {domain} of {operator} as {token}", {
         conn: e.connId,
@@ -142,7 +148,8 @@ export function onPublicEvent(
       return e;
     case "piped":
       stats.spliced++;
-      if (e.via === "pool") {
+      // a re-dispatch that took a pooled dial-back (attempt): the client was counted at its notice
+      if (e.via === "pool" && e.attempt === undefined) {
         stats.accepted++;
         stats.poolHits++;
         log.debug("conn {conn}: Took a pooled connection of {operator} for {client} ({domain})", {

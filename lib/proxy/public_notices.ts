@@ -12,13 +12,22 @@
  *
  * When a call fails, or the answer refuses a connection, no dial-back will come: the data plane
  * is told at once (`noticeFailed`) and refuses the client with alert internal_error instead of
- * holding it until its dial-back deadline.
+ * holding it until its dial-back deadline — or, when the name has another private instance to
+ * try, re-dispatches it there (`retry`; docs/architecture.md, "Re-dispatch").
+ *
+ * Several instances of one operator (docs/architecture.md, "Several private instances"): each
+ * notice names one (`CallOptions.instance`): of the route's instances not marked absent, the one
+ * with the fewest notices in flight plus live splices (ties: round robin); a re-dispatch prefers
+ * one not tried yet for that client. Queues and batches are per (operator, instance). A call
+ * answered -32003 (the instance is not attached) marks the instance absent until it announces
+ * or opens a pool again; when every instance is absent they are tried anyway.
  * @module
  */
-import { RpcError } from "../errors.ts";
+import type { Logger } from "@logtape/logtape";
+import { RpcCode, RpcError } from "../errors.ts";
 import { errorText } from "../log.ts";
 import type { EpsClient } from "../eps/client.ts";
-import type { DataPlane } from "../dataplane/mod.ts";
+import type { DataEvent, DataPlane } from "../dataplane/mod.ts";
 import type { Counters } from "./counters.ts";
 import type { NoticeRequest } from "./public_events.ts";
 
@@ -26,6 +35,8 @@ import type { NoticeRequest } from "./public_events.ts";
 export const MAX_IN_FLIGHT = 8;
 /** Clients in one batched notice. */
 export const MAX_BATCH = 256;
+/** Instances marked absent per operator, at most (the oldest mark goes first). */
+const MAX_ABSENT = 256;
 
 /** One client in a notice's params (docs/architecture.md, "The PROXY protocol"). */
 function entry(n: NoticeRequest): Record<string, string> {
@@ -37,21 +48,51 @@ function entry(n: NoticeRequest): Record<string, string> {
   return e;
 }
 
-interface OperatorQueue {
+/** The notices of one (operator, instance): calls in flight and the clients queued behind them. */
+interface Queue {
+  readonly operator: string;
+  /** Undefined: the operator's calls name no instance (the route names none). */
+  readonly instance: string | undefined;
   inFlight: number;
+  /** Clients in the calls in flight. */
+  carried: number;
   waiting: Map<number, NoticeRequest>;
+}
+
+/** A waiting client's notices so far. */
+interface Client {
+  readonly operator: string;
+  /** The instance of each attempt (index attempt - 1); undefined: none named. */
+  readonly tried: (string | undefined)[];
+  /** The queue it waits in, until its call goes. */
+  queued: Queue | undefined;
+  /** The last failed notice's error (a re-dispatch's log line names it). */
+  lastError: string | undefined;
 }
 
 /** Sends the notices of one public proxy. */
 export class Notifier {
   #endpoint = "";
   #plane: DataPlane | undefined;
-  #queues = new Map<string, OperatorQueue>();
+  #queues = new Map<string, Queue>();
+  #clients = new Map<number, Client>();
+  /** Instances a call found not attached (-32003), per operator. */
+  #absent = new Map<string, Set<string>>();
+  /** Live splices per (operator, instance), and each splice's key. */
+  #splices = new Map<string, number>();
+  #spliceOf = new Map<number, string>();
+  #rr = new Map<string, number>();
   /** Notice calls sent, and how many clients they carried (for tests and the log). */
   calls = 0;
   /** Notices by result, one per client: "ok", the JSON-RPC error code, or "refused" (a batch's). */
   readonly results = new Map<string, number>();
   batched = 0;
+  /** Re-dispatches by reason (`timer`, `failed`), for tests and the log. */
+  readonly redispatches = new Map<string, number>();
+  /** What a re-dispatch's log line says of the timer; a reload changes them. */
+  redispatchAfterMs = 1000;
+  /** Notices one client may get (`max_dispatches`): a failed last one is not retried. */
+  maxDispatches = 1;
 
   constructor(
     readonly eps: EpsClient,
@@ -59,6 +100,7 @@ export class Notifier {
     public timeoutMs: number,
     readonly signal: AbortSignal,
     readonly counters: Counters,
+    readonly log?: Logger,
   ) {}
 
   /** The endpoint notices name, and the data plane to tell of failed ones (again on a reload). */
@@ -72,32 +114,170 @@ export class Notifier {
     this.#endpoint = endpoint;
   }
 
-  /** A client waits for its dial-back: notify its operator now, or with the next batch. */
+  /** `instance` of `operator` announced or opened a pool: it is there again. */
+  present(operator: string, instance: string | undefined): void {
+    if (instance === undefined) return;
+    const absent = this.#absent.get(operator);
+    absent?.delete(instance);
+    if (absent?.size === 0) this.#absent.delete(operator);
+  }
+
+  /** Whether a call found `instance` of `operator` not attached (it is probably gone). */
+  isAbsent(operator: string, instance: string): boolean {
+    return this.#absent.get(operator)?.has(instance) ?? false;
+  }
+
+  /** Live splices of `operator`'s `instance` (by notice or from its pool). */
+  splicesOf(operator: string, instance: string): number {
+    return this.#splices.get(key(operator, instance)) ?? 0;
+  }
+
+  /** A client waits for its dial-back: notify an instance of its operator now, or with the next batch. */
   send(n: NoticeRequest): void {
-    let q = this.#queues.get(n.operator);
-    if (q === undefined) this.#queues.set(n.operator, q = { inFlight: 0, waiting: new Map() });
+    let c = this.#clients.get(n.conn);
+    if (c === undefined) {
+      this.#clients.set(
+        n.conn,
+        c = { operator: n.operator, tried: [], queued: undefined, lastError: undefined },
+      );
+    }
+    const attempt = n.attempt ?? 1;
+    const previous = c.tried[c.tried.length - 1];
+    if (c.queued !== undefined) {
+      // re-dispatched before its notice went: that notice never goes
+      c.queued.waiting.delete(n.conn);
+      c.queued = undefined;
+      this.#plane?.send({ type: "noticeFailed", conn: n.conn, attempt: attempt - 1 });
+    }
+    const instance = this.#pick(n, c);
+    c.tried[attempt - 1] = instance;
+    if (attempt > 1) this.#redispatched(n, c, previous, instance);
+    const k = key(n.operator, instance ?? "");
+    let q = this.#queues.get(k);
+    if (q === undefined) {
+      this.#queues.set(
+        k,
+        q = { operator: n.operator, instance, inFlight: 0, carried: 0, waiting: new Map() },
+      );
+    }
     if (q.inFlight >= MAX_IN_FLIGHT) {
       q.waiting.set(n.conn, n);
+      c.queued = q;
       return;
     }
-    this.#call(n.operator, q, [n]);
+    this.#call(q, [n]);
+  }
+
+  /**
+   * The instance for a notice: of the route's, those not absent (all when every one is), and
+   * on a re-dispatch those not tried for this client when any; the fewest notices in flight
+   * plus live splices, ties in turn. Undefined when the route names none.
+   */
+  #pick(n: NoticeRequest, c: Client): string | undefined {
+    const named = (n.instances ?? []).filter((i) => i !== "");
+    if (named.length === 0) return undefined;
+    const here = named.filter((i) => !this.isAbsent(n.operator, i));
+    let pool = here.length > 0 ? here : named;
+    const untried = pool.filter((i) => !c.tried.includes(i));
+    if (untried.length > 0 && c.tried.length > 0) pool = untried;
+    const turn = this.#rr.get(n.operator) ?? 0;
+    this.#rr.set(n.operator, turn + 1);
+    let best: string | undefined;
+    let bestLoad = Infinity;
+    for (let j = 0; j < pool.length; j++) {
+      const i = pool[(turn + j) % pool.length]!;
+      const load = this.#inFlight(n.operator, i) + this.splicesOf(n.operator, i);
+      if (load < bestLoad) {
+        best = i;
+        bestLoad = load;
+      }
+    }
+    return best;
+  }
+
+  #inFlight(operator: string, instance: string): number {
+    const q = this.#queues.get(key(operator, instance));
+    return q === undefined ? 0 : q.carried + q.waiting.size;
+  }
+
+  /** One log line and one count per re-dispatch, naming both instances and the reason. */
+  #redispatched(
+    n: NoticeRequest,
+    c: Client,
+    from: string | undefined,
+    to: string | undefined,
+  ): void {
+    const why = n.why ?? "timer";
+    this.redispatches.set(why, (this.redispatches.get(why) ?? 0) + 1);
+    this.log?.info(
+      "conn {conn}: Re-dispatched {client} for {domain} of {operator} from instance {from} to {to} (notice {attempt}): {reason}",
+      {
+        conn: n.connId,
+        client: n.client,
+        domain: n.domain,
+        operator: n.operator,
+        from: from ?? "-",
+        to: to ?? "-",
+        attempt: n.attempt,
+        reason: why === "timer"
+          ? `no dial-back within redispatch_after_ms (${this.redispatchAfterMs} ms)`
+          : `the notice failed: ${c.lastError ?? "refused"}`,
+      },
+    );
+  }
+
+  /** Follows the data plane's events: splices per instance, and clients that are gone. */
+  onEvent(e: DataEvent): void {
+    switch (e.type) {
+      case "piped": {
+        const c = this.#clients.get(e.conn);
+        this.#clients.delete(e.conn);
+        // served (a re-dispatch may take a pooled dial-back): a queued notice of it never goes
+        c?.queued?.waiting.delete(e.conn);
+        const instance = e.via === "pool" ? e.instance : c?.tried[(e.attempt ?? 1) - 1];
+        if (instance === undefined) return;
+        const k = key(e.operator, instance);
+        bump(this.#splices, k, 1);
+        this.#spliceOf.set(e.conn, k);
+        return;
+      }
+      case "ended": {
+        const k = this.#spliceOf.get(e.conn);
+        if (k === undefined) return;
+        this.#spliceOf.delete(e.conn);
+        bump(this.#splices, k, -1);
+        return;
+      }
+      case "refused":
+        if (e.conn !== undefined) this.forget(e.conn, e.operator);
+        return;
+    }
   }
 
   /** The client is gone (refused, expired): no notice for it any more. */
-  forget(conn: number, operator: string | undefined): void {
-    if (operator !== undefined) this.#queues.get(operator)?.waiting.delete(conn);
+  forget(conn: number, _operator?: string | undefined): void {
+    const c = this.#clients.get(conn);
+    if (c === undefined) return;
+    this.#clients.delete(conn);
+    c.queued?.waiting.delete(conn);
   }
 
-  #call(operator: string, q: OperatorQueue, batch: NoticeRequest[]): void {
+  #call(q: Queue, batch: NoticeRequest[]): void {
     q.inFlight++;
+    q.carried += batch.length;
     this.calls++;
     if (batch.length > 1) this.batched += batch.length;
+    for (const n of batch) {
+      const c = this.#clients.get(n.conn);
+      if (c !== undefined) c.queued = undefined;
+    }
     const params = batch.length === 1
       ? { ...entry(batch[0]!), endpoint: this.#endpoint }
       : { endpoint: this.#endpoint, connections: batch.map(entry) };
-    this.eps.call<{ results?: unknown }>(`${operator}.incomingConnection`, params, {
+    this.eps.call<{ results?: unknown }>(`${q.operator}.incomingConnection`, params, {
       timeoutMs: this.timeoutMs,
       signal: this.signal,
+      ...(q.instance !== undefined ? { instance: q.instance } : {}),
     }).then((answer) => {
       const results = Array.isArray(answer?.results) ? answer.results : undefined;
       if (batch.length === 1 || results === undefined) return this.#count("ok", batch.length);
@@ -109,10 +289,23 @@ export class Notifier {
       });
     }, (err) => {
       this.#count(err instanceof RpcError ? String(err.code) : "error", batch.length);
+      if (q.instance !== undefined && notAttached(err, q.instance)) {
+        // probably gone: no notice goes there until it announces or opens a pool again
+        let absent = this.#absent.get(q.operator);
+        if (absent === undefined) this.#absent.set(q.operator, absent = new Set());
+        absent.add(q.instance);
+        // bounded: an instance that never comes back (a new name per restart) is forgotten
+        if (absent.size > MAX_ABSENT) absent.delete(absent.values().next().value!);
+      }
       for (const n of batch) this.#failed(n, err);
     }).finally(() => {
       q.inFlight--;
-      this.#next(operator, q);
+      q.carried -= batch.length;
+      this.#next(q);
+      // an idle queue goes (instance names come and go with restarts)
+      if (q.inFlight === 0 && q.waiting.size === 0) {
+        this.#queues.delete(key(q.operator, q.instance ?? ""));
+      }
     });
   }
 
@@ -121,7 +314,7 @@ export class Notifier {
   }
 
   /** A call returned: the clients that waited meanwhile go in one call. */
-  #next(operator: string, q: OperatorQueue): void {
+  #next(q: Queue): void {
     if (this.signal.aborted || q.waiting.size === 0) return;
     const batch: NoticeRequest[] = [];
     for (const [conn, n] of q.waiting) {
@@ -129,13 +322,25 @@ export class Notifier {
       q.waiting.delete(conn);
       if (batch.length === MAX_BATCH) break;
     }
-    this.#call(operator, q, batch);
+    this.#call(q, batch);
   }
 
   #failed(n: NoticeRequest, err: unknown): void {
-    // no dial-back will come: let the client go now, not at the dial-back deadline
-    this.#plane?.send({ type: "noticeFailed", conn: n.conn });
-    if (this.signal.aborted) return;
+    const c = this.#clients.get(n.conn);
+    const attempt = n.attempt ?? 1;
+    // a newer notice went meanwhile (a timer re-dispatch): the data plane ignores this failure
+    const superseded = c !== undefined && c.tried.length > attempt;
+    // another instance to try: the data plane re-dispatches the client there
+    const others = (n.instances ?? []).filter((i) => i !== "" && !(c?.tried.includes(i) ?? true));
+    const retry = !superseded && others.length > 0 && attempt < this.maxDispatches;
+    if (c !== undefined) c.lastError = errorText(err);
+    this.#plane?.send({
+      type: "noticeFailed",
+      conn: n.conn,
+      attempt,
+      ...(retry ? { retry: true } : {}),
+    });
+    if (this.signal.aborted || retry || superseded) return;
     const why = new RpcError(
       `Cannot notify "${n.operator}" of a connection for "${n.domain}": ${errorText(err)}`,
       err instanceof RpcError ? err.code : -32603,
@@ -146,4 +351,23 @@ export class Notifier {
       { conn: n.connId, client: n.client, error: why.message },
     );
   }
+}
+
+/**
+ * Whether the EPS answered that `instance` is not attached (-32003 naming it, docs/architecture.md,
+ * "Several private instances"); the client's own -32003 (its link to the EPS down) names none.
+ */
+function notAttached(err: unknown, instance: string): boolean {
+  return err instanceof RpcError && err.code === RpcCode.Unavailable &&
+    err.message.includes(`instance "${instance}"`) && err.message.includes("not attached");
+}
+
+function key(operator: string, instance: string): string {
+  return `${operator}\n${instance}`;
+}
+
+function bump(m: Map<string, number>, k: string, by: number): void {
+  const n = (m.get(k) ?? 0) + by;
+  if (n <= 0) m.delete(k);
+  else m.set(k, n);
 }

@@ -38,11 +38,19 @@ export type MintResult =
   | { ok: true; tokens: string[]; idleTimeoutMs: number }
   | { ok: false; why: "off" | "cap" };
 
-/** Tokens and idle pooled dial-backs per operator, as the data plane reports them. */
+/**
+ * Tokens and idle pooled dial-backs per operator, as the data plane reports them, and per
+ * (operator, private instance) for the instances that named themselves (docs/architecture.md,
+ * "Several private instances"). The cap stays per operator: it is the operator's share of the
+ * descriptor budget, whichever of its instances holds it.
+ */
 export class PoolGrants {
   /** Unredeemed tokens plus idle connections, per operator: what the cap counts. */
   #held = new Map<string, number>();
   #idle = new Map<string, number>();
+  /** The same per operator and instance (`operator\ninstance`). */
+  #heldOf = new Map<string, number>();
+  #idleOf = new Map<string, number>();
   #closed = false;
 
   constructor(
@@ -66,6 +74,16 @@ export class PoolGrants {
     return this.#held.get(operator) ?? 0;
   }
 
+  /** Tokens and idle connections held for `operator`'s `instance`. */
+  heldBy(operator: string, instance: string): number {
+    return this.#heldOf.get(`${operator}\n${instance}`) ?? 0;
+  }
+
+  /** Idle pooled connections of `operator`'s `instance`. */
+  idleBy(operator: string, instance: string): number {
+    return this.#idleOf.get(`${operator}\n${instance}`) ?? 0;
+  }
+
   /** Idle pooled connections of `operator`, or of all operators. */
   idle(operator?: string): number {
     if (operator !== undefined) return this.#idle.get(operator) ?? 0;
@@ -79,7 +97,14 @@ export class PoolGrants {
    * the per-operator cap, and grants them to the data plane. Grants fewer when the cap leaves less
    * room; none → `{ok: false}`.
    */
-  mint(operator: string, domains: readonly string[], count: number, idleMs: number): MintResult {
+  mint(
+    operator: string,
+    domains: readonly string[],
+    count: number,
+    idleMs: number,
+    /** The private instance that asked (`CallContext.callerInstance`), when it named one. */
+    instance?: string,
+  ): MintResult {
     if (this.maxPerOperator === 0 || this.#closed) return { ok: false, why: "off" };
     const n = Math.min(
       count,
@@ -94,8 +119,15 @@ export class PoolGrants {
       this.random(raw);
       tokens.push(tokenText(raw));
     }
-    bump(this.#held, operator, n);
-    this.send({ type: "grantPool", operator, domains, tokens, idleTimeoutMs });
+    this.#hold(operator, instance, n);
+    this.send({
+      type: "grantPool",
+      operator,
+      domains,
+      tokens,
+      idleTimeoutMs,
+      ...(instance !== undefined ? { instance } : {}),
+    });
     return { ok: true, tokens, idleTimeoutMs };
   }
 
@@ -104,7 +136,12 @@ export class PoolGrants {
    * plane admits a dial-back that presents it while the operator holds fewer idle ones than the
    * cap (`max_pooled_per_operator`). Null when pooling is off.
    */
-  ticket(operator: string, domains: readonly string[], idleMs: number): TicketGrant | null {
+  ticket(
+    operator: string,
+    domains: readonly string[],
+    idleMs: number,
+    instance?: string,
+  ): TicketGrant | null {
     if (this.maxPerOperator === 0 || this.#closed) return null;
     const idleTimeoutMs = clampIdle(idleMs);
     const id = new Uint8Array(TICKET_ID_BYTES);
@@ -127,6 +164,7 @@ export class PoolGrants {
       ttlMs: TICKET_TTL_MS,
       cap: grant.cap,
       idleTimeoutMs,
+      ...(instance !== undefined ? { instance } : {}),
     });
     return grant;
   }
@@ -135,24 +173,34 @@ export class PoolGrants {
   onEvent(e: DataEvent): void {
     switch (e.type) {
       case "poolIdle":
-        bump(this.#idle, e.operator, 1);
+        this.#idleBy(e.operator, e.instance, 1);
         // a ticket's dial-back was not counted at mint time: it is held from now on
-        if (e.ticket) bump(this.#held, e.operator, 1);
+        if (e.ticket) this.#hold(e.operator, e.instance, 1);
         return;
       case "poolDropped":
-        bump(this.#idle, e.operator, -1);
-        bump(this.#held, e.operator, -1);
+        this.#idleBy(e.operator, e.instance, -1);
+        this.#hold(e.operator, e.instance, -1);
         return;
       case "poolTokensExpired":
-        bump(this.#held, e.operator, -e.count);
+        this.#hold(e.operator, e.instance, -e.count);
         return;
       case "piped":
         if (e.via === "pool") {
-          bump(this.#idle, e.operator, -1);
-          bump(this.#held, e.operator, -1);
+          this.#idleBy(e.operator, e.instance, -1);
+          this.#hold(e.operator, e.instance, -1);
         }
         return;
     }
+  }
+
+  #hold(operator: string, instance: string | undefined, by: number): void {
+    bump(this.#held, operator, by);
+    if (instance !== undefined) bump(this.#heldOf, `${operator}\n${instance}`, by);
+  }
+
+  #idleBy(operator: string, instance: string | undefined, by: number): void {
+    bump(this.#idle, operator, by);
+    if (instance !== undefined) bump(this.#idleOf, `${operator}\n${instance}`, by);
   }
 
   /** Later mints are refused (the role stops). */

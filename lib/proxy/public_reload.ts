@@ -102,6 +102,8 @@ export function publicReloader(p: PublicReloadParts): Reloader<PublicSettings> {
     p.live.directory = directory;
     p.live.privateEndpoint = endpoint;
     p.notifier.timeoutMs = next.noticeTimeoutMs;
+    p.notifier.redispatchAfterMs = next.redispatchAfterMs;
+    p.notifier.maxDispatches = next.maxDispatches;
     p.grants.maxPerOperator = next.maxPooledPerOperator;
     p.rpc.maxPooledPerOperator = next.maxPooledPerOperator;
     p.announcements.maxPerOperator = next.maxAnnouncementsPerOperator;

@@ -35,6 +35,8 @@ export interface PublicRpcParts {
   instance: string;
   /** This replica's private endpoint, `host:port`. */
   endpoint(): string;
+  /** A private instance announced or opened a pool: it is attached (the notices' absent marks). */
+  instancePresent(operator: string, instance: string | undefined): void;
 }
 
 /** What answers that name replicas carry: this replica and every live one. */
@@ -49,6 +51,7 @@ export function servePublicCalls(p: PublicRpcParts): void {
   const { eps, announcements, log } = p;
   eps.serve("announceConnections", async (params, ctx) => {
     const requests = parseAnnounceParams(params, Date.now());
+    p.instancePresent(ctx.caller, ctx.callerInstance);
     try {
       const added = await announcements.announce(ctx.caller, requests, ctx.callerInstance ?? "");
       log.info("Accepted announcement of {domains} from {operator}", {
@@ -80,13 +83,21 @@ export function servePublicCalls(p: PublicRpcParts): void {
     log.info("Withdrew {domains} of {operator}", { operator: ctx.caller, domains: withdrawn });
     return { withdrawn };
   });
-  eps.serve("openPool", (params, ctx) => openPool(p, params, ctx.caller));
+  eps.serve("openPool", (params, ctx) => {
+    p.instancePresent(ctx.caller, ctx.callerInstance);
+    return { ...openPool(p, params, ctx.caller, ctx.callerInstance), ...replicasOf(p) };
+  });
   eps.serve("getAnnouncements", (_params, ctx) => ({
     connections: viewOf(announcements.list(ctx.caller)),
   }));
 }
 
-function openPool(p: PublicRpcParts, params: Record<string, unknown>, operator: string) {
+function openPool(
+  p: PublicRpcParts,
+  params: Record<string, unknown>,
+  operator: string,
+  instance: string | undefined,
+) {
   const { count, idle_timeout_ms: idleMs } = params;
   // ticket: true asks for a pool ticket too (docs/architecture.md, "Pool tickets"); then count may be 0
   const wantTicket = params.ticket === true;
@@ -126,13 +137,19 @@ function openPool(p: PublicRpcParts, params: Record<string, unknown>, operator: 
     );
   }
   const ticket = wantTicket
-    ? p.grants.ticket(operator, domains as string[], idleMs as number)
+    ? p.grants.ticket(operator, domains as string[], idleMs as number, instance)
     : null;
   if (ticket !== null && count === 0) {
     p.log.debug("Granted a pool ticket to {operator}", { operator });
     return { tokens: [], idle_timeout_ms: ticket.idleTimeoutMs, ticket: ticketJson(ticket) };
   }
-  const minted = p.grants.mint(operator, domains as string[], count as number, idleMs as number);
+  const minted = p.grants.mint(
+    operator,
+    domains as string[],
+    count as number,
+    idleMs as number,
+    instance,
+  );
   if (!minted.ok) {
     p.stats.refusedPool++;
     const max = p.maxPooledPerOperator;

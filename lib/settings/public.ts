@@ -205,6 +205,16 @@ export const PUBLIC_SHAPE = {
     10_000,
     "How long a client connection stays pending waiting for the private proxy's dial-back.",
   ),
+  redispatchAfterMs: withDefault(
+    duration(),
+    1000,
+    'A waiting client whose dial-back has not come this long after its notice is sent to another private instance of the name (a new notice, its ClientHello replayed: the client cannot tell; docs/architecture.md, "Re-dispatch"). A failed notice re-dispatches at once when the name has another instance to try. Below `dial_back_timeout_ms`, which still bounds the whole wait. Applied on reload.',
+  ),
+  maxDispatches: withDefault(
+    integer(1, 16),
+    3,
+    "Notices one client may get in all (the first and its re-dispatches); 1: no re-dispatch. Applied on reload.",
+  ),
   tokenTimeoutMs: withDefault(
     duration(),
     5000,
@@ -335,6 +345,11 @@ export function parsePublicSettings(
     }
   }
   checkSplice(parsed, problems);
+  if (parsed.redispatchAfterMs >= parsed.dialBackTimeoutMs) {
+    problems.push(
+      `redispatch_after_ms: ${parsed.redispatchAfterMs} must be below dial_back_timeout_ms (${parsed.dialBackTimeoutMs}): a re-dispatch must come before the client's wait ends`,
+    );
+  }
   return withInstance({ ...parsed, store });
 }
 

@@ -30,6 +30,31 @@ store_path: state/announcements.jsonl
     assert.equal(s.maxPendingPerClient, 4096);
     assert.equal(s.graceMs, 5000);
     assert.equal(s.maxPooledPerOperator, 64);
+    assert.equal(s.redispatchAfterMs, 1000);
+    assert.equal(s.maxDispatches, 3);
+  });
+});
+
+Deno.test("loadPublicSettings(): redispatch_after_ms must be below dial_back_timeout_ms", async () => {
+  await withDir(async (dir) => {
+    const file = join(dir, "settings.yml");
+    const base = `operator: public-proxy-1
+public_listen: 127.0.0.1:4433
+private_listen: 127.0.0.1:9999
+${EPS_BLOCK}directory_dir: directory
+store: memory
+`;
+    await Deno.writeTextFile(
+      file,
+      `${base}dial_back_timeout_ms: 2000\nredispatch_after_ms: 2000\n`,
+    );
+    const text = problemsOf(await loadPublicSettings([file]).catch((e) => e));
+    assert.match(text, /redispatch_after_ms: 2000 must be below dial_back_timeout_ms \(2000\)/);
+    await Deno.writeTextFile(file, `${base}max_dispatches: 0\n`);
+    assert.match(problemsOf(await loadPublicSettings([file]).catch((e) => e)), /max_dispatches:/);
+    await Deno.writeTextFile(file, `${base}redispatch_after_ms: 250\nmax_dispatches: 1\n`);
+    const s = await loadPublicSettings([file]);
+    assert.deepEqual([s.redispatchAfterMs, s.maxDispatches], [250, 1]);
   });
 });
 

@@ -62,9 +62,12 @@ export class Engine {
   readonly timers = new Timers();
   /** Every open socket and its owner. */
   readonly socks = new Map<SockId, SockOwner>();
-  /** Public: clients waiting for a dial-back, by token (base64). */
+  /**
+   * Public: clients waiting for a dial-back, by token (base64). A re-dispatched client has one
+   * token per notice it got (docs/architecture.md, "Re-dispatch"): count clients in `waiting`.
+   */
   readonly pending = new Map<string, ClientConn>();
-  /** The same clients by connection id (for the control plane's noticeFailed). */
+  /** The same clients by connection id (for the control plane's noticeFailed), one entry each. */
   readonly waiting = new Map<number, ClientConn>();
   readonly pendingPerOperator = new Map<string, number>();
   readonly pendingPerClient = new Map<string, number>();
@@ -313,12 +316,18 @@ export class Engine {
             operator: cmd.operator,
             domains: cmd.domains.length === 0 ? null : new Set(cmd.domains),
             idleTimeoutMs: cmd.idleTimeoutMs,
+            instance: cmd.instance,
             token,
             timerGen: 0,
             onTimeout: () => {
               if (this.grants.get(token) !== g) return;
               this.grants.delete(token);
-              this.emit({ type: "poolTokensExpired", operator: g.operator, count: 1 });
+              this.emit({
+                type: "poolTokensExpired",
+                operator: g.operator,
+                count: 1,
+                ...(g.instance !== undefined ? { instance: g.instance } : {}),
+              });
             },
           };
           this.grants.set(token, g);
@@ -329,7 +338,7 @@ export class Engine {
         if (!this.stopping) this.tickets.grant(cmd, now);
         break;
       case "noticeFailed":
-        this.waiting.get(cmd.conn)?.noticeFailed(now);
+        this.waiting.get(cmd.conn)?.noticeFailed(now, cmd.retry === true, cmd.attempt);
         break;
       case "dialBack":
         if (!this.stopping) new NoticeDialBack(this, cmd, now);
@@ -435,17 +444,56 @@ export class Engine {
 
   // -- the public proxy's tables -----------------------------------------------------------
 
-  /** Takes the newest idle pooled dial-back of `operator` opened for `domain`, or undefined. */
+  /**
+   * Takes an idle pooled dial-back of `operator` opened for `domain`, or undefined
+   * (docs/architecture.md, "Several private instances"): among the instances with one, that of
+   * the fewest live splices (ties: the newest dial-back). With one instance: the newest.
+   */
   takeIdle(operator: string, domain: string): IdlePooled | undefined {
     const list = this.idle.get(operator);
     if (list === undefined) return undefined;
+    const several = (this.#idleInstances.get(operator)?.size ?? 0) > 1;
+    let best: IdlePooled | undefined;
+    let bestLoad = Infinity;
+    const seen = several ? new Set<string | undefined>() : undefined;
     for (let i = list.length - 1; i >= 0; i--) {
       const e = list[i]!;
       if (e.domains !== null && !e.domains.has(domain)) continue;
-      this.removeIdle(e);
-      return e;
+      if (seen === undefined) {
+        best = e;
+        break;
+      }
+      if (seen.has(e.instance)) continue; // an older one of an instance already weighed
+      seen.add(e.instance);
+      const load = this.splicesOf(operator, e.instance);
+      if (load < bestLoad) {
+        best = e;
+        bestLoad = load;
+        if (load === 0) break; // nothing is less loaded; newer ones won the ties
+      }
     }
-    return undefined;
+    if (best !== undefined) this.removeIdle(best);
+    return best;
+  }
+
+  /** Public: live splices of pooled dial-backs per (operator, instance). */
+  readonly #splices = new Map<string, number>();
+  /** Public: idle pooled dial-backs per operator and instance ("" when unknown). */
+  readonly #idleInstances = new Map<string, Map<string, number>>();
+
+  /** Live splices of `operator`'s `instance` on pooled dial-backs. */
+  splicesOf(operator: string, instance: string | undefined): number {
+    return this.#splices.get(`${operator}\n${instance ?? ""}`) ?? 0;
+  }
+
+  /** A splice of `operator`'s `instance` started (1) or ended (-1). */
+  spliced(operator: string, instance: string, by: 1 | -1): void {
+    bump(this.#splices, `${operator}\n${instance}`, by);
+  }
+
+  /** Idle pooled dial-backs of `operator` per instance ("" when unknown), for tests. */
+  idleInstances(operator: string): ReadonlyMap<string, number> {
+    return this.#idleInstances.get(operator) ?? new Map();
   }
 
   /** Public: idle pooled dial-backs of every operator (within `Limits.maxPooled`). */
@@ -453,6 +501,9 @@ export class Engine {
 
   addIdle(e: IdlePooled): void {
     this.idleTotal++;
+    let per = this.#idleInstances.get(e.operator);
+    if (per === undefined) this.#idleInstances.set(e.operator, per = new Map());
+    bump(per, e.instance ?? "", 1);
     let list = this.idle.get(e.operator);
     if (list === undefined) this.idle.set(e.operator, list = []);
     list.push(e);
@@ -463,6 +514,9 @@ export class Engine {
     const i = list?.indexOf(e) ?? -1;
     if (i < 0) return;
     this.idleTotal--;
+    const per = this.#idleInstances.get(e.operator)!;
+    bump(per, e.instance ?? "", -1);
+    if (per.size === 0) this.#idleInstances.delete(e.operator);
     list!.splice(i, 1);
     if (list!.length === 0) this.idle.delete(e.operator);
   }

@@ -262,6 +262,7 @@ Deno.test("core pipes a client to the dial-back that presents its token (pool mi
     domain: HOST,
     token: "",
     client: "203.0.113.9:40000",
+    attempt: 1,
   });
   assert.equal(tokenBytes(token).length, 32);
   assert.equal(sim.engine.pending.size, 1);

@@ -15,6 +15,9 @@ import { Timers } from "./timers.ts";
 const SEEDS = 300;
 /** Deadlines far beyond a run (which moves the clock a few ms per turn); the end jumps past them. */
 const LONG = 10_000_000;
+/** `redispatch_after_ms` of the runs: a few turns, so that waiting clients get re-dispatched. */
+const REDISPATCH_MS = 4;
+const MAX_DISPATCHES = 3;
 const HOST = "test.internal-server.local";
 const CURL = fixture("curl_tls13");
 const ENDPOINT = { hostname: "192.0.2.1", port: 7443 };
@@ -36,7 +39,16 @@ interface Stream {
   done: boolean;
 }
 
-type Kind = "notice" | "pool" | "refuse" | "badtoken" | "pnotice" | "ppool" | "pfail" | "punknown";
+type Kind =
+  | "notice"
+  | "pool"
+  | "refuse"
+  | "badtoken"
+  | "redispatch"
+  | "pnotice"
+  | "ppool"
+  | "pfail"
+  | "punknown";
 
 interface Actor {
   readonly k: number;
@@ -162,6 +174,8 @@ function moves(sim: Sim, x: Actor): (() => void)[] {
     case "notice":
     case "pool":
     case "refuse":
+    case "redispatch":
+      if (x.kind === "redispatch" && x.b === undefined) redispatchMoves(sim, x, out, payload);
       if (x.kind === "pool" && x.b === undefined) {
         out.push(() => {
           const t = newToken(rng);
@@ -278,6 +292,48 @@ function moves(sim: Sim, x: Actor): (() => void)[] {
   return out;
 }
 
+/**
+ * A client re-dispatched (docs/architecture.md, "Re-dispatch"): by the timer as the clock moves,
+ * or by a failed notice (`noticeFailed`, with or without retry, naming any attempt so far); its
+ * dial-back presents any one of its tokens (an earlier one comes late), or none comes.
+ */
+function redispatchMoves(sim: Sim, x: Actor, out: (() => void)[], payload: () => Uint8Array) {
+  const rng = sim.rng;
+  const needs = sim.ofType("needDialBack").filter((e) => e.operator === x.operator);
+  if (needs.length === 0) return;
+  const last = needs.at(-1)!;
+  if (sim.engine.waiting.has(last.conn)) {
+    out.push(() =>
+      sim.command({
+        type: "noticeFailed",
+        conn: last.conn,
+        retry: rng.bool(0.8),
+        attempt: rng.int(1, last.attempt),
+      })
+    );
+  }
+  out.push(() => {
+    const need = rng.pick(needs);
+    // from another host: a dial-back too late (bad-token) is no outcome of the client
+    x.b = sim.accept("private", { hostname: `10.8.${x.k}.1`, port: 1000 + x.step++ })!;
+    x.down = newStream(sim, x.b, concat(tokenBytes(need.token), payload()), 32);
+    x.skipDown = 32;
+  });
+}
+
+/** The public core's counts agree with its tables at every turn. */
+function checkCounts(sim: Sim, ctx: string): void {
+  const e = sim.engine;
+  const sum = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
+  assert.equal(sum(e.pendingPerOperator), e.waiting.size, `${ctx}: per operator`);
+  assert.equal(sum(e.pendingPerClient), e.waiting.size, `${ctx}: per client`);
+  assert.equal(sum(e.pendingPerName), e.waiting.size, `${ctx}: per name`);
+  const owners = new Set(e.pending.values());
+  assert.equal(owners.size, e.waiting.size, `${ctx}: tokens of waiting clients`);
+  for (const c of owners) assert.equal(e.waiting.get(c.id), c, `${ctx}: token of a gone client`);
+  assert.ok(e.pending.size <= MAX_DISPATCHES * e.waiting.size, `${ctx}: tokens per client`);
+}
+
 function internalOf(x: Actor) {
   return { hostname: `10.2.${x.k}.1`, port: 443 };
 }
@@ -290,6 +346,9 @@ function whose(e: DataEvent, actors: Actor[]): Actor | undefined {
   return undefined;
 }
 
+/** What the runs covered, so that the test fails if the re-dispatch paths went unexercised. */
+const covered = { redispatched: 0, servedAfterRedispatch: 0 };
+
 function run(seed: number): void {
   const probe = new Sim("public", { seed });
   const role = probe.rng.bool() ? "public" : "private";
@@ -297,7 +356,7 @@ function run(seed: number): void {
   const idleTimeoutMs = probe.rng.pick([0, LONG]);
   const n = probe.rng.int(1, 5);
   const kinds: Kind[] = role === "public"
-    ? ["notice", "notice", "pool", "pool", "refuse", "badtoken"]
+    ? ["notice", "notice", "pool", "pool", "refuse", "badtoken", "redispatch"]
     : ["pnotice", "pnotice", "ppool", "ppool", "pfail", "punknown"];
   const actors: Actor[] = [];
   for (let k = 0; k < n; k++) actors.push(newActor(probe, k, probe.rng.pick(kinds)));
@@ -311,6 +370,8 @@ function run(seed: number): void {
       dialBackTimeoutMs: LONG,
       dialTimeoutMs: LONG,
       connectTimeoutMs: LONG,
+      redispatchAfterMs: REDISPATCH_MS,
+      maxDispatches: MAX_DISPATCHES,
     },
     publicRoutes: actors.map((x) => [x.domain, { operator: x.operator }] as const),
     privateRoutes: actors.map((x) => [x.domain, { internal: internalOf(x) }] as const),
@@ -327,6 +388,7 @@ function run(seed: number): void {
     rng.pick(all)();
     if (rng.bool(0.3)) sim.advance(rng.int(0, 5));
     assert.ok(sim.maxTimers <= 8 * n + 4, `${ctx}: timer heap ${sim.maxTimers}`);
+    checkCounts(sim, ctx);
   }
   // what hangs: lingering clients and idle splices time out; the rest is killed
   sim.advance(1e9);
@@ -339,6 +401,17 @@ function run(seed: number): void {
   assert.equal(sim.engine.nextTimeout(), Infinity, ctx);
   assert.equal(sim.engine.timers.size, 0, ctx);
   assert.equal(sim.engine.pending.size + sim.engine.waiting.size + sim.engine.idle.size, 0, ctx);
+  checkCounts(sim, ctx);
+  for (const x of actors) {
+    const attempts = sim.ofType("needDialBack").filter((e) => e.operator === x.operator)
+      .map((e) => e.attempt);
+    assert.deepEqual(attempts, attempts.map((_, i) => i + 1), `${ctx}: attempts of ${x.k}`);
+    assert.ok(attempts.length <= MAX_DISPATCHES, `${ctx}: attempts of ${x.k}`);
+    if (attempts.length > 1) covered.redispatched++;
+    if (attempts.length > 1 && x.kind === "redispatch" && has(sim, "piped", x.operator)) {
+      covered.servedAfterRedispatch++;
+    }
+  }
 
   for (const x of actors) {
     const mine = sim.events.filter((e) => whose(e, actors) === x);
@@ -351,6 +424,8 @@ function run(seed: number): void {
       pool: "ended",
       refuse: "refused",
       badtoken: "refused",
+      // its notices may all fail (refused), or a dial-back comes (ended)
+      redispatch: o.type === "refused" ? "refused" : "ended",
       pnotice: "ended",
       ppool: "ended",
       pfail: "connectFailed",
@@ -385,6 +460,8 @@ function run(seed: number): void {
 
 Deno.test(`core keeps every byte and ends every connection once (${SEEDS} seeded runs)`, () => {
   for (let seed = 1; seed <= SEEDS; seed++) run(seed);
+  assert.ok(covered.redispatched > 10, JSON.stringify(covered));
+  assert.ok(covered.servedAfterRedispatch > 5, JSON.stringify(covered));
 });
 
 Deno.test("Timers.fire() fires each live deadline once, in order, through compactions", () => {

@@ -12,6 +12,8 @@ export interface PoolRight {
   /** The names it may serve; null: every name of its operator. */
   readonly domains: ReadonlySet<string> | null;
   readonly idleTimeoutMs: number;
+  /** The private instance it was granted to (docs/architecture.md, "Several private instances"). */
+  readonly instance?: string | undefined;
 }
 
 /** A one-time pool token not yet redeemed. */

@@ -22,6 +22,14 @@ export interface PipeMeta {
   readonly alpn?: readonly string[];
   /** Phase times so far; `piped` and `ended` are filled in here. */
   readonly phases: Omit<Phases, "piped" | "ended">;
+  /**
+   * Public, via pool: the private instance of the dial-back; the splice counts in the engine's
+   * live splices of (operator, instance) while it lasts (docs/architecture.md, "Several private
+   * instances").
+   */
+  readonly instance?: string;
+  /** Public, via notice: the attempt whose token was claimed (the `piped` event's). */
+  readonly attempt?: number;
 }
 
 /** Two sockets spliced: `a` is the side towards the client, `b` the side towards the server. */
@@ -66,7 +74,10 @@ export class Pipe implements SockOwner {
       client: meta.client,
       ...(meta.alpn !== undefined ? { alpn: meta.alpn } : {}),
       phases: { ...meta.phases, piped: now, ended: 0 },
+      ...(meta.instance !== undefined ? { instance: meta.instance } : {}),
+      ...(meta.attempt !== undefined ? { attempt: meta.attempt } : {}),
     });
+    if (meta.instance !== undefined) engine.spliced(meta.operator, meta.instance, 1);
     this.#armIdle(now);
   }
 
@@ -127,6 +138,7 @@ export class Pipe implements SockOwner {
     this.engine.close(this.a, abort);
     this.engine.close(this.b, abort);
     const m = this.meta;
+    if (m.instance !== undefined) this.engine.spliced(m.operator, m.instance, -1);
     this.engine.emit({
       type: "ended",
       conn: m.conn,
@@ -140,6 +152,7 @@ export class Pipe implements SockOwner {
       down: this.down,
       reason,
       phases: { ...m.phases, piped: this.#piped, ended: now },
+      ...(m.instance !== undefined ? { instance: m.instance } : {}),
     });
   }
 }

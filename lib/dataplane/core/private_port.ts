@@ -33,7 +33,7 @@ export class DialBackIn extends Machine {
     const token = tokenText(this.#buf);
     const early = bytes.slice(n);
     const client = e.pending.get(token);
-    if (client !== undefined) return client.claimed(this.sock, early, now);
+    if (client !== undefined) return client.claimed(this.sock, early, now, token);
     const grant = e.grants.get(token);
     if (grant !== undefined && early.length === 0) {
       e.grants.delete(token);
@@ -77,17 +77,25 @@ export class IdlePooled extends Machine {
   readonly operator: string;
   /** The names it may serve; null: every name of its operator. */
   readonly domains: ReadonlySet<string> | null;
+  /** The private instance it belongs to (its grant's or ticket's), when known. */
+  readonly instance: string | undefined;
   #idle = true;
 
   constructor(engine: Engine, sock: SockId, grant: PoolRight, now: number, ticket: boolean) {
     super(engine, sock);
     this.operator = grant.operator;
     this.domains = grant.domains;
+    this.instance = grant.instance;
     engine.own(sock, this);
     engine.addIdle(this);
     engine.out({ op: "read", sock, on: true });
     engine.timers.arm(this, now + grant.idleTimeoutMs);
-    engine.emit({ type: "poolIdle", operator: this.operator, ticket });
+    engine.emit({
+      type: "poolIdle",
+      operator: this.operator,
+      ticket,
+      ...(this.instance !== undefined ? { instance: this.instance } : {}),
+    });
   }
 
   /** A client took it (already out of the idle list): stop watching it. */
@@ -108,6 +116,7 @@ export class IdlePooled extends Machine {
       operator: this.operator,
       why,
       ...(detail !== undefined ? { detail } : {}),
+      ...(this.instance !== undefined ? { instance: this.instance } : {}),
     });
   }
 
@@ -127,5 +136,3 @@ export class IdlePooled extends Machine {
     this.#drop("stopping");
   }
 }
-
-/** `head`, `hello` and `extra` in one new buffer (what is written to a dial-back at once). */

@@ -63,7 +63,20 @@ export class ClientConn extends Machine {
   #sni = "";
   #operator = "";
   #domain = "";
-  #token = "";
+  /**
+   * Its tokens by attempt - 1, one per notice (docs/architecture.md, "Re-dispatch"); each claims
+   * it; undefined once that notice failed.
+   */
+  #tokens: (string | undefined)[] = [];
+  /** Notices it got: the `attempt` of its last `needDialBack`. */
+  #attempt = 0;
+  /** When its dial-back deadline passes (from the hello: a re-dispatch does not move it). */
+  #deadline = 0;
+  /** The re-dispatch timer: a second deadline beside the machine's own. */
+  readonly #redispatch = {
+    timerGen: 0,
+    onTimeout: (now: number) => this.#dispatch(now, "timer"),
+  };
   readonly #accepted: number;
   #hello = 0;
 
@@ -204,7 +217,15 @@ export class ClientConn extends Machine {
     if (pooled !== undefined) {
       pooled.take();
       const header = encodePoolHeader(this.#sni, this.connId, this.#addresses);
-      return this.#pipe(pooled.sock, concat(header, hello, extra), header.length, now, "pool");
+      return this.#pipe(
+        pooled.sock,
+        concat(header, hello, extra),
+        header.length,
+        now,
+        "pool",
+        undefined,
+        pooled.instance,
+      );
     }
     const cap = this.#pendingCap();
     if (cap === "name-pending") {
@@ -212,22 +233,37 @@ export class ClientConn extends Machine {
       return this.#refuse(cap, ALERT_INTERNAL_ERROR, now, `${n} wait (max_pending_per_name)`);
     }
     if (cap !== undefined) return this.#refuse(cap, undefined, now);
+    bump(e.pendingPerOperator, this.#operator, 1);
+    bump(e.pendingPerClient, this.host, 1);
+    bump(e.pendingPerName, domain, 1);
+    e.waiting.set(this.id, this);
+    this.#replay = concat(undefined, hello, extra);
+    this.state = "waiting";
+    e.out({ op: "read", sock: this.sock, on: false });
+    this.#deadline = now + e.limits.dialBackTimeoutMs;
+    e.timers.arm(this, this.#deadline);
+    this.#notice(now, undefined);
+  }
+
+  /** A new token and its `needDialBack` (attempt + 1); arms the re-dispatch timer if one remains. */
+  #notice(now: number, why: "timer" | "failed" | undefined): void {
+    const e = this.engine;
     const raw = new Uint8Array(TOKEN_BYTES);
     let token: string;
     do {
       e.random(raw);
       token = tokenText(raw);
     } while (e.pending.has(token));
-    this.#token = token;
+    this.#tokens.push(token);
     e.pending.set(token, this);
-    e.waiting.set(this.id, this);
-    bump(e.pendingPerOperator, this.#operator, 1);
-    bump(e.pendingPerClient, this.host, 1);
-    bump(e.pendingPerName, domain, 1);
-    this.#replay = concat(undefined, hello, extra);
-    this.state = "waiting";
-    e.out({ op: "read", sock: this.sock, on: false });
-    e.timers.arm(this, now + e.limits.dialBackTimeoutMs);
+    this.#attempt++;
+    const after = e.limits.redispatchAfterMs ?? 0;
+    if (
+      after > 0 && this.#attempt < (e.limits.maxDispatches ?? 1) && now + after < this.#deadline
+    ) {
+      e.timers.arm(this.#redispatch, now + after);
+    } else e.timers.disarm(this.#redispatch);
+    const instances = e.publicRoutes.get(this.#domain)?.instances;
     e.emit({
       type: "needDialBack",
       conn: this.id,
@@ -239,7 +275,39 @@ export class ClientConn extends Machine {
       ...(this.#addresses !== undefined
         ? { local: hostPortText(this.#addresses.destination) }
         : {}),
+      attempt: this.#attempt,
+      ...(why !== undefined ? { why } : {}),
+      ...(instances !== undefined && instances.length > 0 ? { instances } : {}),
     });
+  }
+
+  /**
+   * Re-dispatch (docs/architecture.md, "Re-dispatch"): the hello is still buffered, nothing was
+   * forwarded, so the client cannot tell. An idle pooled dial-back that came meanwhile serves it
+   * at once; else a new notice. Earlier tokens stay valid: whichever dial-back comes first wins.
+   */
+  #dispatch(now: number, why: "timer" | "failed"): void {
+    if (this.state !== "waiting") return;
+    const e = this.engine;
+    const pooled = e.takeIdle(this.#operator, this.#domain);
+    if (pooled !== undefined) {
+      this.#unpend();
+      pooled.take();
+      const header = encodePoolHeader(this.#sni, this.connId, this.#addresses);
+      const replay = this.#replay!;
+      this.#replay = undefined;
+      return this.#pipe(
+        pooled.sock,
+        concat(header, replay, new Uint8Array(0)),
+        header.length,
+        now,
+        "pool",
+        undefined,
+        pooled.instance,
+        this.#attempt,
+      );
+    }
+    this.#notice(now, why);
   }
 
   /**
@@ -274,7 +342,7 @@ export class ClientConn extends Machine {
     if (perName > 0 && (e.pendingPerName.get(this.#domain) ?? 0) >= perName) {
       return "name-pending";
     }
-    if (e.pending.size >= l.maxPending) return "pending-total";
+    if (e.waiting.size >= l.maxPending) return "pending-total";
     if ((e.pendingPerOperator.get(this.#operator) ?? 0) >= l.maxPendingPerOperator) {
       return "pending-operator";
     }
@@ -284,8 +352,13 @@ export class ClientConn extends Machine {
 
   #unpend(): void {
     const e = this.engine;
-    if (e.pending.get(this.#token) !== this) return;
-    e.pending.delete(this.#token);
+    if (e.waiting.get(this.id) !== this) return;
+    // every token of its notices: a late dial-back for an earlier one gets bad-token
+    for (const t of this.#tokens) {
+      if (t !== undefined && e.pending.get(t) === this) e.pending.delete(t);
+    }
+    this.#tokens = [];
+    e.timers.disarm(this.#redispatch);
     e.waiting.delete(this.id);
     bump(e.pendingPerOperator, this.#operator, -1);
     bump(e.pendingPerClient, this.host, -1);
@@ -293,15 +366,32 @@ export class ClientConn extends Machine {
   }
 
   /** Its dial-back came (token claimed): replay the hello to it, then pipe. */
-  claimed(dialBack: SockId, early: Uint8Array, now: number): void {
+  claimed(dialBack: SockId, early: Uint8Array, now: number, token: string): void {
+    const attempt = this.#tokens.indexOf(token) + 1;
     this.#unpend();
     const replay = this.#replay!;
     this.#replay = undefined;
-    this.#pipe(dialBack, replay, 0, now, "notice", early);
+    this.#pipe(dialBack, replay, 0, now, "notice", early, undefined, attempt);
   }
 
-  noticeFailed(now: number): void {
+  /**
+   * The notice of `attempt` (absent: the last) failed. `retry`: the control plane has another
+   * instance to try — re-dispatch while attempts remain; else refuse the client now.
+   */
+  noticeFailed(now: number, retry: boolean, attempt = this.#attempt): void {
     if (this.state !== "waiting") return;
+    const e = this.engine;
+    // no dial-back will come for that notice's token
+    const failed = this.#tokens[attempt - 1];
+    if (failed !== undefined && e.pending.get(failed) === this) e.pending.delete(failed);
+    this.#tokens[attempt - 1] = undefined;
+    // an older notice failed while a newer one is in flight: that one may still serve
+    if (attempt < this.#attempt) return;
+    if (retry && this.#attempt < (e.limits.maxDispatches ?? 1)) {
+      return this.#dispatch(now, "failed");
+    }
+    // an earlier notice that did not fail may still bring its dial-back, until the deadline
+    if (this.#tokens.some((t) => t !== undefined)) return;
     this.#unpend();
     this.#refuse("notice-failed", ALERT_INTERNAL_ERROR, now);
   }
@@ -314,6 +404,8 @@ export class ClientConn extends Machine {
     now: number,
     via: "pool" | "notice",
     early?: Uint8Array,
+    instance?: string,
+    attempt?: number,
   ): void {
     const e = this.engine;
     this.state = "done";
@@ -337,6 +429,8 @@ export class ClientConn extends Machine {
         client: this.client,
         alpn: this.#alpn ?? [],
         phases: { accepted: this.#accepted, hello: this.#hello, dialBack: now, internal: 0 },
+        ...(instance !== undefined ? { instance } : {}),
+        ...(attempt !== undefined ? { attempt } : {}),
       },
       now,
       replay.length - header,

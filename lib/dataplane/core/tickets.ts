@@ -31,6 +31,9 @@ class Ticket implements PoolRight {
   get idleTimeoutMs(): number {
     return this.cmd.idleTimeoutMs;
   }
+  get instance(): string | undefined {
+    return this.cmd.instance;
+  }
   onTimeout(): void {
     this.tickets.drop(this);
   }
