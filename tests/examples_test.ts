@@ -18,6 +18,16 @@ const SIDES = {
     operator: "office.example.org",
     roles: { eps: "eps", "private-proxy": "private", "internal-server": "internal-server" },
   },
+  // examples/ha/README.md: two public replicas and two private instances
+  "ha": {
+    operator: undefined,
+    roles: {
+      "public-proxy-a": "public",
+      "public-proxy-b": "public",
+      "private-proxy-a": "private",
+      "private-proxy-b": "private",
+    },
+  },
 } as const;
 
 /** The names the PKI of the examples issues: both operators and the application. */
@@ -68,9 +78,9 @@ Deno.test("examples: every settings file of both sides passes tls-pass check, wi
           assert.equal(r.code, 0, `${side}/${folder}: ${r.stderr}`);
           assert.equal(r.stderr, "", `${side}/${folder} warned: ${r.stderr}`);
           const s = JSON.parse(r.stdout);
-          if (role !== "internal-server") {
-            assert.equal(s.operator, SIDES[side as keyof typeof SIDES].operator);
-          }
+          const operator = SIDES[side as keyof typeof SIDES].operator ??
+            (role === "public" ? "edge.example.net" : "office.example.org");
+          if (role !== "internal-server") assert.equal(s.operator, operator);
         }
       }
     }
