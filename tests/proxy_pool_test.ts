@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { defaultInstanceName } from "../lib/settings/schema.ts";
 import {
   clientHello,
   DOMAIN,
@@ -367,7 +368,8 @@ Deno.test("openPool answers this replica's instance and endpoint, and the replic
   });
   const endpoint = `${c.pub.addrs.private.hostname}:${c.pub.addrs.private.port}`;
   assert.equal((r.tokens as string[]).length, 1);
-  assert.equal(r.instance, "");
+  const instance = defaultInstanceName(); // the cluster's public proxy sets none
+  assert.equal(r.instance, instance);
   assert.equal(r.endpoint, endpoint);
-  assert.deepEqual(r.replicas, [{ instance: "", endpoint }]);
+  assert.deepEqual(r.replicas, [{ instance, endpoint }]);
 });

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { logger } from "../lib/log.ts";
-import { RpcError } from "../lib/errors.ts";
+import { connectEps } from "../lib/eps/client.ts";
 import type { Command, DataPlane } from "../lib/dataplane/mod.ts";
 import { Counters } from "../lib/proxy/counters.ts";
 import { Notifier } from "../lib/proxy/public_notices.ts";
@@ -100,46 +100,59 @@ function request(conn: number, o: Partial<NoticeRequest> = {}): NoticeRequest {
   };
 }
 
-Deno.test("notices name an instance through a real EPS: spread, absent on -32003, re-dispatch to an untried one", async () => {
+Deno.test("notices name an instance through a real EPS: spread, fail over past one not attached, re-dispatch to an untried one", async () => {
   await using logs = await captureLogs("info");
   // no public proxy: the Notifier under test is its only link to its EPS
   await using c = await startCluster({ startPublic: false, startPrivate: false });
-  await using inbox = await NoticeInbox.attach(c);
-  const seen: Record<string, unknown>[] = [];
-  const failFor = new Set<string>();
-  inbox.client.serve("incomingConnection", (params) => {
-    seen.push(params);
-    const instance = String(params._instance);
-    if (failFor.has(instance)) {
-      // what an EPS answers for an instance that is not attached (docs/architecture.md)
-      throw new RpcError(`instance "${instance}" of "private-proxy-1" is not attached`, -32003);
-    }
-    return { ok: true };
-  });
+  const seen: { instance: string; conn: unknown }[] = [];
+  const attach = async (instance: string) => {
+    const client = connectEps(
+      c.epsClientSettings("private-proxy-1", c.epsPrivate.addrs.links),
+      undefined,
+      instance,
+    );
+    client.serve("incomingConnection", (params) => {
+      seen.push({ instance, conn: params.conn });
+      return { ok: true };
+    });
+    await within(client.ready, 10_000, `attach of instance ${instance}`);
+    return client;
+  };
+  let a = await attach("a");
+  const b = await attach("b");
   const stop = new AbortController();
   const eps = await c.attach("public-proxy-1", c.epsPublic);
   const log = logger("proxy", "public");
-  const notifier = new Notifier(eps, 2000, stop.signal, new Counters(log), log);
+  const gone: string[] = [];
+  const notifier = new Notifier(
+    eps,
+    2000,
+    stop.signal,
+    new Counters(log),
+    log,
+    (_op, instance) => gone.push(instance),
+  );
   notifier.maxDispatches = 3;
   const { plane, sent } = recordingPlane();
   notifier.start("127.0.0.1:9", plane);
   const calls = (n: number) =>
-    until(() => notifier.results.size > 0 && sum(notifier) === n, `${n} notices`);
+    until(() => notifier.results.size > 0 && sum(notifier) === n, `${n} notice calls`);
   try {
     // two clients at once: one each (the first's call is in flight when the second goes)
     notifier.send(request(1));
     notifier.send(request(2));
     await calls(2);
-    assert.deepEqual(seen.map((p) => p._instance).sort(), ["a", "b"]);
+    assert.deepEqual(seen.map((p) => p.instance).sort(), ["a", "b"]);
     assert.deepEqual(sent, []);
 
-    // "a" is gone: the notice fails with -32003, "a" is marked absent, the client is retried
-    failFor.add("a");
+    // "a" goes away: a notice named to it alone fails with the EPS's -32003, "a" is marked
+    // absent and reported gone, and with no other instance the client is refused as before
+    await a.close();
     seen.length = 0;
     notifier.send(request(3, { instances: ["a"] }));
     await calls(3);
     assert.ok(notifier.isAbsent("private-proxy-1", "a"));
-    // no other instance to try: refused as before (no retry)
+    assert.deepEqual(gone, ["a"]);
     assert.deepEqual(sent, [{ type: "noticeFailed", conn: 3, attempt: 1 }]);
     sent.length = 0;
     notifier.forget(3);
@@ -148,43 +161,45 @@ Deno.test("notices name an instance through a real EPS: spread, absent on -32003
     notifier.send(request(4));
     notifier.send(request(5));
     await calls(5);
-    assert.deepEqual(seen.slice(1).map((p) => p._instance), ["b", "b"]);
+    assert.deepEqual(seen.map((p) => p.instance), ["b", "b"]);
 
-    // a failed notice with another instance to try: retry, then the re-dispatch goes there
-    notifier.present("private-proxy-1", "a"); // it announced again
-    assert.ok(!notifier.isAbsent("private-proxy-1", "a"));
+    // "a" said to be back (it announced) but still not attached: a notice that picks it fails
+    // over to "b" with the same token and attempt — no noticeFailed, no attempt spent
+    notifier.present("private-proxy-1", "a");
     seen.length = 0;
-    notifier.send(request(6, { instances: ["a"] }));
-    await calls(6);
-    assert.deepEqual(sent, [{ type: "noticeFailed", conn: 6, attempt: 1 }]);
-    sent.length = 0;
-    notifier.send(request(7, { instances: ["a", "b"] }));
-    notifier.send(request(8, { instances: ["a", "b"] }));
-    await calls(8);
-    assert.deepEqual(seen.map((p) => p._instance), ["a", "b", "b"]);
-    // "a" absent again: both to "b"; now with every instance absent they are tried anyway
-    failFor.add("b");
-    failFor.delete("a");
+    for (const conn of [6, 7]) notifier.send(request(conn));
+    await until(() => seen.length === 2, "both notices at b");
+    assert.deepEqual(seen.map((p) => p.instance), ["b", "b"]);
+    assert.deepEqual(sent, []);
+    assert.ok(notifier.isAbsent("private-proxy-1", "a"), "the failed-over call marked it again");
+
+    // "a" attached again: a timer re-dispatch of a client served by "b" goes to the untried "a"
+    a = await attach("a");
+    notifier.present("private-proxy-1", "a");
+    seen.length = 0;
+    notifier.send(request(8, { attempt: 2, why: "timer" }));
+    await until(() => seen.length === 1, "the re-dispatched notice");
+    // attempt 2 of a client new to this notifier (a restart of it) goes to any instance there
+    assert.ok(["a", "b"].includes(seen[0]!.instance), seen[0]!.instance);
     seen.length = 0;
     notifier.send(request(9));
-    await calls(9);
-    assert.deepEqual(seen.map((p) => p._instance), ["b"]);
-    await until(() => sent.length === 1, "the failure of notice 9");
-    assert.deepEqual(sent, [{ type: "noticeFailed", conn: 9, attempt: 1, retry: true }]);
-    assert.ok(notifier.isAbsent("private-proxy-1", "b"));
-    sent.length = 0;
-    notifier.send(request(9, { attempt: 2, why: "failed" })); // the data plane re-dispatched it
-    await calls(10);
-    assert.deepEqual(seen.map((p) => p._instance), ["b", "a"]);
-    assert.deepEqual(sent, []);
-    assert.deepEqual([...notifier.redispatches], [["failed", 1]]);
+    await until(() => seen.length === 1, "notice 9");
+    const first = seen[0]!.instance;
+    notifier.send(request(9, { attempt: 2, why: "timer" }));
+    await until(() => seen.length === 2, "notice 9, attempt 2");
+    assert.notEqual(seen[1]!.instance, first, "the re-dispatch goes to the instance not tried");
+    assert.deepEqual([...notifier.redispatches], [["timer", 2]]);
     const line = logs.records.map((r) => r.message.map(String).join("")).find((m) =>
-      m.includes("Re-dispatched")
+      m.includes("conn t-9: Re-dispatched")
     );
-    assert.match(line ?? "", /conn t-9: .* from instance b to a \(notice 2\): the notice failed: /);
-    assert.match(line ?? "", /instance "b" of "private-proxy-1" is not attached/);
+    assert.match(
+      line ?? "",
+      new RegExp(`from instance ${first} to ${seen[1]!.instance} \\(notice 2\\): no dial-back`),
+    );
   } finally {
     stop.abort();
+    await a.close();
+    await b.close();
   }
 });
 

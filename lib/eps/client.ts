@@ -112,7 +112,7 @@ export function readEpsClientTls(
 
 /**
  * Connects to the own EPS server. Implemented with the link and session modules. `instance`
- * names this proxy among the instances of its operator (default `<hostname>-<pid>`); a name
+ * names this proxy among the instances of its operator (default: the host name); a name
  * outside the pattern throws RangeError.
  */
 export function connectEps(

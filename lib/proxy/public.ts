@@ -188,6 +188,49 @@ class PublicSnapshots {
 }
 
 /**
+ * The EPS says `instance` of `operator` is not attached (docs/architecture.md, "Several private
+ * instances"): its entries would send every later client's first notice to nobody, so they go —
+ * unless this replica still holds an idle pooled dial-back or a live splice of it (then it lives,
+ * and only its link to its EPS is away: the pool keeps serving, static stability). An instance
+ * that comes back announces again when its link is up.
+ */
+function dropGone(
+  p: {
+    announcements: Announcements;
+    grants: PoolGrants;
+    notifier: Notifier;
+    log: Logger;
+    /** `operator\ninstance` being dropped now: one store write per instance at a time. */
+    dropping: Set<string>;
+  },
+  operator: string,
+  instance: string,
+  changed: () => void,
+): void {
+  if (p.grants.idleBy(operator, instance) > 0 || p.notifier.splicesOf(operator, instance) > 0) {
+    return;
+  }
+  const busy = p.dropping;
+  const k = `${operator}\n${instance}`;
+  if (busy.has(k)) return;
+  busy.add(k);
+  p.announcements.withdraw(operator, undefined, instance).then((domains) => {
+    if (domains.length === 0) return;
+    changed();
+    p.log.info(
+      "Dropped the announcements of instance {instance} of {operator} ({domains}): its EPS says it is not attached; it announces again when it is back",
+      { instance, operator, domains },
+    );
+  }, (err) => {
+    p.log.warn("Cannot drop the announcements of instance {instance} of {operator}: {error}", {
+      instance,
+      operator,
+      error: errorText(err),
+    });
+  }).finally(() => busy.delete(k));
+}
+
+/**
  * The checks `run public` makes before binding, also run by `tls-pass check public`: loads the
  * directory and checks that the `eps:` certificate is the operator's (docs/settings.md,
  * "`tls-pass check ROLE`"). Throws SettingsError naming the file and key of every problem.
@@ -257,7 +300,18 @@ export async function startPublic(
     : undefined;
   const epsClient = connectEps(settings.eps, stop.signal, settings.instance);
   const client: EpsClient = admin ? countCalls(epsClient, admin.calls) : epsClient;
-  const notifier = new Notifier(client, settings.noticeTimeoutMs, stop.signal, counters, log);
+  const dropping = new Set<string>();
+  const notifier: Notifier = new Notifier(
+    client,
+    settings.noticeTimeoutMs,
+    stop.signal,
+    counters,
+    log,
+    (operator, instance) =>
+      dropGone({ announcements, grants, notifier, log, dropping }, operator, instance, () => {
+        plane?.send({ type: "snapshot", snapshot: snapshots.make() });
+      }),
+  );
   notifier.redispatchAfterMs = settings.redispatchAfterMs;
   notifier.maxDispatches = settings.maxDispatches;
   const onEvents = (events: readonly DataEvent[]) => {

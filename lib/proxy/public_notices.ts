@@ -68,6 +68,11 @@ interface Client {
   queued: Queue | undefined;
   /** The last failed notice's error (a re-dispatch's log line names it). */
   lastError: string | undefined;
+  /**
+   * Instances its current notice found not attached: nothing reached them, so the same notice
+   * (same token, same attempt) went on to another instance without spending an attempt.
+   */
+  skipped: Set<string> | undefined;
 }
 
 /** Sends the notices of one public proxy. */
@@ -101,6 +106,11 @@ export class Notifier {
     readonly signal: AbortSignal,
     readonly counters: Counters,
     readonly log?: Logger,
+    /**
+     * A call found `instance` of `operator` not attached (docs/architecture.md, "Several private
+     * instances"): the public proxy may drop the announcements it left behind.
+     */
+    readonly onGone?: (operator: string, instance: string) => void,
   ) {}
 
   /** The endpoint notices name, and the data plane to tell of failed ones (again on a reload). */
@@ -138,7 +148,13 @@ export class Notifier {
     if (c === undefined) {
       this.#clients.set(
         n.conn,
-        c = { operator: n.operator, tried: [], queued: undefined, lastError: undefined },
+        c = {
+          operator: n.operator,
+          tried: [],
+          queued: undefined,
+          lastError: undefined,
+          skipped: undefined,
+        },
       );
     }
     const attempt = n.attempt ?? 1;
@@ -149,9 +165,15 @@ export class Notifier {
       c.queued = undefined;
       this.#plane?.send({ type: "noticeFailed", conn: n.conn, attempt: attempt - 1 });
     }
+    c.skipped = undefined;
     const instance = this.#pick(n, c);
     c.tried[attempt - 1] = instance;
     if (attempt > 1) this.#redispatched(n, c, previous, instance);
+    this.#enqueue(n, c, instance);
+  }
+
+  /** Sends `n`'s notice to `instance` now, or queues it behind that instance's calls in flight. */
+  #enqueue(n: NoticeRequest, c: Client, instance: string | undefined): void {
     const k = key(n.operator, instance ?? "");
     let q = this.#queues.get(k);
     if (q === undefined) {
@@ -176,7 +198,7 @@ export class Notifier {
   #pick(n: NoticeRequest, c: Client): string | undefined {
     const named = (n.instances ?? []).filter((i) => i !== "");
     if (named.length === 0) return undefined;
-    const here = named.filter((i) => !this.isAbsent(n.operator, i));
+    const here = named.filter((i) => !this.isAbsent(n.operator, i) && !c.skipped?.has(i));
     let pool = here.length > 0 ? here : named;
     const untried = pool.filter((i) => !c.tried.includes(i));
     if (untried.length > 0 && c.tried.length > 0) pool = untried;
@@ -296,8 +318,13 @@ export class Notifier {
         absent.add(q.instance);
         // bounded: an instance that never comes back (a new name per restart) is forgotten
         if (absent.size > MAX_ABSENT) absent.delete(absent.values().next().value!);
+        this.onGone?.(q.operator, q.instance);
       }
-      for (const n of batch) this.#failed(n, err);
+      for (const n of batch) {
+        if (q.instance === undefined || !notAttached(err, q.instance) || !this.#failover(n, q)) {
+          this.#failed(n, err);
+        }
+      }
     }).finally(() => {
       q.inFlight--;
       q.carried -= batch.length;
@@ -307,6 +334,33 @@ export class Notifier {
         this.#queues.delete(key(q.operator, q.instance ?? ""));
       }
     });
+  }
+
+  /**
+   * The notice reached no instance (the one named is not attached): the same notice goes to
+   * another instance of the route that is neither absent nor tried for this client, without a
+   * new token or attempt — bounded by the route's instances. False when there is none.
+   */
+  #failover(n: NoticeRequest, q: Queue): boolean {
+    const c = this.#clients.get(n.conn);
+    if (c === undefined || this.signal.aborted) return false;
+    const attempt = n.attempt ?? 1;
+    if (c.tried.length > attempt) return false; // a newer notice went meanwhile
+    (c.skipped ??= new Set()).add(q.instance!);
+    const named = (n.instances ?? []).filter((i) => i !== "");
+    const open = named.filter((i) =>
+      !this.isAbsent(n.operator, i) && !c.skipped!.has(i) && !c.tried.includes(i)
+    );
+    if (open.length === 0) return false;
+    const next = this.#pick(n, c);
+    if (next === undefined || c.skipped.has(next)) return false;
+    c.tried[attempt - 1] = next;
+    this.log?.debug(
+      "conn {conn}: Notice for {domain} of {operator} goes to instance {to}: {from} is not attached",
+      { conn: n.connId, domain: n.domain, operator: n.operator, from: q.instance, to: next },
+    );
+    this.#enqueue(n, c, next);
+    return true;
   }
 
   #count(result: string, n = 1): void {

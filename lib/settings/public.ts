@@ -127,10 +127,10 @@ export const proxyOperatorKey = required(
 export const instanceKey = optional(
   instanceName,
   "This proxy's name among the instances of its operator on the EPS: calls to the operator are spread over the instances attached, and a call can name one. Two proxies of one operator need distinct names (the same name attaching again replaces the older link). Restart-only.",
-  { defaultDoc: "`<hostname>-<pid>`" },
+  { defaultDoc: "the host name" },
 );
 
-/** Fills in the default `instance` (`<hostname>-<pid>`) of parsed proxy settings. */
+/** Fills in the default `instance` (the host name) of parsed proxy settings. */
 export function withInstance<T extends { instance?: string }>(s: T): T & { instance: string } {
   return { ...s, instance: s.instance ?? defaultInstanceName() };
 }

@@ -325,8 +325,11 @@ export function isInstanceName(v: unknown): v is string {
 }
 
 /**
- * The default instance name, `<hostname>-<pid>`: characters outside the pattern become `-`, and
- * the host name is cut so that the whole fits 64 characters.
+ * The default instance name, the host name (characters outside the pattern become `-`, cut to 64
+ * characters). Stable across restarts on purpose (docs/architecture.md, "Instances"): a restarted
+ * proxy takes its old place — its announcements, the pools keyed by it — instead of leaving a
+ * stale instance behind at every restart. Two instances of one operator on one host need their
+ * own names.
  */
 export function defaultInstanceName(): string {
   let host = "host";
@@ -335,8 +338,7 @@ export function defaultInstanceName(): string {
   } catch {
     // no permission to read the host name: "host" stands for it
   }
-  const pid = `-${Deno.pid}`;
-  return host.slice(0, 64 - pid.length) + pid;
+  return host.slice(0, 64);
 }
 
 /** The name of one instance of an operator (several proxies of one operator on its EPS). */
