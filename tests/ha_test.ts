@@ -15,6 +15,15 @@ import { connectEps } from "../lib/eps/client.ts";
 Deno.test("HA: two private instances share the load of one name", async () => {
   await using ha = await Ha.start();
   const [a, b] = await ha.startInstances(["priv-a", "priv-b"]);
+  // every instance keeps warm dial-backs at every replica (it learnt them from openPool answers)
+  await until(
+    () =>
+      ha.replicas.every((r) =>
+        ["priv-a", "priv-b"].every((i) => r.pool.idleBy("private-proxy-1", i) > 0)
+      ),
+    "idle pooled dial-backs of both instances at both replicas",
+    15_000,
+  );
   const statuses = await Promise.all(
     Array.from({ length: 10 }, async (_, w) => {
       const out = [];

@@ -372,4 +372,17 @@ Deno.test("openPool answers this replica's instance and endpoint, and the replic
   assert.equal(r.instance, instance);
   assert.equal(r.endpoint, endpoint);
   assert.deepEqual(r.replicas, [{ instance, endpoint }]);
+  // count 0, no ticket: a private instance's probe for the replicas, no token minted
+  const probe = await inbox.client.call<Record<string, unknown>>("public-proxy-1.openPool", {
+    count: 0,
+    idle_timeout_ms: 30_000,
+  });
+  assert.deepEqual(probe, {
+    tokens: [],
+    idle_timeout_ms: 30_000,
+    instance,
+    endpoint,
+    replicas: [{ instance, endpoint }],
+  });
+  assert.equal(c.pub.stats.poolTokens, 1);
 });

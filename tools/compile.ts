@@ -33,6 +33,8 @@ async function compile(target?: string): Promise<void> {
     "compile",
     "-A",
     `--v8-flags=${SHIPPED_V8_FLAGS}`,
+    // reuse_port with the portable driver: Deno.listen({reusePort}) (docs/settings.md)
+    "--unstable-net",
     // the data-plane worker is loaded by URL at run time (new Worker), so it must be embedded
     "--include",
     "lib/dataplane/native/worker.ts",

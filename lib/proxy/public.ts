@@ -356,6 +356,7 @@ export async function startPublic(
   log.info("Data plane: {driver}", { driver: dp.driver });
   const addrs = { public: dp.addrs.public!, private: dp.addrs.private! };
   live.privateEndpoint = privateEndpointOf(settings, live.directory, addrs.private);
+  store.selfChanged(); // a shared store lists this replica at once, with its endpoint
   admin?.attach({
     operator: settings.operator,
     driver: dp.driver,

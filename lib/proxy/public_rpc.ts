@@ -99,12 +99,15 @@ function openPool(
   instance: string | undefined,
 ) {
   const { count, idle_timeout_ms: idleMs } = params;
-  // ticket: true asks for a pool ticket too (docs/architecture.md, "Pool tickets"); then count may be 0
+  // ticket: true asks for a pool ticket too (docs/architecture.md, "Pool tickets"). count 0 asks
+  // for no token: with a ticket, the ticket alone; without, only who the replicas are (a private
+  // instance's probe for replicas that joined, docs/architecture.md, "Private instances and public
+  // replicas: the private side")
   const wantTicket = params.ticket === true;
   // absent: every name the caller holds (any number of them); a list narrows the pool to those
   const domains = params.domains ?? [];
   if (
-    !Number.isInteger(count) || (count as number) < (wantTicket ? 0 : 1) ||
+    !Number.isInteger(count) || (count as number) < 0 ||
     (count as number) > MAX_OPEN_COUNT ||
     !Number.isInteger(idleMs) || (idleMs as number) < 1 ||
     !Array.isArray(domains) || domains.length > MAX_PAGE ||
@@ -112,10 +115,11 @@ function openPool(
     (params.ticket !== undefined && typeof params.ticket !== "boolean")
   ) {
     throw new RpcError(
-      `Cannot open pool for "${operator}": want {count: 1 to ${MAX_OPEN_COUNT} (0 with a ticket), idle_timeout_ms: > 0, domains?: [at most ${MAX_PAGE} names], ticket?: boolean}`,
+      `Cannot open pool for "${operator}": want {count: 0 to ${MAX_OPEN_COUNT}, idle_timeout_ms: > 0, domains?: [at most ${MAX_PAGE} names], ticket?: boolean}`,
       RpcCode.InvalidParams,
     );
   }
+  if (count === 0 && !wantTicket) return { tokens: [], idle_timeout_ms: idleMs };
   // only names this operator holds now: a pooled connection serves nothing else
   if (domains.length === 0 && p.announcements.count(operator) === 0) {
     throw new RpcError(

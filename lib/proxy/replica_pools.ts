@@ -24,6 +24,12 @@ import { allowedEndpoint, allowedText } from "./notices.ts";
 const QUICK_DROP_MS = 1000;
 /** A replica missing from this many openPool answers in a row has its pool closed. */
 export const ABSENT_ANSWERS = 2;
+/**
+ * How often the replicas are asked who they are (`openPool {count: 0}`): a replica that joins
+ * while the pools need no refill (an idle pool lives on its ticket for minutes) gets its pool
+ * within about this long.
+ */
+export const PROBE_MS = 10_000;
 /** An instance name (docs/settings.md, `instance`). */
 const INSTANCE = /^[A-Za-z0-9._-]{1,64}$/;
 
@@ -183,9 +189,44 @@ export class ReplicaPools {
   #closed = new Map<DialPool, Promise<void>>();
   #warned = new Set<string>();
   #paused = false;
+  #probing = false;
 
-  constructor(readonly o: ReplicaPoolsOptions) {
+  constructor(readonly o: ReplicaPoolsOptions, probeMs = PROBE_MS) {
     this.#add(undefined, o.endpoints[0]!);
+    if (o.signal.aborted) return;
+    const timer = setInterval(() => void this.probe(), probeMs);
+    o.signal.addEventListener("abort", () => clearInterval(timer), { once: true });
+  }
+
+  /**
+   * Asks any replica (the EPS picks one) for the replicas, without tokens (`openPool {count:
+   * 0}`), and follows the answer as a refill's: a new replica gets a pool, one missing twice
+   * closes. Only once a pool is bound (an unbound one learns them from its first refill), never
+   * two at once, and never while paused (a drain).
+   */
+  async probe(): Promise<void> {
+    if (this.#probing || this.#paused || this.o.signal.aborted) return;
+    if (![...this.replicas.values()].some((r) => r.instance !== undefined)) return;
+    this.#probing = true;
+    try {
+      const v = await this.o.call(
+        { count: 0, idle_timeout_ms: this.o.sizes().idleTimeoutMs },
+        { signal: this.o.signal },
+      );
+      const a = parseOpenPoolAnswer(this.o.operator, v, performance.now());
+      if (a.instance === undefined || a.replicas === undefined) return;
+      this.#sync(this.replicas.get(a.instance) ?? new Replica(a.instance, this.o.endpoints[0]!), a);
+    } catch (err) {
+      // an older public proxy refuses count 0: the refills' answers are all there is
+      if (!this.o.signal.aborted) {
+        this.o.log.debug("Cannot ask {operator} for its replicas: {error}", {
+          operator: this.o.operator,
+          error: errorText(err),
+        });
+      }
+    } finally {
+      this.#probing = false;
+    }
   }
 
   get operator(): string {

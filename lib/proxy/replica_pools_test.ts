@@ -52,12 +52,15 @@ class FakePublic {
   unboundTo = "a";
   old = false;
   readonly calls = new Recorder<{ instance?: string; count: number }>();
+  /** The params of each probe (count 0). */
+  readonly probes: Record<string, unknown>[] = [];
   #n = 0;
   answer(params: Record<string, unknown>, instance: string | undefined): unknown {
     this.calls.push({
       ...(instance !== undefined ? { instance } : {}),
       count: params.count as number,
     });
+    if (params.count === 0) this.probes.push(params);
     const tokens = Array.from(
       { length: params.count as number },
       () => tokenText(new Uint8Array(32).fill(++this.#n % 256)),
@@ -309,6 +312,30 @@ Deno.test("ReplicaPools: a notice counts for the replica whose endpoint it names
     });
     assert.equal(t.pools.replicas.get("b")!.pool.stats.used, 1);
     assert.equal(t.pools.replicas.get("a")!.pool.stats.used, 0);
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("ReplicaPools: a probe (openPool count 0) finds a replica that joined while no refill was due", async () => {
+  const fake = new FakePublic();
+  fake.replicas.set("a", "127.0.0.1:9001");
+  const t = setUp(fake);
+  try {
+    // unbound: a probe waits for the first refill's answer
+    await t.pools.probe();
+    assert.equal(fake.probes.length, 0);
+    t.pools.refill();
+    await t.sent.next("a's dial", (c) => c.type === "openPooled" && c.instance === "a");
+    t.idleAll();
+    fake.replicas.set("b", "127.0.0.1:9002"); // joins; a's pool is full: no refill comes
+    await t.pools.probe();
+    assert.equal(fake.probes.length, 1);
+    assert.equal(fake.probes[0]!.ticket, undefined, "a probe asks for no ticket");
+    const probe = fake.calls.items.find((c) => c.count === 0)!;
+    assert.equal(probe.instance, undefined, "any replica may answer a probe");
+    await t.sent.next("b's dial", (c) => c.type === "openPooled" && c.instance === "b");
+    assert.deepEqual([...t.pools.replicas.keys()].sort(), ["a", "b"]);
   } finally {
     await t.close();
   }

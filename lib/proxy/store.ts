@@ -68,6 +68,11 @@ export interface AnnouncementStore extends AsyncDisposable {
   onRemote(listener: (changes: readonly StoreChange[]) => void): void;
   /** The live public replicas (file and memory: only this one). */
   replicas(): Replica[];
+  /**
+   * This replica's endpoint is known (its private port is bound) or changed (a reload): a shared
+   * store registers it now rather than at its next refresh.
+   */
+  selfChanged(): void;
   /** Why this replica is not ready (Redis unreachable); empty when it is. */
   problems(): string[];
   close(): Promise<void>;
@@ -97,6 +102,7 @@ function localStore(
     write,
     onRemote: () => {},
     replicas: () => [{ instance: self.instance, endpoint: self.endpoint }],
+    selfChanged: () => {},
     problems: () => [],
     close,
     [Symbol.asyncDispose]: close,

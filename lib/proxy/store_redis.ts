@@ -187,6 +187,7 @@ class RedisStore {
       write: (changes) => this.write(changes),
       onRemote: (l) => this.#listeners.push(l),
       replicas: () => this.replicas(),
+      selfChanged: () => void this.#enqueue(() => this.#refreshReplicas()),
       problems: () => this.#synced ? [] : [`store: redis at ${this.#where} unreachable`],
       close,
       [Symbol.asyncDispose]: close,
