@@ -10,11 +10,16 @@
  *     [--no-pool]   (the private proxy without pre-warmed dial-backs: every client by notice)
  *     [--names N]   (N announcements: n1.bench.local … and the domain last; the directory then
  *                    also allows ".bench.local")
+ *     [--replicas N --redis-url redis://127.0.0.1:PORT]
+ *                   (N public replicas of public-proxy-1 on the one public port, `reuse_port`,
+ *                    `store: redis`, private ports --private-port, then 4437, 4438, …; and N
+ *                    private instances of private-proxy-1, each listing every replica's port)
  *
  * Layout written (each role is one folder, pass it as `--settings`):
  *   DIR/directory/directory.yml
  *   DIR/roles/public-proxy-eps-1/settings.yml   DIR/roles/private-proxy-eps-1/settings.yml
  *   DIR/roles/public-proxy-1/settings.yml       DIR/roles/private-proxy-1/settings.yml
+ *   with N replicas, also DIR/roles/public-proxy-1-r2/ … -rN/ and DIR/roles/private-proxy-1-r2/ …
  * Paths inside are absolute. The PKI folder is what `tls-pass certs --out DIR` writes.
  * @module
  */
@@ -43,6 +48,33 @@ export interface PathPorts {
   /** The internal server, `host:port`. */
   internal: string;
   domain: string;
+  /** The private ports of public replicas 2…N (default: 4437, 4438, … after the EPS ports). */
+  replicaPrivatePorts?: number[];
+}
+
+/** Public replicas and private instances (issue 15): N of each, sharing one Redis. */
+export interface Replicas {
+  /** Public replicas of public-proxy-1, and as many private instances of private-proxy-1. */
+  count: number;
+  /** `redis://host:port`, the store every public replica shares (with count > 1). */
+  redisUrl: string;
+}
+
+/** The private port of public replica `i` (0-based): replica 0 has `p.privatePort`. */
+export function replicaPrivatePort(p: PathPorts, i: number): number {
+  if (i === 0) return p.privatePort;
+  const next = Math.max(p.publicPort, p.privatePort, p.publicEpsPort, p.privateEpsPort) + i;
+  return p.replicaPrivatePorts?.[i - 1] ?? next;
+}
+
+/** The settings folder of public replica (`side` "public") or private instance `i` (0-based). */
+export function replicaDir(side: "public" | "private", i: number): string {
+  return i === 0 ? ROLE_DIRS[side] : `${ROLE_DIRS[side]}-r${i + 1}`;
+}
+
+/** The `instance` names with more than one replica: `pub-1`, `pub-2`, … and `priv-1`, …. */
+export function instanceName(side: "public" | "private", i: number): string {
+  return `${side === "public" ? "pub" : "priv"}-${i + 1}`;
 }
 
 export const DEFAULT_PORTS: PathPorts = {
@@ -100,6 +132,7 @@ export function settingsDocuments(
   pins: Record<string, string> = {},
   pool = true,
   names = 1,
+  replicas?: Replicas,
 ): Record<string, unknown> {
   const pin = (op: string) => (pins[op] ? { fingerprints: [pins[op]] } : {});
   const cert = (name: string) => join(pki, `${name}.crt`);
@@ -113,7 +146,11 @@ export function settingsDocuments(
     key_file: key(operator),
     ca_certificate_files: ca,
   });
-  return {
+  const n = replicas?.count ?? 1;
+  if (!(Number.isInteger(n) && n >= 1)) throw new TypeError(`Cannot write ${n} replicas`);
+  if (n > 1 && !replicas?.redisUrl) throw new TypeError("Cannot write replicas without redis_url");
+  const privatePorts = Array.from({ length: n }, (_, i) => at(replicaPrivatePort(p, i)));
+  const docs: Record<string, unknown> = {
     "directory/directory.yml": {
       ca_certificate_files: ca,
       operators: {
@@ -152,32 +189,55 @@ export function settingsDocuments(
       key_file: key(PRIVATE_OPERATOR),
       directory_dir: directoryDir,
     },
-    [`${ROLE_DIRS.public}/settings.yml`]: {
+  };
+  for (let i = 0; i < n; i++) {
+    // one replica: the file store, as before issue 15; several: Redis, one public port
+    const store = n === 1
+      ? { store: "file", store_path: join(storeDir, "announcements.jsonl") }
+      : { store: "redis", redis_url: replicas!.redisUrl };
+    docs[`${replicaDir("public", i)}/settings.yml`] = {
       operator: PUBLIC_OPERATOR,
+      ...(n > 1 ? { instance: instanceName("public", i) } : {}),
       public_listen: at(p.publicPort),
-      private_listen: at(p.privatePort),
-      private_endpoint: at(p.privatePort),
+      // the kernel spreads new clients over the replicas listening on the one public port
+      ...(n > 1 ? { reuse_port: true } : {}),
+      private_listen: privatePorts[i],
+      private_endpoint: privatePorts[i],
       eps: eps(PUBLIC_OPERATOR, p.publicEpsPort),
       directory_dir: directoryDir,
-      store: "file",
-      store_path: join(storeDir, "announcements.jsonl"),
+      ...store,
       // Every bench client connects from 127.0.0.1: W4 keeps 100 handshakes in flight and W7
       // starts 2,000 within 100 ms. This is the default (4096, as max_pending and
       // max_pending_per_operator), written out so that the bench does not depend on it.
       max_pending_per_client: 4096,
-    },
-    [`${ROLE_DIRS.private}/settings.yml`]: {
+    };
+    docs[`${replicaDir("private", i)}/settings.yml`] = {
       operator: PRIVATE_OPERATOR,
+      ...(n > 1 ? { instance: instanceName("private", i) } : {}),
       eps: eps(PRIVATE_OPERATOR, p.privateEpsPort),
       announce_to: [PUBLIC_OPERATOR],
-      endpoints: { [PUBLIC_OPERATOR]: at(p.privatePort) },
+      // one replica: one address, as before; several: every replica's private port
+      endpoints: { [PUBLIC_OPERATOR]: n === 1 ? privatePorts[0] : privatePorts },
       announcements: announcementsOf(p, names),
       ...(pool ? {} : { pool: { enabled: false } }),
-    },
-  };
+    };
+  }
+  return docs;
 }
 
-/** Writes every settings file under `out` (absolute paths inside); returns the role folders. */
+/** The role folders written: the four of one path, and every replica's and instance's. */
+export type SettingsDirs = Record<keyof typeof ROLE_DIRS, string> & {
+  /** Every public replica's folder, `public` first. */
+  publics: string[];
+  /** Every private instance's folder, `private` first. */
+  privates: string[];
+};
+
+/**
+ * Writes every settings file under `out` (absolute paths inside); returns the role folders.
+ * With `replicas` (count > 1), that many public replicas and private instances (see the module
+ * doc).
+ */
 export async function makeSettings(
   out: string,
   pki: string,
@@ -185,13 +245,23 @@ export async function makeSettings(
   storeDir: string = join(out, "store"),
   pool = true,
   names = 1,
-): Promise<Record<keyof typeof ROLE_DIRS, string>> {
+  replicas?: Replicas,
+): Promise<SettingsDirs> {
   const absOut = resolve(out);
   const pins: Record<string, string> = {};
   for (const op of [PUBLIC_OPERATOR, PRIVATE_OPERATOR]) {
     pins[op] = await fingerprintOfPem(await Deno.readTextFile(join(resolve(pki), `${op}.crt`)));
   }
-  const docs = settingsDocuments(absOut, resolve(pki), ports, resolve(storeDir), pins, pool, names);
+  const docs = settingsDocuments(
+    absOut,
+    resolve(pki),
+    ports,
+    resolve(storeDir),
+    pins,
+    pool,
+    names,
+    replicas,
+  );
   await Deno.mkdir(resolve(storeDir), { recursive: true });
   for (const [rel, doc] of Object.entries(docs)) {
     const file = join(absOut, rel);
@@ -203,6 +273,14 @@ export async function makeSettings(
     privateEps: join(absOut, ROLE_DIRS.privateEps),
     public: join(absOut, ROLE_DIRS.public),
     private: join(absOut, ROLE_DIRS.private),
+    publics: Array.from(
+      { length: replicas?.count ?? 1 },
+      (_, i) => join(absOut, replicaDir("public", i)),
+    ),
+    privates: Array.from(
+      { length: replicas?.count ?? 1 },
+      (_, i) => join(absOut, replicaDir("private", i)),
+    ),
   };
 }
 
@@ -223,9 +301,14 @@ if (import.meta.main) {
       "store-dir": { type: "string" },
       "no-pool": { type: "boolean", default: false },
       names: { type: "string", default: "1" },
+      replicas: { type: "string", default: "1" },
+      "redis-url": { type: "string" },
     },
   });
-  if (!a.out || !a.pki) {
+  const count = Number(a.replicas);
+  if (
+    !a.out || !a.pki || !(Number.isInteger(count) && count >= 1) || (count > 1 && !a["redis-url"])
+  ) {
     // deno-lint-ignore no-console
     console.error("usage: make_settings.ts --out DIR --pki DIR [--public-port N] ... (see file)");
     Deno.exit(2);
@@ -245,6 +328,7 @@ if (import.meta.main) {
     a["store-dir"] ?? join(a.out, "store"),
     !a["no-pool"],
     Number(a.names),
+    count > 1 ? { count, redisUrl: a["redis-url"]! } : undefined,
   );
   // deno-lint-ignore no-console
   console.log(JSON.stringify(dirs));

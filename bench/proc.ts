@@ -262,6 +262,62 @@ export async function waitPort(hostname: string, port: number, ms: number): Prom
   return false;
 }
 
+/**
+ * TCP sockets listening on `port` (any address, IPv4 and IPv6), from /proc/net/tcp{,6}: with
+ * SO_REUSEPORT each process on the port has its own.
+ */
+export function listenerCount(port: number): number {
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  let n = 0;
+  for (const f of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text = "";
+    try {
+      text = Deno.readTextFileSync(f);
+    } catch {
+      continue; // no IPv6
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const [, local, , state] = line.trim().split(/\s+/);
+      if (state === "0A" && local?.endsWith(hex)) n++;
+    }
+  }
+  return n;
+}
+
+/** Waits until `port` has at least `n` listening sockets (true) or `ms` passes (false). */
+export async function waitListeners(port: number, n: number, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (listenerCount(port) >= n) return true;
+    await sleep(50);
+  }
+  return false;
+}
+
+/** Open descriptors of one process (the entries of /proc/PID/fd); null when it is gone. */
+export function fdCount(pid: number): number | null {
+  try {
+    let n = 0;
+    for (const _ of Deno.readDirSync(`/proc/${pid}/fd`)) n++;
+    return n;
+  } catch {
+    return null;
+  }
+}
+
+/** A process's open-file limit (soft, hard) from /proc/PID/limits; null when unknown. */
+export function fdLimitOf(pid: number): { soft: number; hard: number } | null {
+  try {
+    const text = Deno.readTextFileSync(`/proc/${pid}/limits`);
+    const m = /^Max open files\s+(\S+)\s+(\S+)/m.exec(text);
+    if (!m) return null;
+    const num = (v: string) => (v === "unlimited" ? Infinity : Number(v));
+    return { soft: num(m[1]!), hard: num(m[2]!) };
+  } catch {
+    return null;
+  }
+}
+
 /** Waits until nothing accepts on host:port (true) or `ms` passes (false). */
 export async function waitPortFree(hostname: string, port: number, ms: number): Promise<boolean> {
   const end = Date.now() + ms;

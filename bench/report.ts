@@ -108,6 +108,11 @@ export const METRICS: Record<string, Metric> = {
         : null,
     "lower",
   ],
+  w4_relay_fd_peak_max: [
+    "W4 peak fds (busiest relay process)",
+    (r) => r.W4?.relay_fd_peak_max,
+    "lower",
+  ],
   w4_backend_rss_per_conn_kib: ["backend KiB/conn", (r) => r.W4?.backend_rss_per_conn_kib, "lower"],
   w5_p50_ms: ["W5 p50 ms", (r) => r.W5?.p50_ms, "lower"],
   w5_p99_ms: ["W5 p99 ms", (r) => r.W5?.p99_ms, "lower"],
@@ -227,6 +232,8 @@ export interface Meta {
   v8Flags?: string | null;
   /** /proc/loadavg (1, 5, 15 min) when the run started and ended: other load skews results. */
   loadavg: { start: string; end: string };
+  /** `--replicas`: relay processes per tier (absent before issue 15: 1). */
+  replicas?: number;
 }
 
 export interface Report {
@@ -334,9 +341,83 @@ export function buildReport(
   };
   let md = markdown(rows, topologies, ran, summary, ratios, targets, meta);
   if (meta.workloads.includes("W6")) md += h2Markdown(rows, topologies, ran, summary, ratios, meta);
+  if (rows.some((r) => r.W4?.relay_fd_peak_by_role)) md += w4FdMarkdown(rows, ran);
   if (meta.workloads.includes("W7")) md += w7Markdown(w7, topologies, meta);
   if (names.length) md += namesMarkdown(names);
   return { json, markdown: md };
+}
+
+/**
+ * W4's descriptors: per topology and relay process, the peak count of /proc/PID/fd while the
+ * connections were opened and held (the largest over rounds) against that process's open-file
+ * limit, and the same for the W4 client; connections held and errors beside them.
+ */
+export function w4FdMarkdown(rows: Row[], ran: string[]): string {
+  const out: string[] = [
+    "",
+    "## W4 descriptors (peak of /proc/PID/fd per process, largest over rounds)",
+    "",
+  ];
+  const lines: string[][] = [];
+  for (const t of ran) {
+    const rs = rows.filter((r) => r.topology === t && r.W4?.relay_fd_peak_by_role);
+    if (!rs.length) continue;
+    const held = rs.map((r) => `${fmt(r.W4.ok, 0)}/${fmt(r.W4.attempted, 0)}`).join(", ");
+    const errors = rs.map((r) => {
+      const e = Object.entries(r.W4.errors ?? {}).map(([k, v]) => `${k} ${v}`).join(", ");
+      return `${fmt(r.W4.failed ?? 0, 0)}${e ? ` (${e})` : ""}`;
+    }).join("; ");
+    const kib = rs.map((r) => fmt(r.W4.relay_rss_per_conn_kib, 1)).join(", ");
+    const roles = [...new Set(rs.flatMap((r) => Object.keys(r.W4.relay_fd_peak_by_role)))];
+    const peakOf = (get: (r: Row) => unknown) =>
+      max(rs.map((r) => (typeof get(r) === "number" ? get(r) as number : null)));
+    const limitOf = (get: (r: Row) => unknown) =>
+      min(rs.map((r) => (typeof get(r) === "number" ? get(r) as number : null)));
+    const line = (proc: string, peak: number | null, limit: number | null): string[] => [
+      t,
+      proc,
+      fmt(peak, 0),
+      fmt(limit, 0),
+      peak !== null && limit !== null ? (peak < limit ? "yes" : "no") : "–",
+      held,
+      errors,
+      kib,
+    ];
+    for (const role of roles) {
+      lines.push(line(
+        role,
+        peakOf((r) => r.W4.relay_fd_peak_by_role?.[role]),
+        limitOf((r) => r.W4.relay_fd_limit_by_role?.[role]),
+      ));
+    }
+    lines.push(line(
+      "(W4 client)",
+      peakOf((r) => r.W4.client_fd_peak),
+      limitOf((r) => r.W4.client_fd_limit),
+    ));
+  }
+  out.push(table(
+    [
+      "topology",
+      "process",
+      "peak fds",
+      "open-file limit",
+      "under it",
+      "W4 held",
+      "W4 errors",
+      "KiB/conn (all relays)",
+    ],
+    lines,
+  ));
+  out.push("");
+  out.push(
+    "Peak fds = the most entries of /proc/PID/fd seen in any one process, counted every 250 ms " +
+      "from the W4 client's start until the connections were released. A relayed connection " +
+      "holds two descriptors in a relay process (client side and server side). KiB/conn = " +
+      "(held − idle) RSS summed over every relay process, per held connection, per round.",
+  );
+  out.push("");
+  return out.join("\n");
 }
 
 /** W7 per topology and burst size: medians over rounds, errors summed, ratios vs haproxy2. */
@@ -681,7 +762,12 @@ function markdown(
       ". Load average " +
       `(1/5/15 min) at start ${meta.loadavg.start}, at end ${meta.loadavg.end}: anything else ` +
       "running on the machine skews the figures; the ratios (same run) less so." +
-      (meta.v8Flags ? ` V8 flags of the Deno processes: \`${meta.v8Flags}\`.` : ""),
+      (meta.v8Flags ? ` V8 flags of the Deno processes: \`${meta.v8Flags}\`.` : "") +
+      ((meta.replicas ?? 1) > 1
+        ? ` Replicas: ${meta.replicas} relay processes per tier (tls-pass: ${meta.replicas} ` +
+          `public replicas on one port with reuse_port and store: redis, ${meta.replicas} ` +
+          `private instances; HAProxy: ${meta.replicas} processes per tier, SO_REUSEPORT).`
+        : ""),
   );
   out.push("");
   // only W6, W7 and/or names ran: their own sections follow, the W1–W5 tables would be empty

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { buildReport, type Meta, normalizeResults, normalizeRow, type Row } from "./report.ts";
+import {
+  buildReport,
+  type Meta,
+  normalizeResults,
+  normalizeRow,
+  type Row,
+  w4FdMarkdown,
+} from "./report.ts";
 
 const meta: Meta = {
   date: "2026-12-07T15:00:00Z",
@@ -83,4 +90,32 @@ Deno.test("buildReport() leaves a marked h2load run out of W6's medians and says
   assert.equal(targets.find((t) => t.target === "W6 HTTP/2 req/s")!.met, true);
   // W1 did not run: no W1 target
   assert.ok(!targets.some((t) => t.target.startsWith("W1")));
+});
+
+Deno.test("w4FdMarkdown() gives each process's peak descriptors against its limit", () => {
+  const w4 = (peak: Record<string, number>, client: number) => ({
+    attempted: 10_000,
+    ok: 10_000,
+    failed: 0,
+    errors: {},
+    relay_rss_per_conn_kib: 4.7,
+    relay_fd_peak_by_role: peak,
+    relay_fd_limit_by_role: Object.fromEntries(Object.keys(peak).map((k) => [k, 20_000])),
+    client_fd_peak: client,
+    client_fd_limit: 20_000,
+  });
+  const rows: Row[] = [
+    { topology: "tls-pass", round: 1, W4: w4({ "public-1": 9_961, "public-2": 20_000 }, 10_020) },
+    { topology: "haproxy2", round: 1, W4: { ...w4({ "public-1": 10_018 }, 10_020), failed: 2 } },
+  ];
+  const md = w4FdMarkdown(rows, ["tls-pass", "haproxy2"]);
+  assert.match(
+    md,
+    /\| tls-pass \| public-1 \| 9961 \| 20000 \| yes \| 10000\/10000 \| 0 \| 4\.7 \|/,
+  );
+  assert.match(md, /\| tls-pass \| public-2 \| 20000 \| 20000 \| no \|/);
+  assert.match(md, /\| tls-pass \| \(W4 client\) \| 10020 \| 20000 \| yes \|/);
+  assert.match(md, /\| haproxy2 \| public-1 \| 10018 \| 20000 \| yes \| 10000\/10000 \| 2 \|/);
+  const { markdown } = buildReport(rows, ["tls-pass", "haproxy2"], { ...meta, workloads: ["W4"] });
+  assert.match(markdown, /## W4 descriptors/);
 });

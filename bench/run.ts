@@ -7,6 +7,7 @@
  *     [--topologies tls-pass,haproxy2,haproxy2-splice,direct] [--out DIR] [--save NAME]
  *     [--state DIR] [--max-minutes 10] [--extra-settings ROLE=FILE]... [--log-level warning]
  *     [--w6-requests 50000] [--w7-sizes 2000] [--w7-client node|deno] [--names 1,10000,100000]
+ *     [--w4-conns 2000] [--replicas 1]
  *
  * Starts the backend (nginx HTTPS and HTTP/2 on 127.0.0.1:8888), then for each round runs every
  * topology in turn (order rotated each round): start → smoke test → W4 → warm-up → W1 → W2 → W3
@@ -25,7 +26,7 @@ import { buildReport, type Meta, type Row } from "./report.ts";
 import { renderChart } from "./chart.ts";
 import { MAX_NAMES, measureNames } from "./names.ts";
 import {
-  LISTEN_PORT,
+  benchPorts,
   type Running,
   type TlsPassRole,
   TOPOLOGIES,
@@ -51,6 +52,11 @@ const HELP = `usage: deno task bench [options]
   --rounds N              rounds (default 3; --quick: 1)
   --workloads LIST        subset of W1,W2,W3,W4,W5,W6,W7,names (default all)
   --w4-conns N            connections W4 holds (default 2000; e.g. 10000 for the issue-6 target)
+  --replicas N            relay processes per tier (default 1). N > 1: tls-pass runs N public
+                          replicas on :4433 (reuse_port, store: redis, a redis-server of the run's
+                          own on a free port; private ports 4434, 4437, …) and N private
+                          instances; haproxy2 and haproxy2-splice run N HAProxies per tier on
+                          :4433 and :4434 (SO_REUSEPORT). Issue 15: --w4-conns 10000 --replicas 2
   --w6-requests N         W6: h2load requests (default 50000, --quick 20000; -c 10 -m 10)
   --w7-sizes LIST         W7 burst sizes, each on freshly started relays (default 2000)
   --w7-client C           W7 client: node (node:tls, as W4/W5; default) or deno (Deno.startTls)
@@ -102,6 +108,7 @@ const { values: a } = (() => {
         "extra-settings": { type: "string", multiple: true, default: [] },
         "log-level": { type: "string", default: "warning" },
         "w4-conns": { type: "string" },
+        replicas: { type: "string", default: "1" },
         "w6-requests": { type: "string" },
         "w7-sizes": { type: "string", default: "2000" },
         "w7-client": { type: "string", default: "node" },
@@ -170,6 +177,13 @@ const w4Conns = a["w4-conns"] === undefined ? undefined : Number(a["w4-conns"]);
 if (w4Conns !== undefined && !(Number.isInteger(w4Conns) && w4Conns > 0 && w4Conns <= 100_000)) {
   die(`--w4-conns wants an integer in 1..100000, got ${a["w4-conns"]}`);
 }
+const replicas = Number(a.replicas);
+if (!(Number.isInteger(replicas) && replicas >= 1 && replicas <= 8)) {
+  die(`--replicas wants an integer in 1..8, got ${a.replicas}`);
+}
+if (replicas > 1 && topoNames.some((t) => t.startsWith("tls-pass")) && !which("redis-server")) {
+  die("--replicas > 1 runs a redis-server for tls-pass: apt-get install redis-server");
+}
 const params: Params = {
   ...(a.quick ? QUICK : FULL),
   ...(w4Conns ? { w4Conns } : {}),
@@ -219,7 +233,7 @@ if (
     die(`${SNI} must resolve to 127.0.0.1: add '127.0.0.1 ${SNI}' to /etc/hosts`);
   }
 }
-for (const port of [LISTEN_PORT, BACKEND_PORT, 4434, 4435, 4436]) {
+for (const port of [BACKEND_PORT, ...benchPorts(replicas)]) {
   if (await portOpen("127.0.0.1", port)) {
     die(`127.0.0.1:${port} is already in use; stop whatever listens there`);
   }
@@ -326,6 +340,8 @@ function topoContext(name: string, tag: string): TopologyContext {
     extraSettings,
     logLevel: a["log-level"],
     maxConnections: haproxyMaxconn(Math.max(params.w4Conns, ...params.w7Sizes)),
+    // names.ts measures one path: its replicas stay 1
+    replicas: tag.startsWith("names-") ? 1 : replicas,
     log,
   };
 }
@@ -401,7 +417,7 @@ async function withTopology<T>(
 }
 
 async function waitPortsFree(): Promise<void> {
-  for (const port of [LISTEN_PORT, 4434, 4435, 4436]) {
+  for (const port of benchPorts(replicas)) {
     const end = Date.now() + 10_000;
     while (Date.now() < end && await portOpen("127.0.0.1", port)) {
       await new Promise((res) => setTimeout(res, 50));
@@ -526,6 +542,7 @@ const meta: Meta = {
     OpenSSL: await version(["openssl", "version"], /OpenSSL (\S+)/),
   },
   params: { ...params },
+  replicas,
   unavailable,
   quick: a.quick,
   v8Flags: v8Flags === "" ? null : v8Flags,

@@ -7,12 +7,33 @@
  */
 import { join } from "node:path";
 import { BACKEND_PORT, type BenchCerts, SNI } from "./backend.ts";
-import { makeSettings } from "./make_settings.ts";
-import { type Proc, run, sleep, spawn, stop, waitPort, which } from "./proc.ts";
+import { makeSettings, replicaPrivatePort, type SettingsDirs } from "./make_settings.ts";
+import { type Proc, run, sleep, spawn, stop, waitListeners, waitPort, which } from "./proc.ts";
 import { getFdLimit } from "../lib/net/fd_limit.ts";
 
 export const LISTEN_HOST = "127.0.0.1";
 export const LISTEN_PORT = 4433;
+/** The private ports of the tls-pass path: replica 1's is 4434; replicas 2… get 4437, 4438, …. */
+export const TLS_PASS_PORTS = {
+  host: "127.0.0.1",
+  publicPort: LISTEN_PORT,
+  privatePort: 4434,
+  publicEpsPort: 4435,
+  privateEpsPort: 4436,
+  internal: `127.0.0.1:${BACKEND_PORT}`,
+  domain: SNI,
+};
+
+/**
+ * Every port a run with `replicas` relay processes per tier listens on besides the backend's:
+ * 4433–4436, and the private ports of tls-pass replicas 2… (4437, …). HAProxy's tiers share
+ * 4433 and 4434.
+ */
+export function benchPorts(replicas = 1): number[] {
+  const ports = [LISTEN_PORT, 4434, 4435, 4436];
+  for (let i = 1; i < replicas; i++) ports.push(replicaPrivatePort(TLS_PASS_PORTS, i));
+  return ports;
+}
 
 /** What every topology gets. */
 export interface TopologyContext {
@@ -29,6 +50,12 @@ export interface TopologyContext {
   logLevel: string;
   /** Connections a relay must accept at once (HAProxy's maxconn; default 8000). */
   maxConnections?: number;
+  /**
+   * Relay processes per tier on the same ports (`--replicas`, default 1): tls-pass runs that many
+   * public replicas (`reuse_port`, `store: redis`, a redis-server of its own) and private
+   * instances; haproxy2 that many HAProxies per tier (SO_REUSEPORT, HAProxy's default on Linux).
+   */
+  replicas?: number;
   log(msg: string): void;
 }
 
@@ -111,13 +138,15 @@ defaults
   timeout client 5m
   timeout server 5m
 ${splice ? "  option splice-auto\n" : ""}`;
-      const privateCfg = common("private") + `frontend private
+      const privateCfg = (proc: string) =>
+        common(proc) + `frontend private
   bind 127.0.0.1:${hop}
   default_backend internal
 backend internal
   server internal 127.0.0.1:${BACKEND_PORT}
 `;
-      const publicCfg = common("public") + `frontend public
+      const publicCfg = (proc: string) =>
+        common(proc) + `frontend public
   bind ${LISTEN_HOST}:${LISTEN_PORT}
   tcp-request inspect-delay 5s
   tcp-request content accept if { req.ssl_hello_type 1 }
@@ -125,19 +154,31 @@ backend internal
 backend private
   server private 127.0.0.1:${hop}
 `;
-      await Deno.writeTextFile(join(ctx.state, "private.cfg"), privateCfg);
-      await Deno.writeTextFile(join(ctx.state, "public.cfg"), publicCfg);
+      const n = ctx.replicas ?? 1;
       const procs: Proc[] = [];
       const r = running(LISTEN_PORT, procs);
+      // the private tier first: the public one forwards to it
       for (const [role, port] of [["private", hop], ["public", LISTEN_PORT]] as const) {
-        const cfg = join(ctx.state, `${role}.cfg`);
-        const check = await run(["haproxy", "-c", "-q", "-f", cfg], 10_000);
-        if (check.code !== 0) throw new Error(`haproxy config ${cfg} is invalid: ${check.stderr}`);
-        const log = join(ctx.state, `${role}.log`);
-        procs.push(spawn(role, ["haproxy", "-db", "-f", cfg], { stdoutFile: log }));
-        if (!(await waitPort("127.0.0.1", port, 10_000))) {
-          await r.stop();
-          throw new Error(`${name} ${role} does not listen on :${port}\n${await tail(log)}`);
+        for (let i = 0; i < n; i++) {
+          // one process per tier: "private", "public" as before; several: "private-1", …
+          const proc = n === 1 ? role : `${role}-${i + 1}`;
+          const cfg = join(ctx.state, `${proc}.cfg`);
+          await Deno.writeTextFile(cfg, role === "private" ? privateCfg(proc) : publicCfg(proc));
+          const check = await run(["haproxy", "-c", "-q", "-f", cfg], 10_000);
+          if (check.code !== 0) {
+            await r.stop();
+            throw new Error(`haproxy config ${cfg} is invalid: ${check.stderr}`);
+          }
+          const log = join(ctx.state, `${proc}.log`);
+          procs.push(spawn(proc, ["haproxy", "-db", "-f", cfg], { stdoutFile: log }));
+          // each process binds its own socket (SO_REUSEPORT): wait for the (i + 1)th listener
+          const up = i === 0
+            ? await waitPort("127.0.0.1", port, 10_000)
+            : await waitListeners(port, i + 1, 10_000);
+          if (!up) {
+            await r.stop();
+            throw new Error(`${name} ${proc} does not listen on :${port}\n${await tail(log)}`);
+          }
         }
       }
       return r;
@@ -203,16 +244,64 @@ export const splice2: Topology = bareRelays("splice2", ["--impl", "splice"]);
 
 export type TlsPassRole = "eps" | "public" | "private";
 
-/** The four tls-pass processes of a path, in start order: name, role, settings folder. */
+/**
+ * The tls-pass processes of a path, in start order: name, role, settings folder. The four of
+ * one path; with several replicas (`dirs.publics`, `dirs.privates`), every private instance
+ * (`private-1`, `private-2`, …) and every public replica (`public-1`, …) in their places.
+ */
 export function tlsPassRoles(
-  dirs: Record<"publicEps" | "privateEps" | "private" | "public", string>,
+  dirs:
+    & Record<"publicEps" | "privateEps" | "private" | "public", string>
+    & Partial<Pick<SettingsDirs, "publics" | "privates">>,
 ): [string, TlsPassRole, string][] {
+  const each = (role: "private" | "public", all: string[] | undefined, one: string) =>
+    !all || all.length <= 1
+      ? [[role, role, one] as [string, TlsPassRole, string]]
+      : all.map((d, i) => [`${role}-${i + 1}`, role, d] as [string, TlsPassRole, string]);
   return [
     ["public-eps", "eps", dirs.publicEps],
     ["private-eps", "eps", dirs.privateEps],
-    ["private", "private", dirs.private],
-    ["public", "public", dirs.public],
+    ...each("private", dirs.privates, dirs.private),
+    ...each("public", dirs.publics, dirs.public),
   ];
+}
+
+/** A free loopback TCP port (bound to port 0, then closed). */
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** Debian's redis-server, as the tests use it (tests/_redis.ts). */
+export const REDIS_SERVER = "/usr/bin/redis-server";
+
+/**
+ * A redis-server for the public replicas of one topology start: on a free loopback port, no
+ * persistence (`--save "" --appendonly no`), started and stopped by PID, its log in `state`.
+ */
+export async function startRedis(state: string): Promise<{ proc: Proc; url: string }> {
+  const port = freePort();
+  const log = join(state, "redis.log");
+  const proc = spawn("redis", [
+    REDIS_SERVER,
+    "--port",
+    String(port),
+    "--bind",
+    "127.0.0.1",
+    "--save",
+    "",
+    "--appendonly",
+    "no",
+    "--logfile",
+    "",
+  ], { stdoutFile: log });
+  if (!(await waitPort("127.0.0.1", port, 10_000))) {
+    await stop(proc);
+    throw new Error(`redis-server does not listen on :${port}\n${await tail(log)}`);
+  }
+  return { proc, url: `redis://127.0.0.1:${port}` };
 }
 
 /** Waits for `{"event":"ready"}` on a process's stdout file; returns the parsed line. */
@@ -283,6 +372,25 @@ export async function waitRoute(
     await sleep(200);
   }
   return last || "no answer";
+}
+
+/** True once `count` POSTs in a row through `port` are answered (each a new connection). */
+async function routeInARow(
+  port: number,
+  caCrt: string,
+  count: number,
+  deadline: number,
+): Promise<boolean> {
+  let inARow = 0;
+  while (Date.now() < deadline) {
+    if ((await postJsonrpc(port, caCrt)).ok) {
+      if (++inARow >= count) return true;
+    } else {
+      inARow = 0;
+      await sleep(200);
+    }
+  }
+  return false;
 }
 
 /** The tls-pass PKI of `tls-pass certs --out`, made once in the topology's cache folder. */
@@ -372,20 +480,32 @@ async function startTlsPass(
   publicExtra?: string,
 ): Promise<Running> {
   const pki = await ensurePki(ctx);
-  const dirs = await makeSettings(join(ctx.state, "settings"), pki, {
-    host: "127.0.0.1",
-    publicPort: LISTEN_PORT,
-    privatePort: 4434,
-    publicEpsPort: 4435,
-    privateEpsPort: 4436,
-    internal: `127.0.0.1:${BACKEND_PORT}`,
-    domain: SNI,
-  }, join(ctx.state, "store"));
-  const roles = tlsPassRoles(dirs);
+  const n = ctx.replicas ?? 1;
+  // several public replicas share their announcements through a Redis of their own
+  const redis = n > 1 ? await startRedis(ctx.state) : undefined;
+  if (redis) ctx.log(`  redis-server ${redis.url} (PID ${redis.proc.pid})`);
   const procs: Proc[] = [];
   const r = running(LISTEN_PORT, procs);
+  if (redis) {
+    // after every relay: the replicas are stopped first
+    const stopRelays = r.stop;
+    r.stop = async () => {
+      await stopRelays();
+      await stop(redis.proc);
+    };
+  }
   const deadline = Date.now() + 60_000;
   try {
+    const dirs = await makeSettings(
+      join(ctx.state, "settings"),
+      pki,
+      TLS_PASS_PORTS,
+      join(ctx.state, "store"),
+      true,
+      1,
+      redis ? { count: n, redisUrl: redis.url } : undefined,
+    );
+    const roles = tlsPassRoles(dirs);
     const adminFile = join(ctx.state, "admin.yml");
     if (admin) await Deno.writeTextFile(adminFile, "admin_listen: 127.0.0.1:0\n");
     const publicFile = join(ctx.state, "public-extra.yml");
@@ -422,6 +542,13 @@ async function startTlsPass(
     }
     const why = await waitRoute(LISTEN_PORT, ctx.certs.caCrt, deadline);
     if (why) throw new Error(`no route through :${LISTEN_PORT} after 60 s: ${why}`);
+    if (n > 1) {
+      // every replica must route, not only the one the first answer came from: the kernel
+      // spreads connections over the listeners by their source port, so 12 answers in a row
+      // (each a new connection) leave about 2^-11 odds that one replica was never asked
+      const routed = await routeInARow(LISTEN_PORT, ctx.certs.caCrt, 12, deadline);
+      if (!routed) throw new Error(`the replicas on :${LISTEN_PORT} do not all route in 60 s`);
+    }
     if (admin) {
       const stopScraping = scrapeEverySecond(admins, ctx.log);
       const stopRelays = r.stop;

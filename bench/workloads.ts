@@ -13,6 +13,8 @@ import {
   cpuDelta,
   cpuOf,
   type CpuTime,
+  fdCount,
+  fdLimitOf,
   type Mem,
   memOf,
   round,
@@ -342,7 +344,62 @@ export async function w3(ctx: WorkloadContext): Promise<Record<string, unknown>>
 
 const memJson = (m: Mem) => ({ rss_kib: m.rssKib, pss_kib: m.pssKib, procs: m.procs });
 
-/** W4: hold 2,000 (`w4Conns`) TLS connections; relay memory idle, held and after they close. */
+/** How often W4 counts the descriptors of each relay process and of its client. */
+const FD_SAMPLE_MS = 250;
+
+/**
+ * Counts every relay process's open descriptors (/proc/PID/fd) and those of the client every
+ * {@link FD_SAMPLE_MS} until the returned function is called, which gives the peak of each (by
+ * role name; a role of several PIDs: its largest) and each one's open-file limit. `client` is
+ * the W4 client's PID.
+ */
+function sampleFds(ctx: WorkloadContext, client: number) {
+  const peak: Record<string, number> = {};
+  const limit: Record<string, { soft: number; hard: number }> = {};
+  let clientPeak = 0;
+  let clientLimit: { soft: number; hard: number } | null = null;
+  let samples = 0;
+  const tick = () => {
+    samples++;
+    for (const [role, pids] of Object.entries(ctx.rolePids())) {
+      for (const pid of pids) {
+        const n = fdCount(pid);
+        if (n !== null && n > (peak[role] ?? -1)) peak[role] = n;
+        if (!limit[role]) {
+          const l = fdLimitOf(pid);
+          if (l) limit[role] = l;
+        }
+      }
+    }
+    clientPeak = Math.max(clientPeak, fdCount(client) ?? 0);
+    clientLimit ??= fdLimitOf(client);
+  };
+  tick();
+  const timer = setInterval(tick, FD_SAMPLE_MS);
+  return () => {
+    clearInterval(timer);
+    tick();
+    const soft = (l: { soft: number } | null | undefined) =>
+      l && Number.isFinite(l.soft) ? l.soft : null;
+    return {
+      relay_fd_peak_by_role: peak,
+      relay_fd_limit_by_role: Object.fromEntries(
+        Object.entries(limit).map(([k, l]) => [k, soft(l)]),
+      ),
+      relay_fd_peak_max: Math.max(0, ...Object.values(peak)),
+      client_fd_peak: clientPeak,
+      client_fd_limit: soft(clientLimit),
+      fd_samples: samples,
+    };
+  };
+}
+
+/**
+ * W4: hold 2,000 (`w4Conns`) TLS connections; relay memory idle, held and after they close, and
+ * the peak descriptor count of every relay process and of the client. One client process: it
+ * holds a descriptor per connection (10,000 fit under the 20,000 hard limit; the bench checks
+ * its limit and says so).
+ */
 export async function w4(ctx: WorkloadContext): Promise<Record<string, unknown>> {
   const { w4Conns, w4Parallel, w4SettleS } = ctx.params;
   // 60 s for the default 2,000; more time to open (and hold) a larger count
@@ -377,6 +434,8 @@ export async function w4(ctx: WorkloadContext): Promise<Record<string, unknown>>
     "--hold-max-s",
     String(holdMaxS),
   ], { stdoutFile: log });
+  const fds = sampleFds(ctx, client.pid);
+  let fdFigures: ReturnType<ReturnType<typeof sampleFds>> | undefined;
   try {
     const end = Date.now() + holdMaxS * 1000;
     let opened: Record<string, unknown> | undefined;
@@ -388,11 +447,16 @@ export async function w4(ctx: WorkloadContext): Promise<Record<string, unknown>>
       }
       await sleep(50);
     }
-    if (!opened) return { error: "hold client did not report" };
+    if (!opened) return { error: "hold client did not report", ...fds() };
     await sleep(w4SettleS * 1000);
     const held = memOf(ctx.relayPids());
     const heldByRole = memByRole(ctx);
     const bHeld = memOf(ctx.backendPids());
+    fdFigures = fds();
+    const limit = fdFigures.client_fd_limit;
+    if (limit !== null && limit < w4Conns + 100) {
+      await ctx.logRaw("W4", `hold.mjs: open-file limit ${limit} < ${w4Conns} connections + 100`);
+    }
     await Deno.writeTextFile(release, "");
     const stopEnd = Date.now() + 10_000;
     while (!client.exited && Date.now() < stopEnd) await sleep(50);
@@ -412,8 +476,10 @@ export async function w4(ctx: WorkloadContext): Promise<Record<string, unknown>>
       relay_pss_per_conn_kib: held.procs > 0 ? perConn(idle.pssKib, held.pssKib) : null,
       backend_rss_per_conn_kib: perConn(bIdle.rssKib, bHeld.rssKib),
       relay_rss_kib_by_role: { idle: idleByRole, held: heldByRole, after_close: afterByRole },
+      ...fdFigures,
     };
   } finally {
+    if (!fdFigures) fds(); // stops the sampler
     await ctx.logRaw("W4", await Deno.readTextFile(log).catch(() => ""));
     if (!client.exited) await stop(client, 2000);
   }
