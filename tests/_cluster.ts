@@ -324,9 +324,16 @@ export class Cluster implements AsyncDisposable {
     return this.pub;
   }
 
-  /** An EPS client attached as `operator` (e.g. private-proxy-2 to make raw calls). */
-  async attach(operator: string, eps: RoleHandle<"links" | "proxy">): Promise<EpsClient> {
-    const c = connectEps(this.epsClientSettings(operator, eps.addrs.links));
+  /**
+   * An EPS client attached as `operator` (e.g. private-proxy-2 to make raw calls), as `instance`
+   * when given (docs/architecture.md, "Instances"; else the default name).
+   */
+  async attach(
+    operator: string,
+    eps: RoleHandle<"links" | "proxy">,
+    instance?: string,
+  ): Promise<EpsClient> {
+    const c = connectEps(this.epsClientSettings(operator, eps.addrs.links), undefined, instance);
     this.#clients.push(c);
     await within(c.ready, 10_000, `attach of ${operator}`);
     return c;
@@ -400,9 +407,13 @@ export class NoticeInbox implements AsyncDisposable {
   #waiters: ((p: Record<string, unknown>) => void)[] = [];
   private constructor(readonly client: EpsClient) {}
 
-  static async attach(c: Cluster, operator = "private-proxy-1"): Promise<NoticeInbox> {
+  static async attach(
+    c: Cluster,
+    operator = "private-proxy-1",
+    instance?: string,
+  ): Promise<NoticeInbox> {
     const eps = operator === "private-proxy-2" ? c.epsPrivate2! : c.epsPrivate;
-    const client = await c.attach(operator, eps);
+    const client = await c.attach(operator, eps, instance);
     const inbox = new NoticeInbox(client);
     client.serve("incomingConnection", (params) => {
       const w = inbox.#waiters.shift();

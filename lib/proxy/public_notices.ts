@@ -62,8 +62,15 @@ interface Queue {
 /** A waiting client's notices so far. */
 interface Client {
   readonly operator: string;
-  /** The instance of each attempt (index attempt - 1); undefined: none named. */
+  /**
+   * The instance of each attempt whose notice was sent (index attempt - 1; a hole: an attempt
+   * not sent, see `send`); undefined: none named.
+   */
   readonly tried: (string | undefined)[];
+  /** The latest attempt the data plane announced (its current token). */
+  attempt: number;
+  /** The attempt of the latest notice sent. */
+  lastSent: number;
   /** The queue it waits in, until its call goes. */
   queued: Queue | undefined;
   /** The last failed notice's error (a re-dispatch's log line names it). */
@@ -151,6 +158,8 @@ export class Notifier {
         c = {
           operator: n.operator,
           tried: [],
+          attempt: 1,
+          lastSent: 0,
           queued: undefined,
           lastError: undefined,
           skipped: undefined,
@@ -158,7 +167,8 @@ export class Notifier {
       );
     }
     const attempt = n.attempt ?? 1;
-    const previous = c.tried[c.tried.length - 1];
+    const previous = c.tried[c.lastSent - 1];
+    c.attempt = attempt;
     if (c.queued !== undefined) {
       // re-dispatched before its notice went: that notice never goes
       c.queued.waiting.delete(n.conn);
@@ -166,8 +176,15 @@ export class Notifier {
       this.#plane?.send({ type: "noticeFailed", conn: n.conn, attempt: attempt - 1 });
     }
     c.skipped = undefined;
+    if (attempt > 1 && (n.why ?? "timer") === "timer" && !this.#untried(n, c)) {
+      // no other instance: a second notice to the one that has it would only double the work of
+      // a private side that is slow (overload), not serve the client sooner; it keeps waiting
+      // for the dial-back already asked for (its token stays valid)
+      return;
+    }
     const instance = this.#pick(n, c);
     c.tried[attempt - 1] = instance;
+    c.lastSent = attempt;
     if (attempt > 1) this.#redispatched(n, c, previous, instance);
     this.#enqueue(n, c, instance);
   }
@@ -215,6 +232,13 @@ export class Notifier {
       }
     }
     return best;
+  }
+
+  /** Whether the route has an instance neither absent nor tried for this client. */
+  #untried(n: NoticeRequest, c: Client): boolean {
+    return (n.instances ?? []).some((i) =>
+      i !== "" && !this.isAbsent(n.operator, i) && !c.tried.includes(i)
+    );
   }
 
   #inFlight(operator: string, instance: string): number {
@@ -345,7 +369,7 @@ export class Notifier {
     const c = this.#clients.get(n.conn);
     if (c === undefined || this.signal.aborted) return false;
     const attempt = n.attempt ?? 1;
-    if (c.tried.length > attempt) return false; // a newer notice went meanwhile
+    if (c.lastSent > attempt) return false; // a newer notice went meanwhile
     (c.skipped ??= new Set()).add(q.instance!);
     const named = (n.instances ?? []).filter((i) => i !== "");
     const open = named.filter((i) =>
@@ -383,7 +407,7 @@ export class Notifier {
     const c = this.#clients.get(n.conn);
     const attempt = n.attempt ?? 1;
     // a newer notice went meanwhile (a timer re-dispatch): the data plane ignores this failure
-    const superseded = c !== undefined && c.tried.length > attempt;
+    const superseded = c !== undefined && c.lastSent > attempt;
     // another instance to try: the data plane re-dispatches the client there
     const others = (n.instances ?? []).filter((i) => i !== "" && !(c?.tried.includes(i) ?? true));
     const retry = !superseded && others.length > 0 && attempt < this.maxDispatches;
@@ -391,7 +415,9 @@ export class Notifier {
     this.#plane?.send({
       type: "noticeFailed",
       conn: n.conn,
-      attempt,
+      // the data plane's current attempt: later ones the timer asked for were not sent (no other
+      // instance), so this failure is the client's
+      attempt: c?.attempt ?? attempt,
       ...(retry ? { retry: true } : {}),
     });
     if (this.signal.aborted || retry || superseded) return;
