@@ -64,7 +64,7 @@ const HELP = `usage: deno task bench [options]
                           1 is the baseline; at most 100000, the private settings' cap)
   --v8-flags F            DENO_V8_FLAGS for every Deno process the run starts (the roles, loop2,
                           splice2); default: the shipped flags of tools/v8_flags.ts
-                          (--max-semi-space-size=2); --v8-flags= for V8's defaults
+                          (--max-semi-space-size=2,--expose-gc); --v8-flags= for V8's defaults
   --topologies LIST       subset of tls-pass,haproxy2,haproxy2-splice,direct,loop2,splice2,
                           tls-pass-admin,tls-pass-limits (default the first four)
   --out DIR               where this run's files go (default bench/results/raw/<UTC time>)

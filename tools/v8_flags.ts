@@ -10,6 +10,11 @@
  * for pooled clients, sets them up), a main-thread pause no longer stalls a connection: with 2 MiB
  * W4 gave 25.6 and 25.8 KiB against 29.0 with 4 MiB (alternating quick runs), and W2 p99 2.2 ms
  * against 2.6.
+ *
+ * `--expose-gc` lets the native driver's worker run a full collection once it has been quiet for
+ * a second after a burst (lib/dataplane/native/worker.ts, docs/architecture.md "Memory"): its loop
+ * never returns to the event loop, so V8's memory reducer never runs there. Without the flag the
+ * worker only trims malloc's arenas.
  * @module
  */
-export const SHIPPED_V8_FLAGS = "--max-semi-space-size=2";
+export const SHIPPED_V8_FLAGS = "--max-semi-space-size=2,--expose-gc";

@@ -35,11 +35,10 @@ import {
 } from "../settings/diff.ts";
 import { DeadlineClock, type RpcRequest, serveStream } from "./rpc.ts";
 import { ATTACH_METHOD, type ProxyInstance, Router } from "./router.ts";
-import { EpsAdmin, type InstanceRow, type LinkRow } from "./server_admin.ts";
+import type { EpsAdmin, InstanceRow, LinkRow } from "./server_admin.ts";
 import { isInstanceName } from "../settings/schema.ts";
 import { codeOf } from "../admin/eps_calls.ts";
 import type { AdminServer } from "../admin/server.ts";
-import { openAdmin } from "../admin/role_admin.ts";
 import type { Stream } from "./session.ts";
 
 const log = logger("eps", "server");
@@ -501,10 +500,15 @@ export async function startEps(
 
   const listeners: LinkListener[] = [];
   const addrs: Partial<Record<"links" | "proxy" | "admin", HostPort>> = {};
-  const admin = settings.adminListen ? new EpsAdmin(own) : undefined;
+  // the admin endpoint's modules (prom-client) are loaded only when it is on: 3-6 MiB of RSS
+  // (docs/architecture.md, "Memory")
+  const admin: EpsAdmin | undefined = settings.adminListen
+    ? new (await import("./server_admin.ts")).EpsAdmin(own)
+    : undefined;
   let adminServer: AdminServer | undefined;
   try {
     if (admin) {
+      const { openAdmin } = await import("../admin/role_admin.ts");
       adminServer = await openAdmin(settings.adminListen, admin.source());
       addrs.admin = adminServer!.addr;
       links.onRouted = (method, code) => admin.calls.count(method, code);

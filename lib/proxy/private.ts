@@ -49,9 +49,8 @@ import { withReload } from "../settings/diff.ts";
 
 export type { AnnouncementState, AnnouncementStatus, DrainOptions, DrainResult } from "./drain.ts";
 import { type Budget, privateBudget, softFdLimit } from "./budget.ts";
-import { PrivateAdmin } from "./private_admin.ts";
+import type { PrivateAdmin } from "./private_admin.ts";
 import type { ProxyMetrics } from "../admin/metrics.ts";
-import { openAdmin } from "../admin/role_admin.ts";
 import { countCalls } from "../admin/eps_calls.ts";
 import { matchName } from "../wire/names.ts";
 
@@ -454,11 +453,18 @@ export async function startPrivate(
     },
   );
   await c.resolve();
-  const admin = settings.adminListen
-    ? new PrivateAdmin(settings.operator, (d) => matchName(d, c.byDomain)?.domain)
+  // the admin endpoint's modules (prom-client) are loaded only when it is on: 3-6 MiB of RSS
+  // (docs/architecture.md, "Memory")
+  const admin: PrivateAdmin | undefined = settings.adminListen
+    ? new (await import("./private_admin.ts")).PrivateAdmin(
+      settings.operator,
+      (d) => matchName(d, c.byDomain)?.domain,
+    )
     : undefined;
   c.metrics = admin?.metrics;
-  const adminServer = admin ? await openAdmin(settings.adminListen, admin.source()) : undefined;
+  const adminServer = admin
+    ? await (await import("../admin/role_admin.ts")).openAdmin(settings.adminListen, admin.source())
+    : undefined;
   c.plane = await openDataPlane(
     settings.sockets,
     {

@@ -37,8 +37,7 @@ import { drainAndClose, untilStopped } from "./lifecycle.ts";
 import { servePublicCalls } from "./public_rpc.ts";
 import { LiveConnections } from "./live.ts";
 import { type Budget, publicBudget, softFdLimit } from "./budget.ts";
-import { PublicAdmin } from "./public_admin.ts";
-import { openAdmin } from "../admin/role_admin.ts";
+import type { PublicAdmin } from "./public_admin.ts";
 import { countCalls } from "../admin/eps_calls.ts";
 import type { AdminServer } from "../admin/server.ts";
 import { privateEndpointOf, type PublicLive, publicReloader } from "./public_reload.ts";
@@ -295,8 +294,14 @@ export async function startPublic(
     maxDialBacks: budget.maxDialBacks,
   };
   // before the data plane: its first events may come as soon as its ports are bound
-  const admin = settings.adminListen
-    ? new PublicAdmin(settings.operator, announcements, () => store.problems())
+  // the admin endpoint's modules (prom-client) are loaded only when it is on: 3-6 MiB of RSS
+  // (docs/architecture.md, "Memory")
+  const admin: PublicAdmin | undefined = settings.adminListen
+    ? new (await import("./public_admin.ts")).PublicAdmin(
+      settings.operator,
+      announcements,
+      () => store.problems(),
+    )
     : undefined;
   const epsClient = connectEps(settings.eps, stop.signal, settings.instance);
   const client: EpsClient = admin ? countCalls(epsClient, admin.calls) : epsClient;
@@ -326,7 +331,10 @@ export async function startPublic(
   };
   let adminServer: AdminServer | undefined;
   try {
-    if (admin) adminServer = await openAdmin(settings.adminListen, admin.source());
+    if (admin) {
+      const { openAdmin } = await import("../admin/role_admin.ts");
+      adminServer = await openAdmin(settings.adminListen, admin.source());
+    }
     plane = await openDataPlane(
       settings.sockets,
       {

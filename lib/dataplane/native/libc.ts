@@ -47,6 +47,8 @@ const SYMBOLS = {
   },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   errnoLocation: { name: "__errno_location", parameters: [], result: "pointer" },
+  /** glibc's: gives the free memory of every malloc arena back to the kernel (null elsewhere). */
+  mallocTrim: { name: "malloc_trim", parameters: ["usize"], result: "i32", optional: true },
 } as const;
 
 /**
@@ -84,6 +86,8 @@ export interface LibcSymbols {
   epollWaitAsync(ep: number, events: Uint8Array, max: number, timeoutMs: number): Promise<number>;
   eventfd(initval: number, flags: number): number;
   errnoLocation(): Deno.PointerValue;
+  /** null where libc has no `malloc_trim` (not glibc). */
+  mallocTrim: ((pad: bigint) => number) | null;
 }
 
 export const AF_INET = 2;
