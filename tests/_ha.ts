@@ -114,6 +114,8 @@ export class PrivateInstance implements AsyncDisposable {
 export class Ha implements AsyncDisposable {
   replicas: PublicHandle[] = [];
   instances: PrivateInstance[] = [];
+  /** Why each failed request failed (status 0), for the assertions' messages. */
+  readonly errors: string[] = [];
   #root = "";
   private constructor(readonly cluster: Cluster, readonly redis: TestRedis) {}
 
@@ -218,7 +220,8 @@ export class Ha implements AsyncDisposable {
         signal,
       });
       return r.status;
-    } catch {
+    } catch (err) {
+      this.errors.push(err instanceof Error ? err.message : String(err));
       return 0;
     }
   }

@@ -9,6 +9,7 @@
  * one is refused at once; when the flood goes, the whole budget is there again with no cool-down.
  * @module
  */
+import { lockLoad } from "./_dev_ports.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { stringify } from "yaml";
@@ -226,6 +227,7 @@ Deno.test({
     "a public proxy under a 256-descriptor limit serves its budget through a flood, refuses the rest at once, and recovers",
   ignore: Deno.build.os !== "linux",
   async fn(t) {
+    await using _load = await lockLoad(); // docs: tests/_dev_ports.ts, LOAD_LOCK
     await using stack = new AsyncDisposableStack();
     const dir = await Deno.makeTempDir({ prefix: "tls-pass-budget-" });
     stack.defer(() => Deno.remove(dir, { recursive: true }));

@@ -6,6 +6,7 @@
  * handshakes on a test machine (the bench's burst workload does real handshakes).
  * @module
  */
+import { lockLoad } from "./_dev_ports.ts";
 import assert from "node:assert/strict";
 import { DOMAIN, startCluster, within } from "./_cluster.ts";
 
@@ -35,6 +36,7 @@ async function line(reader: ReadableStreamDefaultReader<string>, buf: { s: strin
 }
 
 Deno.test("proxies serve a burst of 1,000 simultaneous new clients from one address", async () => {
+  await using _load = await lockLoad(); // docs: tests/_dev_ports.ts, LOAD_LOCK
   // the echo server and the 1,000 clients run in a child process (tests/_burst_child.ts), so that
   // the proxies here (on the portable driver: one thread with three EPS servers) do not also carry
   // them; the child is bounded by its own deadline and killed in finally

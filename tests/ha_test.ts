@@ -7,12 +7,14 @@
  * killed and restarted under load loses nothing.
  * @module
  */
+import { lockLoad } from "./_dev_ports.ts";
 import assert from "node:assert/strict";
 import { DOMAIN, until, within } from "./_cluster.ts";
 import { Ha, PrivateInstance } from "./_ha.ts";
 import { connectEps } from "../lib/eps/client.ts";
 
 Deno.test("HA: two private instances share the load of one name", async () => {
+  await using _load = await lockLoad(); // one load test at a time (tests/_dev_ports.ts)
   await using ha = await Ha.start();
   const [a, b] = await ha.startInstances(["priv-a", "priv-b"]);
   // every instance keeps warm dial-backs at every replica (it learnt them from openPool answers)
@@ -38,6 +40,7 @@ Deno.test("HA: two private instances share the load of one name", async () => {
 });
 
 Deno.test("HA: kill -9 of one instance under 25 parallel clients fails only what it carried", async () => {
+  await using _load = await lockLoad(); // one load test at a time (tests/_dev_ports.ts)
   await using ha = await Ha.start();
   const [a, b] = await ha.startInstances(["priv-a", "priv-b"]);
   let killedAt = 0;
@@ -63,8 +66,12 @@ Deno.test("HA: kill -9 of one instance under 25 parallel clients fails only what
     console.log(
       `kill -9 of priv-a (it had carried ${carried}): ${failed.length} of ${results.length} requests failed, ${late.length} of them started after the kill`,
     );
-    assert.ok(failed.length <= 25, `at most one in flight per client failed: ${failed.length}`);
-    assert.equal(late.length, 0, "every client that came after the kill was served");
+    const why = ha.errors.join("; ");
+    assert.ok(
+      failed.length <= 25,
+      `at most one in flight per client failed: ${failed.length}: ${why}`,
+    );
+    assert.equal(late.length, 0, `every client that came after the kill was served: ${why}`);
     const bBefore = await b!.connections();
     assert.ok(bBefore > 0);
   } finally {
@@ -86,6 +93,7 @@ Deno.test("HA: kill -9 of one instance under 25 parallel clients fails only what
 });
 
 Deno.test("HA: a notice whose dial-back never comes is re-dispatched to another instance", async () => {
+  await using _load = await lockLoad(); // one load test at a time (tests/_dev_ports.ts)
   await using ha = await Ha.start(1);
   // a ghost instance of private-proxy-1: it takes notices and never dials back
   const ghost = connectEps(
@@ -113,6 +121,7 @@ Deno.test("HA: a notice whose dial-back never comes is re-dispatched to another 
 });
 
 Deno.test("HA: two public replicas share announcements through Redis: announce, withdraw, expiry", async () => {
+  await using _load = await lockLoad(); // one load test at a time (tests/_dev_ports.ts)
   await using ha = await Ha.start();
   const [r0, r1] = ha.replicas as [typeof ha.replicas[0], typeof ha.replicas[0]];
   // an announcement sent to one replica routes on the other: the time it takes
@@ -177,6 +186,7 @@ Deno.test("HA: two public replicas share announcements through Redis: announce, 
 });
 
 Deno.test("HA: Redis killed and restarted under load: routing goes on, nothing is lost", async () => {
+  await using _load = await lockLoad(); // one load test at a time (tests/_dev_ports.ts)
   await using ha = await Ha.start();
   await ha.startInstances(["priv-a", "priv-b"]);
   const stop = new AbortController();
@@ -198,7 +208,11 @@ Deno.test("HA: Redis killed and restarted under load: routing goes on, nothing i
     stop.abort();
     await Promise.all(workers);
   }
-  assert.deepEqual(results.filter((r) => r.status !== 200), [], "no request failed");
+  assert.deepEqual(
+    results.filter((r) => r.status !== 200),
+    [],
+    `no request failed: ${ha.errors.join("; ")}`,
+  );
   // the replicas wrote their announcements back into the new Redis
   await within(
     (async () => {
