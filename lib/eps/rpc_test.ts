@@ -54,6 +54,18 @@ for (const [name, text, code, id] of requestCases) {
   });
 }
 
+Deno.test("parseRequest() refuses malformed UTF-8 inside a string, accepts a real U+FFFD", () => {
+  const valid = enc('{"jsonrpc":"2.0","id":1,"method":"a.b","params":{"x":"?"}}');
+  const bad = valid.slice();
+  bad[bad.indexOf(0x3f)] = 0xff; // the "?" becomes a lone 0xff byte: JSON, but not UTF-8
+  assert.throws(
+    () => parseRequest(bad),
+    (e) => e instanceof RpcError && e.code === RpcCode.ParseError,
+  );
+  const replacement = enc('{"jsonrpc":"2.0","id":1,"method":"a.b","params":{"x":"\uFFFD"}}');
+  assert.equal(parseRequest(replacement).params.x, "\uFFFD");
+});
+
 Deno.test("parseResponse() reads results and errors and refuses anything else", () => {
   assert.deepEqual(parseResponse(enc('{"jsonrpc":"2.0","id":1,"result":null}')), {
     jsonrpc: "2.0",
