@@ -22,7 +22,7 @@ interface OutFrame extends FrameHeader {
 export class FrameWriter {
   #queue: (OutFrame | undefined)[] = [];
   #head = 0;
-  #buf = new Uint8Array(WRITE_BUFFER);
+  #bufLazy: Uint8Array | undefined;
   #writing: Promise<void> | undefined;
   /** Set once a write failed: nothing more is written. */
   error: Error | undefined;
@@ -82,28 +82,39 @@ export class FrameWriter {
   }
 
   async #flush(): Promise<void> {
-    const buf = this.#buf;
+    const conn = this.conn;
+    const owned = conn.writeOwned !== undefined;
     try {
       while (this.#head < this.#queue.length) {
+        // the frames that fit one write, in order
+        let end = this.#head;
+        let size = 0;
+        while (end < this.#queue.length) {
+          const n = HEADER_LENGTH + (this.#queue[end]!.payload?.length ?? 0);
+          if (size + n > WRITE_BUFFER) break;
+          size += n;
+          end++;
+        }
+        // a connection that keeps what it is given gets a fresh array: no second copy
+        const buf = owned ? new Uint8Array(size) : (this.#bufLazy ??= new Uint8Array(WRITE_BUFFER));
         let used = 0;
-        while (this.#head < this.#queue.length) {
+        for (; this.#head < end; this.#head++) {
           const f = this.#queue[this.#head]!;
-          const size = HEADER_LENGTH + (f.payload?.length ?? 0);
-          if (used + size > buf.length) break;
           encodeHeader(f, buf, used);
           used += HEADER_LENGTH;
           if (f.payload) {
             buf.set(f.payload, used);
             used += f.payload.length;
           }
-          this.#queue[this.#head++] = undefined;
+          this.#queue[this.#head] = undefined;
           f.done?.resolve(); // copied: the caller's buffer is free again
         }
         if (this.#head === this.#queue.length) {
           this.#queue.length = 0;
           this.#head = 0;
         }
-        await writeAll(this.conn, buf.subarray(0, used));
+        if (owned) await conn.writeOwned!(buf);
+        else await writeAll(conn, buf.subarray(0, used));
       }
     } catch (err) {
       this.error = new LinkClosedError(
