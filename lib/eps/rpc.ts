@@ -256,6 +256,42 @@ export function deadline(timeoutMs: number, ...parents: (AbortSignal | undefined
   };
 }
 
+/**
+ * Callbacks to run when a signal made by a {@linkcode DeadlineClock} aborts. They stand in for
+ * "abort" listeners, which cost about 1 KiB of garbage each in Deno's EventTarget: a call adds
+ * several (the deadline's link to its parent, the stream reset on abort) on every hop.
+ */
+const HOOKS = Symbol("deadline hooks");
+type Hookable = AbortSignal & { [HOOKS]?: ((() => void) | undefined)[] | null };
+
+/**
+ * Runs `fn` once when `signal` aborts (not if it already has); returns the remover. On a clock's
+ * signal this is a plain callback, on any other an "abort" listener.
+ */
+export function onAbort(signal: AbortSignal, fn: () => void): () => void {
+  const s = signal as Hookable;
+  const hooks = s[HOOKS];
+  if (hooks === undefined) {
+    signal.addEventListener("abort", fn, { once: true });
+    return () => signal.removeEventListener("abort", fn);
+  }
+  const list = hooks ?? (s[HOOKS] = []);
+  const i = list.push(fn) - 1;
+  return () => {
+    if (list[i] === fn) list[i] = undefined;
+  };
+}
+
+/** Aborts a clock's controller, then runs its signal's hooks. */
+function abortClock(ctl: AbortController, reason: unknown): void {
+  const s = ctl.signal as Hookable;
+  if (s.aborted) return;
+  ctl.abort(reason);
+  const hooks = s[HOOKS];
+  s[HOOKS] = null;
+  if (hooks) { for (const h of hooks) h?.(); }
+}
+
 /** How finely a {@linkcode DeadlineClock} tells time. */
 const CLOCK_SLOT_MS = 10;
 
@@ -294,18 +330,19 @@ export class DeadlineClock {
     set.add(ctl);
     this.#count++;
     if (slot < this.#armed) this.#arm(slot);
-    const onAbort = (e: Event) => ctl.abort((e.target as AbortSignal).reason);
-    const live = parents.filter((p): p is AbortSignal => p !== undefined);
-    for (const p of live) {
-      if (p.aborted) ctl.abort(p.reason);
-      else p.addEventListener("abort", onAbort, { once: true });
+    (ctl.signal as Hookable)[HOOKS] = null; // made by a clock: onAbort() hooks, not listeners
+    let removers: (() => void)[] | undefined;
+    for (const p of parents) {
+      if (p === undefined) continue;
+      if (p.aborted) abortClock(ctl, p.reason);
+      else (removers ??= []).push(onAbort(p, () => abortClock(ctl, p.reason)));
     }
     const held = set;
     return {
       signal: ctl.signal,
-      abort: (reason: unknown) => ctl.abort(reason),
+      abort: (reason: unknown) => abortClock(ctl, reason),
       [Symbol.dispose]: () => {
-        for (const p of live) p.removeEventListener("abort", onAbort);
+        if (removers !== undefined) { for (const r of removers) r(); }
         if (held.delete(ctl) && --this.#count === 0) this.#reset();
       },
     };
@@ -348,7 +385,7 @@ export class DeadlineClock {
     this.#count -= due.length;
     if (this.#count === 0) this.#reset();
     else if (order.length > 0) this.#arm(order[0]!);
-    for (const ctl of due) ctl.abort(new DOMException("Signal timed out.", "TimeoutError"));
+    for (const ctl of due) abortClock(ctl, new DOMException("Signal timed out.", "TimeoutError"));
   }
 }
 
@@ -363,7 +400,6 @@ export async function withStreamDeadline<T>(
   timeoutMs: number,
   fn: () => Promise<T>,
 ): Promise<T> {
-  const onAbort = () => stream.reset();
   const abortError = () => {
     const reason: unknown = signal.reason;
     if (reason instanceof DOMException && reason.name === "TimeoutError") {
@@ -375,14 +411,14 @@ export async function withStreamDeadline<T>(
     stream.reset();
     throw abortError();
   }
-  signal.addEventListener("abort", onAbort, { once: true });
+  const remove = onAbort(signal, () => stream.reset());
   try {
     return await fn();
   } catch (err) {
     if (signal.aborted) throw abortError();
     throw err;
   } finally {
-    signal.removeEventListener("abort", onAbort);
+    remove();
   }
 }
 

@@ -7,6 +7,7 @@ import {
   DeadlineClock,
   encodeMessage,
   InvalidRequestError,
+  onAbort,
   parseRequest,
   parseResponse,
   readMessage,
@@ -204,4 +205,24 @@ Deno.test("DeadlineClock.deadline() fires in due order, never early, and leaves 
   using d = clock.deadline(60_000, parent.signal);
   parent.abort(new Error("gone"));
   assert.equal((d.signal.reason as Error).message, "gone");
+});
+
+Deno.test("onAbort() hooks on a clock's signal run once at its abort; a removed one never", () => {
+  const clock = new DeadlineClock();
+  const outer = clock.deadline(60_000);
+  const inner = clock.deadline(60_000, outer.signal); // linked by a hook, not a listener
+  const ran: string[] = [];
+  onAbort(inner.signal, () => ran.push("kept"));
+  const remove = onAbort(inner.signal, () => ran.push("removed"));
+  remove();
+  const plain = new AbortController();
+  onAbort(plain.signal, () => ran.push("plain")); // any other signal: a listener
+  outer.abort(new Error("gone"));
+  plain.abort();
+  assert.equal((inner.signal.reason as Error).message, "gone");
+  assert.deepEqual(ran, ["kept", "plain"]);
+  inner.abort(new Error("again")); // already aborted: nothing runs twice
+  assert.deepEqual(ran, ["kept", "plain"]);
+  inner[Symbol.dispose]();
+  outer[Symbol.dispose]();
 });
