@@ -105,15 +105,19 @@ export function encodeMessage(message: RpcRequest | RpcResponse): Uint8Array {
  * Reads one message: everything up to the peer's half-close. More than `maxBytes` resets the
  * stream and throws {@linkcode MessageTooLargeError}.
  */
-export async function readMessage(stream: CallStream, maxBytes: number): Promise<Uint8Array> {
-  if (stream.readToEnd) {
-    const bytes = await stream.readToEnd(maxBytes);
+export function readMessage(stream: CallStream, maxBytes: number): Promise<Uint8Array> {
+  // not async: one call makes six of these, and an async frame is garbage of its own
+  if (!stream.readToEnd) return readByChunks(stream, maxBytes);
+  return stream.readToEnd(maxBytes).then((bytes) => {
     if (bytes !== null) return bytes;
     stream.reset();
     throw new MessageTooLargeError(
       `Cannot read message: more than ${maxBytes} bytes (max_message_bytes)`,
     );
-  }
+  });
+}
+
+async function readByChunks(stream: CallStream, maxBytes: number): Promise<Uint8Array> {
   let buf = new Uint8Array(Math.min(1024, maxBytes + 1));
   let len = 0;
   for (;;) {
@@ -135,24 +139,25 @@ export async function readMessage(stream: CallStream, maxBytes: number): Promise
 }
 
 /** Writes one message and half-closes. A message over `maxBytes` is refused before any write. */
-export async function writeMessage(
+export function writeMessage(
   stream: CallStream,
   bytes: Uint8Array,
   maxBytes: number,
 ): Promise<void> {
   if (bytes.length > maxBytes) {
-    throw new MessageTooLargeError(
-      `Cannot write message: ${bytes.length} bytes exceeds ${maxBytes} (max_message_bytes)`,
+    return Promise.reject(
+      new MessageTooLargeError(
+        `Cannot write message: ${bytes.length} bytes exceeds ${maxBytes} (max_message_bytes)`,
+      ),
     );
   }
-  await writeLast(stream, bytes);
+  return writeLast(stream, bytes);
 }
 
 /** Writes `bytes` and half-closes: one frame (data and FIN) when the stream offers `end()`. */
-async function writeLast(stream: CallStream, bytes: Uint8Array): Promise<void> {
-  if (stream.end) return await stream.end(bytes);
-  await writeAll(stream, bytes);
-  await stream.closeWrite();
+function writeLast(stream: CallStream, bytes: Uint8Array): Promise<void> {
+  if (stream.end) return stream.end(bytes);
+  return writeAll(stream, bytes).then(() => stream.closeWrite());
 }
 
 function isObj(v: unknown): v is Record<string, unknown> {
@@ -393,33 +398,42 @@ export class DeadlineClock {
  * Runs `fn` on `stream` until `signal` aborts; then resets the stream (which wakes any pending
  * read or write) and throws RpcError -32004 (deadline) or the abort reason (caller's signal).
  */
-export async function withStreamDeadline<T>(
+export function withStreamDeadline<T>(
   stream: CallStream,
   signal: AbortSignal,
   what: string,
   timeoutMs: number,
   fn: () => Promise<T>,
 ): Promise<T> {
-  const abortError = () => {
-    const reason: unknown = signal.reason;
-    if (reason instanceof DOMException && reason.name === "TimeoutError") {
-      return new RpcError(`Cannot ${what}: no answer within ${timeoutMs} ms`, RpcCode.Timeout);
-    }
-    return reason;
-  };
+  // not async: every hop of a call runs two of these, and an async frame is garbage of its own
   if (signal.aborted) {
     stream.reset();
-    throw abortError();
+    return Promise.reject(abortError(signal, what, timeoutMs));
   }
   const remove = onAbort(signal, () => stream.reset());
+  let running: Promise<T>;
   try {
-    return await fn();
+    running = fn();
   } catch (err) {
-    if (signal.aborted) throw abortError();
-    throw err;
-  } finally {
     remove();
+    return Promise.reject(signal.aborted ? abortError(signal, what, timeoutMs) : err);
   }
+  return running.then((value) => {
+    remove();
+    return value;
+  }, (err) => {
+    remove();
+    throw signal.aborted ? abortError(signal, what, timeoutMs) : err;
+  });
+}
+
+/** What a call aborted by `signal` throws: RpcError -32004 at the deadline, else the reason. */
+function abortError(signal: AbortSignal, what: string, timeoutMs: number): unknown {
+  const reason: unknown = signal.reason;
+  if (reason instanceof DOMException && reason.name === "TimeoutError") {
+    return new RpcError(`Cannot ${what}: no answer within ${timeoutMs} ms`, RpcCode.Timeout);
+  }
+  return reason;
 }
 
 /**
