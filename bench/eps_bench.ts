@@ -47,7 +47,9 @@ interface Child {
 async function spawnEps(settingsDir: string): Promise<Child> {
   const bin = Deno.env.get("TLS_PASS_BIN");
   const run = ["run", "eps", "--settings", settingsDir, "--log-level", "warning"];
-  const [cmd, args] = bin ? [bin, run] : [Deno.execPath(), ["run", "-A", CLI, ...run]];
+  // e.g. EPS_BENCH_DENO_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the EPS processes
+  const flags = (Deno.env.get("EPS_BENCH_DENO_FLAGS") ?? "").split(" ").filter((f) => f !== "");
+  const [cmd, args] = bin ? [bin, run] : [Deno.execPath(), ["run", "-A", ...flags, CLI, ...run]];
   const child = new Deno.Command(cmd, {
     args,
     stdin: "null",

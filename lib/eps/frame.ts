@@ -98,12 +98,20 @@ export function encodeHeader(
       } bytes of room, expected ${HEADER_LENGTH}`,
     );
   }
-  const v = new DataView(into.buffer, into.byteOffset + offset, HEADER_LENGTH);
-  v.setUint8(0, YAMUX_VERSION);
-  v.setUint8(1, h.type);
-  v.setUint16(2, h.flags);
-  v.setUint32(4, h.streamId);
-  v.setUint32(8, h.length);
+  // Plain byte stores, big-endian: no DataView per frame.
+  const { flags, streamId: id, length } = h;
+  into[offset] = YAMUX_VERSION;
+  into[offset + 1] = h.type;
+  into[offset + 2] = flags >>> 8;
+  into[offset + 3] = flags;
+  into[offset + 4] = id >>> 24;
+  into[offset + 5] = id >>> 16;
+  into[offset + 6] = id >>> 8;
+  into[offset + 7] = id;
+  into[offset + 8] = length >>> 24;
+  into[offset + 9] = length >>> 16;
+  into[offset + 10] = length >>> 8;
+  into[offset + 11] = length;
   return into;
 }
 

@@ -14,15 +14,28 @@ import { MAX_DATA_FRAME } from "./stream.ts";
 
 const WRITE_BUFFER = 2 * (HEADER_LENGTH + MAX_DATA_FRAME);
 
+/**
+ * The waiters of frames queued one after another share one promise: it settles once the last of
+ * them was copied out (a promise and two resolvers per frame were a good part of a call's garbage).
+ */
+interface Waiters extends PromiseWithResolvers<void> {
+  /** Frames of this group not copied out yet. */
+  remaining: number;
+}
+
 interface OutFrame extends FrameHeader {
   payload: Uint8Array | undefined;
-  done: PromiseWithResolvers<void> | undefined;
+  done: Waiters | undefined;
 }
+
+const RESOLVED = Promise.resolve();
 
 export class FrameWriter {
   #queue: (OutFrame | undefined)[] = [];
   #head = 0;
-  #buf = new Uint8Array(WRITE_BUFFER);
+  #bufLazy: Uint8Array | undefined;
+  /** The group new waiting frames join; a new one starts once it has settled. */
+  #waiters: Waiters | undefined;
   #writing: Promise<void> | undefined;
   /** Set once a write failed: nothing more is written. */
   error: Error | undefined;
@@ -67,11 +80,15 @@ export class FrameWriter {
         this.#queue.pop();
       }
     }
-    const done = wait ? Promise.withResolvers<void>() : undefined;
+    let done: Waiters | undefined;
+    if (wait) {
+      done = this.#waiters ??= { ...Promise.withResolvers<void>(), remaining: 0 };
+      done.remaining++;
+    }
     this.#queue.push({ type, flags, streamId: id, length, payload, done });
     // Start on a microtask: frames queued in the same turn go out in one write.
-    this.#writing ??= Promise.resolve().then(() => this.#flush());
-    return done ? done.promise : Promise.resolve();
+    this.#writing ??= RESOLVED.then(() => this.#flush());
+    return done ? done.promise : RESOLVED;
   }
 
   /** Fails every queued frame's waiter with `err` and empties the queue. */
@@ -79,31 +96,47 @@ export class FrameWriter {
     for (let i = this.#head; i < this.#queue.length; i++) this.#queue[i]?.done?.reject(err);
     this.#queue.length = 0;
     this.#head = 0;
+    this.#waiters = undefined;
   }
 
   async #flush(): Promise<void> {
-    const buf = this.#buf;
+    const conn = this.conn;
+    const owned = conn.writeOwned !== undefined;
     try {
       while (this.#head < this.#queue.length) {
+        // the frames that fit one write, in order
+        let end = this.#head;
+        let size = 0;
+        while (end < this.#queue.length) {
+          const n = HEADER_LENGTH + (this.#queue[end]!.payload?.length ?? 0);
+          if (size + n > WRITE_BUFFER) break;
+          size += n;
+          end++;
+        }
+        // a connection that keeps what it is given gets a fresh array: no second copy
+        const buf = owned ? new Uint8Array(size) : (this.#bufLazy ??= new Uint8Array(WRITE_BUFFER));
         let used = 0;
-        while (this.#head < this.#queue.length) {
+        for (; this.#head < end; this.#head++) {
           const f = this.#queue[this.#head]!;
-          const size = HEADER_LENGTH + (f.payload?.length ?? 0);
-          if (used + size > buf.length) break;
           encodeHeader(f, buf, used);
           used += HEADER_LENGTH;
           if (f.payload) {
             buf.set(f.payload, used);
             used += f.payload.length;
           }
-          this.#queue[this.#head++] = undefined;
-          f.done?.resolve(); // copied: the caller's buffer is free again
+          this.#queue[this.#head] = undefined;
+          const w = f.done;
+          if (w !== undefined && --w.remaining === 0) {
+            if (this.#waiters === w) this.#waiters = undefined; // later frames start a new group
+            w.resolve(); // all copied: the callers' buffers are free again
+          }
         }
         if (this.#head === this.#queue.length) {
           this.#queue.length = 0;
           this.#head = 0;
         }
-        await writeAll(this.conn, buf.subarray(0, used));
+        if (owned) await conn.writeOwned!(buf);
+        else await writeAll(conn, buf.subarray(0, used));
       }
     } catch (err) {
       this.error = new LinkClosedError(

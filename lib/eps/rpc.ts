@@ -50,7 +50,18 @@ export interface MessageOptions {
 }
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
+const decoder = new TextDecoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Decodes UTF-8, throwing TypeError on malformed input. The lenient decoder is several times
+ * faster on short messages; it replaces every malformed sequence with U+FFFD, so only a text
+ * that has one is decoded again strictly (a message may also carry U+FFFD itself).
+ */
+function decodeUtf8(bytes: Uint8Array): string {
+  const text = decoder.decode(bytes);
+  return text.includes("\uFFFD") ? strictDecoder.decode(bytes) : text;
+}
 
 /** A message that did not fit `maxMessageBytes`; the stream has been reset. */
 export class MessageTooLargeError extends RangeError {
@@ -65,24 +76,48 @@ export class InvalidRequestError extends RpcError {
   }
 }
 
-/** Encodes a message as UTF-8 JSON. */
+/** Where short messages are encoded: views into one shared array, replaced once it is full. */
+const ARENA_BYTES = 64 * 1024;
+/** Messages up to this many UTF-16 units go into the arena (at most 3 bytes each). */
+const ARENA_MAX_CHARS = 4096;
+let arena = new Uint8Array(0);
+let arenaUsed = 0;
+
+/**
+ * Encodes a message as UTF-8 JSON. A short message is encoded into a view of a shared 64 KiB
+ * array instead of an array of its own (about 0.35 µs instead of 0.9–1.2 µs here, and no backing
+ * store to allocate and free per message); the view stays valid, as the array is never reused,
+ * only replaced. The bytes must not be changed.
+ */
 export function encodeMessage(message: RpcRequest | RpcResponse): Uint8Array {
-  return encoder.encode(JSON.stringify(message));
+  const text = JSON.stringify(message);
+  if (text.length > ARENA_MAX_CHARS) return encoder.encode(text);
+  if (arena.length - arenaUsed < text.length * 3) {
+    arena = new Uint8Array(ARENA_BYTES);
+    arenaUsed = 0;
+  }
+  const start = arenaUsed;
+  arenaUsed += encoder.encodeInto(text, arena.subarray(start)).written;
+  return arena.subarray(start, arenaUsed);
 }
 
 /**
  * Reads one message: everything up to the peer's half-close. More than `maxBytes` resets the
  * stream and throws {@linkcode MessageTooLargeError}.
  */
-export async function readMessage(stream: CallStream, maxBytes: number): Promise<Uint8Array> {
-  if (stream.readToEnd) {
-    const bytes = await stream.readToEnd(maxBytes);
+export function readMessage(stream: CallStream, maxBytes: number): Promise<Uint8Array> {
+  // not async: one call makes six of these, and an async frame is garbage of its own
+  if (!stream.readToEnd) return readByChunks(stream, maxBytes);
+  return stream.readToEnd(maxBytes).then((bytes) => {
     if (bytes !== null) return bytes;
     stream.reset();
     throw new MessageTooLargeError(
       `Cannot read message: more than ${maxBytes} bytes (max_message_bytes)`,
     );
-  }
+  });
+}
+
+async function readByChunks(stream: CallStream, maxBytes: number): Promise<Uint8Array> {
   let buf = new Uint8Array(Math.min(1024, maxBytes + 1));
   let len = 0;
   for (;;) {
@@ -104,24 +139,25 @@ export async function readMessage(stream: CallStream, maxBytes: number): Promise
 }
 
 /** Writes one message and half-closes. A message over `maxBytes` is refused before any write. */
-export async function writeMessage(
+export function writeMessage(
   stream: CallStream,
   bytes: Uint8Array,
   maxBytes: number,
 ): Promise<void> {
   if (bytes.length > maxBytes) {
-    throw new MessageTooLargeError(
-      `Cannot write message: ${bytes.length} bytes exceeds ${maxBytes} (max_message_bytes)`,
+    return Promise.reject(
+      new MessageTooLargeError(
+        `Cannot write message: ${bytes.length} bytes exceeds ${maxBytes} (max_message_bytes)`,
+      ),
     );
   }
-  await writeLast(stream, bytes);
+  return writeLast(stream, bytes);
 }
 
 /** Writes `bytes` and half-closes: one frame (data and FIN) when the stream offers `end()`. */
-async function writeLast(stream: CallStream, bytes: Uint8Array): Promise<void> {
-  if (stream.end) return await stream.end(bytes);
-  await writeAll(stream, bytes);
-  await stream.closeWrite();
+function writeLast(stream: CallStream, bytes: Uint8Array): Promise<void> {
+  if (stream.end) return stream.end(bytes);
+  return writeAll(stream, bytes).then(() => stream.closeWrite());
 }
 
 function isObj(v: unknown): v is Record<string, unknown> {
@@ -130,7 +166,7 @@ function isObj(v: unknown): v is Record<string, unknown> {
 
 function parseJson(bytes: Uint8Array, what: string): unknown {
   try {
-    return JSON.parse(decoder.decode(bytes));
+    return JSON.parse(decodeUtf8(bytes));
   } catch {
     throw new InvalidRequestError(`Cannot parse ${what}: not UTF-8 JSON`, RpcCode.ParseError);
   }
@@ -225,8 +261,50 @@ export function deadline(timeoutMs: number, ...parents: (AbortSignal | undefined
   };
 }
 
+/**
+ * Callbacks to run when a signal made by a {@linkcode DeadlineClock} aborts. They stand in for
+ * "abort" listeners, which cost about 1 KiB of garbage each in Deno's EventTarget: a call adds
+ * several (the deadline's link to its parent, the stream reset on abort) on every hop.
+ */
+const HOOKS = Symbol("deadline hooks");
+type Hookable = AbortSignal & { [HOOKS]?: ((() => void) | undefined)[] | null };
+
+/**
+ * Runs `fn` once when `signal` aborts (not if it already has); returns the remover. On a clock's
+ * signal this is a plain callback, on any other an "abort" listener.
+ */
+export function onAbort(signal: AbortSignal, fn: () => void): () => void {
+  const s = signal as Hookable;
+  const hooks = s[HOOKS];
+  if (hooks === undefined) {
+    signal.addEventListener("abort", fn, { once: true });
+    return () => signal.removeEventListener("abort", fn);
+  }
+  const list = hooks ?? (s[HOOKS] = []);
+  const i = list.push(fn) - 1;
+  return () => {
+    if (list[i] === fn) list[i] = undefined;
+  };
+}
+
+/** Aborts a clock's controller, then runs its signal's hooks. */
+function abortClock(ctl: AbortController, reason: unknown): void {
+  const s = ctl.signal as Hookable;
+  if (s.aborted) return;
+  ctl.abort(reason);
+  const hooks = s[HOOKS];
+  s[HOOKS] = null;
+  if (hooks) { for (const h of hooks) h?.(); }
+}
+
 /** How finely a {@linkcode DeadlineClock} tells time. */
 const CLOCK_SLOT_MS = 10;
+
+/** A deadline of a {@linkcode DeadlineClock}, which can also be aborted at once. */
+export interface ClockDeadline extends Deadline {
+  /** Aborts the signal now with `reason` (e.g. the caller went away), unless it already did. */
+  abort(reason: unknown): void;
+}
 
 /**
  * Deadlines of many calls on one timer (what {@linkcode deadline} does with one timer each, at
@@ -243,7 +321,7 @@ export class DeadlineClock {
   #armed = Infinity; // the slot the timer is set for
 
   /** Like {@linkcode deadline}, on this clock. */
-  deadline(timeoutMs: number, ...parents: (AbortSignal | undefined)[]): Deadline {
+  deadline(timeoutMs: number, ...parents: (AbortSignal | undefined)[]): ClockDeadline {
     const ctl = new AbortController();
     const slot = Math.ceil((performance.now() + timeoutMs) / CLOCK_SLOT_MS);
     let set = this.#slots.get(slot);
@@ -257,17 +335,19 @@ export class DeadlineClock {
     set.add(ctl);
     this.#count++;
     if (slot < this.#armed) this.#arm(slot);
-    const onAbort = (e: Event) => ctl.abort((e.target as AbortSignal).reason);
-    const live = parents.filter((p): p is AbortSignal => p !== undefined);
-    for (const p of live) {
-      if (p.aborted) ctl.abort(p.reason);
-      else p.addEventListener("abort", onAbort, { once: true });
+    (ctl.signal as Hookable)[HOOKS] = null; // made by a clock: onAbort() hooks, not listeners
+    let removers: (() => void)[] | undefined;
+    for (const p of parents) {
+      if (p === undefined) continue;
+      if (p.aborted) abortClock(ctl, p.reason);
+      else (removers ??= []).push(onAbort(p, () => abortClock(ctl, p.reason)));
     }
     const held = set;
     return {
       signal: ctl.signal,
+      abort: (reason: unknown) => abortClock(ctl, reason),
       [Symbol.dispose]: () => {
-        for (const p of live) p.removeEventListener("abort", onAbort);
+        if (removers !== undefined) { for (const r of removers) r(); }
         if (held.delete(ctl) && --this.#count === 0) this.#reset();
       },
     };
@@ -310,7 +390,7 @@ export class DeadlineClock {
     this.#count -= due.length;
     if (this.#count === 0) this.#reset();
     else if (order.length > 0) this.#arm(order[0]!);
-    for (const ctl of due) ctl.abort(new DOMException("Signal timed out.", "TimeoutError"));
+    for (const ctl of due) abortClock(ctl, new DOMException("Signal timed out.", "TimeoutError"));
   }
 }
 
@@ -318,34 +398,42 @@ export class DeadlineClock {
  * Runs `fn` on `stream` until `signal` aborts; then resets the stream (which wakes any pending
  * read or write) and throws RpcError -32004 (deadline) or the abort reason (caller's signal).
  */
-export async function withStreamDeadline<T>(
+export function withStreamDeadline<T>(
   stream: CallStream,
   signal: AbortSignal,
   what: string,
   timeoutMs: number,
   fn: () => Promise<T>,
 ): Promise<T> {
-  const onAbort = () => stream.reset();
-  const abortError = () => {
-    const reason: unknown = signal.reason;
-    if (reason instanceof DOMException && reason.name === "TimeoutError") {
-      return new RpcError(`Cannot ${what}: no answer within ${timeoutMs} ms`, RpcCode.Timeout);
-    }
-    return reason;
-  };
+  // not async: every hop of a call runs two of these, and an async frame is garbage of its own
   if (signal.aborted) {
     stream.reset();
-    throw abortError();
+    return Promise.reject(abortError(signal, what, timeoutMs));
   }
-  signal.addEventListener("abort", onAbort, { once: true });
+  const remove = onAbort(signal, () => stream.reset());
+  let running: Promise<T>;
   try {
-    return await fn();
+    running = fn();
   } catch (err) {
-    if (signal.aborted) throw abortError();
-    throw err;
-  } finally {
-    signal.removeEventListener("abort", onAbort);
+    remove();
+    return Promise.reject(signal.aborted ? abortError(signal, what, timeoutMs) : err);
   }
+  return running.then((value) => {
+    remove();
+    return value;
+  }, (err) => {
+    remove();
+    throw signal.aborted ? abortError(signal, what, timeoutMs) : err;
+  });
+}
+
+/** What a call aborted by `signal` throws: RpcError -32004 at the deadline, else the reason. */
+function abortError(signal: AbortSignal, what: string, timeoutMs: number): unknown {
+  const reason: unknown = signal.reason;
+  if (reason instanceof DOMException && reason.name === "TimeoutError") {
+    return new RpcError(`Cannot ${what}: no answer within ${timeoutMs} ms`, RpcCode.Timeout);
+  }
+  return reason;
 }
 
 /**
@@ -446,17 +534,26 @@ export async function serveStream(
     clock?: DeadlineClock;
   },
 ): Promise<void> {
-  // the caller resetting its stream (it gave up) cancels the work done for it
-  const gone = new AbortController();
   let answered = false;
-  void stream.closed?.then(() => {
-    if (!answered) {
-      gone.abort(new LinkClosedError("Cannot serve call: the caller reset the stream"));
-    }
-  });
-  using limit = options.clock
-    ? options.clock.deadline(options.timeoutMs, options.signal, gone.signal)
-    : deadline(options.timeoutMs, options.signal, gone.signal);
+  let limit: Deadline;
+  const closed = stream.closed;
+  if (options.clock) {
+    const d = options.clock.deadline(options.timeoutMs, options.signal);
+    // the caller resetting its stream (it gave up) cancels the work done for it
+    void closed?.then(() => {
+      if (!answered) d.abort(new LinkClosedError("Cannot serve call: the caller reset the stream"));
+    });
+    limit = d;
+  } else {
+    const gone = new AbortController();
+    void closed?.then(() => {
+      if (!answered) {
+        gone.abort(new LinkClosedError("Cannot serve call: the caller reset the stream"));
+      }
+    });
+    limit = deadline(options.timeoutMs, options.signal, gone.signal);
+  }
+  using _limit = limit;
   const signal = limit.signal;
   try {
     await withStreamDeadline(stream, signal, "serve call", options.timeoutMs, async () => {

@@ -7,6 +7,7 @@ import {
   DeadlineClock,
   encodeMessage,
   InvalidRequestError,
+  onAbort,
   parseRequest,
   parseResponse,
   readMessage,
@@ -53,6 +54,18 @@ for (const [name, text, code, id] of requestCases) {
     assert.equal(err.requestId, id);
   });
 }
+
+Deno.test("parseRequest() refuses malformed UTF-8 inside a string, accepts a real U+FFFD", () => {
+  const valid = enc('{"jsonrpc":"2.0","id":1,"method":"a.b","params":{"x":"?"}}');
+  const bad = valid.slice();
+  bad[bad.indexOf(0x3f)] = 0xff; // the "?" becomes a lone 0xff byte: JSON, but not UTF-8
+  assert.throws(
+    () => parseRequest(bad),
+    (e) => e instanceof RpcError && e.code === RpcCode.ParseError,
+  );
+  const replacement = enc('{"jsonrpc":"2.0","id":1,"method":"a.b","params":{"x":"\uFFFD"}}');
+  assert.equal(parseRequest(replacement).params.x, "\uFFFD");
+});
 
 Deno.test("parseResponse() reads results and errors and refuses anything else", () => {
   assert.deepEqual(parseResponse(enc('{"jsonrpc":"2.0","id":1,"result":null}')), {
@@ -192,4 +205,24 @@ Deno.test("DeadlineClock.deadline() fires in due order, never early, and leaves 
   using d = clock.deadline(60_000, parent.signal);
   parent.abort(new Error("gone"));
   assert.equal((d.signal.reason as Error).message, "gone");
+});
+
+Deno.test("onAbort() hooks on a clock's signal run once at its abort; a removed one never", () => {
+  const clock = new DeadlineClock();
+  const outer = clock.deadline(60_000);
+  const inner = clock.deadline(60_000, outer.signal); // linked by a hook, not a listener
+  const ran: string[] = [];
+  onAbort(inner.signal, () => ran.push("kept"));
+  const remove = onAbort(inner.signal, () => ran.push("removed"));
+  remove();
+  const plain = new AbortController();
+  onAbort(plain.signal, () => ran.push("plain")); // any other signal: a listener
+  outer.abort(new Error("gone"));
+  plain.abort();
+  assert.equal((inner.signal.reason as Error).message, "gone");
+  assert.deepEqual(ran, ["kept", "plain"]);
+  inner.abort(new Error("again")); // already aborted: nothing runs twice
+  assert.deepEqual(ran, ["kept", "plain"]);
+  inner[Symbol.dispose]();
+  outer[Symbol.dispose]();
 });

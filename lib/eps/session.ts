@@ -25,7 +25,7 @@ import {
 } from "./frame.ts";
 import { FrameWriter } from "./frame_writer.ts";
 import { Pings } from "./pings.ts";
-import { Stream, type StreamControl, type StreamHost } from "./stream.ts";
+import { Stream, streamControl, type StreamHost } from "./stream.ts";
 
 export { GoAwayCode } from "./frame.ts";
 export { Stream } from "./stream.ts";
@@ -55,7 +55,6 @@ const GOAWAY_FLUSH_MS = 500;
 
 interface Entry {
   stream: Stream;
-  control: StreamControl;
   inbound: boolean;
   drainingSince: number; // keepalive tick at which close() left it draining, or -1
   ackSince: number; // keepalive tick since which its ACK waits for the stream's first frame, or -1
@@ -285,9 +284,8 @@ export class Session implements AsyncDisposable {
   // ---- streams ----------------------------------------------------------------------------
 
   #add(id: number, inbound: boolean): Entry {
-    let control: StreamControl | undefined;
-    const stream = new Stream(id, this.#host, INITIAL_STREAM_WINDOW, (c) => control = c);
-    const entry: Entry = { stream, control: control!, inbound, drainingSince: -1, ackSince: -1 };
+    const stream = new Stream(id, this.#host, INITIAL_STREAM_WINDOW);
+    const entry: Entry = { stream, inbound, drainingSince: -1, ackSince: -1 };
     this.#streams.set(id, entry);
     if (inbound) this.#inbound++;
     else this.#outbound++;
@@ -297,7 +295,7 @@ export class Session implements AsyncDisposable {
   /** Sends SYN or ACK with the window beyond the spec's initial one. */
   #grant(entry: Entry, flag: number): void {
     const delta = this.#window - INITIAL_STREAM_WINDOW;
-    entry.control.grant(delta);
+    streamControl.grant(entry.stream, delta);
     this.#post(FrameType.WindowUpdate, flag, entry.stream.id, delta);
   }
 
@@ -414,7 +412,7 @@ export class Session implements AsyncDisposable {
     if (h.type !== FrameType.Data || h.length === 0) return;
     const entry = this.#streams.get(h.streamId);
     let limit: number;
-    if (entry) limit = entry.control.recvWindow();
+    if (entry) limit = streamControl.recvWindow(entry.stream);
     else if (h.flags & Flag.SYN) limit = INITIAL_STREAM_WINDOW;
     else return; // unknown stream: discarded, bounded by the decoder's maxData
     if (h.length > limit) {
@@ -453,11 +451,12 @@ export class Session implements AsyncDisposable {
       entry = this.#inboundSyn(id);
     }
     if (!entry) return; // unknown, refused or already gone: ignore (spec)
-    const c = entry.control;
-    if (h.type === FrameType.Data) c.receive(f.payload, f.owned);
-    else if (h.length > 0) c.windowUpdate(h.length);
-    if (h.flags & Flag.FIN) c.remoteFin();
-    if (h.flags & Flag.RST) c.remoteReset();
+    const c = streamControl;
+    const s = entry.stream;
+    if (h.type === FrameType.Data) c.receive(s, f.payload, f.owned);
+    else if (h.length > 0) c.windowUpdate(s, h.length);
+    if (h.flags & Flag.FIN) c.remoteFin(s);
+    if (h.flags & Flag.RST) c.remoteReset(s);
   }
 
   #onGoAway(code: number): void {
@@ -564,7 +563,7 @@ export class Session implements AsyncDisposable {
       this.#acceptWaiters = [];
       for (const w of this.#slotWaiters.splice(0)) w.wake(); // open() then says why
 
-      for (const e of [...this.#streams.values()]) e.control.fail(streamErr);
+      for (const e of [...this.#streams.values()]) streamControl.fail(e.stream, streamErr);
       this.#pending.clear();
       this.#writer.drop(ended);
       if (goAway !== undefined && !this.#writer.error) {

@@ -35,23 +35,29 @@ export interface StreamHost {
   draining(id: number): void;
 }
 
-/** The session's handle on a stream's receive side and lifecycle (internal). */
+/**
+ * The session's handle on its streams' receive side and lifecycle (internal): one set of
+ * functions for every stream, each taking the stream (no closures allocated per stream).
+ */
 export interface StreamControl {
   /** Bytes the peer may still send before it needs more credit. */
-  recvWindow(): number;
+  recvWindow(s: Stream): number;
   /** Raises the receive window by `delta` (the session announces it in a WindowUpdate). */
-  grant(delta: number): void;
+  grant(s: Stream, delta: number): void;
   /** A Data payload arrived (already checked against recvWindow). Throws ProtocolError after FIN. */
-  receive(payload: Uint8Array, owned: boolean): void;
+  receive(s: Stream, payload: Uint8Array, owned: boolean): void;
   /** The peer granted `delta` more bytes of send window. */
-  windowUpdate(delta: number): void;
+  windowUpdate(s: Stream, delta: number): void;
   /** The peer sent FIN: no more data will come. */
-  remoteFin(): void;
+  remoteFin(s: Stream): void;
   /** The peer sent RST. */
-  remoteReset(): void;
+  remoteReset(s: Stream): void;
   /** The session ended (or the stream was swept): fail everything with `err`, do not send. */
-  fail(err: Error): void;
+  fail(s: Stream, err: Error): void;
 }
+
+/** @internal The {@linkcode StreamControl} of every stream (for session.ts only). */
+export let streamControl: StreamControl;
 
 interface Waiter {
   promise: Promise<void>;
@@ -89,33 +95,31 @@ export class Stream {
   #released = false;
   #closed = Promise.withResolvers<void>();
 
+  static {
+    streamControl = {
+      recvWindow: (s) => s.#recvWindow,
+      grant: (s, delta) => {
+        s.#recvWindow += delta;
+      },
+      receive: (s, payload, owned) => s.#receive(payload, owned),
+      windowUpdate: (s, delta) => {
+        s.#sendWindow += delta;
+        s.#wakeSend();
+      },
+      remoteFin: (s) => s.#remoteFin(),
+      remoteReset: (s) => {
+        s.#fail(new LinkClosedError(`Stream ${s.id} was reset by "${s.#host.peer}"`));
+      },
+      fail: (s, err) => s.#fail(err),
+    };
+  }
+
   /** @internal Use `Session.open()` or `Session.accept()`. */
-  constructor(
-    id: number,
-    host: StreamHost,
-    window: number,
-    attach: (control: StreamControl) => void,
-  ) {
+  constructor(id: number, host: StreamHost, window: number) {
     this.id = id;
     this.#host = host;
     this.#recvWindow = window;
     this.#sendWindow = window;
-    attach({
-      recvWindow: () => this.#recvWindow,
-      grant: (delta) => {
-        this.#recvWindow += delta;
-      },
-      receive: (payload, owned) => this.#receive(payload, owned),
-      windowUpdate: (delta) => {
-        this.#sendWindow += delta;
-        this.#wakeSend();
-      },
-      remoteFin: () => this.#remoteFin(),
-      remoteReset: () => {
-        this.#fail(new LinkClosedError(`Stream ${this.id} was reset by "${this.#host.peer}"`));
-      },
-      fail: (err) => this.#fail(err),
-    });
   }
 
   /** Resolves when both directions are done or the stream was reset. Never rejects. */

@@ -10,6 +10,11 @@ export interface ByteConn {
   read(buf: Uint8Array): Promise<number | null>;
   /** Writes some of `buf`; resolves to the count written. */
   write(buf: Uint8Array): Promise<number>;
+  /**
+   * Writes all of `buf` and keeps it (the caller never touches it again): no copy where the
+   * connection would otherwise take one. Optional; resolves like a write that took every byte.
+   */
+  writeOwned?(buf: Uint8Array): Promise<void>;
   /** Sends EOF to the peer; reading goes on. */
   closeWrite(): Promise<void>;
   /** Closes both directions and releases the resource. Throws if already closed (Deno.Conn). */

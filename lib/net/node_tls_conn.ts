@@ -176,18 +176,28 @@ export class NodeTlsConn implements ByteConn {
   }
 
   async write(buf: Uint8Array): Promise<number> {
+    if (buf.length === 0) {
+      this.#checkWritable();
+      return 0;
+    }
+    // node keeps a reference until the bytes are flushed; the caller may reuse `buf` at once
+    await this.writeOwned(buf.slice());
+    return buf.length;
+  }
+
+  /** Writes all of `buf` without copying it: node holds it until flushed (see ByteConn). */
+  writeOwned(buf: Uint8Array): Promise<void> {
+    this.#checkWritable();
+    if (buf.length === 0 || this.#socket.write(buf)) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => this.#drainWaiters.push({ resolve, reject }));
+  }
+
+  #checkWritable(): void {
     if (this.#closed) throw badResource("write");
     if (this.#error) throw this.#error;
     if (this.#socket.writableEnded || this.#socket.destroyed) {
       throw new Deno.errors.BrokenPipe("Cannot write: connection is closed for writing");
     }
-    if (buf.length === 0) return 0;
-    // node keeps a reference until the bytes are flushed; the caller may reuse `buf` at once
-    const ok = this.#socket.write(buf.slice());
-    if (!ok) {
-      await new Promise<void>((resolve, reject) => this.#drainWaiters.push({ resolve, reject }));
-    }
-    return buf.length;
   }
 
   closeWrite(): Promise<void> {
