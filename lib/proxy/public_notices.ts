@@ -169,6 +169,13 @@ export class Notifier {
     const attempt = n.attempt ?? 1;
     const previous = c.tried[c.lastSent - 1];
     c.attempt = attempt;
+    if (attempt > 1 && (n.why ?? "timer") === "timer" && !this.#untried(n, c)) {
+      // no other instance: a second notice to the one that has it would only double the work of
+      // a private side that is slow (overload), not serve the client sooner; it keeps waiting
+      // for the dial-back already asked for (its token stays valid), or for its notice still
+      // queued behind the calls in flight (a burst: found by tests/burst_test.ts)
+      return;
+    }
     if (c.queued !== undefined) {
       // re-dispatched before its notice went: that notice never goes
       c.queued.waiting.delete(n.conn);
@@ -176,12 +183,6 @@ export class Notifier {
       this.#plane?.send({ type: "noticeFailed", conn: n.conn, attempt: attempt - 1 });
     }
     c.skipped = undefined;
-    if (attempt > 1 && (n.why ?? "timer") === "timer" && !this.#untried(n, c)) {
-      // no other instance: a second notice to the one that has it would only double the work of
-      // a private side that is slow (overload), not serve the client sooner; it keeps waiting
-      // for the dial-back already asked for (its token stays valid)
-      return;
-    }
     const instance = this.#pick(n, c);
     c.tried[attempt - 1] = instance;
     c.lastSent = attempt;
