@@ -18,11 +18,20 @@ import { parseRedisUrl } from "../lib/settings/public.ts";
 import { formatHostPort, type HostPort } from "../lib/role.ts";
 import { httpsRequest } from "../lib/internal/https_request.ts";
 
-/** Timeouts of the HA cluster: SHORT's, with room for a re-dispatch before the dial-back deadline. */
+/** The EPS calls' deadline in the HA cluster (SHORT's 1 s is tight on a loaded machine). */
+export const HA_CALL_TIMEOUT_MS = 3000;
+
+/**
+ * Timeouts of the HA cluster: nothing here tests a deadline but the re-dispatch timer, so the
+ * others are generous (SHORT's 300 ms hello deadline cut clients of a machine under load), with
+ * room for re-dispatches before the dial-back deadline.
+ */
 export const HA_TIMEOUTS = {
   ...SHORT,
-  dialBackTimeoutMs: 3000,
-  noticeTimeoutMs: 1000,
+  helloTimeoutMs: 5000,
+  tokenTimeoutMs: 5000,
+  dialBackTimeoutMs: 5000,
+  noticeTimeoutMs: 2000,
   redispatchAfterMs: 300,
   maxDispatches: 3,
 } as const;
@@ -46,14 +55,14 @@ export class PrivateInstance implements AsyncDisposable {
           certificate_file: c.cert("private-proxy-1"),
           key_file: c.key("private-proxy-1"),
           ca_certificate_files: [c.rootFile],
-          call_timeout_ms: SHORT.callTimeoutMs,
+          call_timeout_ms: HA_CALL_TIMEOUT_MS,
         },
         announce_to: ["public-proxy-1"],
         endpoints: { "public-proxy-1": ha.replicas.map((r) => formatHostPort(r.addrs.private)) },
         announcements: [{ domain: DOMAIN, internal: formatHostPort(c.internal.addrs.main) }],
         retry_ms: 50,
-        dial_timeout_ms: SHORT.dialTimeoutMs,
-        connect_timeout_ms: SHORT.connectTimeoutMs,
+        dial_timeout_ms: 5000,
+        connect_timeout_ms: 5000,
         grace_ms: SHORT.graceMs,
         pool: pool ? { enabled: true, min_idle: 2, max_idle: 32 } : { enabled: false },
         admin_listen: "127.0.0.1:0",
@@ -124,7 +133,7 @@ export class Ha implements AsyncDisposable {
     const redis = await startRedis();
     let cluster: Cluster | undefined;
     try {
-      cluster = await startCluster({ startPublic: false, callTimeoutMs: SHORT.callTimeoutMs });
+      cluster = await startCluster({ startPublic: false, callTimeoutMs: HA_CALL_TIMEOUT_MS });
       const ha = new Ha(cluster, redis);
       ha.#root = await Deno.readTextFile(cluster.rootFile);
       for (let i = 0; i < replicas; i++) ha.replicas.push(await startPublic(ha.publicSettings(i)));
