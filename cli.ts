@@ -34,8 +34,8 @@ import { SettingsError } from "./lib/errors.ts";
 import { formatHostPort, type Reloadable, type RoleHandle } from "./lib/role.ts";
 import { logger } from "./lib/log.ts";
 import { raiseFdLimit, relayedConnectionsFor } from "./lib/net/fd_limit.ts";
-import { ROLE_NAMES, type RoleName, roleSpec } from "./lib/roles.ts";
-import { loadSettings, settingsSources } from "./lib/settings/loader.ts";
+import { loadRoleSettings, ROLE_NAMES, type RoleName, roleSpec } from "./lib/roles.ts";
+import { settingsSources } from "./lib/settings/loader.ts";
 import denoJson from "./deno.json" with { type: "json" };
 
 const VERSION = denoJson.version;
@@ -301,7 +301,7 @@ async function load(role: RoleName, settingsFlags: string[]) {
       "run",
     );
   }
-  return { spec, sources, settings: await loadSettings(sources, spec.parse) };
+  return { spec, sources, settings: await loadRoleSettings(spec, sources) };
 }
 
 /** A role handle that can reload (lib/role.ts Reloadable). */
@@ -380,7 +380,7 @@ async function cmdRun(args: string[]): Promise<number> {
       role,
       (values.settings as string[] | undefined) ?? [],
     );
-    reloadSettings = () => loadSettings(sources, spec.parse);
+    reloadSettings = () => loadRoleSettings(spec, sources);
     logFdLimit(role);
     const handle = await spec.start(settings, shutdown.signal).catch((err) => {
       started.resolve(undefined);

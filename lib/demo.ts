@@ -7,8 +7,7 @@
 import { ensureDevCerts } from "./certs/command.ts";
 import { logger } from "./log.ts";
 import { formatHostPort, type HostPort, type RoleHandle } from "./role.ts";
-import { type RoleName, roleSpec } from "./roles.ts";
-import { loadSettings } from "./settings/loader.ts";
+import { loadRoleSettings, type RoleName, roleSpec } from "./roles.ts";
 import { httpsRequest } from "./internal/https_request.ts";
 
 const log = logger("demo");
@@ -61,7 +60,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   try {
     for (const r of DEV_ROLES) {
       const spec = await roleSpec(r.role);
-      const settings = await loadSettings([r.settings], spec.parse);
+      const settings = await loadRoleSettings(spec, [r.settings]);
       // no shared signal: on Ctrl-C the roles stop one by one in reverse order (finally below), so
       // the private proxy can still withdraw its announcements through both EPS servers
       const handle = await spec.start(settings);

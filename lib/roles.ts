@@ -4,7 +4,7 @@
  * @module
  */
 import type { RoleHandle } from "./role.ts";
-import type { SettingsParser } from "./settings/loader.ts";
+import { loadSettings, type SettingsParser } from "./settings/loader.ts";
 import type { EpsSettings } from "./settings/eps.ts";
 import type { PrivateSettings } from "./settings/private.ts";
 import type { PublicSettings } from "./settings/public.ts";
@@ -19,12 +19,26 @@ export interface RoleSpec<S = unknown> {
   fallback?: string;
   parse: SettingsParser<S>;
   /**
+   * What the settings take from where they were read, after `parse` (the proxies' default
+   * `instance` is tagged by their paths: docs/architecture.md, "Instances").
+   */
+  withSources?(settings: S, sources: readonly string[]): S;
+  /**
    * What `start` checks before it binds anything beyond the settings themselves (the directory,
    * the certificate's operator name); `tls-pass check` runs it too. Throws SettingsError;
    * resolves to warnings worth printing.
    */
   preflight?(settings: S): Promise<string[]>;
   start(settings: S, signal?: AbortSignal): Promise<RoleHandle & { ready?: Promise<void> }>;
+}
+
+/** Reads a role's settings from `sources`: parsed, then what they take from the sources. */
+export async function loadRoleSettings(
+  spec: RoleSpec,
+  sources: readonly string[],
+): Promise<unknown> {
+  const s = await loadSettings(sources, spec.parse);
+  return spec.withSources ? spec.withSources(s, sources) : s;
 }
 
 /** Loads the spec of a role. Role modules are imported on demand so that one role's start-up does not load the others. */
@@ -40,11 +54,12 @@ export async function roleSpec(role: RoleName): Promise<RoleSpec> {
       } as RoleSpec<unknown> as RoleSpec;
     }
     case "public": {
-      const { parsePublicSettings } = await import("./settings/public.ts");
+      const { parsePublicSettings, withInstance } = await import("./settings/public.ts");
       const { preflightPublic, startPublic } = await import("./proxy/public.ts");
       return {
         envVar: "PROXY_SETTINGS",
         parse: parsePublicSettings,
+        withSources: (s: PublicSettings, sources: readonly string[]) => withInstance(s, sources),
         preflight: async (s: PublicSettings) => {
           await preflightPublic(s);
           return [];
@@ -54,10 +69,12 @@ export async function roleSpec(role: RoleName): Promise<RoleSpec> {
     }
     case "private": {
       const { parsePrivateSettings } = await import("./settings/private.ts");
+      const { withInstance } = await import("./settings/public.ts");
       const { preflightPrivate, startPrivate } = await import("./proxy/private.ts");
       return {
         envVar: "PROXY_SETTINGS",
         parse: parsePrivateSettings,
+        withSources: (s: PrivateSettings, sources: readonly string[]) => withInstance(s, sources),
         preflight: async (s: PrivateSettings) => {
           await preflightPrivate(s);
           return [];

@@ -36,6 +36,8 @@ export interface AnnouncedName {
 export const MAX_EXPIRY_MS = 7 * 86_400_000;
 /** The default of `max_announcements_per_operator`: the most domains one operator may hold. */
 export const MAX_ANNOUNCEMENTS_PER_OPERATOR = 100_000;
+/** The most instances whose entries one name may have (docs/architecture.md, "Instances"). */
+export const MAX_INSTANCES_PER_NAME = 64;
 /** The most domains one announce or withdraw call (one page) may carry. */
 export const MAX_PAGE = 5000;
 
@@ -379,6 +381,17 @@ export class Announcements {
         );
       }
     }
+    // entries per name are bounded: a caller's own EPS stamps its instance names, so a peer could
+    // otherwise grow one name's entries (and every snapshot's instance list) without end
+    const k0 = slot(operator, instance);
+    for (const r of requests) {
+      const m = this.#live(r.domain, now);
+      if (m !== undefined && !m.has(k0) && m.size >= MAX_INSTANCES_PER_NAME) {
+        throw invalid(
+          `Cannot announce "${r.domain}" for instance "${instance}" of "${operator}": ${m.size} instances hold it, at most ${MAX_INSTANCES_PER_NAME}`,
+        );
+      }
+    }
     // the cap counts domains, not entries: another instance of a held domain is not fresh
     const fresh = requests.filter((r) => !this.#holds(r.domain, operator, now)).length;
     const holds = this.count(operator);
@@ -417,6 +430,21 @@ export class Announcements {
   }
 
   /**
+   * Forgets `instance`'s entries of `operator` in this table only, not in the store (its EPS says
+   * it is not attached: docs/architecture.md, "Re-dispatch"); another replica decides for itself,
+   * and the instance's next announcement brings them back. Returns the domains.
+   */
+  forget(operator: string, instance: string): string[] {
+    const out: string[] = [];
+    for (const a of this.list(operator)) {
+      if (a.instances.includes(instance) && this.#remove(operator, a.domain, instance)) {
+        out.push(a.domain);
+      }
+    }
+    return out;
+  }
+
+  /**
    * Removes `operator`'s entries of `domains` (all when undefined): `instance`'s only, or every
    * instance's when undefined. Returns the domains an entry was removed from.
    */
@@ -428,8 +456,10 @@ export class Announcements {
     const targets = domains ?? this.list(operator).map((a) => a.domain);
     const removed: string[] = [];
     for (const d of targets) if (this.#remove(operator, d, instance)) removed.push(d);
+    // a named domain is deleted in the store even when this table lacks it: with a shared store
+    // another replica may hold an entry this one has not seen yet (its write still queued)
     await this.#store.write(
-      removed.map((domain): StoreChange =>
+      (domains ?? removed).map((domain): StoreChange =>
         instance === undefined
           ? { op: "del", operator, domain }
           : { op: "del", operator, domain, instance }

@@ -187,21 +187,15 @@ class PublicSnapshots {
 }
 
 /**
- * The EPS says `instance` of `operator` is not attached (docs/architecture.md, "Several private
- * instances"): its entries would send every later client's first notice to nobody, so they go —
- * unless this replica still holds an idle pooled dial-back or a live splice of it (then it lives,
- * and only its link to its EPS is away: the pool keeps serving, static stability). An instance
- * that comes back announces again when its link is up.
+ * The EPS says `instance` of `operator` is not attached (docs/architecture.md, "Re-dispatch"): its
+ * entries would send every later client's first notice to nobody, so this replica stops routing
+ * to it — in its own table only: another replica may still hold the instance's warm pool, and the
+ * shared store keeps the entries for it. Not while this replica holds an idle pooled dial-back or
+ * a live splice of it (then it lives, and only its EPS link is away: the pool keeps serving, static
+ * stability). The instance's next announcement (when its link is back) routes it again.
  */
 function dropGone(
-  p: {
-    announcements: Announcements;
-    grants: PoolGrants;
-    notifier: Notifier;
-    log: Logger;
-    /** `operator\ninstance` being dropped now: one store write per instance at a time. */
-    dropping: Set<string>;
-  },
+  p: { announcements: Announcements; grants: PoolGrants; notifier: Notifier; log: Logger },
   operator: string,
   instance: string,
   changed: () => void,
@@ -209,24 +203,13 @@ function dropGone(
   if (p.grants.idleBy(operator, instance) > 0 || p.notifier.splicesOf(operator, instance) > 0) {
     return;
   }
-  const busy = p.dropping;
-  const k = `${operator}\n${instance}`;
-  if (busy.has(k)) return;
-  busy.add(k);
-  p.announcements.withdraw(operator, undefined, instance).then((domains) => {
-    if (domains.length === 0) return;
-    changed();
-    p.log.info(
-      "Dropped the announcements of instance {instance} of {operator} ({domains}): its EPS says it is not attached; it announces again when it is back",
-      { instance, operator, domains },
-    );
-  }, (err) => {
-    p.log.warn("Cannot drop the announcements of instance {instance} of {operator}: {error}", {
-      instance,
-      operator,
-      error: errorText(err),
-    });
-  }).finally(() => busy.delete(k));
+  const domains = p.announcements.forget(operator, instance);
+  if (domains.length === 0) return;
+  changed();
+  p.log.info(
+    "Not routing to instance {instance} of {operator} any more ({domains}): its EPS says it is not attached; it announces again when it is back",
+    { instance, operator, domains },
+  );
 }
 
 /**
@@ -305,7 +288,6 @@ export async function startPublic(
     : undefined;
   const epsClient = connectEps(settings.eps, stop.signal, settings.instance);
   const client: EpsClient = admin ? countCalls(epsClient, admin.calls) : epsClient;
-  const dropping = new Set<string>();
   const notifier: Notifier = new Notifier(
     client,
     settings.noticeTimeoutMs,
@@ -313,7 +295,7 @@ export async function startPublic(
     counters,
     log,
     (operator, instance) =>
-      dropGone({ announcements, grants, notifier, log, dropping }, operator, instance, () => {
+      dropGone({ announcements, grants, notifier, log }, operator, instance, () => {
         plane?.send({ type: "snapshot", snapshot: snapshots.make() });
       }),
   );

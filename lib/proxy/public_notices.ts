@@ -411,14 +411,22 @@ export class Notifier {
     const superseded = c !== undefined && c.lastSent > attempt;
     // another instance to try: the data plane re-dispatches the client there
     const others = (n.instances ?? []).filter((i) => i !== "" && !(c?.tried.includes(i) ?? true));
-    const retry = !superseded && others.length > 0 && attempt < this.maxDispatches;
+    // the data plane's current attempt: later than this notice's when timer re-dispatches found
+    // no other instance and sent nothing
+    const current = superseded ? attempt : (c?.attempt ?? attempt);
+    const retry = !superseded && others.length > 0 && current < this.maxDispatches;
     if (c !== undefined) c.lastError = errorText(err);
+    // a superseded notice fails alone (its token goes; the newer notice still may serve the
+    // client); the last notice sent fails with the attempts after it that were never sent, so
+    // the data plane refuses the client at once, or re-dispatches it, unless an older notice may
+    // still bring its dial-back
+    for (let a = attempt; a < current; a++) {
+      this.#plane?.send({ type: "noticeFailed", conn: n.conn, attempt: a });
+    }
     this.#plane?.send({
       type: "noticeFailed",
       conn: n.conn,
-      // the data plane's current attempt: later ones the timer asked for were not sent (no other
-      // instance), so this failure is the client's
-      attempt: c?.attempt ?? attempt,
+      attempt: current,
       ...(retry ? { retry: true } : {}),
     });
     if (this.signal.aborted || retry || superseded) return;

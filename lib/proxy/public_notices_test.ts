@@ -15,6 +15,7 @@ interface Call {
   params: Record<string, unknown>;
   options: CallOptions | undefined;
   answer: (v: unknown) => void;
+  fail: (err: unknown) => void;
 }
 
 /** An EPS client whose every call waits until the test answers it. */
@@ -22,7 +23,7 @@ function heldCalls(): { eps: EpsClient; calls: Call[] } {
   const calls: Call[] = [];
   const eps = {
     call: (_method: string, params: Record<string, unknown>, options?: CallOptions) =>
-      new Promise((answer) => calls.push({ params, options, answer })),
+      new Promise((answer, fail) => calls.push({ params, options, answer, fail })),
   } as unknown as EpsClient;
   return { eps, calls };
 }
@@ -67,6 +68,47 @@ Deno.test("Notifier: a timer re-dispatch with no other instance keeps a queued n
     assert.equal(last.params.token, "token-100-1");
     assert.equal(last.options?.instance, "only");
     assert.deepEqual([...notifier.redispatches], []);
+  } finally {
+    stop.abort();
+    for (const c of calls) c.answer({ ok: true });
+    counters.close();
+  }
+});
+
+Deno.test("Notifier: a failed notice names its own attempt when a newer one went, and fails the unsent ones with it", async () => {
+  const { eps, calls } = heldCalls();
+  const stop = new AbortController();
+  const log = logger("proxy", "public");
+  const counters = new Counters(log);
+  const notifier = new Notifier(eps, 1000, stop.signal, counters, log);
+  notifier.maxDispatches = 3;
+  const sent: Command[] = [];
+  notifier.start("127.0.0.1:9", { send: (c: Command) => sent.push(c) } as unknown as DataPlane);
+  const tick = () => new Promise((r) => setTimeout(r, 0));
+  try {
+    // client 1 of two instances: notice 1, then the timer's notice 2 to the other instance;
+    // notice 1 fails: only its own token goes, notice 2 may still serve the client
+    const both = { instances: ["a", "b"] };
+    notifier.send(request(1, both));
+    notifier.send(request(1, { ...both, attempt: 2, why: "timer" }));
+    assert.deepEqual(calls.map((c) => c.options?.instance).sort(), ["a", "b"]);
+    calls[0]!.fail(new Error("timed out"));
+    await tick();
+    assert.deepEqual(sent, [{ type: "noticeFailed", conn: 1, attempt: 1 }]);
+    sent.length = 0;
+    // client 2 of one instance: notice 1 is the only one sent (the timer's attempts 2 and 3
+    // find no other instance); when it fails, attempts 1 to 3 fail together: the client goes
+    notifier.send(request(2));
+    notifier.send(request(2, { attempt: 2, why: "timer" }));
+    notifier.send(request(2, { attempt: 3, why: "timer" }));
+    assert.equal(calls.length, 3);
+    calls[2]!.fail(new Error("timed out"));
+    await tick();
+    assert.deepEqual(sent, [
+      { type: "noticeFailed", conn: 2, attempt: 1 },
+      { type: "noticeFailed", conn: 2, attempt: 2 },
+      { type: "noticeFailed", conn: 2, attempt: 3 },
+    ]);
   } finally {
     stop.abort();
     for (const c of calls) c.answer({ ok: true });

@@ -110,7 +110,11 @@ class RedisStore {
   /** Writes not yet in Redis: the entry, or null for a removal. */
   readonly #pending = new Map<string, Announcement | null>();
   /** Changes not yet published. */
-  #unpublished: StoreChange[] = [];
+  /**
+   * Changes not yet published, one per entry (a later change of an entry replaces the earlier
+   * and moves last): a long outage queues each entry once, not once per re-announce round.
+   */
+  #unpublished = new Map<string, StoreChange>();
   readonly #listeners: ((changes: readonly StoreChange[]) => void)[] = [];
   /** Tells our own messages apart on the channel. */
   readonly #nonce = crypto.randomUUID();
@@ -264,13 +268,16 @@ class RedisStore {
         if (a === null || a.expiresAt <= now) expired.push(field);
         else remote.set(entryKey(a.operator, a.domain, a.instance), a);
       }
-      // what this replica wrote and a restarted Redis lost (no persistence), unless since removed;
-      // within the same run, what Redis lacks was withdrawn through a peer meanwhile
-      for (const k of sameRun ? [] : this.#mine) {
+      // what a restarted Redis lost (no persistence): every live entry of the cache goes back,
+      // not only this replica's own — the replica that wrote an entry may have restarted or died
+      // since, and nobody else would (found in review); within the same run, what Redis lacks was
+      // withdrawn through a peer meanwhile
+      for (const k of sameRun ? [] : [...this.#cache.keys()]) {
         const a = this.#cache.get(k);
         if (a !== undefined && a.expiresAt > now && !remote.has(k) && !this.#pending.has(k)) {
+          this.#mine.add(k);
           this.#pending.set(k, a);
-          this.#unpublished.push({ op: "put", announcement: a });
+          this.#queuePublish({ op: "put", announcement: a });
         }
       }
       for (const [k, a] of this.#pending) {
@@ -314,14 +321,22 @@ class RedisStore {
     });
   }
 
+  #queuePublish(c: StoreChange): void {
+    const k = c.op === "put"
+      ? entryKey(c.announcement.operator, c.announcement.domain, c.announcement.instance)
+      : `${c.operator}\u0000${c.domain}\u0000${c.instance ?? "\u0001*"}`;
+    this.#unpublished.delete(k);
+    this.#unpublished.set(k, c);
+  }
+
   /** Writes the pending entries and publishes the unpublished changes; on failure keeps them. */
   async #flushNow(): Promise<void> {
     if (this.#closed || !this.#main.isReady) return;
-    if (this.#pending.size === 0 && this.#unpublished.length === 0) return;
+    if (this.#pending.size === 0 && this.#unpublished.size === 0) return;
     const batch = [...this.#pending];
-    const published = this.#unpublished;
+    const published = [...this.#unpublished.values()];
     this.#pending.clear();
-    this.#unpublished = [];
+    this.#unpublished = new Map();
     try {
       const m = this.#main.multi();
       const puts: Record<string, string> = {};
@@ -349,7 +364,9 @@ class RedisStore {
     } catch (err) {
       // kept for the next try, unless a newer write of the same entry came meanwhile
       for (const [k, a] of batch) if (!this.#pending.has(k)) this.#pending.set(k, a);
-      this.#unpublished = [...published, ...this.#unpublished];
+      const newer = this.#unpublished;
+      this.#unpublished = new Map();
+      for (const c of [...published, ...newer.values()]) this.#queuePublish(c);
       throw err;
     }
   }
@@ -412,7 +429,7 @@ class RedisStore {
           this.#pending.set(k, null);
         }
       }
-      this.#unpublished.push(c);
+      this.#queuePublish(c);
     }
     // answered within the deadline either way: a write Redis did not take stays queued
     await within(this.#enqueue(() => this.#flushNow()), this.#writeTimeoutMs);

@@ -342,10 +342,10 @@ export function parsePrivateSettings(
     seen.add(a.domain);
   });
   checkSplice(s, problems);
-  return withInstance(s);
+  return s;
 }
 
 /** Loads and validates private proxy settings from files and folders. */
 export function loadPrivateSettings(sources: readonly string[]): Promise<PrivateSettings> {
-  return loadSettings(sources, parsePrivateSettings);
+  return loadSettings(sources, parsePrivateSettings).then((s) => withInstance(s, sources));
 }

@@ -126,13 +126,19 @@ export const proxyOperatorKey = required(
 /** The `instance` key both proxies share (docs/architecture.md, "Instances"). */
 export const instanceKey = optional(
   instanceName,
-  "This proxy's name among the instances of its operator on the EPS: calls to the operator are spread over the instances attached, and a call can name one. Two proxies of one operator need distinct names (the same name attaching again replaces the older link). Restart-only.",
-  { defaultDoc: "the host name" },
+  "This proxy's name among the instances of its operator on the EPS: calls to the operator are spread over the instances attached, and a call can name one. Two proxies of one operator need distinct names (the same name attaching again replaces the older link). The default is stable across restarts (a restarted proxy takes its own place) and differs for two proxies with their own settings folders on one host. Restart-only.",
+  { defaultDoc: "`<hostname>-<6 hex digits of the settings' paths>`" },
 );
 
-/** Fills in the default `instance` (the host name) of parsed proxy settings. */
-export function withInstance<T extends { instance?: string }>(s: T): T & { instance: string } {
-  return { ...s, instance: s.instance ?? defaultInstanceName() };
+/**
+ * Fills in the default `instance` of parsed proxy settings ({@linkcode defaultInstanceName}: the
+ * host name, tagged by `sources`, the settings' paths, when they came from files).
+ */
+export function withInstance<T extends { instance?: string }>(
+  s: T,
+  sources?: readonly string[],
+): T & { instance: string } {
+  return { ...s, instance: s.instance ?? defaultInstanceName(sources) };
 }
 
 /** The `eps` key both proxies share. */
@@ -350,10 +356,10 @@ export function parsePublicSettings(
       `redispatch_after_ms: ${parsed.redispatchAfterMs} must be below dial_back_timeout_ms (${parsed.dialBackTimeoutMs}): a re-dispatch must come before the client's wait ends`,
     );
   }
-  return withInstance({ ...parsed, store });
+  return { ...parsed, store };
 }
 
 /** Loads and validates public proxy settings from files and folders. */
 export function loadPublicSettings(sources: readonly string[]): Promise<PublicSettings> {
-  return loadSettings(sources, parsePublicSettings);
+  return loadSettings(sources, parsePublicSettings).then((s) => withInstance(s, sources));
 }

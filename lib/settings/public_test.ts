@@ -123,7 +123,7 @@ store_path: state/announcements.jsonl
   });
 });
 
-Deno.test("loadPublicSettings(): instance defaults to the host name, is checked when set", async () => {
+Deno.test("loadPublicSettings(): instance defaults to the host name tagged by the settings' paths, is checked when set", async () => {
   await withDir(async (dir) => {
     const base = `operator: public-proxy-1
 public_listen: 127.0.0.1:4433
@@ -134,7 +134,18 @@ store: memory
     const file = join(dir, "settings.yml");
     await Deno.writeTextFile(file, base);
     const name = (await loadPublicSettings([file])).instance;
-    assert.equal(name, Deno.hostname().replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 64));
+    // the host name, tagged by the settings' paths: stable across restarts, distinct per folder
+    const host = Deno.hostname().replace(/[^A-Za-z0-9._-]/g, "-");
+    assert.match(name!, new RegExp(`^${host.slice(0, 57).replace(/[.]/g, "\\.")}-[0-9a-f]{6}$`));
+    assert.equal((await loadPublicSettings([file])).instance, name, "the same name every time");
+    const other = join(dir, "other");
+    await Deno.mkdir(other);
+    await Deno.copyFile(file, join(other, "settings.yml"));
+    assert.notEqual(
+      (await loadPublicSettings([other])).instance,
+      name,
+      "another folder, another name",
+    );
     assert.match(name!, /^[A-Za-z0-9._-]{1,64}$/);
     await Deno.writeTextFile(file, `${base}instance: replica_2.eu-west\n`);
     assert.equal((await loadPublicSettings([file])).instance, "replica_2.eu-west");

@@ -7,6 +7,7 @@
  * field's own check does (a readable file, an existing folder).
  * @module
  */
+import { resolve } from "node:path";
 import * as check from "./check.ts";
 import { snakeCase } from "./diff.ts";
 
@@ -325,20 +326,32 @@ export function isInstanceName(v: unknown): v is string {
 }
 
 /**
- * The default instance name, the host name (characters outside the pattern become `-`, cut to 64
- * characters). Stable across restarts on purpose (docs/architecture.md, "Instances"): a restarted
- * proxy takes its old place — its announcements, the pools keyed by it — instead of leaving a
- * stale instance behind at every restart. Two instances of one operator on one host need their
- * own names.
+ * The default instance name (docs/architecture.md, "Instances"): the host name (characters
+ * outside the pattern become `-`), and for settings read from files `-` and 6 hex digits of a
+ * hash of their paths. Stable across restarts on purpose: a restarted proxy takes its own place
+ * — its announcements, the pools kept for it — instead of leaving a stale instance behind at
+ * every restart; and two proxies of one operator on one host with their own settings folders get
+ * distinct names (the same name would make each replace the other's link on the EPS, forever).
  */
-export function defaultInstanceName(): string {
+export function defaultInstanceName(sources?: readonly string[]): string {
   let host = "host";
   try {
     host = Deno.hostname().replace(/[^A-Za-z0-9._-]/g, "-") || "host";
   } catch {
     // no permission to read the host name: "host" stands for it
   }
-  return host.slice(0, 64);
+  if (sources === undefined || sources.length === 0) return host.slice(0, 64);
+  const tag = `-${
+    fnv1a(sources.map((p) => resolve(p)).join("\n")).toString(16).padStart(8, "0").slice(0, 6)
+  }`;
+  return host.slice(0, 64 - tag.length) + tag;
+}
+
+/** FNV-1a, 32 bits: a short stable tag, not a secret. */
+function fnv1a(text: string): number {
+  let h = 0x811c9dc5;
+  for (const b of new TextEncoder().encode(text)) h = Math.imul(h ^ b, 0x01000193) >>> 0;
+  return h;
 }
 
 /** The name of one instance of an operator (several proxies of one operator on its EPS). */
