@@ -138,13 +138,13 @@ store: memory
     const host = Deno.hostname().replace(/[^A-Za-z0-9._-]/g, "-");
     assert.match(name!, new RegExp(`^${host.slice(0, 57).replace(/[.]/g, "\\.")}-[0-9a-f]{6}$`));
     assert.equal((await loadPublicSettings([file])).instance, name, "the same name every time");
-    const other = join(dir, "other");
-    await Deno.mkdir(other);
-    await Deno.copyFile(file, join(other, "settings.yml"));
+    // another source (a second file in the folder, as a second proxy's own would be)
+    const second = join(dir, "second.yml");
+    await Deno.copyFile(file, second);
     assert.notEqual(
-      (await loadPublicSettings([other])).instance,
+      (await loadPublicSettings([second])).instance,
       name,
-      "another folder, another name",
+      "other paths, another name",
     );
     assert.match(name!, /^[A-Za-z0-9._-]{1,64}$/);
     await Deno.writeTextFile(file, `${base}instance: replica_2.eu-west\n`);
