@@ -347,5 +347,5 @@ export function parsePrivateSettings(
 
 /** Loads and validates private proxy settings from files and folders. */
 export function loadPrivateSettings(sources: readonly string[]): Promise<PrivateSettings> {
-  return loadSettings(sources, parsePrivateSettings).then((s) => withInstance(s, sources));
+  return loadSettings(sources, parsePrivateSettings);
 }

@@ -361,5 +361,5 @@ export function parsePublicSettings(
 
 /** Loads and validates public proxy settings from files and folders. */
 export function loadPublicSettings(sources: readonly string[]): Promise<PublicSettings> {
-  return loadSettings(sources, parsePublicSettings).then((s) => withInstance(s, sources));
+  return loadSettings(sources, parsePublicSettings);
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { devRoleCopy, EPS_BLOCK, problemsOf, withDir } from "./_proxy_fixtures.ts";
-import { loadPublicSettings } from "./public.ts";
+import { loadPublicSettings, withInstance } from "./public.ts";
 
 Deno.test("loadPublicSettings() fills defaults and resolves paths against the file", async () => {
   await withDir(async (dir) => {
@@ -123,7 +123,7 @@ store_path: state/announcements.jsonl
   });
 });
 
-Deno.test("loadPublicSettings(): instance defaults to the host name tagged by the settings' paths, is checked when set", async () => {
+Deno.test("instance: from files it defaults to the host name tagged by the settings' paths, is checked when set", async () => {
   await withDir(async (dir) => {
     const base = `operator: public-proxy-1
 public_listen: 127.0.0.1:4433
@@ -133,16 +133,20 @@ store: memory
 `;
     const file = join(dir, "settings.yml");
     await Deno.writeTextFile(file, base);
-    const name = (await loadPublicSettings([file])).instance;
+    // what `run` and a SIGHUP read (cli.ts: loadRoleSettings); in code the default is the host name
+    const fromFiles = async (sources: string[]) =>
+      withInstance(await loadPublicSettings(sources), sources).instance;
+    assert.equal((await loadPublicSettings([file])).instance, undefined);
+    const name = await fromFiles([file]);
     // the host name, tagged by the settings' paths: stable across restarts, distinct per folder
     const host = Deno.hostname().replace(/[^A-Za-z0-9._-]/g, "-");
     assert.match(name!, new RegExp(`^${host.slice(0, 57).replace(/[.]/g, "\\.")}-[0-9a-f]{6}$`));
-    assert.equal((await loadPublicSettings([file])).instance, name, "the same name every time");
+    assert.equal(await fromFiles([file]), name, "the same name every time");
     // another source (a second file in the folder, as a second proxy's own would be)
     const second = join(dir, "second.yml");
     await Deno.copyFile(file, second);
     assert.notEqual(
-      (await loadPublicSettings([second])).instance,
+      await fromFiles([second]),
       name,
       "other paths, another name",
     );
