@@ -35,6 +35,27 @@ import {
 
 export { nativeProblem };
 
+/** The splice path's pipes at most, by default (two descriptors each: lib/proxy/budget.ts). */
+export const SPLICE_PIPES = 8;
+/** The capacity asked for each pipe (F_SETPIPE_SZ). */
+export const SPLICE_PIPE_BYTES = 256 * 1024;
+
+/**
+ * The splice path of `options`: `splicePipes`, else off when `TLS_PASS_SPLICE` is `off`, else
+ * {@linkcode SPLICE_PIPES}.
+ */
+export function spliceOf(options: DataPlaneOptions): { pipes: number; pipeBytes: number } {
+  const env = Deno.env.get("TLS_PASS_SPLICE");
+  if (env !== undefined && env !== "" && env !== "on" && env !== "off") {
+    throw new TypeError(
+      `Cannot open the data plane: TLS_PASS_SPLICE is "${env}", expected "on" or "off"`,
+    );
+  }
+  const kib = Number(Deno.env.get("TLS_PASS_SPLICE_PIPE_KIB") ?? "0");
+  const pipeBytes = kib > 0 ? kib * 1024 : SPLICE_PIPE_BYTES;
+  return { pipes: options.splicePipes ?? (env === "off" ? 0 : SPLICE_PIPES), pipeBytes };
+}
+
 /** How long close() waits for the worker to close its sockets before it terminates it anyway. */
 const EXIT_WAIT_MS = 5000;
 
@@ -89,6 +110,7 @@ export class NativeDriver implements DataPlane {
       snapshot: this.options.snapshot,
       ...(listen !== undefined ? { listen } : {}),
       timeOrigin: performance.timeOrigin,
+      splice: spliceOf(this.options),
     };
     this.#worker.postMessage(init);
     try {
