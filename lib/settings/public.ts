@@ -117,6 +117,14 @@ export const socketsKey = withDefault(
   { type: "`auto`, `native` or `deno`", range: "–" },
 );
 
+/** The `zero_copy` key both proxies share. */
+export const zeroCopyKey = withDefault(
+  boolean,
+  true,
+  "Native sockets: a bulk direction of a splice (a download, an upload: reads of 32 KiB and more in a row) moves its bytes inside the kernel with `splice(2)` through a small pool of pipes, instead of copying them through the worker; small flows always copy. `false`: every byte is copied (as does `TLS_PASS_SPLICE=off` in the environment). No effect with `sockets: deno`. Restart-only.",
+  { range: "`true` or `false`" },
+);
+
 /** The `operator` key both proxies share. */
 export const proxyOperatorKey = required(
   operatorNameField,
@@ -270,6 +278,7 @@ export const PUBLIC_SHAPE = {
     "On SIGINT/SIGTERM, how long live splices may go on after the listeners close.",
   ),
   sockets: socketsKey,
+  zeroCopy: zeroCopyKey,
   maxPooledPerOperator: withDefault(
     integer(0, 100_000),
     64,

@@ -37,8 +37,13 @@ export { nativeProblem };
 
 /** The splice path's pipes at most, by default (two descriptors each: lib/proxy/budget.ts). */
 export const SPLICE_PIPES = 8;
-/** The capacity asked for each pipe (F_SETPIPE_SZ). */
-export const SPLICE_PIPE_BYTES = 256 * 1024;
+/**
+ * The capacity asked for each pipe (F_SETPIPE_SZ; the default /proc/sys/fs/pipe-max-size). W3,
+ * relay CPU per GB, 6 rounds each: 64 KiB 1.02 s, 256 KiB 0.96 s, 1 MiB 0.84 s (0.88, 0.73, 0.68
+ * × HAProxy's in the same rounds). Where the kernel refuses it (a user over
+ * pipe-user-pages-soft), a pipe keeps 64 KiB.
+ */
+export const SPLICE_PIPE_BYTES = 1024 * 1024;
 
 /**
  * The splice path of `options`: `splicePipes`, else off when `TLS_PASS_SPLICE` is `off`, else
@@ -51,9 +56,8 @@ export function spliceOf(options: DataPlaneOptions): { pipes: number; pipeBytes:
       `Cannot open the data plane: TLS_PASS_SPLICE is "${env}", expected "on" or "off"`,
     );
   }
-  const kib = Number(Deno.env.get("TLS_PASS_SPLICE_PIPE_KIB") ?? "0");
-  const pipeBytes = kib > 0 ? kib * 1024 : SPLICE_PIPE_BYTES;
-  return { pipes: options.splicePipes ?? (env === "off" ? 0 : SPLICE_PIPES), pipeBytes };
+  const pipes = options.splicePipes ?? (env === "off" ? 0 : SPLICE_PIPES);
+  return { pipes, pipeBytes: SPLICE_PIPE_BYTES };
 }
 
 /** How long close() waits for the worker to close its sockets before it terminates it anyway. */
