@@ -22,8 +22,8 @@ import {
   operatorName,
   proxyOperatorKey,
   socketsKey,
-  zeroCopyKey,
   withInstance,
+  zeroCopyKey,
 } from "./public.ts";
 import { cidrList, MAX_CIDRS } from "./limits.ts";
 import type { ProxyProtocolVersion } from "../wire/proxy_protocol.ts";

@@ -113,7 +113,7 @@ export const SOCKETS: readonly SocketsChoice[] = ["auto", "native", "deno"];
 export const socketsKey = withDefault(
   oneOf(SOCKETS),
   "auto",
-  "Where the data sockets come from. `native`: libc sockets through FFI, and every spliced pair is copied by one worker thread with `epoll` and synchronous `recv`/`send` (Linux x86_64/aarch64; about HAProxy's CPU per request, a few KiB per held connection). `deno`: Deno's own sockets. `auto`: `native` where it can be used, else `deno` with a warning at start-up.",
+  "Where the data sockets come from. `native`: libc sockets through FFI, and every spliced pair is copied by one worker thread with `epoll` and synchronous `recv`/`send`, bulk flows moved by `splice(2)` (`zero_copy`) (Linux x86_64/aarch64; about HAProxy's CPU per request, a few KiB per held connection). `deno`: Deno's own sockets. `auto`: `native` where it can be used, else `deno` with a warning at start-up.",
   { type: "`auto`, `native` or `deno`", range: "–" },
 );
 
