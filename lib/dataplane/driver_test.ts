@@ -91,6 +91,7 @@ async function withPlane(
   role: PlaneRole,
   snapshot: Snapshot,
   fn: (r: Running) => Promise<void>,
+  extra: Partial<Pick<DataPlaneOptions, "splicePipes">> = {},
 ): Promise<void> {
   const events = new Events();
   let sending = false;
@@ -99,6 +100,7 @@ async function withPlane(
     role,
     idPrefix: "dr-",
     snapshot,
+    ...extra,
     ...(role === "public" ? { listen: { public: LOOPBACK, private: LOOPBACK } } : {}),
     onEvents: (batch) => {
       if (sending) inside++;
@@ -582,7 +584,7 @@ conformance("dialBack to a closed port: connectFailed with ECONNREFUSED", async 
 const BULK = 64 * 1024 * 1024;
 
 /** `n` pseudo-random bytes (xorshift32). */
-function pattern(n: number, seed: number): Uint8Array {
+function pattern(n: number, seed: number): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(n);
   const words = new Uint32Array(out.buffer, 0, n >>> 2);
   let x = seed;
@@ -656,3 +658,211 @@ conformance("64 MiB each way through a pipe arrive intact, with a slow reader", 
     }
   });
 });
+
+// -- the native driver's splice path -------------------------------------------------------------
+
+const nativeIgnore = nativeProblem() !== undefined;
+
+/** Pipe descriptors this process holds now (the native worker's pipes are among them). */
+function pipeFds(): number {
+  let n = 0;
+  for (const e of Deno.readDirSync("/proc/self/fd")) {
+    try {
+      if (Deno.readLinkSync(`/proc/self/fd/${e.name}`).startsWith("pipe:")) n++;
+    } catch {
+      // closed meanwhile (the readDir's own descriptor)
+    }
+  }
+  return n;
+}
+
+async function sha256(b: Uint8Array<ArrayBuffer>): Promise<string> {
+  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", b));
+  return Array.from(d, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+/** Reads exactly to EOF into one buffer of `expect` bytes (more is an error). */
+async function readAll(c: Deno.Conn, expect: number): Promise<Uint8Array<ArrayBuffer>> {
+  const out = new Uint8Array(expect + 1);
+  let off = 0;
+  for (;;) {
+    const n = await c.read(out.subarray(off, Math.min(out.length, off + 256 * 1024)));
+    if (n === null) return out.subarray(0, off);
+    off += n;
+    if (off > expect) throw new Error(`more than ${expect} bytes`);
+  }
+}
+
+function nativeSplice(name: string, fn: () => Promise<void>): void {
+  Deno.test({ name: `native driver, splice path: ${name}`, ignore: nativeIgnore, fn });
+}
+
+nativeSplice(
+  "64 MiB each way arrive intact (SHA-256), through pipes, counted exactly",
+  async () => {
+    const d = DRIVERS[1]!;
+    const up = pattern(BULK, 0x2468ace0);
+    const down = pattern(BULK, 0x13579bdf);
+    let base = 0;
+    let during = 0;
+    await withPlane(d, "public", publicSnapshot(), async (r) => {
+      const [client, dialBack] = await routedByNotice(r);
+      base = pipeFds(); // the worker's own (Deno's) pipes, and none of the pool's yet
+      try {
+        const [, , gotUp, gotDown] = await within(
+          Promise.all([
+            send(client, up),
+            send(dialBack, down),
+            readAll(dialBack, BULK),
+            readAll(client, BULK),
+          ]),
+          "64 MiB each way",
+          60_000,
+        );
+        during = pipeFds() - base; // the free pipes stay in the pool until the worker rests
+        assert.equal(await sha256(gotUp), await sha256(up));
+        assert.equal(await sha256(gotDown), await sha256(down));
+        const ended = await r.events.next("ended");
+        assert.deepEqual(ended.reason, { kind: "done" });
+        assert.equal(ended.up, HELLO.length + BULK);
+        assert.equal(ended.down, BULK);
+      } finally {
+        closeAll(client, dialBack);
+      }
+    });
+    assert.ok(during >= 2 && during <= 2 * 8, `pipe descriptors during the transfer: ${during}`);
+    assert.ok(
+      pipeFds() <= base,
+      `the pool's pipes are closed with the data plane: ${pipeFds()} > ${base}`,
+    );
+  },
+);
+
+nativeSplice("off (splicePipes 0): the same bytes, and no pipe at all", async () => {
+  const d = DRIVERS[1]!;
+  const up = pattern(16 << 20, 7);
+  let base = 0;
+  await withPlane(d, "public", publicSnapshot(), async (r) => {
+    const [client, dialBack] = await routedByNotice(r);
+    base = pipeFds(); // the worker's own (Deno's) pipes, and none of the pool's yet
+    try {
+      const [, got] = await within(
+        Promise.all([send(client, up), readAll(dialBack, up.length)]),
+        "16 MiB",
+      );
+      assert.equal(pipeFds(), base, "no pipe when the splice path is off");
+      assert.equal(await sha256(got), await sha256(up));
+      await dialBack.closeWrite();
+      const ended = await r.events.next("ended");
+      assert.equal(ended.up, HELLO.length + up.length);
+      assert.equal(ended.down, 0);
+    } finally {
+      closeAll(client, dialBack);
+    }
+  }, { splicePipes: 0 });
+});
+
+nativeSplice("a half-close while bytes sit in the pipe comes after them", async () => {
+  const d = DRIVERS[1]!;
+  const up = pattern(32 << 20, 99);
+  let base = 0;
+  await withPlane(d, "public", publicSnapshot(), async (r) => {
+    const [client, dialBack] = await routedByNotice(r);
+    base = pipeFds(); // the worker's own (Deno's) pipes, and none of the pool's yet
+    try {
+      const sent = send(client, up); // ends with the client's half-close
+      // nobody reads the dial-back: the socket buffers fill, then a pipe holds the rest
+      await new Promise((res) => setTimeout(res, 300));
+      assert.ok(pipeFds() > base, "a pipe holds bytes for the stalled dial-back");
+      const got = await within(readAll(dialBack, up.length), "read after the stall", 30_000);
+      await sent;
+      assert.equal(got.length, up.length);
+      assert.equal(await sha256(got), await sha256(up));
+      const answer = enc.encode("done");
+      await writeAll(dialBack, answer);
+      await dialBack.closeWrite();
+      assert.deepEqual(await readToEnd(client), answer);
+      const ended = await r.events.next("ended");
+      assert.deepEqual(ended.reason, { kind: "done" });
+      assert.equal(ended.up, HELLO.length + up.length);
+      assert.equal(ended.down, answer.length);
+    } finally {
+      closeAll(client, dialBack);
+    }
+  });
+  assert.ok(
+    pipeFds() <= base,
+    `the pool's pipes are closed with the data plane: ${pipeFds()} > ${base}`,
+  );
+});
+
+nativeSplice("a peer reset mid-splice ends the splice with the write's error", async () => {
+  const d = DRIVERS[1]!;
+  const up = pattern(64 << 20, 5);
+  let base = 0;
+  await withPlane(d, "public", publicSnapshot(), async (r) => {
+    const [client, dialBack] = await routedByNotice(r);
+    base = pipeFds(); // the worker's own (Deno's) pipes, and none of the pool's yet
+    try {
+      const sent = send(client, up).catch(() => {}); // the client sees the splice end
+      await readExact(dialBack, 8 << 20);
+      dialBack.close(); // unread bytes in its buffer: an RST
+      const ended = await r.events.next("ended");
+      assert.equal(ended.reason.kind, "error");
+      assert.ok(ended.up >= HELLO.length + (8 << 20) && ended.up <= HELLO.length + up.length);
+      await within(sent, "the client's writes end");
+    } finally {
+      closeAll(client, dialBack);
+    }
+    assert.ok(pipeFds() - base <= 2 * 8);
+  });
+  assert.ok(
+    pipeFds() <= base,
+    `the pool's pipes are closed with the data plane: ${pipeFds()} > ${base}`,
+  );
+});
+
+nativeSplice(
+  "the pool is bounded: more bulk flows than pipes copy the rest, all intact",
+  async () => {
+    const d = DRIVERS[1]!;
+    const flows = 4;
+    const size = 24 << 20;
+    let base = 0;
+    await withPlane(d, "public", publicSnapshot(), async (r) => {
+      const pairs: [Deno.TcpConn, Deno.TcpConn][] = [];
+      try {
+        for (let i = 0; i < flows; i++) pairs.push(await routedByNotice(r));
+        base = pipeFds();
+        const data = pairs.map((_, i) => pattern(size, 1000 + i));
+        const failed: unknown[] = [];
+        const sent = pairs.map(([c], i) => send(c, data[i]!).catch((e) => void failed.push(e)));
+        await new Promise((res) => setTimeout(res, 300)); // every dial-back stalled: pipes held
+        const held = pipeFds() - base;
+        assert.ok(held > 0 && held <= 2 * 2, `pipe descriptors with 4 stalled flows: ${held}`);
+        const got = await within(
+          Promise.all(pairs.map(([, b]) => readAll(b, size))),
+          "4 flows",
+          60_000,
+        );
+        await Promise.all(sent);
+        assert.deepEqual(failed, []);
+        for (let i = 0; i < flows; i++) {
+          assert.equal(await sha256(got[i]!), await sha256(data[i]!));
+          await pairs[i]![1].closeWrite();
+        }
+        for (let i = 0; i < flows; i++) {
+          const ended = await r.events.next("ended");
+          assert.deepEqual(ended.reason, { kind: "done" });
+          assert.equal(ended.up, HELLO.length + size);
+        }
+      } finally {
+        for (const [a, b] of pairs) closeAll(a, b);
+      }
+    }, { splicePipes: 2 });
+    assert.ok(
+      pipeFds() <= base,
+      `the pool's pipes are closed with the data plane: ${pipeFds()} > ${base}`,
+    );
+  },
+);

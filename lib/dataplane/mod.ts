@@ -51,6 +51,12 @@ export interface DataPlaneOptions {
   readonly idPrefix?: string;
   /** The first snapshot (applied before any socket is accepted). */
   readonly snapshot: Snapshot;
+  /**
+   * Native driver: the kernel pipes its splice path of bulk directions may hold at once (0: off,
+   * every byte is copied); default 8 (`SPLICE_PIPES` of native/driver.ts), or 0 when `TLS_PASS_SPLICE=off`
+   * (docs/architecture.md, "The drivers"). The portable driver always copies.
+   */
+  readonly splicePipes?: number;
   /** Receives the events in order, in batches, never inside a call of {@linkcode DataPlane.send}. */
   onEvents(events: readonly DataEvent[]): void;
 }

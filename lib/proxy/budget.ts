@@ -8,7 +8,11 @@
  */
 import { getFdLimit } from "../net/fd_limit.ts";
 
-/** Descriptors a role keeps for itself: listeners, EPS link, store, stdio, the worker's own. */
+/**
+ * Descriptors a role keeps for itself: listeners, EPS link, store, stdio, the worker's own (its
+ * epoll and eventfd, and at most 16 for the native splice path's pipes: SPLICE_PIPES of
+ * lib/dataplane/native/driver.ts). A running public proxy holds about 36 of them.
+ */
 export const RESERVED_FDS = 64;
 /** When the limit cannot be read (not Linux): as if it were this. */
 const UNKNOWN_LIMIT = 32_768;

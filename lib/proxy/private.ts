@@ -470,6 +470,7 @@ export async function startPrivate(
     {
       role: "private",
       snapshot: c.snapshot(),
+      ...(settings.zeroCopy ? {} : { splicePipes: 0 }),
       onEvents: (events) => {
         if (admin) { for (const e of events) admin.metrics.onEvent(e); }
         c.onEvents(events);

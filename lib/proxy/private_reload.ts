@@ -25,6 +25,7 @@ export const PRIVATE_RESTART_ONLY = [
   "announce_to",
   "endpoints",
   "sockets",
+  "zero_copy",
   "max_connections",
   "pool.enabled",
   "admin_listen",

@@ -328,6 +328,7 @@ export async function startPublic(
           keys: { public: "public_listen", private: "private_listen" },
         },
         snapshot: snapshots.make(),
+        ...(settings.zeroCopy ? {} : { splicePipes: 0 }),
         onEvents,
       },
       (problem) =>

@@ -30,6 +30,7 @@ export const PUBLIC_RESTART_ONLY = [
   "redis_url",
   "redis_prefix",
   "sockets",
+  "zero_copy",
   "max_connections",
   "admin_listen",
 ] as const;

@@ -23,6 +23,7 @@ import {
   proxyOperatorKey,
   socketsKey,
   withInstance,
+  zeroCopyKey,
 } from "./public.ts";
 import { cidrList, MAX_CIDRS } from "./limits.ts";
 import type { ProxyProtocolVersion } from "../wire/proxy_protocol.ts";
@@ -282,6 +283,7 @@ export const PRIVATE_SHAPE = {
     "On SIGINT/SIGTERM, and for a drain of one announcement, how long live splices may go on (withdrawing is bounded by the call deadline).",
   ),
   sockets: socketsKey,
+  zeroCopy: zeroCopyKey,
   pool: withDefault(pool, {}, "Pre-warmed dial-backs; keys below.", {
     defaultDoc: "all defaults (on)",
     range: "see below",

@@ -113,8 +113,16 @@ export const SOCKETS: readonly SocketsChoice[] = ["auto", "native", "deno"];
 export const socketsKey = withDefault(
   oneOf(SOCKETS),
   "auto",
-  "Where the data sockets come from. `native`: libc sockets through FFI, and every spliced pair is copied by one worker thread with `epoll` and synchronous `recv`/`send` (Linux x86_64/aarch64; about HAProxy's CPU per request, a few KiB per held connection). `deno`: Deno's own sockets. `auto`: `native` where it can be used, else `deno` with a warning at start-up.",
+  "Where the data sockets come from. `native`: libc sockets through FFI, and every spliced pair is copied by one worker thread with `epoll` and synchronous `recv`/`send`, bulk flows moved by `splice(2)` (`zero_copy`) (Linux x86_64/aarch64; about HAProxy's CPU per request, a few KiB per held connection). `deno`: Deno's own sockets. `auto`: `native` where it can be used, else `deno` with a warning at start-up.",
   { type: "`auto`, `native` or `deno`", range: "–" },
+);
+
+/** The `zero_copy` key both proxies share. */
+export const zeroCopyKey = withDefault(
+  boolean,
+  true,
+  "Native sockets: a bulk direction of a splice (a download, an upload: reads of 32 KiB and more in a row) moves its bytes inside the kernel with `splice(2)` through a small pool of pipes, instead of copying them through the worker; small flows always copy. `false`: every byte is copied (as does `TLS_PASS_SPLICE=off` in the environment). No effect with `sockets: deno`. Restart-only.",
+  { range: "`true` or `false`" },
 );
 
 /** The `operator` key both proxies share. */
@@ -276,6 +284,7 @@ export const PUBLIC_SHAPE = {
     "On SIGINT/SIGTERM, how long live splices may go on after the listeners close.",
   ),
   sockets: socketsKey,
+  zeroCopy: zeroCopyKey,
   maxPooledPerOperator: withDefault(
     integer(0, 100_000),
     64,

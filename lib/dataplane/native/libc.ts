@@ -46,6 +46,14 @@ const SYMBOLS = {
     nonblocking: true,
   },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  /** Moves bytes between a descriptor and a pipe in the kernel (the bulk path of socks.ts). */
+  splice: {
+    parameters: ["i32", "pointer", "i32", "pointer", "usize", "u32"],
+    result: "i32",
+  },
+  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
+  /** Only the `int` form (F_SETPIPE_SZ): the variadic argument goes in a register either way. */
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   errnoLocation: { name: "__errno_location", parameters: [], result: "pointer" },
   /** glibc's: gives the free memory of every malloc arena back to the kernel (null elsewhere). */
   mallocTrim: { name: "malloc_trim", parameters: ["usize"], result: "i32", optional: true },
@@ -85,6 +93,16 @@ export interface LibcSymbols {
   epollWait(ep: number, events: Uint8Array, max: number, timeoutMs: number): number;
   epollWaitAsync(ep: number, events: Uint8Array, max: number, timeoutMs: number): Promise<number>;
   eventfd(initval: number, flags: number): number;
+  splice(
+    fdIn: number,
+    offIn: null,
+    fdOut: number,
+    offOut: null,
+    len: bigint,
+    flags: number,
+  ): number;
+  pipe2(fds: Int32Array, flags: number): number;
+  fcntl(fd: number, cmd: number, arg: number): number;
   errnoLocation(): Deno.PointerValue;
   /** null where libc has no `malloc_trim` (not glibc). */
   mallocTrim: ((pad: bigint) => number) | null;
@@ -120,6 +138,11 @@ export const EPOLLERR = 0x8;
 export const EPOLLHUP = 0x10;
 export const EFD_NONBLOCK = 0o4000;
 export const EFD_CLOEXEC = 0o2000000;
+export const O_NONBLOCK = 0o4000;
+export const O_CLOEXEC = 0o2000000;
+export const F_SETPIPE_SZ = 1031;
+export const SPLICE_F_MOVE = 1;
+export const SPLICE_F_NONBLOCK = 2;
 /** Size of `struct epoll_event`: packed on x86_64, 8-byte aligned elsewhere. */
 export const EPOLL_EVENT_BYTES = Deno.build.arch === "x86_64" ? 12 : 16;
 /**

@@ -270,6 +270,8 @@ export interface WorkerInit {
   readonly listen?: { readonly public: ListenAt; readonly private: ListenAt };
   /** The main thread's `performance.timeOrigin`: the core's times are on the main clock. */
   readonly timeOrigin: number;
+  /** The splice path of bulk directions (worker.ts): pipes at most, and each one's capacity. */
+  readonly splice?: { readonly pipes: number; readonly pipeBytes: number };
 }
 
 /** A message of the ring: a command, or the driver's own `exit` (after `kill`, from close()). */

@@ -12,6 +12,12 @@
  * (the iovec and msghdr are prepared once, so a chunk costs no allocation and no BigInt); only
  * what a slow peer has not taken is kept, in that peer's queue, and the source is not read until
  * the queue is empty (backpressure).
+ *
+ * A bulk direction (worker.ts) moves its bytes with `splice(2)` through a kernel pipe of the
+ * {@linkcode PipePool} instead; the pipe stays with the destination socket (`Sock.pipe`) only
+ * while bytes sit in it, and counts as queued: the source is not read, the destination is watched
+ * for `EPOLLOUT`, a half-close and a graceful close wait for it. A socket never has both a queue
+ * and a pipe (its source is read only when it has neither).
  * @module
  */
 import { LISTEN_BACKLOG, type Port, type SockId } from "../core/io.ts";
@@ -39,13 +45,20 @@ import {
   SOCK_NONBLOCK,
   SOCK_STREAM,
   SOL_SOCKET,
+  SPLICE_F_MOVE,
+  SPLICE_F_NONBLOCK,
   TCP_DEFER_ACCEPT,
   TCP_NODELAY,
 } from "./libc.ts";
+import { type KernelPipe, PipePool } from "./pipes.ts";
 
 /** Bytes one `recv` may take; one buffer shared by every socket of the worker. */
 export const CHUNK = 256 * 1024;
 const CHUNK_LEN = BigInt(CHUNK);
+/** The flags of every splice: pages moved where the kernel can, never blocking on the pipe. */
+export const SPLICE_FLAGS = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+/** Bytes one splice out of a pipe may take: anything the pipe holds (a pipe is at most 1 MiB). */
+const PIPE_OUT_LEN = 1n << 30n;
 
 /** A data socket of the worker. */
 export class Sock {
@@ -69,6 +82,10 @@ export class Sock {
   readonly queue: Uint8Array[] = [];
   /** Half-close once the queue is flushed. */
   shutAfter = false;
+  /** Bytes from the peer waiting in a kernel pipe (the splice path); never with a queue. */
+  pipe: KernelPipe | null = null;
+  /** Consecutive bulk reads of this socket (the splice path starts at a few). */
+  bulk = 0;
 
   constructor(readonly fd: number, readonly id: SockId, readonly gen: number) {}
 }
@@ -111,9 +128,12 @@ export class Socks {
   readonly #msg = new Uint8Array(56); // struct msghdr: name, namelen, iov, iovlen, control, …
   /** Generations of registrations (never 0). */
   #gen = 0;
+  /** The pipes of the splice path (max 0: off). */
+  readonly pipes: PipePool;
 
-  constructor(readonly libc: Libc, readonly ep: number) {
+  constructor(readonly libc: Libc, readonly ep: number, pipes = 0, pipeSize = 65536) {
     this.s = libc.sym;
+    this.pipes = new PipePool(libc, pipes, pipeSize);
     const iov = new Uint8Array(16); // struct iovec over `chunk`; its length is set per send
     this.#iovView = new DataView(iov.buffer);
     this.#iovView.setBigUint64(
@@ -184,9 +204,9 @@ export class Socks {
     let want: number;
     if (x.connecting) want = EPOLLOUT;
     else {
-      want = x.queue.length > 0 ? EPOLLOUT : 0;
+      want = pending(x) ? EPOLLOUT : 0;
       const p = x.peer;
-      if (!x.eof && !x.released && (p !== null ? p.queue.length === 0 : x.reading)) {
+      if (!x.eof && !x.released && (p !== null ? !pending(p) : x.reading)) {
         want |= EPOLLIN;
       }
     }
@@ -229,8 +249,32 @@ export class Socks {
     x.queue.push(this.chunk.slice(m, n));
   }
 
+  /**
+   * Splices what the pipe of `x` holds into it; gives the pipe back once empty. The errno of a
+   * failure (`x` is broken then), or 0 (EAGAIN included: the rest stays in the pipe).
+   */
+  drainPipe(x: Sock): number {
+    const p = x.pipe!;
+    while (p.bytes > 0) {
+      const m = this.s.splice(p.r, null, x.fd, null, PIPE_OUT_LEN, SPLICE_FLAGS);
+      if (m < 0) {
+        const e = this.libc.errno();
+        if (e === EAGAIN || e === EINTR) return 0;
+        return this.broke(x, e);
+      }
+      p.bytes -= m;
+    }
+    x.pipe = null;
+    this.pipes.give(p);
+    return 0;
+  }
+
   /** Sends what `x` has queued, then its half-close and close; the errno of a failure, or 0. */
   flush(x: Sock): number {
+    if (x.pipe !== null) {
+      const e = this.drainPipe(x);
+      if (e !== 0 || x.pipe !== null) return e;
+    }
     const q = x.queue;
     while (q.length > 0) {
       const b = q[0]!;
@@ -258,6 +302,7 @@ export class Socks {
   broke(x: Sock, errno = 0): number {
     x.broken = true;
     x.queue.length = 0;
+    this.#dropPipe(x);
     x.shutAfter = false;
     return errno;
   }
@@ -265,7 +310,7 @@ export class Socks {
   /** A half-close after what is queued. */
   shutdown(x: Sock): void {
     if (x.closed || x.broken) return;
-    if (x.queue.length > 0 || x.connecting) x.shutAfter = true;
+    if (pending(x) || x.connecting) x.shutAfter = true;
     else this.s.shutdown(x.fd, SHUT_WR);
   }
 
@@ -274,8 +319,15 @@ export class Socks {
     if (x.closed) return;
     this.#unpipe(x);
     x.reading = false;
-    if (abort || x.queue.length === 0 || x.connecting || x.broken) return this.release(x);
+    if (abort || !pending(x) || x.connecting || x.broken) return this.release(x);
     x.released = true;
+  }
+
+  /** Drops the bytes in the pipe of `x`, if any (it failed or closes without them). */
+  #dropPipe(x: Sock): void {
+    if (x.pipe === null) return;
+    this.pipes.drop(x.pipe);
+    x.pipe = null;
   }
 
   #unpipe(x: Sock): void {
@@ -289,6 +341,7 @@ export class Socks {
     if (x.closed) return;
     x.closed = true;
     this.#unpipe(x);
+    this.#dropPipe(x);
     if (this.byFd[x.fd] === x) this.byFd[x.fd] = undefined;
     if (this.byId.get(x.id) === x) this.byId.delete(x.id);
     this.s.close(x.fd);
@@ -310,7 +363,13 @@ export class Socks {
       else if (x.kind === "listener") this.closeListener(x);
       else this.byFd[x.fd] = undefined; // the eventfd is the main thread's
     }
+    this.pipes.trim();
   }
+}
+
+/** Bytes wait to be written to `x`: in its queue or in its pipe. */
+export function pending(x: Sock): boolean {
+  return x.queue.length > 0 || x.pipe !== null;
 }
 
 /**

@@ -52,7 +52,15 @@ import {
   type WorkerMessage,
 } from "./ring.ts";
 import { keepAliveBoundMs, keepAliveTimings } from "../keepalive.ts";
-import { CHUNK, type Listener, openListener, type Sock, Socks } from "./socks.ts";
+import {
+  CHUNK,
+  type Listener,
+  openListener,
+  pending,
+  type Sock,
+  Socks,
+  SPLICE_FLAGS,
+} from "./socks.ts";
 
 /** The worker's global scope (the project's lib types are the main thread's). */
 const scope = self as unknown as {
@@ -63,6 +71,14 @@ const scope = self as unknown as {
 const MAX_EVENTS = 512;
 /** Chunks copied per readiness event of a piped socket before other sockets get their turn. */
 const READS_PER_EVENT = 4;
+/**
+ * A read of at least this many bytes is a bulk read; after {@linkcode BULK_READS} of them in a row
+ * a direction moves by splice(2), and one smaller read takes it back to copying.
+ */
+const BULK_READ = 32 * 1024;
+const BULK_READS = 2;
+/** Pipe fills spliced per readiness event of a bulk direction before other sockets get a turn. */
+const SPLICES_PER_EVENT = 8;
 /** Connections taken from a listener per readiness event before other sockets get their turn. */
 const ACCEPTS_PER_EVENT = 64;
 /** How long a listener is not watched after a failed accept (EMFILE and the like). */
@@ -112,12 +128,16 @@ class Loop {
   #lastActive = 0;
   /** The heap's size after the last rest's collection. */
   #restedHeap = 0;
+  /** Bytes one splice into a pipe asks for: its capacity. */
+  readonly #spliceLen: bigint;
 
   constructor(init: WorkerInit) {
     this.libc = Libc.get();
     this.ep = this.libc.sym.epollCreate1(SOCK_CLOEXEC); // EPOLL_CLOEXEC is O_CLOEXEC
     if (this.ep < 0) throw new Error(`Cannot create an epoll: ${errnoMessage(this.libc.errno())}`);
-    this.socks = new Socks(this.libc, this.ep);
+    const sp = init.splice;
+    this.socks = new Socks(this.libc, this.ep, sp?.pipes ?? 0, sp?.pipeBytes ?? 65536);
+    this.#spliceLen = BigInt(sp?.pipeBytes ?? 65536);
     const e = this.socks.addWake(init.wakeFd);
     if (e !== 0) throw new Error(`Cannot watch the wake-up eventfd: ${errnoMessage(e)}`);
     this.reader = new RingReader(init.sab, init.mailbox);
@@ -218,6 +238,7 @@ class Loop {
       this.#restedHeap = Deno.memoryUsage().heapTotal;
     }
     this.libc.sym.mallocTrim?.(0n);
+    this.socks.pipes.trim();
   }
 
   /** Blocks until a socket event, a command, or the next deadline; the number of events. */
@@ -299,7 +320,7 @@ class Loop {
 
   #onSock(x: Sock, events: number): void {
     if (x.connecting) return this.#connectDone(x);
-    if (x.queue.length > 0 && (events & ~EPOLLIN) !== 0) {
+    if (pending(x) && (events & ~EPOLLIN) !== 0) {
       const e = this.socks.flush(x);
       if (e !== 0) return this.#writeFailed(x, e);
       if (x.closed) return;
@@ -320,14 +341,25 @@ class Loop {
     this.#settle();
   }
 
-  /** Copies what `x` has to its peer, chunk by chunk, until the peer cannot take more. */
+  /**
+   * Copies what `x` has to its peer, chunk by chunk, until the peer cannot take more; a bulk
+   * direction splices instead, while a pipe is free.
+   */
   #pump(x: Sock): void {
     const y = x.peer!;
     const socks = this.socks;
+    if (x.bulk >= BULK_READS) {
+      const p = socks.pipes.take();
+      if (p !== null) {
+        y.pipe = p;
+        return this.#splice(x, y);
+      }
+    }
     const engine = this.engine;
     for (let i = 0; i < READS_PER_EVENT; i++) {
       const n = socks.recv(x.fd);
       if (n > 0) {
+        x.bulk = n >= BULK_READ ? x.bulk + 1 : 0;
         let m = socks.sendChunk(y.fd, n);
         if (m < 0) {
           const e = this.libc.errno();
@@ -354,6 +386,47 @@ class Loop {
         engine.failed(x.id, { op: "read", code: errnoName(e) }, this.#now);
         break;
       }
+    }
+    this.#watch(y);
+  }
+
+  /**
+   * Moves what `x` has to `y` through the pipe `y` holds (empty), `socket → pipe → socket`, until
+   * `y` cannot take more (the rest stays in the pipe, and `x` is not read until `y` took it), `x`
+   * has nothing, or a smaller read says the flow went quiet. Bytes are counted as they leave the
+   * pipe's source, as the copy path counts them, once the write side took them or kept them.
+   */
+  #splice(x: Sock, y: Sock): void {
+    const socks = this.socks;
+    const engine = this.engine;
+    const s = this.libc.sym;
+    for (let i = 0;;) {
+      const p = y.pipe!;
+      const n = s.splice(x.fd, null, p.w, null, this.#spliceLen, SPLICE_FLAGS);
+      if (n > 0) {
+        p.bytes = n;
+        if (n < BULK_READ) x.bulk = 0; // quiet: copy from the next event on
+        const e = socks.drainPipe(y); // gives the pipe back once empty
+        if (e !== 0) return this.#writeFailed(y, e); // the pipe and its bytes went with y
+        engine.moved(x.id, n, this.#now);
+        if (y.pipe !== null || x.bulk === 0 || ++i >= SPLICES_PER_EVENT) break;
+        y.pipe = socks.pipes.take(); // the one just given back
+        if (y.pipe === null) break;
+        continue;
+      }
+      y.pipe = null;
+      socks.pipes.give(p);
+      if (n === 0) {
+        x.eof = true;
+        engine.eof(x.id, this.#now);
+      } else {
+        const e = this.libc.errno();
+        if (e !== EAGAIN && e !== EINTR) {
+          x.eof = true;
+          engine.failed(x.id, { op: "read", code: errnoName(e) }, this.#now);
+        }
+      }
+      break;
     }
     this.#watch(y);
   }
@@ -572,7 +645,7 @@ class Loop {
 function canRead(x: Sock): boolean {
   if (x.eof || x.released || x.closed) return false;
   const p = x.peer;
-  return p !== null ? p.queue.length === 0 : x.reading;
+  return p !== null ? !pending(p) : x.reading;
 }
 
 function main(init: WorkerInit): void {
