@@ -338,6 +338,8 @@ export class ReplicaPools {
       log: this.o.log,
       room: this.o.room,
       open: (count) => this.#open(r, count),
+      fromTicket: (now) =>
+        r.ticket !== undefined && r.ticket.usable(now) && !r.ticket.renewDue(now),
       dial: (tokens, idleTimeoutMs) => this.#dial(r, tokens, idleTimeoutMs),
     });
     if (this.#paused) r.pool.pause();

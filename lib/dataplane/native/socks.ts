@@ -86,6 +86,10 @@ export class Sock {
   pipe: KernelPipe | null = null;
   /** Consecutive bulk reads of this socket (the splice path starts at a few). */
   bulk = 0;
+  /** The TCP keepalive `tcp_keepalive_ms` set on it (0: none), set or inherited. */
+  keepAliveMs = 0;
+  /** The listener it was accepted on (it inherits its socket options), or null (dialled). */
+  listener: Listener | null = null;
 
   constructor(readonly fd: number, readonly id: SockId, readonly gen: number) {}
 }
@@ -101,6 +105,13 @@ export class Listener {
    * destination): the bound one, or null when bound to a wildcard (then asked per accept).
    */
   local: { hostname: string; port: number } | null = null;
+  /**
+   * The TCP keepalive set on the listener (0: none), which accepted sockets inherit with their
+   * other options (Linux copies SO_KEEPALIVE, TCP_KEEPIDLE/INTVL/CNT and TCP_USER_TIMEOUT at
+   * accept): set at the first splice of one of its sockets, so that later ones need no
+   * setsockopt.
+   */
+  keepAliveMs = 0;
   constructor(readonly fd: number, readonly port: Port, readonly gen: number) {}
 }
 
