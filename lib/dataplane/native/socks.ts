@@ -20,12 +20,14 @@
  * and a pipe (its source is read only when it has neither).
  * @module
  */
+import type { ListenAt } from "./ring.ts";
 import { LISTEN_BACKLOG, type Port, type SockId } from "../core/io.ts";
 import {
   AF_INET,
   AF_INET6,
   EAGAIN,
   EINTR,
+  encodeSockaddr,
   EPOLL_CTL_ADD,
   EPOLL_CTL_DEL,
   EPOLL_CTL_MOD,
@@ -423,4 +425,30 @@ export function openListener(
   const local = new Uint8Array(28);
   s.getsockname(fd, local, new Uint32Array([local.length]));
   return { fd, local };
+}
+
+/** Whether `x` is to be read now: by the core, or piped with a peer that took everything. */
+export function canRead(x: Sock): boolean {
+  if (x.eof || x.released || x.closed) return false;
+  const p = x.peer;
+  return p !== null ? !pending(p) : x.reading;
+}
+
+/**
+ * Opens the listener `at` names (`reusePort` on the public port only: docs/settings.md), with
+ * errors naming its settings key; the descriptor and the bound local sockaddr.
+ */
+export function bindListener(
+  libc: Libc,
+  at: ListenAt,
+  isPublic: boolean,
+): { fd: number; local: Uint8Array } {
+  let sa: Uint8Array | null;
+  try {
+    sa = encodeSockaddr(at.ip, at.port);
+  } catch (err) {
+    throw new Error(`Cannot listen on ${at.what}: ${(err as Error).message}`);
+  }
+  if (sa === null) throw new Error(`Cannot listen on ${at.what}: not an IP address`);
+  return openListener(libc, sa, at.what, isPublic, at.reusePort === true);
 }
