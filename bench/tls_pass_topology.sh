@@ -19,7 +19,7 @@ source "${BENCH_DIR:-$repo/../shared/bench}/lib.sh"
 name=tls_pass_topology
 state="$(topo_state "$name")"
 if [[ -n "${TLS_PASS_BIN:-}" ]]; then tls_pass=("$TLS_PASS_BIN") # a compiled binary
-else tls_pass=("$BENCH_DENO" run --v8-flags=--max-semi-space-size=2 -A "$repo/cli.ts") # as deno task compile ships it (tools/v8_flags.ts)
+else tls_pass=("$BENCH_DENO" run --v8-flags=--max-semi-space-size=2,--expose-gc -A "$repo/cli.ts") # as deno task compile ships it (tools/v8_flags.ts)
 fi
 first=${BENCH_SPARE_PORTS%-*}
 private_port=$first
