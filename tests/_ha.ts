@@ -78,21 +78,9 @@ export class PrivateInstance implements AsyncDisposable {
     this.#cli = await spawnCli(["run", "private", "--settings", this.dir]);
   }
 
-  get pid(): number {
-    return this.#cli!.child.pid;
-  }
-
-  get running(): boolean {
-    return this.#cli !== undefined;
-  }
-
   /** The admin endpoint (`admin_listen` port 0: from the ready line). */
   get admin(): string {
     return this.#cli!.ready.addrs.admin!;
-  }
-
-  stderr(): string {
-    return this.#cli?.stderr() ?? "";
   }
 
   /** The connections it carried for the test name (`tls_pass_name_connections_total`). */
@@ -241,24 +229,4 @@ export class Ha implements AsyncDisposable {
     await this.cluster[Symbol.asyncDispose]();
     await this.redis[Symbol.asyncDispose]();
   }
-}
-
-/**
- * `workers` loops of requests over the replicas in turn until `signal`; every request's start
- * time (performance.now()) and status.
- */
-export async function load(
-  ha: Ha,
-  workers: number,
-  signal: AbortSignal,
-): Promise<{ at: number; status: number }[]> {
-  const out: { at: number; status: number }[] = [];
-  await Promise.all(Array.from({ length: workers }, async (_, w) => {
-    for (let n = 0; !signal.aborted; n++) {
-      const at = performance.now();
-      const status = await ha.request((w + n) % ha.replicas.length);
-      out.push({ at, status });
-    }
-  }));
-  return out;
 }
