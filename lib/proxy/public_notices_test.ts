@@ -28,6 +28,19 @@ function heldCalls(): { eps: EpsClient; calls: Call[] } {
   return { eps, calls };
 }
 
+/** A Notifier (3 dispatches at most) over held calls, recording what it tells the data plane. */
+function setUp() {
+  const { eps, calls } = heldCalls();
+  const stop = new AbortController();
+  const log = logger("proxy", "public");
+  const counters = new Counters(log);
+  const notifier = new Notifier(eps, 1000, stop.signal, counters, log);
+  notifier.maxDispatches = 3;
+  const sent: Command[] = [];
+  notifier.start("127.0.0.1:9", { send: (c: Command) => sent.push(c) } as unknown as DataPlane);
+  return { calls, stop, counters, notifier, sent };
+}
+
 function request(conn: number, o: Partial<NoticeRequest> = {}): NoticeRequest {
   return {
     conn,
@@ -43,14 +56,7 @@ function request(conn: number, o: Partial<NoticeRequest> = {}): NoticeRequest {
 }
 
 Deno.test("Notifier: a timer re-dispatch with no other instance keeps a queued notice queued", async () => {
-  const { eps, calls } = heldCalls();
-  const stop = new AbortController();
-  const log = logger("proxy", "public");
-  const counters = new Counters(log);
-  const notifier = new Notifier(eps, 1000, stop.signal, counters, log);
-  notifier.maxDispatches = 3;
-  const sent: Command[] = [];
-  notifier.start("127.0.0.1:9", { send: (c: Command) => sent.push(c) } as unknown as DataPlane);
+  const { calls, stop, counters, notifier, sent } = setUp();
   try {
     for (let conn = 1; conn <= MAX_IN_FLIGHT; conn++) notifier.send(request(conn));
     assert.equal(calls.length, MAX_IN_FLIGHT);
@@ -76,14 +82,7 @@ Deno.test("Notifier: a timer re-dispatch with no other instance keeps a queued n
 });
 
 Deno.test("Notifier: a failed notice names its own attempt when a newer one went, and fails the unsent ones with it", async () => {
-  const { eps, calls } = heldCalls();
-  const stop = new AbortController();
-  const log = logger("proxy", "public");
-  const counters = new Counters(log);
-  const notifier = new Notifier(eps, 1000, stop.signal, counters, log);
-  notifier.maxDispatches = 3;
-  const sent: Command[] = [];
-  notifier.start("127.0.0.1:9", { send: (c: Command) => sent.push(c) } as unknown as DataPlane);
+  const { calls, stop, counters, notifier, sent } = setUp();
   const tick = () => new Promise((r) => setTimeout(r, 0));
   try {
     // client 1 of two instances: notice 1, then the timer's notice 2 to the other instance;
