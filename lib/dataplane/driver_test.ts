@@ -14,7 +14,8 @@ import type { DataEvent } from "./events.ts";
 import type { DataPlane, DataPlaneOptions } from "./mod.ts";
 import { type Command, emptySnapshot, type PlaneRole, type Snapshot } from "./snapshot.ts";
 import { startPortable } from "./portable/driver.ts";
-import { nativeProblem, startNative } from "./native/driver.ts";
+import { nativeProblem, SPLICE_PIPE_BYTES, startNative } from "./native/driver.ts";
+import { Libc } from "./native/libc.ts";
 
 const HELLO = Deno.readFileSync(new URL("../wire/testdata/curl_tls13.bin", import.meta.url));
 const SNI = parseClientHello(HELLO).serverName!;
@@ -663,17 +664,40 @@ conformance("64 MiB each way through a pipe arrive intact, with a slow reader", 
 
 const nativeIgnore = nativeProblem() !== undefined;
 
-/** Pipe descriptors this process holds now (the native worker's pipes are among them). */
+/** F_GETPIPE_SZ of fcntl(2). */
+const F_GETPIPE_SZ = 1032;
+
+/**
+ * The splice pool's pipe descriptors open in this process now: pipes whose capacity is the pool's
+ * (SPLICE_PIPE_BYTES, 1 MiB; every other pipe keeps the kernel's 64 KiB). Counting every pipe
+ * would not do: `deno test --parallel` runs other test modules in this same process, and their
+ * child processes' stdio pipes come and go meanwhile (the modules of tests/ that start a data
+ * plane in-process move no bulk, so none of theirs is spliced).
+ */
 function pipeFds(): number {
+  const libc = Libc.get();
   let n = 0;
   for (const e of Deno.readDirSync("/proc/self/fd")) {
     try {
-      if (Deno.readLinkSync(`/proc/self/fd/${e.name}`).startsWith("pipe:")) n++;
+      if (!Deno.readLinkSync(`/proc/self/fd/${e.name}`).startsWith("pipe:")) continue;
     } catch {
-      // closed meanwhile (the readDir's own descriptor)
+      continue; // closed meanwhile (the readDir's own descriptor)
     }
+    if (libc.sym.fcntl(Number(e.name), F_GETPIPE_SZ, 0) === SPLICE_PIPE_BYTES) n++;
   }
   return n;
+}
+
+/**
+ * Waits until the pool's pipes number `want` descriptors (the worker splices on its own thread:
+ * nothing here can be awaited but the descriptors themselves), at most 10 s.
+ */
+async function untilPipeFds(want: number, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (let n = pipeFds(); n !== want; n = pipeFds()) {
+    if (Date.now() > deadline) throw new Error(`${what}: ${n} pipe descriptors, not ${want}`);
+    await new Promise((res) => setTimeout(res, 10));
+  }
 }
 
 async function sha256(b: Uint8Array<ArrayBuffer>): Promise<string> {
@@ -703,11 +727,9 @@ nativeSplice(
     const d = DRIVERS[1]!;
     const up = pattern(BULK, 0x2468ace0);
     const down = pattern(BULK, 0x13579bdf);
-    let base = 0;
     let during = 0;
     await withPlane(d, "public", publicSnapshot(), async (r) => {
       const [client, dialBack] = await routedByNotice(r);
-      base = pipeFds(); // the worker's own (Deno's) pipes, and none of the pool's yet
       try {
         const [, , gotUp, gotDown] = await within(
           Promise.all([
@@ -719,7 +741,7 @@ nativeSplice(
           "64 MiB each way",
           60_000,
         );
-        during = pipeFds() - base; // the free pipes stay in the pool until the worker rests
+        during = pipeFds(); // the free pipes stay in the pool until the worker rests
         assert.equal(await sha256(gotUp), await sha256(up));
         assert.equal(await sha256(gotDown), await sha256(down));
         const ended = await r.events.next("ended");
@@ -731,29 +753,21 @@ nativeSplice(
       }
     });
     assert.ok(during >= 2 && during <= 2 * 8, `pipe descriptors during the transfer: ${during}`);
-    // the worker closes them as it ends, which may come a moment after the plane's close resolved
-    const deadline = Date.now() + 5000;
-    while (pipeFds() > base && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    assert.ok(
-      pipeFds() <= base,
-      `the pool's pipes are closed with the data plane: ${pipeFds()} > ${base}`,
-    );
+    assert.equal(pipeFds(), 0, "the pool's pipes are closed with the data plane");
   },
 );
 
 nativeSplice("off (splicePipes 0): the same bytes, and no pipe at all", async () => {
   const d = DRIVERS[1]!;
   const up = pattern(16 << 20, 7);
-  let base = 0;
   await withPlane(d, "public", publicSnapshot(), async (r) => {
     const [client, dialBack] = await routedByNotice(r);
-    base = pipeFds(); // the worker's own (Deno's) pipes, and none of the pool's yet
     try {
       const [, got] = await within(
         Promise.all([send(client, up), readAll(dialBack, up.length)]),
         "16 MiB",
       );
-      assert.equal(pipeFds(), base, "no pipe when the splice path is off");
+      assert.equal(pipeFds(), 0, "no pipe when the splice path is off");
       assert.equal(await sha256(got), await sha256(up));
       await dialBack.closeWrite();
       const ended = await r.events.next("ended");
@@ -768,15 +782,12 @@ nativeSplice("off (splicePipes 0): the same bytes, and no pipe at all", async ()
 nativeSplice("a half-close while bytes sit in the pipe comes after them", async () => {
   const d = DRIVERS[1]!;
   const up = pattern(32 << 20, 99);
-  let base = 0;
   await withPlane(d, "public", publicSnapshot(), async (r) => {
     const [client, dialBack] = await routedByNotice(r);
-    base = pipeFds(); // the worker's own (Deno's) pipes, and none of the pool's yet
     try {
       const sent = send(client, up); // ends with the client's half-close
       // nobody reads the dial-back: the socket buffers fill, then a pipe holds the rest
-      await new Promise((res) => setTimeout(res, 300));
-      assert.ok(pipeFds() > base, "a pipe holds bytes for the stalled dial-back");
+      await untilPipeFds(2, "a pipe holds bytes for the stalled dial-back");
       const got = await within(readAll(dialBack, up.length), "read after the stall", 30_000);
       await sent;
       assert.equal(got.length, up.length);
@@ -793,19 +804,14 @@ nativeSplice("a half-close while bytes sit in the pipe comes after them", async 
       closeAll(client, dialBack);
     }
   });
-  assert.ok(
-    pipeFds() <= base,
-    `the pool's pipes are closed with the data plane: ${pipeFds()} > ${base}`,
-  );
+  assert.equal(pipeFds(), 0, "the pool's pipes are closed with the data plane");
 });
 
 nativeSplice("a peer reset mid-splice ends the splice with the write's error", async () => {
   const d = DRIVERS[1]!;
   const up = pattern(64 << 20, 5);
-  let base = 0;
   await withPlane(d, "public", publicSnapshot(), async (r) => {
     const [client, dialBack] = await routedByNotice(r);
-    base = pipeFds(); // the worker's own (Deno's) pipes, and none of the pool's yet
     try {
       const sent = send(client, up).catch(() => {}); // the client sees the splice end
       await readExact(dialBack, 8 << 20);
@@ -817,12 +823,9 @@ nativeSplice("a peer reset mid-splice ends the splice with the write's error", a
     } finally {
       closeAll(client, dialBack);
     }
-    assert.ok(pipeFds() - base <= 2 * 8);
+    assert.ok(pipeFds() <= 2 * 8);
   });
-  assert.ok(
-    pipeFds() <= base,
-    `the pool's pipes are closed with the data plane: ${pipeFds()} > ${base}`,
-  );
+  assert.equal(pipeFds(), 0, "the pool's pipes are closed with the data plane");
 });
 
 nativeSplice(
@@ -831,18 +834,17 @@ nativeSplice(
     const d = DRIVERS[1]!;
     const flows = 4;
     const size = 24 << 20;
-    let base = 0;
     await withPlane(d, "public", publicSnapshot(), async (r) => {
       const pairs: [Deno.TcpConn, Deno.TcpConn][] = [];
       try {
         for (let i = 0; i < flows; i++) pairs.push(await routedByNotice(r));
-        base = pipeFds();
         const data = pairs.map((_, i) => pattern(size, 1000 + i));
         const failed: unknown[] = [];
         const sent = pairs.map(([c], i) => send(c, data[i]!).catch((e) => void failed.push(e)));
-        await new Promise((res) => setTimeout(res, 300)); // every dial-back stalled: pipes held
-        const held = pipeFds() - base;
-        assert.ok(held > 0 && held <= 2 * 2, `pipe descriptors with 4 stalled flows: ${held}`);
+        // every dial-back stalled: the two pipes are held, and no third is made
+        await untilPipeFds(2 * 2, "4 stalled flows with a pool of 2");
+        const held = pipeFds();
+        assert.ok(held <= 2 * 2, `pipe descriptors with 4 stalled flows: ${held}`);
         const got = await within(
           Promise.all(pairs.map(([, b]) => readAll(b, size))),
           "4 flows",
@@ -863,9 +865,6 @@ nativeSplice(
         for (const [a, b] of pairs) closeAll(a, b);
       }
     }, { splicePipes: 2 });
-    assert.ok(
-      pipeFds() <= base,
-      `the pool's pipes are closed with the data plane: ${pipeFds()} > ${base}`,
-    );
+    assert.equal(pipeFds(), 0, "the pool's pipes are closed with the data plane");
   },
 );
