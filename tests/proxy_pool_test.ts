@@ -350,10 +350,12 @@ Deno.test("private proxy counts and logs a pooled client whose internal server i
   });
   await until(() => c.pub.pool.idle(OP) >= 1, "an idle pooled connection");
   await assert.rejects(c.request("/"));
-  await until(() => c.priv!.stats.failedConnections === 1, "the failed connect counted");
+  // the pooled dial-back closed unanswered: the client went on to its next dispatch (another
+  // pooled one or a notice; docs/architecture.md, "Pooled dial-backs that close unanswered"),
+  // whose connect failed too
+  await until(() => c.priv!.stats.failedConnections >= 2, "both failed connects counted");
   assert.equal(c.priv!.stats.spliced, 0);
-  await until(() => c.pub.stats.poolHits === 1, "the pooled client counted");
-  assert.equal(c.pub.stats.notices, 0);
+  assert.equal(c.pub.stats.poolHits, 0); // never spliced to a pooled dial-back
 });
 
 Deno.test("openPool answers this replica's instance and endpoint, and the replicas to pool at", async () => {

@@ -282,11 +282,12 @@ export class ProxyMetrics {
       counterOf(
         registry,
         "tls_pass_redispatches_total",
-        "Waiting clients sent to another private instance with their ClientHello replayed, by reason (timer: no dial-back within redispatch_after_ms; failed: the notice failed)",
+        "Waiting clients sent to another private instance with their ClientHello replayed, by reason (timer: no dial-back within redispatch_after_ms; failed: the notice failed; pooled: a pooled dial-back taken for the client closed before answering)",
         ["reason"],
         () => [
           [{ reason: "timer" }, this.redispatches.get("timer") ?? 0],
           [{ reason: "failed" }, this.redispatches.get("failed") ?? 0],
+          [{ reason: "pooled" }, this.redispatches.get("pooled") ?? 0],
         ],
         true,
       );
@@ -304,7 +305,11 @@ export class ProxyMetrics {
     switch (e.type) {
       case "needDialBack":
         // a re-dispatch is the same client: counted once, at its first notice
-        if (e.attempt > 1) return bump(this.redispatches, e.why ?? "timer");
+        // (a pooled dial-back that closed unanswered counts at its poolDropped)
+        if (e.attempt > 1) {
+          if (e.why !== "pooled") bump(this.redispatches, e.why ?? "timer");
+          return;
+        }
         this.accepted++;
         bump(this.poolMisses, e.operator);
         return;
@@ -322,10 +327,17 @@ export class ProxyMetrics {
       case "refused":
         // public: a client refused before its routing (a refusal after needDialBack was counted
         // there; the private port's refusals are dial-backs, not clients)
-        if (this.role === "private" || CLIENT_REFUSALS.has(e.why)) this.accepted++;
+        if (
+          this.role === "private" || CLIENT_REFUSALS.has(e.why) ||
+          (e.why === "dial-back-closed" && e.attempt === undefined)
+        ) this.accepted++;
         if (this.role === "public" && DIAL_BACK_REFUSALS.has(e.why)) {
           bump(this.dialBacksRefused, e.why);
         } else bump(this.refused, e.why);
+        return;
+      case "poolDropped":
+        // public: a pooled dial-back taken for a client closed unanswered, the client tried again
+        if (e.retry === true) bump(this.redispatches, "pooled");
         return;
       case "connectFailed":
         // private: a notice taken or a pooled client whose connect then failed

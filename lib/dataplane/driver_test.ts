@@ -268,6 +268,9 @@ conformance("a pool grant: the pooled dial-back gets the pool header and the hel
       const start = await readExact(pooled, 3);
       const header = concat(start, await readExact(pooled, (start[1]! << 8) + start[2]!));
       assert.deepEqual(await readExact(pooled, HELLO.length), HELLO);
+      // its first answer starts the pipe (docs/architecture.md, "Pooled dial-backs that close
+      // unanswered")
+      await writeAll(pooled, enc.encode("hi"));
       const piped = await r.events.next("piped");
       assert.equal(piped.via, "pool");
       assert.match(piped.connId, /^dr-[0-9a-z]+$/); // the prefix reached the engine
@@ -277,7 +280,6 @@ conformance("a pool grant: the pooled dial-back gets the pool header and the hel
         destination: { hostname: client.remoteAddr.hostname, port: client.remoteAddr.port },
       };
       assert.deepEqual(header, encodePoolHeader(SNI, piped.connId, addrs));
-      await writeAll(pooled, enc.encode("hi"));
       assert.deepEqual(await readExact(client, 2), enc.encode("hi"));
       await pooled.closeWrite();
       await client.closeWrite();
@@ -322,11 +324,12 @@ conformance("re-dispatch and instances cross the driver both ways", async (d) =>
       await writeAll(pooled, decodeToken(token)!);
       assert.equal((await r.events.next("poolIdle")).instance, "b");
       r.send({ type: "noticeFailed", conn: first.conn, retry: true, attempt: 1 });
-      const piped = await r.events.next("piped");
-      assert.deepEqual([piped.conn, piped.via, piped.instance], [first.conn, "pool", "b"]);
       const start = await readExact(pooled, 3);
       await readExact(pooled, (start[1]! << 8) + start[2]!);
       assert.deepEqual(await readExact(pooled, HELLO.length), HELLO);
+      await writeAll(pooled, enc.encode("x")); // its first answer: the pipe
+      const piped = await r.events.next("piped");
+      assert.deepEqual([piped.conn, piped.via, piped.instance], [first.conn, "pool", "b"]);
       closeAll(pooled, client);
       const ended = await r.events.next("ended");
       assert.equal(ended.instance, "b");
@@ -335,6 +338,55 @@ conformance("re-dispatch and instances cross the driver both ways", async (d) =>
     }
   });
 });
+
+conformance(
+  "a pooled dial-back that closes before answering: the client's next dial-back gets its hello",
+  async (d) => {
+    // docs/architecture.md, "Pooled dial-backs that close unanswered": the private side closed it as
+    // a client took it; the client never knows
+    const snapshot: Snapshot = {
+      ...publicSnapshot(),
+      limits: { ...publicSnapshot().limits, maxDispatches: 3 },
+    };
+    await withPlane(d, "public", snapshot, async (r) => {
+      const token = randomToken();
+      r.send({
+        type: "grantPool",
+        operator: "op1",
+        domains: [SNI],
+        tokens: [token],
+        idleTimeoutMs: 10_000,
+      });
+      const pooled = await connect(r.plane.addrs.private);
+      let client: Deno.TcpConn | undefined;
+      let dialBack: Deno.TcpConn | undefined;
+      try {
+        await writeAll(pooled, decodeToken(token)!);
+        await r.events.next("poolIdle");
+        client = await connect(r.plane.addrs.public);
+        await writeAll(client, HELLO);
+        const start = await readExact(pooled, 3);
+        await readExact(pooled, (start[1]! << 8) + start[2]!);
+        assert.deepEqual(await readExact(pooled, HELLO.length), HELLO);
+        pooled.close(); // unanswered
+        const dropped = await r.events.next("poolDropped");
+        assert.deepEqual([dropped.retry, typeof dropped.conn], [true, "number"]);
+        const need = await r.events.next("needDialBack");
+        assert.deepEqual([need.conn, need.why, need.attempt], [dropped.conn, "pooled", 1]);
+        dialBack = await connect(r.plane.addrs.private);
+        await writeAll(dialBack, decodeToken(need.token)!);
+        assert.deepEqual(await readExact(dialBack, HELLO.length), HELLO);
+        assert.equal((await r.events.next("piped")).via, "notice");
+        await writeAll(dialBack, enc.encode("answer"));
+        await dialBack.closeWrite();
+        // the client got the answer and nothing of the one that closed
+        assert.deepEqual(await readToEnd(client), enc.encode("answer"));
+      } finally {
+        closeAll(pooled, client, dialBack);
+      }
+    });
+  },
+);
 
 conformance("an unknown name gets TLS alert 112 (unrecognized_name)", async (d) => {
   await withPlane(d, "public", emptySnapshot(), async (r) => {
@@ -689,13 +741,14 @@ function pipeFds(): number {
 }
 
 /**
- * Waits until the pool's pipes number `want` descriptors (the worker splices on its own thread:
- * nothing here can be awaited but the descriptors themselves), at most 10 s.
+ * Waits until the pool's pipe descriptors are `ok` (the worker splices on its own thread: nothing
+ * here can be awaited but the descriptors themselves), at most 10 s; returns their number.
  */
-async function untilPipeFds(want: number, what: string): Promise<void> {
+async function untilPipeFds(ok: (n: number) => boolean, what: string): Promise<number> {
   const deadline = Date.now() + 10_000;
-  for (let n = pipeFds(); n !== want; n = pipeFds()) {
-    if (Date.now() > deadline) throw new Error(`${what}: ${n} pipe descriptors, not ${want}`);
+  for (let n = pipeFds();; n = pipeFds()) {
+    if (ok(n)) return n;
+    if (Date.now() > deadline) throw new Error(`${what}: ${n} pipe descriptors`);
     await new Promise((res) => setTimeout(res, 10));
   }
 }
@@ -787,7 +840,7 @@ nativeSplice("a half-close while bytes sit in the pipe comes after them", async 
     try {
       const sent = send(client, up); // ends with the client's half-close
       // nobody reads the dial-back: the socket buffers fill, then a pipe holds the rest
-      await untilPipeFds(2, "a pipe holds bytes for the stalled dial-back");
+      await untilPipeFds((n) => n === 2, "a pipe holds bytes for the stalled dial-back");
       const got = await within(readAll(dialBack, up.length), "read after the stall", 30_000);
       await sent;
       assert.equal(got.length, up.length);
@@ -841,8 +894,9 @@ nativeSplice(
         const data = pairs.map((_, i) => pattern(size, 1000 + i));
         const failed: unknown[] = [];
         const sent = pairs.map(([c], i) => send(c, data[i]!).catch((e) => void failed.push(e)));
-        // every dial-back stalled: the two pipes are held, and no third is made
-        await untilPipeFds(2 * 2, "4 stalled flows with a pool of 2");
+        // every dial-back stalled: pipes are held (one or both: a flow may stall before it
+        // splices), and no third is made
+        await untilPipeFds((n) => n > 0, "4 stalled flows with a pool of 2");
         const held = pipeFds();
         assert.ok(held <= 2 * 2, `pipe descriptors with 4 stalled flows: ${held}`);
         const got = await within(

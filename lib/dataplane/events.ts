@@ -67,6 +67,11 @@ export type Refusal =
   | "pending-client"
   /** Public port: the notice failed. */
   | "notice-failed"
+  /**
+   * Public port: the pooled dial-back taken for the client closed before answering, with no
+   * dispatch left (`max_dispatches`; docs/architecture.md, "Pooled dial-backs that close unanswered").
+   */
+  | "dial-back-closed"
   /** Public port: no dial-back within `dial_back_timeout_ms`. */
   | "expired"
   /** Private port: unknown, expired or reused token; EOF or bytes before 32 came. */
@@ -122,10 +127,11 @@ export type DataEvent =
     /** 1 for the first notice; more for a re-dispatch (docs/architecture.md, "Re-dispatch"). */
     readonly attempt: number;
     /**
-     * A re-dispatch's cause: no dial-back within `redispatch_after_ms` (`timer`), or the
-     * previous notice failed (`failed`). Absent on the first attempt.
+     * A re-dispatch's cause: no dial-back within `redispatch_after_ms` (`timer`), the
+     * previous notice failed (`failed`), or a pooled dial-back taken for the client closed before
+     * answering (`pooled`; then also on attempt 1). Absent on a client's first dispatch.
      */
-    readonly why?: "timer" | "failed";
+    readonly why?: "timer" | "failed" | "pooled";
     /** The route's instances (`PublicRoute.instances`) when it names them. */
     readonly instances?: readonly string[];
   }
@@ -144,6 +150,8 @@ export type DataEvent =
     /** Public: the ALPN protocols of the client's ClientHello, once it was read. */
     readonly alpn?: readonly string[];
     readonly detail?: string;
+    /** Public, `dial-back-closed`: the notices the client had (counted at its first), if any. */
+    readonly attempt?: number;
   }
   /** A splice was set up (public: client ↔ dial-back; private: dial-back ↔ internal). */
   | {
@@ -212,7 +220,11 @@ export type DataEvent =
      */
     readonly instance?: string;
   }
-  /** An idle pooled dial-back ended without a client. */
+  /**
+   * An idle pooled dial-back ended without a client; or (public, `conn` set) one taken for a
+   * client closed before answering it (docs/architecture.md, "Pooled dial-backs that close
+   * unanswered").
+   */
   | {
     readonly type: "poolDropped";
     readonly operator: string;
@@ -225,6 +237,13 @@ export type DataEvent =
     readonly detail?: string;
     /** Private: how long it was idle before an EOF or error (a public proxy refusing its token at once shows as a short one). */
     readonly idleMs?: number;
+    /** Public, taken for a client: that client (its connection, id, address and SNI). */
+    readonly conn?: number;
+    readonly connId?: string;
+    readonly client?: string;
+    readonly domain?: string;
+    /** Public, taken for a client: it goes to another dial-back (else it is refused). */
+    readonly retry?: boolean;
   }
   /** Public: pool tokens that were never redeemed expired. */
   | {

@@ -116,7 +116,7 @@ export interface NoticeRequest {
   /** 1 for the first notice, more for a re-dispatch (docs/architecture.md, "Re-dispatch"). */
   attempt?: number;
   /** A re-dispatch's cause. */
-  why?: "timer" | "failed";
+  why?: "timer" | "failed" | "pooled";
   /** The route's private instances; absent: the notice names none. */
   instances?: readonly string[];
 }
@@ -188,7 +188,28 @@ export function onPublicEvent(
       return;
     case "poolDropped":
       stats.poolDropped++;
-      log.debug("Dropped an idle pooled connection of {operator}: {why}", e);
+      if (e.conn === undefined) {
+        log.debug("Dropped an idle pooled connection of {operator}: {why}", e);
+        return;
+      }
+      // taken for a client, it closed before answering (docs/architecture.md, "Pooled dial-backs
+      // that close unanswered"): the private side closed it as it was taken
+      log.info(
+        "conn {conn}: The pooled connection of {operator} (instance {instance}) taken for {client} ({domain}) closed before answering ({why}{detailText}): {then}",
+        {
+          conn: e.connId,
+          operator: e.operator,
+          instance: e.instance ?? "-",
+          client: e.client,
+          domain: e.domain,
+          why: e.why,
+          detail: e.detail,
+          detailText: e.detail !== undefined ? ` ${e.detail}` : "",
+          then: e.retry === true
+            ? "trying another dial-back with its ClientHello"
+            : "no dispatch left (max_dispatches), refused",
+        },
+      );
       return;
     case "acceptFailed":
       counters.warn("accept", "Cannot accept connections ({count} since last report): {error}", {
@@ -302,6 +323,9 @@ function onRefused(
     case "notice-failed":
       stats.failedNotices++;
       return;
+    case "dial-back-closed":
+      stats.failedNotices++;
+      return; // logged with its poolDropped
     case "expired":
       if (e.detail === "stopping") return;
       stats.expired++;

@@ -268,6 +268,8 @@ export class Notifier {
         attempt: n.attempt,
         reason: why === "timer"
           ? `no dial-back within redispatch_after_ms (${this.redispatchAfterMs} ms)`
+          : why === "pooled"
+          ? "a pooled dial-back taken for it closed before answering"
           : `the notice failed: ${c.lastError ?? "refused"}`,
       },
     );

@@ -448,8 +448,10 @@ export class Engine {
    * Takes an idle pooled dial-back of `operator` opened for `domain`, or undefined
    * (docs/architecture.md, "Several private instances"): among the instances with one, that of
    * the fewest live splices (ties: the newest dial-back). With one instance: the newest.
+   * `avoid`: an instance weighed only when no other has one (its pooled dial-back just closed
+   * unanswered: the rest of its pool may be closing too).
    */
-  takeIdle(operator: string, domain: string): IdlePooled | undefined {
+  takeIdle(operator: string, domain: string, avoid?: string): IdlePooled | undefined {
     const list = this.idle.get(operator);
     if (list === undefined) return undefined;
     const several = (this.#idleInstances.get(operator)?.size ?? 0) > 1;
@@ -465,7 +467,8 @@ export class Engine {
       }
       if (seen.has(e.instance)) continue; // an older one of an instance already weighed
       seen.add(e.instance);
-      const load = this.splicesOf(operator, e.instance);
+      const load = this.splicesOf(operator, e.instance) +
+        (avoid !== undefined && e.instance === avoid ? 1e9 : 0);
       if (load < bestLoad) {
         best = e;
         bestLoad = load;

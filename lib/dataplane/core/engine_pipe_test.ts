@@ -10,6 +10,8 @@ const EXTRA = Uint8Array.of(23, 3, 3, 0, 2, 0xaa, 0xbb);
 const ENDPOINT = { hostname: "192.0.2.1", port: 7443 };
 const INTERNAL = { hostname: "10.1.0.5", port: 8443 };
 const MODES: readonly PipeMode[] = ["data", "fast"];
+/** The start of a ServerHello: a pooled dial-back's first answer, after which the core pipes. */
+const ANSWER = Uint8Array.of(22, 3, 3, 0, 2, 2, 0);
 
 function clean(sim: Sim): void {
   assert.deepEqual(sim.violations, []);
@@ -19,7 +21,10 @@ function pub(mode: PipeMode, limits: Partial<Limits> = {}): Sim {
   return new Sim("public", { mode, limits, publicRoutes: [[HOST, { operator: "op1" }]] });
 }
 
-/** Public pipe through the pool: the client (a), the dial-back (b), and what b got first. */
+/**
+ * Public pipe through the pool: the client (a), the dial-back (b), what b got first, and its first
+ * answer (`ANSWER`, already at a: the pipe starts with it).
+ */
 function poolPipe(sim: Sim): { a: number; b: number; head: Uint8Array } {
   const t = newToken(sim.rng);
   sim.command({
@@ -33,7 +38,10 @@ function poolPipe(sim: Sim): { a: number; b: number; head: Uint8Array } {
   sim.feed(b, t.raw);
   const a = sim.accept("public")!;
   sim.feed(a, concat(CURL, EXTRA));
+  assert.equal(sim.sock(a).peer, undefined, "no pipe before the pooled dial-back answers");
+  sim.feed(b, ANSWER);
   assert.equal(sim.sock(a).peer, b);
+  assert.deepEqual(sim.written(a), ANSWER);
   const id = sim.ofType("piped").at(-1)!.connId;
   return { a, b, head: concat(encodePoolHeader(HOST, id), CURL, EXTRA) };
 }
@@ -90,7 +98,7 @@ Deno.test("core ends a pipe after EOF both ways, in either order, with the right
       const ended = sim.ofType("ended");
       assert.equal(ended.length, 1);
       const upBytes = first === "a" ? up : concat(up, more);
-      const downBytes = first === "a" ? concat(down, more) : down;
+      const downBytes = concat(ANSWER, first === "a" ? concat(down, more) : down);
       assert.deepEqual(sim.written(b), concat(head, upBytes));
       assert.deepEqual(sim.written(a), downBytes);
       assert.deepEqual(

@@ -91,6 +91,7 @@ for (
     sim.take();
     const client = sim.accept("public", source, destination)!;
     sim.feed(client, CURL);
+    sim.feed(db, Uint8Array.of(22)); // its first answer: the pipe
     const [piped] = sim.ofType("piped");
     const header = encodePoolHeader(HOST, piped!.connId, { source, destination });
     assert.deepEqual(sim.written(db), concat(header, CURL));

@@ -342,7 +342,10 @@ function whose(e: DataEvent, actors: Actor[]): Actor | undefined {
   if ("operator" in e && e.operator !== undefined) {
     return actors.find((x) => x.operator === e.operator);
   }
-  if ("client" in e) return actors.find((x) => e.client.startsWith(`${x.host}:`));
+  if ("client" in e && e.client !== undefined) {
+    const client = e.client;
+    return actors.find((x) => client.startsWith(`${x.host}:`));
+  }
   return undefined;
 }
 

@@ -7,11 +7,13 @@ import assert from "node:assert/strict";
 import { encodePoolHeader } from "../../wire/pool_header.ts";
 import { tlsAlert } from "../../wire/tls_alert.ts";
 import type { Limits } from "../snapshot.ts";
-import { fixture, newToken, Sim, tokenBytes } from "./_sim.ts";
+import { concat, fixture, newToken, Sim, tokenBytes } from "./_sim.ts";
 
 const HOST = "test.internal-server.local";
 const CURL = fixture("curl_tls13");
 const ROUTES = [[HOST, { operator: "op1", instances: ["a", "b"] }]] as const;
+/** A pooled dial-back's first answer (a ServerHello's start): the core pipes after it. */
+const ANSWER = Uint8Array.of(22, 3, 3, 0, 2, 2, 0);
 const LIMITS: Partial<Limits> = {
   dialBackTimeoutMs: 10_000,
   redispatchAfterMs: 1000,
@@ -241,6 +243,8 @@ Deno.test("core: a re-dispatch takes an idle pooled dial-back that came meanwhil
   const { client, need } = waiting(sim);
   const db = idlePooled(sim, "b");
   sim.advance(1000);
+  assert.deepEqual(sim.take(), []); // taken: the pipe waits for its first answer
+  sim.feed(db, ANSWER);
   const events = sim.take();
   assert.deepEqual(events.map((e) => e.type), ["piped"]);
   const piped = events[0]!;
@@ -256,6 +260,7 @@ Deno.test("core: a re-dispatch takes an idle pooled dial-back that came meanwhil
   const ended = sim.ofType("ended")[0]!;
   assert.equal(ended.instance, "b");
   assert.equal(ended.up, CURL.length);
+  assert.equal(ended.down, ANSWER.length);
   assert.equal(sim.engine.splicesOf("op1", "b"), 0);
   assert.deepEqual(sim.violations, []);
 });
@@ -285,6 +290,11 @@ Deno.test("core takes the idle pooled dial-back of the least loaded instance; ti
   const take = () => {
     const c = sim.accept("public")!;
     sim.feed(c, CURL);
+    // the one that got the pool header answers: the pipe
+    const db = [...sim.socks.values()].find((s) =>
+      s.port === "private" && s.peer === undefined && s.closes === 0 && sim.written(s.id).length > 0
+    )!;
+    sim.feed(db.id, ANSWER);
     const p = sim.take().find((e) => e.type === "piped");
     assert.ok(p?.type === "piped");
     return [sim.sock(c).peer, p.instance];
@@ -341,5 +351,154 @@ Deno.test("core: pool events carry the instance of the grant or ticket", () => {
   }]);
   // an instance-less grant (an older control plane) shows none
   idlePooled(sim, undefined);
+  assert.deepEqual(sim.violations, []);
+});
+
+// -- pooled dial-backs that close unanswered (docs/architecture.md) ------------------------------
+
+/** A client whose hello took an idle pooled dial-back: the client and the events so far. */
+function taking(sim: Sim) {
+  const client = sim.accept("public", { hostname: "203.0.113.7", port: 41_000 + sim.socks.size })!;
+  sim.feed(client, CURL);
+  return client;
+}
+
+Deno.test("core: a pooled dial-back that closes before answering costs the client nothing", () => {
+  for (const close of ["eof", "reset"] as const) {
+    const sim = pub();
+    const db = idlePooled(sim, "a");
+    const client = taking(sim);
+    assert.deepEqual(sim.take(), [], "taken: no pipe before its first answer");
+    assert.equal(sim.sock(client).reading, false);
+    assert.equal(sim.engine.splicesOf("op1", "a"), 1, "it counts for its instance meanwhile");
+    if (close === "eof") sim.eof(db);
+    else sim.fail(db, "write", "ECONNRESET");
+    const [dropped, need, ...more] = sim.take();
+    assert.deepEqual(more, []);
+    assert.ok(dropped?.type === "poolDropped" && need?.type === "needDialBack");
+    assert.deepEqual(
+      [dropped.why, dropped.instance, dropped.conn, dropped.retry, dropped.domain],
+      [close === "eof" ? "eof" : "error", "a", need.conn, true, HOST],
+    );
+    assert.deepEqual([need.attempt, need.why], [1, "pooled"]);
+    assert.deepEqual([sim.sock(db).closes, sim.sock(db).abort], [1, true]);
+    assert.equal(sim.engine.splicesOf("op1", "a"), 0);
+    assertPending(sim, 1, 1);
+    // its dial-back gets the whole hello; the client got nothing from the one that closed
+    const db2 = dialBack(sim, need.token);
+    assert.deepEqual(sim.written(db2), CURL);
+    assert.equal(sim.sock(client).peer, db2);
+    assert.deepEqual(sim.written(client), new Uint8Array(0));
+    assert.equal(sim.ofType("piped")[0]!.attempt, 1);
+    assertPending(sim, 0, 0);
+    assert.deepEqual(sim.violations, []);
+  }
+});
+
+Deno.test("core: after a pooled dial-back closed unanswered, another instance's idle one first", () => {
+  const sim = pub();
+  const a1 = idlePooled(sim, "a");
+  const b1 = idlePooled(sim, "b");
+  const a2 = idlePooled(sim, "a");
+  const client = taking(sim);
+  assert.ok(sim.written(a2).length > 0, "the newest of the tie took it");
+  sim.eof(a2); // a's pool closing: a1 may be closing too
+  const events = sim.take();
+  assert.deepEqual(events.map((e) => e.type), ["poolDropped"]);
+  const id = events[0]!.type === "poolDropped" ? events[0]!.connId! : "";
+  assert.deepEqual(sim.written(a1), new Uint8Array(0));
+  assert.deepEqual(sim.written(b1), concat(encodePoolHeader(HOST, id), CURL));
+  sim.feed(b1, ANSWER);
+  const [piped] = sim.ofType("piped");
+  assert.deepEqual([piped?.via, piped?.instance, piped?.attempt], ["pool", "b", undefined]);
+  assert.deepEqual(sim.written(client), ANSWER);
+  assert.equal(sim.engine.splicesOf("op1", "b"), 1);
+  assert.deepEqual([...sim.engine.idleInstances("op1")], [["a", 1]]);
+  assert.deepEqual(sim.violations, []);
+});
+
+Deno.test("core: pooled dial-backs that close unanswered spend dispatches; none left: an alert", () => {
+  const sim = pub({ maxDispatches: 2 });
+  const p1 = idlePooled(sim, "a");
+  const p2 = idlePooled(sim, "a");
+  const client = taking(sim);
+  sim.eof(p2);
+  sim.fail(p1, "read", "ECONNRESET");
+  const events = sim.take();
+  assert.deepEqual(events.map((e) => [e.type, "retry" in e ? e.retry : "why" in e && e.why]), [
+    ["poolDropped", true],
+    ["poolDropped", false],
+    ["refused", "dial-back-closed"],
+  ]);
+  const refused = events[2]!;
+  assert.ok(refused.type === "refused");
+  assert.equal(refused.attempt, undefined); // it had no notice: counted as a client here
+  assert.match(
+    refused.detail ?? "",
+    /instance a closed before answering \(error read ECONNRESET\)/,
+  );
+  assert.deepEqual(sim.written(client), tlsAlert(80));
+  assertPending(sim, 0, 0);
+  sim.advance(60_000);
+  assert.equal(sim.sock(client).closes, 1);
+  assert.equal(sim.engine.live, 0);
+  assert.deepEqual(sim.violations, []);
+});
+
+Deno.test("core: a notice's client that then took a pooled dial-back keeps its count of notices", () => {
+  const sim = pub({ maxDispatches: 2 });
+  const { need } = waiting(sim);
+  const db = idlePooled(sim, "b");
+  sim.advance(1000); // the re-dispatch takes it
+  assert.deepEqual(sim.take(), []);
+  sim.eof(db);
+  const events = sim.take();
+  assert.deepEqual(events.map((e) => e.type), ["poolDropped", "refused"]);
+  const refused = events[1]!;
+  assert.ok(refused.type === "refused");
+  assert.deepEqual([refused.why, refused.conn, refused.attempt], [
+    "dial-back-closed",
+    need.conn,
+    1,
+  ]);
+  assert.deepEqual(sim.violations, []);
+});
+
+Deno.test("core: a pooled dial-back that does not answer within dial_back_timeout_ms is piped anyway", () => {
+  const sim = pub();
+  const db = idlePooled(sim, "a");
+  const client = taking(sim);
+  sim.advance(9999);
+  assert.deepEqual(sim.take(), []);
+  sim.advance(1);
+  const [piped] = sim.take();
+  assert.ok(piped?.type === "piped" && piped.via === "pool");
+  assert.equal(sim.sock(client).peer, db);
+  assert.equal(sim.engine.splicesOf("op1", "a"), 1);
+  sim.feed(db, ANSWER);
+  assert.deepEqual(sim.written(client), ANSWER);
+  sim.eof(db); // now an end like any splice's, not a retry
+  sim.eof(client);
+  const ended = sim.ofType("ended");
+  assert.deepEqual([ended.length, ended[0]?.reason.kind, ended[0]?.down], [
+    1,
+    "done",
+    ANSWER.length,
+  ]);
+  assert.equal(sim.ofType("needDialBack").length, 0);
+  assert.deepEqual(sim.violations, []);
+});
+
+Deno.test("core: a kill ends a client whose pooled dial-back has not answered yet", () => {
+  const sim = pub();
+  const db = idlePooled(sim, "a");
+  const client = taking(sim);
+  sim.command({ type: "kill" });
+  const types = sim.take().map((e) => e.type);
+  assert.deepEqual(types, ["piped", "ended", "drained"]);
+  for (const s of [client, db]) {
+    assert.deepEqual([sim.sock(s).closes, sim.sock(s).abort], [1, true]);
+  }
+  assert.equal(sim.engine.splicesOf("op1", "a"), 0);
   assert.deepEqual(sim.violations, []);
 });

@@ -57,6 +57,7 @@ Deno.test("core: a ticket token (split at every offset) opens an idle pooled dia
     );
     const client = sim.accept("public")!;
     sim.feed(client, CURL);
+    sim.feed(db, Uint8Array.of(22)); // its first answer: the pipe
     assert.equal(sim.ofType("piped")[0]?.via, "pool");
     const id = sim.ofType("piped")[0]!.connId;
     assert.deepEqual(sim.written(db), concat(encodePoolHeader(HOST, id), CURL));

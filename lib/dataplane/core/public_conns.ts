@@ -1,8 +1,8 @@
 /**
  * The public proxy's client machine (docs/architecture.md, "The core"): a client on the public port
  * (a PROXY header if configured → the ClientHello → admission → route → take an idle pooled
- * dial-back, or wait for one → replay → pipe; or refuse and linger). The private port's machines
- * are in private_port.ts.
+ * dial-back and wait for its first answer, or wait for a dial-back → replay → pipe; or refuse and
+ * linger). The private port's machines are in private_port.ts.
  * @module
  */
 import { ProtocolError } from "../../errors.ts";
@@ -25,11 +25,26 @@ import type { SockFailure, SockId } from "./io.ts";
 import { bump, type Engine, hostPortText } from "./engine.ts";
 import { Pipe } from "./pipe.ts";
 import { Machine } from "./machine.ts";
+import type { IdlePooled } from "./private_port.ts";
 
 /** A refused client may send this much more before it is closed (it reads its alert first). */
 const LINGER_BYTES = 64 * 1024;
 
-type ClientState = "hello" | "waiting" | "lingering" | "done";
+type ClientState = "hello" | "waiting" | "answering" | "lingering" | "done";
+
+/**
+ * A pooled dial-back taken for a client, until its first byte back (docs/architecture.md,
+ * "Pooled dial-backs that close unanswered").
+ */
+interface Trial {
+  readonly sock: SockId;
+  readonly instance: string | undefined;
+  /** What was written to it: the pool header (`header` bytes), the hello, the client's bytes since. */
+  written: Uint8Array;
+  readonly header: number;
+  /** When it was taken (the `dialBack` phase). */
+  readonly taken: number;
+}
 
 /** A client on the public port. */
 export class ClientConn extends Machine {
@@ -70,6 +85,10 @@ export class ClientConn extends Machine {
   #tokens: (string | undefined)[] = [];
   /** Notices it got: the `attempt` of its last `needDialBack`. */
   #attempt = 0;
+  /** Via pool: the dial-back taken, until it answers. */
+  #trial: Trial | undefined;
+  /** Pooled dial-backs it took that closed before answering (each spends a dispatch). */
+  #unanswered = 0;
   /** When its dial-back deadline passes (from the hello: a re-dispatch does not move it). */
   #deadline = 0;
   /** The re-dispatch timer: a second deadline beside the machine's own. */
@@ -99,7 +118,8 @@ export class ClientConn extends Machine {
     return this.client.slice(0, this.client.lastIndexOf(":"));
   }
 
-  onData(_sock: SockId, bytes: Uint8Array, now: number): void {
+  onData(sock: SockId, bytes: Uint8Array, now: number): void {
+    if (this.state === "answering") return this.#answeringData(sock, bytes, now);
     if (this.state === "lingering") {
       this.#lingered += bytes.length;
       if (this.#lingered > LINGER_BYTES) this.#end(false);
@@ -214,19 +234,14 @@ export class ClientConn extends Machine {
     const denied = this.#admitName(domain, now);
     if (denied !== undefined) return this.#refuse(denied[0], denied[1], now, denied[2]);
     const pooled = e.takeIdle(this.#operator, domain);
-    if (pooled !== undefined) {
-      pooled.take();
-      const header = encodePoolHeader(this.#sni, this.connId, this.#addresses);
-      return this.#pipe(
-        pooled.sock,
-        concat(header, hello, extra),
-        header.length,
-        now,
-        "pool",
-        undefined,
-        pooled.instance,
-      );
-    }
+    if (pooled !== undefined) return this.#try(pooled, concat(undefined, hello, extra), now);
+    this.#wait(concat(undefined, hello, extra), now);
+  }
+
+  /** No idle pooled dial-back: within the pending caps, a token and a notice, then `waiting`. */
+  #wait(replay: Uint8Array, now: number): void {
+    const e = this.engine;
+    const domain = this.#domain;
     const cap = this.#pendingCap();
     if (cap === "name-pending") {
       const n = e.admission.maxPendingPerName;
@@ -237,16 +252,122 @@ export class ClientConn extends Machine {
     bump(e.pendingPerClient, this.host, 1);
     bump(e.pendingPerName, domain, 1);
     e.waiting.set(this.id, this);
-    this.#replay = concat(undefined, hello, extra);
+    this.#replay = replay;
     this.state = "waiting";
     e.out({ op: "read", sock: this.sock, on: false });
-    this.#deadline = now + e.limits.dialBackTimeoutMs;
+    // from the hello; a client back from a pooled dial-back that closed keeps the one it had
+    if (this.#deadline === 0) this.#deadline = now + e.limits.dialBackTimeoutMs;
     e.timers.arm(this, this.#deadline);
-    this.#notice(now, undefined);
+    this.#notice(now, this.#unanswered > 0 ? "pooled" : undefined);
+  }
+
+  /** Dispatches spent: notices and pooled dial-backs that closed unanswered. */
+  get #dispatches(): number {
+    return this.#attempt + this.#unanswered;
+  }
+
+  /**
+   * Takes `pooled` for this client (docs/architecture.md, "Pooled dial-backs that close
+   * unanswered"): writes the pool header and `replay`, and waits for its first byte back before
+   * the pipe, the client unread meanwhile; `replay` is kept so that a dial-back that closes
+   * first (the private side closed it as it was taken) costs the client nothing.
+   */
+  #try(pooled: IdlePooled, replay: Uint8Array, now: number): void {
+    const e = this.engine;
+    pooled.take();
+    const header = encodePoolHeader(this.#sni, this.connId, this.#addresses);
+    const written = concat(header, replay, new Uint8Array(0));
+    this.#trial = {
+      sock: pooled.sock,
+      instance: pooled.instance,
+      written,
+      header: header.length,
+      taken: now,
+    };
+    this.state = "answering";
+    e.own(pooled.sock, this);
+    // it counts as a splice of its instance from now on (the least loaded pick)
+    if (pooled.instance !== undefined) e.spliced(this.#operator, pooled.instance, 1);
+    e.out({ op: "read", sock: this.sock, on: false });
+    e.out({ op: "write", sock: pooled.sock, bytes: written });
+    e.out({ op: "read", sock: pooled.sock, on: true });
+    e.timers.arm(this, now + e.limits.dialBackTimeoutMs);
+  }
+
+  /** Data while `answering`: the dial-back's first answer, or the client's bytes (forwarded). */
+  #answeringData(sock: SockId, bytes: Uint8Array, now: number): void {
+    const t = this.#trial!;
+    if (sock === t.sock) return void this.#live(now, bytes);
+    // the client's reads are off, but a driver may have had these in hand: they follow the
+    // hello, and go again with it to another dial-back
+    t.written = concat(t.written, bytes, new Uint8Array(0));
+    this.engine.out({ op: "write", sock: t.sock, bytes: bytes.slice() });
+  }
+
+  /** The taken pooled dial-back answered (`answer`), or is given up on: the pipe. */
+  #live(now: number, answer?: Uint8Array): Pipe {
+    const t = this.#trial!;
+    this.#trial = undefined;
+    // the Pipe counts its instance's splice from here
+    if (t.instance !== undefined) this.engine.spliced(this.#operator, t.instance, -1);
+    return this.#pipe(
+      t.sock,
+      t.written,
+      t.header,
+      now,
+      "pool",
+      answer?.slice(),
+      t.instance,
+      this.#attempt > 0 ? this.#attempt : undefined,
+      t.taken,
+    );
+  }
+
+  /**
+   * The taken pooled dial-back closed (EOF or error) before its first byte: nothing reached the
+   * client, which goes to another dial-back with its hello while dispatches remain, or is refused
+   * (`dial-back-closed`).
+   */
+  #closedUnanswered(now: number, why: "eof" | "error", detail?: string): void {
+    const t = this.#trial!;
+    this.#trial = undefined;
+    const e = this.engine;
+    e.timers.disarm(this);
+    e.close(t.sock, true);
+    if (t.instance !== undefined) e.spliced(this.#operator, t.instance, -1);
+    this.#unanswered++;
+    const retry = this.#dispatches < (e.limits.maxDispatches ?? 1);
+    e.emit({
+      type: "poolDropped",
+      operator: this.#operator,
+      why,
+      ...(detail !== undefined ? { detail } : {}),
+      ...(t.instance !== undefined ? { instance: t.instance } : {}),
+      conn: this.id,
+      connId: this.connId,
+      client: this.client,
+      domain: this.#sni,
+      retry,
+    });
+    if (!retry) {
+      return this.#refuse(
+        "dial-back-closed",
+        ALERT_INTERNAL_ERROR,
+        now,
+        `the pooled dial-back${
+          t.instance !== undefined ? ` of instance ${t.instance}` : ""
+        } closed before answering (${why}${detail !== undefined ? ` ${detail}` : ""})`,
+      );
+    }
+    const replay = t.written.subarray(t.header);
+    // another instance's idle one first: the rest of that pool may be closing too
+    const pooled = e.takeIdle(this.#operator, this.#domain, t.instance);
+    if (pooled !== undefined) return this.#try(pooled, replay, now);
+    this.#wait(replay, now);
   }
 
   /** A new token and its `needDialBack` (attempt + 1); arms the re-dispatch timer if one remains. */
-  #notice(now: number, why: "timer" | "failed" | undefined): void {
+  #notice(now: number, why: "timer" | "failed" | "pooled" | undefined): void {
     const e = this.engine;
     const raw = new Uint8Array(TOKEN_BYTES);
     let token: string;
@@ -259,7 +380,7 @@ export class ClientConn extends Machine {
     this.#attempt++;
     const after = e.limits.redispatchAfterMs ?? 0;
     if (
-      after > 0 && this.#attempt < (e.limits.maxDispatches ?? 1) && now + after < this.#deadline
+      after > 0 && this.#dispatches < (e.limits.maxDispatches ?? 1) && now + after < this.#deadline
     ) {
       e.timers.arm(this.#redispatch, now + after);
     } else e.timers.disarm(this.#redispatch);
@@ -292,20 +413,9 @@ export class ClientConn extends Machine {
     const pooled = e.takeIdle(this.#operator, this.#domain);
     if (pooled !== undefined) {
       this.#unpend();
-      pooled.take();
-      const header = encodePoolHeader(this.#sni, this.connId, this.#addresses);
       const replay = this.#replay!;
       this.#replay = undefined;
-      return this.#pipe(
-        pooled.sock,
-        concat(header, replay, new Uint8Array(0)),
-        header.length,
-        now,
-        "pool",
-        undefined,
-        pooled.instance,
-        this.#attempt,
-      );
+      return this.#try(pooled, replay, now);
     }
     this.#notice(now, why);
   }
@@ -387,7 +497,7 @@ export class ClientConn extends Machine {
     this.#tokens[attempt - 1] = undefined;
     // an older notice failed while a newer one is in flight: that one may still serve
     if (attempt < this.#attempt) return;
-    if (retry && this.#attempt < (e.limits.maxDispatches ?? 1)) {
+    if (retry && this.#dispatches < (e.limits.maxDispatches ?? 1)) {
       return this.#dispatch(now, "failed");
     }
     // an earlier notice that did not fail may still bring its dial-back, until the deadline
@@ -396,7 +506,10 @@ export class ClientConn extends Machine {
     this.#refuse("notice-failed", ALERT_INTERNAL_ERROR, now);
   }
 
-  /** Pipes to `dialBack` after writing `replay` to it: a pool header (`header` bytes), the hello. */
+  /**
+   * Pipes to `dialBack` after `replay` (a pool header of `header` bytes, the hello): written to it
+   * here, or already (`taken`: the time a pooled dial-back was taken and the replay written).
+   */
   #pipe(
     dialBack: SockId,
     replay: Uint8Array,
@@ -406,11 +519,12 @@ export class ClientConn extends Machine {
     early?: Uint8Array,
     instance?: string,
     attempt?: number,
-  ): void {
+    taken?: number,
+  ): Pipe {
     const e = this.engine;
     this.state = "done";
     e.timers.disarm(this);
-    e.out({ op: "write", sock: dialBack, bytes: replay });
+    if (taken === undefined) e.out({ op: "write", sock: dialBack, bytes: replay });
     // bytes that came with the token go to the client before the pipe, and count as down
     if (early !== undefined && early.length > 0) {
       e.out({ op: "write", sock: this.sock, bytes: early });
@@ -428,7 +542,12 @@ export class ClientConn extends Machine {
         domain: this.#sni,
         client: this.client,
         alpn: this.#alpn ?? [],
-        phases: { accepted: this.#accepted, hello: this.#hello, dialBack: now, internal: 0 },
+        phases: {
+          accepted: this.#accepted,
+          hello: this.#hello,
+          dialBack: taken ?? now,
+          internal: 0,
+        },
         ...(instance !== undefined ? { instance } : {}),
         ...(attempt !== undefined ? { attempt } : {}),
       },
@@ -436,6 +555,7 @@ export class ClientConn extends Machine {
       replay.length - header,
     );
     pipe.down += early?.length ?? 0;
+    return pipe;
   }
 
   /** Refuses the client: a TLS alert and a linger (`alert` given), or a plain close. */
@@ -451,6 +571,7 @@ export class ClientConn extends Machine {
       ...(this.#operator !== "" ? { operator: this.#operator } : {}),
       ...(this.#alpn !== undefined ? { alpn: this.#alpn } : {}),
       ...(detail !== undefined ? { detail } : {}),
+      ...(why === "dial-back-closed" && this.#attempt > 0 ? { attempt: this.#attempt } : {}),
     });
     this.#reader = undefined!;
     this.#replay = undefined;
@@ -469,7 +590,11 @@ export class ClientConn extends Machine {
     this.engine.close(this.sock, abort);
   }
 
-  onEof(_sock: SockId, now: number): void {
+  onEof(sock: SockId, now: number): void {
+    if (this.state === "answering") {
+      if (sock === this.#trial!.sock) return this.#closedUnanswered(now, "eof");
+      return this.#live(now).onEof(sock, now); // the client's half-close: the pipe carries it
+    }
     if (this.state === "lingering") return this.#end(false);
     if (this.state !== "hello") return;
     if (this.#proxyHeader !== undefined) {
@@ -501,7 +626,13 @@ export class ClientConn extends Machine {
     );
   }
 
-  onFailed(_sock: SockId, failure: SockFailure): void {
+  onFailed(sock: SockId, failure: SockFailure, now: number): void {
+    if (this.state === "answering") {
+      if (sock === this.#trial!.sock) {
+        return this.#closedUnanswered(now, "error", `${failure.op} ${failure.code}`);
+      }
+      return this.#live(now).onFailed(sock, failure, now); // the client failed: the pipe ends it
+    }
     if (this.state === "hello") {
       this.engine.emit({
         type: "refused",
@@ -539,6 +670,11 @@ export class ClientConn extends Machine {
       case "waiting":
         this.#unpend();
         return this.#refuse("expired", ALERT_INTERNAL_ERROR, now);
+      case "answering":
+        // no answer in dial_back_timeout_ms: no longer worth a retry; the pipe's idle timeout
+        // rules from here
+        this.#live(now);
+        return;
       case "lingering":
         return this.#end(false);
     }
@@ -552,7 +688,9 @@ export class ClientConn extends Machine {
     }
   }
 
-  override onKill(): void {
+  override onKill(now: number): void {
+    // a taken pooled dial-back is a splice: it ends with the kill
+    if (this.state === "answering") return this.#live(now).onKill(now);
     this.#unpend();
     this.#end(true);
   }
