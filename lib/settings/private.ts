@@ -22,7 +22,6 @@ import {
   operatorName,
   proxyOperatorKey,
   socketsKey,
-  withInstance,
   zeroCopyKey,
 } from "./public.ts";
 import { cidrList, MAX_CIDRS } from "./limits.ts";
