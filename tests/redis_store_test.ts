@@ -170,6 +170,44 @@ Deno.test("redis store: killed and restarted empty, both replicas route from cac
   }
 });
 
+Deno.test("redis store: the replica registry outlives an outage longer than its expiry, and a restart", async () => {
+  // docs/architecture.md, "Public replicas and the Redis store": a replica listing only itself
+  // would make the private instances close their pools at the other
+  await using r = await startRedis();
+  const a = await replica(r, "pub-a");
+  const b = await replica(r, "pub-b");
+  const names = () => a.store.replicas().map((x) => x.instance);
+  try {
+    await until(() => names().length === 2, "a lists b", 3000);
+    await r.kill();
+    await until(() => a.store.problems().length > 0, "a notices the outage");
+    // the registry's expiry (600 ms here) passes while nobody can refresh: time itself is the
+    // subject, bounded
+    const past = Date.now() + 2 * 600;
+    await until(() => Date.now() > past, "twice the expiry", 3000);
+    assert.deepEqual(names(), ["pub-a", "pub-b"], "the last known list stands during the outage");
+    await r.start(); // empty: b's entry is gone
+    await until(() => a.store.problems().length === 0, "a back", 10_000);
+    assert.deepEqual(names(), ["pub-a", "pub-b"], "b stays listed until it registers again");
+    // b registers again at its reconnect: listed from Redis, past the grace
+    for (
+      const deadline = Date.now() + 5000;
+      (await r.cli("HEXISTS", "t:replicas", "pub-b")) !== "1";
+    ) {
+      if (Date.now() > deadline) throw new Error("b did not register again");
+      await new Promise((res) => setTimeout(res, 50)); // polling Redis, bounded above
+    }
+    const graceOver = Date.now() + 600;
+    await until(() => Date.now() > graceOver, "the grace over", 3000);
+    await until(() => names().length === 2, "a lists b from Redis", 3000);
+    // a replica that leaves while Redis is up is gone at once (its entry deleted)
+    await b.store.close();
+    await until(() => names().length === 1, "b left", 3000);
+  } finally {
+    await closeAll(a.store, b.store);
+  }
+});
+
 Deno.test("redis store: unreachable at start, it serves from what it has and syncs when Redis comes", async () => {
   await using r = await startRedis();
   await r.kill();

@@ -119,6 +119,13 @@ class RedisStore {
   /** Tells our own messages apart on the channel. */
   readonly #nonce = crypto.randomUUID();
   #replicas: (Replica & { expiresAt: number })[] = [];
+  /**
+   * Until then the replicas known before the last resync stay listed whatever Redis holds: a
+   * restarted Redis lost their entries, and after an outage every entry looks expired; each
+   * registers again at its own reconnect (docs/architecture.md, "Public replicas and the Redis
+   * store").
+   */
+  #graceUntil = 0;
   #retry: ReturnType<typeof setTimeout> | undefined;
   #synced = false;
   #downLogged = false;
@@ -308,6 +315,7 @@ class RedisStore {
       this.#emit(changes);
       if (expired.length > 0) await this.#main.hDel(this.#keys.hash, expired);
       await this.#flushNow();
+      this.#graceUntil = Date.now() + this.#replicaTtlMs;
       await this.#refreshReplicas();
       // synced once both links are up: the subscriber's return reads everything again anyway
       this.#synced = this.#sub.isReady;
@@ -489,14 +497,21 @@ class RedisStore {
       } else dead.push(instance);
     }
     if (dead.length > 0) await this.#main.hDel(this.#keys.replicas, dead);
+    if (now < this.#graceUntil) {
+      for (const r of this.#replicas) {
+        if (live.some((x) => x.instance === r.instance)) continue;
+        live.push({ ...r, expiresAt: Math.max(r.expiresAt, this.#graceUntil) });
+      }
+    }
     this.#replicas = live;
   }
 
   replicas(): Replica[] {
     const self = { instance: this.#self.instance, endpoint: this.#self.endpoint };
     const now = Date.now();
+    // while Redis is away nobody can refresh an entry: the last known list stands
     const others = this.#replicas
-      .filter((r) => r.instance !== self.instance && r.expiresAt > now)
+      .filter((r) => r.instance !== self.instance && (r.expiresAt > now || !this.#synced))
       .map((r) => ({ instance: r.instance, endpoint: r.endpoint }));
     return [self, ...others].sort((a, b) => a.instance.localeCompare(b.instance));
   }
