@@ -227,7 +227,7 @@ export const PUBLIC_SHAPE = {
   maxDispatches: withDefault(
     integer(1, 16),
     3,
-    "Notices one client may get in all (the first and its re-dispatches); 1: no re-dispatch. Applied on reload.",
+    'Dispatches one client may get in all: its notices (the first and its re-dispatches) and the pooled dial-backs taken for it that closed before answering (docs/architecture.md, "Pooled dial-backs that close unanswered"); 1: no second try. Applied on reload.',
   ),
   tokenTimeoutMs: withDefault(
     duration(),
