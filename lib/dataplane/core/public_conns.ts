@@ -10,7 +10,6 @@ import type { HostPort } from "../../role.ts";
 import { ClientHelloReader } from "../../wire/client_hello.ts";
 import type { ProxiedAddresses } from "../../wire/proxy_protocol.ts";
 import { ProxyHeaderReader } from "../../wire/proxy_protocol_reader.ts";
-import { parseAddress } from "../../wire/cidr.ts";
 import { matchDomain } from "../../wire/names.ts";
 import { encodePoolHeader } from "../../wire/pool_header.ts";
 import {
@@ -26,25 +25,13 @@ import { bump, type Engine, hostPortText } from "./engine.ts";
 import { Pipe } from "./pipe.ts";
 import { Machine } from "./machine.ts";
 import type { IdlePooled } from "./private_port.ts";
+import { concatBytes, PooledTry } from "./public_pooled.ts";
+import { admitName, pendingCap } from "./public_admit.ts";
 
 /** A refused client may send this much more before it is closed (it reads its alert first). */
 const LINGER_BYTES = 64 * 1024;
 
 type ClientState = "hello" | "waiting" | "answering" | "lingering" | "done";
-
-/**
- * A pooled dial-back taken for a client, until its first byte back (docs/architecture.md,
- * "Pooled dial-backs that close unanswered").
- */
-interface Trial {
-  readonly sock: SockId;
-  readonly instance: string | undefined;
-  /** What was written to it: the pool header (`header` bytes), the hello, the client's bytes since. */
-  written: Uint8Array;
-  readonly header: number;
-  /** When it was taken (the `dialBack` phase). */
-  readonly taken: number;
-}
 
 /** A client on the public port. */
 export class ClientConn extends Machine {
@@ -86,7 +73,7 @@ export class ClientConn extends Machine {
   /** Notices it got: the `attempt` of its last `needDialBack`. */
   #attempt = 0;
   /** Via pool: the dial-back taken, until it answers. */
-  #trial: Trial | undefined;
+  #trial: PooledTry | undefined;
   /** Pooled dial-backs it took that closed before answering (each spends a dispatch). */
   #unanswered = 0;
   /** When its dial-back deadline passes (from the hello: a re-dispatch does not move it). */
@@ -118,8 +105,9 @@ export class ClientConn extends Machine {
     return this.client.slice(0, this.client.lastIndexOf(":"));
   }
 
-  onData(sock: SockId, bytes: Uint8Array, now: number): void {
-    if (this.state === "answering") return this.#answeringData(sock, bytes, now);
+  onData(_sock: SockId, bytes: Uint8Array, now: number): void {
+    // the client's reads are off while answering, but a driver may have had these in hand
+    if (this.state === "answering") return this.#trial!.forward(bytes);
     if (this.state === "lingering") {
       this.#lingered += bytes.length;
       if (this.#lingered > LINGER_BYTES) this.#end(false);
@@ -231,18 +219,18 @@ export class ClientConn extends Machine {
     }
     this.#operator = routes.get(domain)!.operator;
     this.#domain = domain;
-    const denied = this.#admitName(domain, now);
+    const denied = admitName(e, domain, this.address, now);
     if (denied !== undefined) return this.#refuse(denied[0], denied[1], now, denied[2]);
     const pooled = e.takeIdle(this.#operator, domain);
-    if (pooled !== undefined) return this.#try(pooled, concat(undefined, hello, extra), now);
-    this.#wait(concat(undefined, hello, extra), now);
+    if (pooled !== undefined) return this.#try(pooled, concatBytes(hello, extra), now);
+    this.#wait(concatBytes(hello, extra), now);
   }
 
   /** No idle pooled dial-back: within the pending caps, a token and a notice, then `waiting`. */
   #wait(replay: Uint8Array, now: number): void {
     const e = this.engine;
     const domain = this.#domain;
-    const cap = this.#pendingCap();
+    const cap = pendingCap(e, this.#operator, domain, this.host);
     if (cap === "name-pending") {
       const n = e.admission.maxPendingPerName;
       return this.#refuse(cap, ALERT_INTERNAL_ERROR, now, `${n} wait (max_pending_per_name)`);
@@ -266,50 +254,22 @@ export class ClientConn extends Machine {
     return this.#attempt + this.#unanswered;
   }
 
-  /**
-   * Takes `pooled` for this client (docs/architecture.md, "Pooled dial-backs that close
-   * unanswered"): writes the pool header and `replay`, and waits for its first byte back before
-   * the pipe, the client unread meanwhile; `replay` is kept so that a dial-back that closes
-   * first (the private side closed it as it was taken) costs the client nothing.
-   */
+  /** Takes `pooled` for this client; the pipe waits for its first answer (public_pooled.ts). */
   #try(pooled: IdlePooled, replay: Uint8Array, now: number): void {
     const e = this.engine;
-    pooled.take();
     const header = encodePoolHeader(this.#sni, this.connId, this.#addresses);
-    const written = concat(header, replay, new Uint8Array(0));
-    this.#trial = {
-      sock: pooled.sock,
-      instance: pooled.instance,
-      written,
-      header: header.length,
-      taken: now,
-    };
+    const bytes = concatBytes(header, replay);
+    this.#trial = new PooledTry(e, pooled, this, this.#operator, header.length, bytes, now);
     this.state = "answering";
-    e.own(pooled.sock, this);
-    // it counts as a splice of its instance from now on (the least loaded pick)
-    if (pooled.instance !== undefined) e.spliced(this.#operator, pooled.instance, 1);
+    e.timers.disarm(this);
     e.out({ op: "read", sock: this.sock, on: false });
-    e.out({ op: "write", sock: pooled.sock, bytes: written });
-    e.out({ op: "read", sock: pooled.sock, on: true });
-    e.timers.arm(this, now + e.limits.dialBackTimeoutMs);
   }
 
-  /** Data while `answering`: the dial-back's first answer, or the client's bytes (forwarded). */
-  #answeringData(sock: SockId, bytes: Uint8Array, now: number): void {
-    const t = this.#trial!;
-    if (sock === t.sock) return void this.#live(now, bytes);
-    // the client's reads are off, but a driver may have had these in hand: they follow the
-    // hello, and go again with it to another dial-back
-    t.written = concat(t.written, bytes, new Uint8Array(0));
-    this.engine.out({ op: "write", sock: t.sock, bytes: bytes.slice() });
-  }
-
-  /** The taken pooled dial-back answered (`answer`), or is given up on: the pipe. */
-  #live(now: number, answer?: Uint8Array): Pipe {
+  /** Its pooled dial-back answered (`answer`), or is given up on: the pipe. */
+  answered(answer: Uint8Array | undefined, now: number): Pipe {
     const t = this.#trial!;
     this.#trial = undefined;
-    // the Pipe counts its instance's splice from here
-    if (t.instance !== undefined) this.engine.spliced(this.#operator, t.instance, -1);
+    t.done();
     return this.#pipe(
       t.sock,
       t.written,
@@ -324,17 +284,13 @@ export class ClientConn extends Machine {
   }
 
   /**
-   * The taken pooled dial-back closed (EOF or error) before its first byte: nothing reached the
-   * client, which goes to another dial-back with its hello while dispatches remain, or is refused
-   * (`dial-back-closed`).
+   * Its pooled dial-back closed before its first byte: nothing reached the client, which goes to
+   * another dial-back with its hello while dispatches remain, or is refused (`dial-back-closed`).
    */
-  #closedUnanswered(now: number, why: "eof" | "error", detail?: string): void {
+  unanswered(why: "eof" | "error", detail: string | undefined, now: number): void {
     const t = this.#trial!;
     this.#trial = undefined;
     const e = this.engine;
-    e.timers.disarm(this);
-    e.close(t.sock, true);
-    if (t.instance !== undefined) e.spliced(this.#operator, t.instance, -1);
     this.#unanswered++;
     const retry = this.#dispatches < (e.limits.maxDispatches ?? 1);
     e.emit({
@@ -350,14 +306,10 @@ export class ClientConn extends Machine {
       retry,
     });
     if (!retry) {
-      return this.#refuse(
-        "dial-back-closed",
-        ALERT_INTERNAL_ERROR,
-        now,
-        `the pooled dial-back${
-          t.instance !== undefined ? ` of instance ${t.instance}` : ""
-        } closed before answering (${why}${detail !== undefined ? ` ${detail}` : ""})`,
-      );
+      const of = t.instance !== undefined ? ` of instance ${t.instance}` : "";
+      const what = `${why}${detail !== undefined ? ` ${detail}` : ""}`;
+      const text = `the pooled dial-back${of} closed before answering (${what})`;
+      return this.#refuse("dial-back-closed", ALERT_INTERNAL_ERROR, now, text);
     }
     const replay = t.written.subarray(t.header);
     // another instance's idle one first: the rest of that pool may be closing too
@@ -418,46 +370,6 @@ export class ClientConn extends Machine {
       return this.#try(pooled, replay, now);
     }
     this.#notice(now, why);
-  }
-
-  /**
-   * The per-name checks after routing (docs/architecture.md, "Admission"): the announcement's
-   * `allow` (refused as an unknown name would be: a client outside it cannot tell a protected
-   * name from an unannounced one), then the name's rate. Returns refusal, alert, detail.
-   */
-  #admitName(domain: string, now: number): [Refusal, number, string] | undefined {
-    const e = this.engine;
-    const allow = e.routeAllow.get(domain);
-    if (allow !== undefined) {
-      const addr = parseAddress(this.address);
-      if (addr === null || !allow.has(addr)) {
-        return ["name-denied", ALERT_UNRECOGNIZED_NAME, `not in the allow of "${domain}"`];
-      }
-    }
-    const a = e.admission;
-    if (a.nameRate > 0 && !e.nameRates.take(domain, a.nameRate, a.nameBurst, now)) {
-      return [
-        "name-rate",
-        ALERT_INTERNAL_ERROR,
-        `over ${a.nameRate}/s, burst ${a.nameBurst}, for "${domain}" (name_rate)`,
-      ];
-    }
-    return undefined;
-  }
-
-  #pendingCap(): Refusal | undefined {
-    const e = this.engine;
-    const l = e.limits;
-    const perName = e.admission.maxPendingPerName;
-    if (perName > 0 && (e.pendingPerName.get(this.#domain) ?? 0) >= perName) {
-      return "name-pending";
-    }
-    if (e.waiting.size >= l.maxPending) return "pending-total";
-    if ((e.pendingPerOperator.get(this.#operator) ?? 0) >= l.maxPendingPerOperator) {
-      return "pending-operator";
-    }
-    if ((e.pendingPerClient.get(this.host) ?? 0) >= l.maxPendingPerClient) return "pending-client";
-    return undefined;
   }
 
   #unpend(): void {
@@ -591,10 +503,8 @@ export class ClientConn extends Machine {
   }
 
   onEof(sock: SockId, now: number): void {
-    if (this.state === "answering") {
-      if (sock === this.#trial!.sock) return this.#closedUnanswered(now, "eof");
-      return this.#live(now).onEof(sock, now); // the client's half-close: the pipe carries it
-    }
+    // the client's half-close while answering: the pipe carries it
+    if (this.state === "answering") return this.answered(undefined, now).onEof(sock, now);
     if (this.state === "lingering") return this.#end(false);
     if (this.state !== "hello") return;
     if (this.#proxyHeader !== undefined) {
@@ -627,11 +537,9 @@ export class ClientConn extends Machine {
   }
 
   onFailed(sock: SockId, failure: SockFailure, now: number): void {
+    // the client failed while answering: the pipe ends it
     if (this.state === "answering") {
-      if (sock === this.#trial!.sock) {
-        return this.#closedUnanswered(now, "error", `${failure.op} ${failure.code}`);
-      }
-      return this.#live(now).onFailed(sock, failure, now); // the client failed: the pipe ends it
+      return this.answered(undefined, now).onFailed(sock, failure, now);
     }
     if (this.state === "hello") {
       this.engine.emit({
@@ -670,11 +578,6 @@ export class ClientConn extends Machine {
       case "waiting":
         this.#unpend();
         return this.#refuse("expired", ALERT_INTERNAL_ERROR, now);
-      case "answering":
-        // no answer in dial_back_timeout_ms: no longer worth a retry; the pipe's idle timeout
-        // rules from here
-        this.#live(now);
-        return;
       case "lingering":
         return this.#end(false);
     }
@@ -690,17 +593,8 @@ export class ClientConn extends Machine {
 
   override onKill(now: number): void {
     // a taken pooled dial-back is a splice: it ends with the kill
-    if (this.state === "answering") return this.#live(now).onKill(now);
+    if (this.state === "answering") return this.answered(undefined, now).onKill(now);
     this.#unpend();
     this.#end(true);
   }
-}
-
-function concat(head: Uint8Array | undefined, hello: Uint8Array, extra: Uint8Array): Uint8Array {
-  const h = head?.length ?? 0;
-  const out = new Uint8Array(h + hello.length + extra.length);
-  if (head !== undefined) out.set(head);
-  out.set(hello, h);
-  out.set(extra, h + hello.length);
-  return out;
 }
