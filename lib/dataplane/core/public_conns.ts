@@ -253,7 +253,6 @@ export class ClientConn extends Machine {
   get #dispatches(): number {
     return this.#attempt + this.#unanswered;
   }
-
   /** Takes `pooled` for this client; the pipe waits for its first answer (public_pooled.ts). */
   #try(pooled: IdlePooled, replay: Uint8Array, now: number): void {
     const e = this.engine;
@@ -292,7 +291,7 @@ export class ClientConn extends Machine {
     this.#trial = undefined;
     const e = this.engine;
     this.#unanswered++;
-    const retry = this.#dispatches < (e.limits.maxDispatches ?? 1);
+    const retry = !e.stopping && this.#dispatches < (e.limits.maxDispatches ?? 1);
     e.emit({
       type: "poolDropped",
       operator: this.#operator,
@@ -306,6 +305,7 @@ export class ClientConn extends Machine {
       retry,
     });
     if (!retry) {
+      if (e.stopping) return this.#refuse("expired", ALERT_INTERNAL_ERROR, now, "stopping");
       const of = t.instance !== undefined ? ` of instance ${t.instance}` : "";
       const what = `${why}${detail !== undefined ? ` ${detail}` : ""}`;
       const text = `the pooled dial-back${of} closed before answering (${what})`;
@@ -379,7 +379,7 @@ export class ClientConn extends Machine {
     for (const t of this.#tokens) {
       if (t !== undefined && e.pending.get(t) === this) e.pending.delete(t);
     }
-    this.#tokens = [];
+    this.#tokens.fill(undefined); // by attempt still: a client may wait again (unanswered)
     e.timers.disarm(this.#redispatch);
     e.waiting.delete(this.id);
     bump(e.pendingPerOperator, this.#operator, -1);
