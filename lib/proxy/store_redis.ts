@@ -118,7 +118,8 @@ class RedisStore {
   readonly #listeners: ((changes: readonly StoreChange[]) => void)[] = [];
   /** Tells our own messages apart on the channel. */
   readonly #nonce = crypto.randomUUID();
-  #replicas: (Replica & { expiresAt: number })[] = [];
+  /** `carried`: listed by a grace, not by Redis (a later grace does not extend it). */
+  #replicas: (Replica & { expiresAt: number; carried?: true })[] = [];
   /**
    * Until then the replicas known before the last resync stay listed whatever Redis holds: a
    * restarted Redis lost their entries, and after an outage every entry looks expired; each
@@ -483,7 +484,7 @@ class RedisStore {
       );
     }
     const all = await this.#main.hGetAll(this.#keys.replicas) as Record<string, string>;
-    const live: (Replica & { expiresAt: number })[] = [];
+    const live: (Replica & { expiresAt: number; carried?: true })[] = [];
     const dead: string[] = [];
     for (const [instance, value] of Object.entries(all)) {
       let v: { endpoint?: unknown; expires_at?: unknown } = {};
@@ -500,7 +501,9 @@ class RedisStore {
     if (now < this.#graceUntil) {
       for (const r of this.#replicas) {
         if (live.some((x) => x.instance === r.instance)) continue;
-        live.push({ ...r, expiresAt: Math.max(r.expiresAt, this.#graceUntil) });
+        if (r.carried === undefined) {
+          live.push({ ...r, expiresAt: Math.max(r.expiresAt, this.#graceUntil), carried: true });
+        } else if (r.expiresAt > now) live.push(r); // a flapping link does not keep it forever
       }
     }
     this.#replicas = live;

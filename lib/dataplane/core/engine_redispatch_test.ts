@@ -502,3 +502,76 @@ Deno.test("core: a kill ends a client whose pooled dial-back has not answered ye
   assert.equal(sim.engine.splicesOf("op1", "a"), 0);
   assert.deepEqual(sim.violations, []);
 });
+
+Deno.test("core: back to waiting after a re-dispatch's pooled dial-back closed, its tokens keep their attempts", () => {
+  const sim = pub();
+  const { client, need } = waiting(sim);
+  const db = idlePooled(sim, "b");
+  sim.advance(1000); // the re-dispatch takes it
+  sim.eof(db);
+  const [second] = needs(sim);
+  assert.deepEqual([second?.attempt, second?.why], [2, "pooled"]);
+  // notice 1's call fails late: notice 2's token stays good
+  sim.command({ type: "noticeFailed", conn: need.conn, retry: false, attempt: 1 });
+  assert.deepEqual(sim.ofType("refused"), []);
+  assertPending(sim, 1, 1);
+  const db2 = dialBack(sim, second!.token);
+  assert.equal(sim.sock(client).peer, db2);
+  assert.equal(sim.ofType("piped")[0]!.attempt, 2); // whose notice came
+  assert.deepEqual(sim.written(db2), CURL);
+  assert.deepEqual(sim.violations, []);
+});
+
+Deno.test("core: a pooled dial-back that closes unanswered during a stop refuses its client, no notice", () => {
+  const sim = pub();
+  const db = idlePooled(sim, "a");
+  const client = taking(sim);
+  sim.command({ type: "stop" });
+  assert.deepEqual(sim.take(), []); // taken: a splice in the making, it goes on
+  sim.eof(db);
+  const events = sim.take();
+  assert.deepEqual(
+    events.map((e) => [e.type, "retry" in e ? e.retry : e.type === "refused" && e.why]),
+    [
+      ["poolDropped", false],
+      ["refused", "dial-back-closed"],
+    ],
+  );
+  assert.match((events[1] as { detail?: string }).detail ?? "", /; stopping$/);
+  assert.deepEqual(sim.written(client), tlsAlert(80));
+  sim.advance(60_000);
+  assert.equal(sim.ofType("needDialBack").length, 0);
+  assert.equal(sim.ofType("drained").length, 1);
+  assert.deepEqual(sim.violations, []);
+});
+
+Deno.test("core: back from a closed pooled dial-back, a pending cap or the hello's deadline refuses it", () => {
+  // the cap: it was routed (and counted) already, so it is refused as dial-back-closed
+  const sim = pub({ maxPending: 1 });
+  const { need } = waiting(sim);
+  const db = idlePooled(sim, "b");
+  sim.advance(1000); // the re-dispatch takes it: it waits no more
+  waiting(sim, "203.0.113.10"); // another client takes the one pending place
+  sim.eof(db);
+  const refused = sim.ofType("refused");
+  assert.deepEqual(refused.map((e) => [e.why, e.conn, e.attempt, e.detail]), [
+    ["dial-back-closed", need.conn, 1, "then pending-total"],
+  ]);
+  // the deadline: a re-dispatch near its end takes a pooled dial-back that closes after it
+  const late = pub({ redispatchAfterMs: 9000 });
+  const w = waiting(late);
+  late.advance(8000);
+  const p = idlePooled(late, "b");
+  late.advance(1000); // the re-dispatch at 9 s takes the pooled one
+  assert.deepEqual(late.take(), []);
+  late.advance(1000); // past the hello's deadline (10 s), still unanswered
+  late.eof(p);
+  const after = late.take();
+  assert.deepEqual(after.filter((e) => e.type === "needDialBack"), []);
+  assert.deepEqual(
+    after.flatMap((e) => e.type === "refused" ? [[e.why, e.conn]] : []),
+    [["expired", w.need.conn]],
+  );
+  assert.deepEqual(late.written(w.client), tlsAlert(80));
+  assert.deepEqual([sim.violations, late.violations], [[], []]);
+});

@@ -193,16 +193,22 @@ export class ClientConn extends Machine {
   #refusePlain(why: Refusal, detail: string, abort = true): undefined {
     this.#proxyHeader = undefined;
     this.#reader = undefined!;
+    this.#refused(why, detail);
+    this.#end(abort);
+    return undefined;
+  }
+
+  /** Its `refused` event, plain: with its ALPN list (once read) when `alpn`. */
+  #refused(why: Refusal, detail: string | undefined, alpn = false): void {
     this.engine.emit({
       type: "refused",
       why,
       conn: this.id,
       connId: this.connId,
       client: this.client,
-      detail,
+      ...(alpn && this.#alpn !== undefined ? { alpn: this.#alpn } : {}),
+      ...(detail !== undefined ? { detail } : {}),
     });
-    this.#end(abort);
-    return undefined;
   }
 
   #route(hello: Uint8Array, extra: Uint8Array, now: number): void {
@@ -231,6 +237,8 @@ export class ClientConn extends Machine {
     const e = this.engine;
     const domain = this.#domain;
     const cap = pendingCap(e, this.#operator, domain, this.host);
+    // back from a pooled dial-back that closed: it was routed (and counted) already
+    if (cap !== undefined && this.#unanswered > 0) return this.#closed(now, `then ${cap}`);
     if (cap === "name-pending") {
       const n = e.admission.maxPendingPerName;
       return this.#refuse(cap, ALERT_INTERNAL_ERROR, now, `${n} wait (max_pending_per_name)`);
@@ -247,6 +255,11 @@ export class ClientConn extends Machine {
     if (this.#deadline === 0) this.#deadline = now + e.limits.dialBackTimeoutMs;
     e.timers.arm(this, this.#deadline);
     this.#notice(now, this.#unanswered > 0 ? "pooled" : undefined);
+  }
+
+  /** Refused `dial-back-closed` (alert 80): its pooled dial-back closed and it cannot go on. */
+  #closed(now: number, detail: string): void {
+    this.#refuse("dial-back-closed", ALERT_INTERNAL_ERROR, now, detail);
   }
 
   /** Dispatches spent: notices and pooled dial-backs that closed unanswered. */
@@ -291,7 +304,9 @@ export class ClientConn extends Machine {
     this.#trial = undefined;
     const e = this.engine;
     this.#unanswered++;
-    const retry = !e.stopping && this.#dispatches < (e.limits.maxDispatches ?? 1);
+    // stopping, or past the hello's deadline: nothing may serve it any more
+    const late = e.stopping || (this.#deadline > 0 && now >= this.#deadline);
+    const retry = !late && this.#dispatches < (e.limits.maxDispatches ?? 1);
     e.emit({
       type: "poolDropped",
       operator: this.#operator,
@@ -305,11 +320,11 @@ export class ClientConn extends Machine {
       retry,
     });
     if (!retry) {
-      if (e.stopping) return this.#refuse("expired", ALERT_INTERNAL_ERROR, now, "stopping");
+      if (late && !e.stopping) return this.#refuse("expired", ALERT_INTERNAL_ERROR, now);
       const of = t.instance !== undefined ? ` of instance ${t.instance}` : "";
       const what = `${why}${detail !== undefined ? ` ${detail}` : ""}`;
       const text = `the pooled dial-back${of} closed before answering (${what})`;
-      return this.#refuse("dial-back-closed", ALERT_INTERNAL_ERROR, now, text);
+      return this.#closed(now, e.stopping ? `${text}; stopping` : text);
     }
     const replay = t.written.subarray(t.header);
     // another instance's idle one first: the rest of that pool may be closing too
@@ -517,15 +532,7 @@ export class ClientConn extends Machine {
       );
     }
     if (this.#got === 0) {
-      // a connection that sent nothing (a port probe) gets no alert
-      this.engine.emit({
-        type: "refused",
-        why: "bad-hello",
-        conn: this.id,
-        connId: this.connId,
-        client: this.client,
-        detail: "EOF",
-      });
+      this.#refused("bad-hello", "EOF"); // a connection that sent nothing (a port probe): no alert
       return this.#end(false);
     }
     this.#refuse(
@@ -542,27 +549,11 @@ export class ClientConn extends Machine {
       return this.answered(undefined, now).onFailed(sock, failure, now);
     }
     if (this.state === "hello") {
-      this.engine.emit({
-        type: "refused",
-        why: this.#proxyHeader !== undefined ? "bad-proxy-header" : "bad-hello",
-        conn: this.id,
-        connId: this.connId,
-        client: this.client,
-        detail: `${failure.op} failed: ${failure.code}`,
-      });
+      const why = this.#proxyHeader !== undefined ? "bad-proxy-header" : "bad-hello";
+      this.#refused(why, `${failure.op} failed: ${failure.code}`);
     }
     this.#unpend();
-    if (this.state === "waiting") {
-      this.engine.emit({
-        type: "refused",
-        why: "expired",
-        conn: this.id,
-        connId: this.connId,
-        client: this.client,
-        ...(this.#alpn !== undefined ? { alpn: this.#alpn } : {}),
-        detail: failure.code,
-      });
-    }
+    if (this.state === "waiting") this.#refused("expired", failure.code, true);
     this.#end(true);
   }
 
