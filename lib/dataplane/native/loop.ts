@@ -49,12 +49,14 @@ import {
   MAX_EVENTS,
   MAX_WAIT_MS,
   openStream,
+  POST_GATHER_MS,
   QUIET_MS,
   READS_PER_EVENT,
   REST_GROWTH,
   setKeepAlive,
   SPLICES_PER_EVENT,
   startConnect,
+  URGENT_EVENTS,
 } from "./sockopts.ts";
 import { CHUNK, type Listener, pending, type Sock, Socks, SPLICE_FLAGS } from "./socks.ts";
 
@@ -91,6 +93,7 @@ export class Loop {
   readonly #clockOffset: number;
   /** The time of the current turn (the core's clock). */
   #now = 0;
+  #postBy = 0; // when the gathered events are to be posted (0: none gathered)
   #exit = false;
   /** Something happened since the last rest. */
   #dirty = false;
@@ -182,14 +185,9 @@ export class Loop {
   }
 
   /**
-   * After a quiet second, gives back what the last burst left (docs/architecture.md, "Memory").
-   * The loop never returns to the event loop, so V8's memory reducer never runs for this isolate
-   * and what set-ups promoted to the old generation stays until the heap reaches its limit; and
-   * glibc keeps the freed chunks of its arenas. A full collection (with `--expose-gc`, which the
-   * shipped flags set) when the heap grew by {@linkcode REST_GROWTH} since the last one, and
-   * `malloc_trim` on every rest. Measured with W4 (2,000 held connections): the worker's heap
-   * 13.6 → 8.0–9.3 MB, the four processes 16.8–20.2 → 10.0–11.2 KiB per held connection; the
-   * collection pauses the loop 25–55 ms, once per burst.
+   * After a quiet second, gives back what the last burst left (docs/architecture.md, "Memory":
+   * why, what it costs, the figures): a full collection (with `--expose-gc`) when the heap grew by
+   * {@linkcode REST_GROWTH} since the last one, and `malloc_trim` on every rest.
    */
   #rest(): void {
     this.#dirty = false;
@@ -223,6 +221,7 @@ export class Loop {
   #timeoutMs(): number {
     let at = this.engine.nextTimeout();
     if (this.#dirty && this.#lastActive + QUIET_MS < at) at = this.#lastActive + QUIET_MS;
+    if (this.#postBy > 0 && this.#postBy < at) at = this.#postBy;
     for (const l of this.#listeners) {
       if (l.pausedUntil > 0 && l.pausedUntil < at) at = l.pausedUntil;
     }
@@ -245,12 +244,15 @@ export class Loop {
     }
   }
 
-  /** Posts the turn's events, in one message. */
-  #post(): void {
+  /** Posts the events in one message: now if one is urgent or `force`, else after a gather. */
+  #post(force = false): void {
     const ev = this.engine.events;
     if (ev.length === 0) return;
+    if (this.#postBy === 0) this.#postBy = this.#now + POST_GATHER_MS;
+    if (!force && this.#now < this.#postBy && !ev.some((e) => URGENT_EVENTS.has(e.type))) return;
     this.post({ t: "events", events: ev }); // cloned here: the array may be reused
     ev.length = 0;
+    this.#postBy = 0;
   }
 
   // -- commands --------------------------------------------------------------------------------
@@ -593,6 +595,6 @@ export class Loop {
 
   /** Posts what the last turn left (the kill's events). */
   flushEvents(): void {
-    this.#post();
+    this.#post(true);
   }
 }

@@ -40,6 +40,18 @@ export const ACCEPTS_PER_EVENT = 64;
 /** How long a listener is not watched after a failed accept (EMFILE and the like). */
 export const ACCEPT_PAUSE_MS = 100;
 export const MAX_WAIT_MS = 0x7fff_ffff;
+/**
+ * How long events nothing waits on may gather before they are posted: one message for several
+ * turns, so fewer wake-ups of the main thread under load (docs/architecture.md, "The drivers").
+ */
+export const POST_GATHER_MS = 2;
+/** Events the control plane acts on at once: posted with their turn. */
+export const URGENT_EVENTS: ReadonlySet<string> = new Set([
+  "needDialBack", // a client waits for its notice
+  "connectFailed", // a notice's failure goes back to the public proxy
+  "drained", // a stop waits for it
+  "acceptFailed",
+]);
 /** Quiet time after activity before the worker gives back what it no longer uses. */
 export const QUIET_MS = 1000;
 /** Heap growth since the last rest's collection that makes the next rest collect (bytes). */
