@@ -214,6 +214,37 @@ async function routedByNotice(r: Running): Promise<[Deno.TcpConn, Deno.TcpConn]>
   }
 }
 
+/** A pool grant of one token (of `instance`), redeemed: the idle pooled dial-back. */
+async function idlePooled(r: Running, instance?: string): Promise<Deno.TcpConn> {
+  const token = randomToken();
+  r.send({
+    type: "grantPool",
+    operator: "op1",
+    domains: [SNI],
+    tokens: [token],
+    idleTimeoutMs: 10_000,
+    ...(instance !== undefined ? { instance } : {}),
+  });
+  const pooled = await connect(r.plane.addrs.private);
+  try {
+    await writeAll(pooled, decodeToken(token)!);
+    const idle = await r.events.next("poolIdle");
+    assert.deepEqual([idle.operator, idle.instance], ["op1", instance]);
+    return pooled;
+  } catch (err) {
+    closeAll(pooled);
+    throw err;
+  }
+}
+
+/** What a taken pooled dial-back gets: the pool header (returned), then the hello (checked). */
+async function readPoolHeader(pooled: Deno.TcpConn): Promise<Uint8Array> {
+  const start = await readExact(pooled, 3); // its type byte, then its fields' length
+  const header = concat(start, await readExact(pooled, (start[1]! << 8) + start[2]!));
+  assert.deepEqual(await readExact(pooled, HELLO.length), HELLO);
+  return header;
+}
+
 // -- the public proxy ------------------------------------------------------------------------------
 
 conformance("a routed client gets its dial-back; bytes flow, half-closed", async (d) => {
@@ -249,25 +280,12 @@ conformance("a routed client gets its dial-back; bytes flow, half-closed", async
 
 conformance("a pool grant: the pooled dial-back gets the pool header and the hello", async (d) => {
   await withPlane(d, "public", publicSnapshot(), async (r) => {
-    const token = randomToken();
-    r.send({
-      type: "grantPool",
-      operator: "op1",
-      domains: [SNI],
-      tokens: [token],
-      idleTimeoutMs: 10_000,
-    });
-    const pooled = await connect(r.plane.addrs.private);
+    const pooled = await idlePooled(r);
     let client: Deno.TcpConn | undefined;
     try {
-      await writeAll(pooled, decodeToken(token)!);
-      assert.equal((await r.events.next("poolIdle")).operator, "op1");
       client = await connect(r.plane.addrs.public);
       await writeAll(client, HELLO);
-      // the pool header (its fields' length after the type byte), then the hello
-      const start = await readExact(pooled, 3);
-      const header = concat(start, await readExact(pooled, (start[1]! << 8) + start[2]!));
-      assert.deepEqual(await readExact(pooled, HELLO.length), HELLO);
+      const header = await readPoolHeader(pooled);
       // its first answer starts the pipe (docs/architecture.md, "Pooled dial-backs that close
       // unanswered")
       await writeAll(pooled, enc.encode("hi"));
@@ -304,15 +322,6 @@ conformance("re-dispatch and instances cross the driver both ways", async (d) =>
     publicRoutes: [[SNI, { operator: "op1", instances: ["a", "b"] }]],
   };
   await withPlane(d, "public", snapshot, async (r) => {
-    const token = randomToken();
-    r.send({
-      type: "grantPool",
-      operator: "op1",
-      domains: [SNI],
-      tokens: [token],
-      idleTimeoutMs: 10_000,
-      instance: "b",
-    });
     const client = await connect(r.plane.addrs.public);
     let pooled: Deno.TcpConn | undefined;
     try {
@@ -320,13 +329,9 @@ conformance("re-dispatch and instances cross the driver both ways", async (d) =>
       const first = await r.events.next("needDialBack");
       assert.deepEqual([first.attempt, first.why, first.instances], [1, undefined, ["a", "b"]]);
       // the pooled dial-back of "b" goes idle meanwhile; the failed notice's re-dispatch takes it
-      pooled = await connect(r.plane.addrs.private);
-      await writeAll(pooled, decodeToken(token)!);
-      assert.equal((await r.events.next("poolIdle")).instance, "b");
+      pooled = await idlePooled(r, "b");
       r.send({ type: "noticeFailed", conn: first.conn, retry: true, attempt: 1 });
-      const start = await readExact(pooled, 3);
-      await readExact(pooled, (start[1]! << 8) + start[2]!);
-      assert.deepEqual(await readExact(pooled, HELLO.length), HELLO);
+      await readPoolHeader(pooled);
       await writeAll(pooled, enc.encode("x")); // its first answer: the pipe
       const piped = await r.events.next("piped");
       assert.deepEqual([piped.conn, piped.via, piped.instance], [first.conn, "pool", "b"]);
@@ -349,25 +354,13 @@ conformance(
       limits: { ...publicSnapshot().limits, maxDispatches: 3 },
     };
     await withPlane(d, "public", snapshot, async (r) => {
-      const token = randomToken();
-      r.send({
-        type: "grantPool",
-        operator: "op1",
-        domains: [SNI],
-        tokens: [token],
-        idleTimeoutMs: 10_000,
-      });
-      const pooled = await connect(r.plane.addrs.private);
+      const pooled = await idlePooled(r);
       let client: Deno.TcpConn | undefined;
       let dialBack: Deno.TcpConn | undefined;
       try {
-        await writeAll(pooled, decodeToken(token)!);
-        await r.events.next("poolIdle");
         client = await connect(r.plane.addrs.public);
         await writeAll(client, HELLO);
-        const start = await readExact(pooled, 3);
-        await readExact(pooled, (start[1]! << 8) + start[2]!);
-        assert.deepEqual(await readExact(pooled, HELLO.length), HELLO);
+        await readPoolHeader(pooled);
         pooled.close(); // unanswered
         const dropped = await r.events.next("poolDropped");
         assert.deepEqual([dropped.retry, typeof dropped.conn], [true, "number"]);
