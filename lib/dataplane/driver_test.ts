@@ -12,10 +12,24 @@ import { ALERT_INTERNAL_ERROR, ALERT_UNRECOGNIZED_NAME, tlsAlert } from "../wire
 import { decodeToken, tokenText } from "../wire/token.ts";
 import type { DataEvent } from "./events.ts";
 import type { DataPlane, DataPlaneOptions } from "./mod.ts";
-import { type Command, emptySnapshot, type PlaneRole, type Snapshot } from "./snapshot.ts";
+import {
+  type Command,
+  DEFAULT_LIMITS,
+  emptySnapshot,
+  type PlaneRole,
+  type Snapshot,
+} from "./snapshot.ts";
 import { startPortable } from "./portable/driver.ts";
 import { nativeProblem, SPLICE_PIPE_BYTES, startNative } from "./native/driver.ts";
-import { Libc } from "./native/libc.ts";
+import {
+  decodeSockaddr,
+  IPPROTO_TCP,
+  Libc,
+  SO_KEEPALIVE,
+  SOL_SOCKET,
+  TCP_KEEPIDLE,
+} from "./native/libc.ts";
+import { keepAliveTimings } from "./keepalive.ts";
 
 const HELLO = Deno.readFileSync(new URL("../wire/testdata/curl_tls13.bin", import.meta.url));
 const SNI = parseClientHello(HELLO).serverName!;
@@ -762,6 +776,79 @@ async function readAll(c: Deno.Conn, expect: number): Promise<Uint8Array<ArrayBu
     if (off > expect) throw new Error(`more than ${expect} bytes`);
   }
 }
+
+/**
+ * An int socket option of this process's TCP socket bound to local port `port` (the native
+ * worker's sockets are this process's descriptors), or undefined when there is none.
+ */
+function sockOpt(port: number, level: number, name: number): number | undefined {
+  const libc = Libc.get();
+  const sa = new Uint8Array(28);
+  const len = new Uint32Array(1);
+  const v = new Int32Array(1);
+  const vLen = new Uint32Array(1);
+  for (const e of Deno.readDirSync("/proc/self/fd")) {
+    const fd = Number(e.name);
+    try {
+      if (!Deno.readLinkSync(`/proc/self/fd/${e.name}`).startsWith("socket:")) continue;
+    } catch {
+      continue;
+    }
+    len[0] = sa.length;
+    if (libc.sym.getsockname(fd, sa, len) !== 0 || len[0] !== 16) continue;
+    if (decodeSockaddr(sa.subarray(0, 16)).port !== port) continue;
+    vLen[0] = 4;
+    if (libc.sym.getsockopt(fd, level, name, v, vLen) !== 0) return undefined;
+    return v[0];
+  }
+  return undefined;
+}
+
+Deno.test({
+  name: "native driver: the sockets it dials get their keepalive once spliced a second",
+  ignore: nativeIgnore,
+  async fn() {
+    const tcpKeepAliveMs = 30_000;
+    await withListeners(async (endpoint, internal) => {
+      const snapshot: Snapshot = {
+        ...emptySnapshot({ ...DEFAULT_LIMITS, tcpKeepAliveMs }),
+        version: 1,
+        privateRoutes: [[SNI, { internal: addrOf(internal) }]],
+      };
+      await withPlane(DRIVERS[1]!, "private", snapshot, async (r) => {
+        r.send({
+          type: "dialBack",
+          operator: "op1",
+          domain: SNI,
+          endpoint: addrOf(endpoint),
+          token: randomToken(),
+          internal: addrOf(internal),
+        });
+        const dialBack = await within(endpoint.accept(), "accept the dial-back");
+        let server: Deno.TcpConn | undefined;
+        try {
+          server = await within(internal.accept(), "accept at the internal server");
+          await r.events.next("piped");
+          // the worker's two dialled sockets, by their local ports
+          const ports = [dialBack.remoteAddr.port, server.remoteAddr.port];
+          const deadline = Date.now() + WAIT_MS;
+          while (ports.some((p) => sockOpt(p, SOL_SOCKET, SO_KEEPALIVE) !== 1)) {
+            if (Date.now() > deadline) throw new Error("no keepalive on the dialled sockets");
+            await new Promise((res) => setTimeout(res, 20));
+          }
+          for (const p of ports) {
+            assert.equal(
+              sockOpt(p, IPPROTO_TCP, TCP_KEEPIDLE),
+              keepAliveTimings(tcpKeepAliveMs).idleS,
+            );
+          }
+        } finally {
+          closeAll(dialBack, server);
+        }
+      });
+    });
+  },
+});
 
 function nativeSplice(name: string, fn: () => Promise<void>): void {
   Deno.test({ name: `native driver, splice path: ${name}`, ignore: nativeIgnore, fn });

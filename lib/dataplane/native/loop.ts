@@ -2,15 +2,14 @@
  * The native worker's loop (docs/architecture.md, "The drivers"): one epoll instance and one
  * sans-IO core. Each wake-up applies the commands the main thread wrote into the ring (before the
  * socket events of the same wake-up), feeds the socket events to the core, fires the core's
- * deadlines, carries out what the core asks for, and posts the turn's events in one message.
+ * deadlines, carries out what the core asks for, and posts the events (gathered over turns).
  * worker.ts is the thread's entry; socket options and the loop's budgets are in sockopts.ts.
- *
  * Inputs are never fed to the core while its outputs are being carried out: a failure found
  * then (a write, a connect, an epoll_ctl) is kept and fed after them.
  * @module
  */
 import type { HostPort } from "../../role.ts";
-import { bindListener, canRead } from "./socks.ts";
+import { canRead } from "./socks.ts";
 import { Engine } from "../core/engine.ts";
 import type { Output, SockFailure, SockId } from "../core/io.ts";
 import {
@@ -22,6 +21,8 @@ import {
   EPOLL_CTL_ADD,
   EPOLL_CTL_DEL,
   EPOLL_EVENT_BYTES,
+  EPOLLERR,
+  EPOLLHUP,
   EPOLLIN,
   EPOLLOUT,
   errnoMessage,
@@ -46,6 +47,7 @@ import {
   ACCEPTS_PER_EVENT,
   BULK_READ,
   BULK_READS,
+  DueKeepAlives,
   MAX_EVENTS,
   MAX_WAIT_MS,
   openStream,
@@ -80,12 +82,11 @@ export class Loop {
   readonly #view = new DataView(this.#events.buffer);
   readonly #listeners: Listener[] = [];
   readonly #failures: Failure[] = [];
+  readonly #keepAlives = new DueKeepAlives();
   readonly #int = new Int32Array(1);
   readonly #intLen = new Uint32Array(1);
   readonly #addr = new Uint8Array(28);
   readonly #addrLen = new Uint32Array(1);
-  readonly #local = new Uint8Array(28);
-  readonly #localLen = new Uint32Array(1);
   readonly #drain = new Uint8Array(8);
   readonly #decoder = new TextDecoder();
   readonly #onMessage = (bytes: Uint8Array): void => this.#command(bytes);
@@ -96,7 +97,7 @@ export class Loop {
   #postBy = 0; // when the gathered events are to be posted (0: none gathered)
   #exit = false;
   /** Something happened since the last rest. */
-  #dirty = false;
+  #busy = false;
   /** When something last happened (the core's clock). */
   #lastActive = 0;
   /** The heap's size after the last rest's collection. */
@@ -137,25 +138,18 @@ export class Loop {
   }
 
   #bind(at: ListenAt, port: "public" | "private"): HostPort {
-    const { fd, local } = bindListener(this.libc, at, port === "public");
-    const l = this.socks.addListener(fd, port);
-    this.#listeners.push(l);
-    const e = this.socks.ctl(EPOLL_CTL_ADD, fd, l.gen, EPOLLIN);
-    if (e !== 0) throw new Error(`Cannot listen on ${at.what}: ${errnoMessage(e)}`);
-    const a = decodeSockaddr(local);
-    if (a.hostname !== "0.0.0.0" && a.hostname !== "::") {
-      l.local = { hostname: a.hostname, port: a.port };
-    }
-    return { hostname: a.hostname, port: a.port };
+    const { listener, addr } = this.socks.listen(at, port);
+    this.#listeners.push(listener);
+    return addr;
   }
 
   /**
-   * The loop: one turn per wake-up. A function called from a trivial loop, so V8 optimizes it
-   * as any hot function (a loop inline in a function that never returns is recompiled for
-   * on-stack replacement again and again).
+   * The loop: one turn per wake-up, a function called from a trivial loop so that V8 optimizes
+   * it (a loop inline in a function that never returns is recompiled for OSR again and again).
    */
   run(): void {
     this.#commands();
+    this.#apply();
     this.#post();
     while (this.#turn());
   }
@@ -164,7 +158,7 @@ export class Loop {
     const n = this.#wait();
     this.#now = this.clock();
     if (n > 0) {
-      this.#dirty = true;
+      this.#busy = true;
       this.#lastActive = this.#now;
     }
     this.#commands();
@@ -179,18 +173,21 @@ export class Loop {
       else this.libc.sym.read(x.fd, this.#drain, 8n);
     }
     this.#timers();
+    this.#apply();
     this.#post();
-    if (n === 0 && this.#dirty && this.#now - this.#lastActive >= QUIET_MS) this.#rest();
+    if (n === 0 && this.#busy && this.#now - this.#lastActive >= QUIET_MS) this.#rest();
     return true;
   }
 
   /**
    * After a quiet second, gives back what the last burst left (docs/architecture.md, "Memory":
    * why, what it costs, the figures): a full collection (with `--expose-gc`) when the heap grew by
-   * {@linkcode REST_GROWTH} since the last one, and `malloc_trim` on every rest.
+   * {@linkcode REST_GROWTH} since the last one, and `malloc_trim` on every rest. Gathered events
+   * (a deadline's, this turn) go first: they would wait behind the collection.
    */
   #rest(): void {
-    this.#dirty = false;
+    this.#post(true);
+    this.#busy = false;
     const heap = Deno.memoryUsage().heapTotal;
     if (gc !== undefined && heap >= this.#restedHeap + REST_GROWTH) {
       gc({ type: "major", execution: "sync", flavor: "last-resort" });
@@ -220,8 +217,9 @@ export class Loop {
 
   #timeoutMs(): number {
     let at = this.engine.nextTimeout();
-    if (this.#dirty && this.#lastActive + QUIET_MS < at) at = this.#lastActive + QUIET_MS;
+    if (this.#busy && this.#lastActive + QUIET_MS < at) at = this.#lastActive + QUIET_MS;
     if (this.#postBy > 0 && this.#postBy < at) at = this.#postBy;
+    if (this.#keepAlives.next < at) at = this.#keepAlives.next;
     for (const l of this.#listeners) {
       if (l.pausedUntil > 0 && l.pausedUntil < at) at = l.pausedUntil;
     }
@@ -233,6 +231,7 @@ export class Loop {
   /** Fires the core's deadlines that are due and resumes paused listeners. */
   #timers(): void {
     const now = this.#now = this.clock();
+    this.#keepAlives.due(now, (x, ms) => this.#setKeepAlive(x, ms));
     if (this.engine.nextTimeout() <= now) {
       this.engine.timeout(now);
       this.#settle();
@@ -263,7 +262,7 @@ export class Loop {
 
   #command(bytes: Uint8Array): void {
     const msg = JSON.parse(this.#decoder.decode(bytes)) as RingMessage;
-    this.#dirty = true;
+    this.#busy = true;
     this.#lastActive = this.#now;
     if (msg.type === "exit") {
       this.#exit = true;
@@ -282,18 +281,18 @@ export class Loop {
   // -- socket events ---------------------------------------------------------------------------
 
   #onSock(x: Sock, events: number): void {
-    if (x.connecting) return this.#connectDone(x);
+    if (x.connecting) return this.#connectDone(x, events);
     if (pending(x) && (events & ~EPOLLIN) !== 0) {
       const e = this.socks.flush(x);
       if (e !== 0) return this.#writeFailed(x, e);
       if (x.closed) return;
-      if (x.peer !== null) this.#watch(x.peer); // its reads waited for this queue
+      if (x.peer !== null) this.socks.mark(x.peer); // its reads waited for this queue
     }
     if ((events & ~EPOLLOUT) !== 0 && canRead(x)) {
       if (x.peer !== null) this.#pump(x);
       else this.#readOnce(x);
     }
-    this.#watch(x);
+    this.socks.mark(x);
     this.#settle();
   }
 
@@ -350,7 +349,7 @@ export class Loop {
         break;
       }
     }
-    this.#watch(y);
+    this.socks.mark(y);
   }
 
   /**
@@ -391,7 +390,7 @@ export class Loop {
       }
       break;
     }
-    this.#watch(y);
+    this.socks.mark(y);
   }
 
   /** One read of a socket the core reads itself. */
@@ -410,10 +409,13 @@ export class Loop {
   }
 
   /** A connecting socket became writable (connected) or failed. */
-  #connectDone(x: Sock): void {
+  #connectDone(x: Sock, events: number): void {
+    // a connect that failed reports EPOLLERR (and EPOLLHUP): only then is SO_ERROR worth a syscall
     this.#int[0] = 0;
-    this.#intLen[0] = 4;
-    this.libc.sym.getsockopt(x.fd, SOL_SOCKET, SO_ERROR, this.#int, this.#intLen);
+    if ((events & (EPOLLERR | EPOLLHUP)) !== 0) {
+      this.#intLen[0] = 4;
+      this.libc.sym.getsockopt(x.fd, SOL_SOCKET, SO_ERROR, this.#int, this.#intLen);
+    }
     const err = this.#int[0]!;
     x.connecting = false;
     if (err !== 0) {
@@ -425,7 +427,7 @@ export class Loop {
       if (e !== 0) return this.#writeFailed(x, e);
       this.engine.connected(x.id, this.#now);
     }
-    this.#watch(x);
+    this.socks.mark(x);
     this.#settle();
   }
 
@@ -449,7 +451,7 @@ export class Loop {
         l.port,
         { hostname: a.hostname, port: a.port },
         this.#now,
-        l.local ?? this.#localOf(fd),
+        l.local ?? this.socks.localOf(fd),
       );
       if (id === null) s.close(fd);
       else {
@@ -460,14 +462,6 @@ export class Loop {
       }
       this.#settle();
     }
-  }
-
-  /** The local address of accepted socket `fd` (a listener on a wildcard address). */
-  #localOf(fd: number): { hostname: string; port: number } | undefined {
-    this.#localLen[0] = this.#local.length;
-    if (this.libc.sym.getsockname(fd, this.#local, this.#localLen) !== 0) return undefined;
-    const a = decodeSockaddr(this.#local);
-    return { hostname: a.hostname, port: a.port };
   }
 
   // -- outputs ---------------------------------------------------------------------------------
@@ -493,14 +487,14 @@ export class Loop {
         const x = byId.get(o.sock);
         if (x === undefined) return;
         x.reading = o.on;
-        return this.#watch(x);
+        return this.socks.mark(x);
       }
       case "write": {
         const x = byId.get(o.sock);
         if (x === undefined) return;
         const e = this.socks.write(x, o.bytes);
         if (e !== 0) return this.#fail(x.id, "write", errnoName(e));
-        return this.#watch(x);
+        return this.socks.mark(x);
       }
       case "shutdown": {
         const x = byId.get(o.sock);
@@ -512,8 +506,8 @@ export class Loop {
         if (x === undefined) return;
         const peer = x.peer;
         this.socks.close(x, o.abort);
-        this.#watch(x);
-        if (peer !== null) this.#watch(peer);
+        this.socks.mark(x);
+        if (peer !== null) this.socks.mark(peer);
         return;
       }
       case "connect":
@@ -526,8 +520,8 @@ export class Loop {
         b.peer = a;
         if (a.keepAliveMs !== o.keepAliveMs) this.#keepAlive(a, o.keepAliveMs);
         if (b.keepAliveMs !== o.keepAliveMs) this.#keepAlive(b, o.keepAliveMs);
-        this.#watch(a);
-        return this.#watch(b);
+        this.socks.mark(a);
+        return this.socks.mark(b);
       }
     }
   }
@@ -538,31 +532,33 @@ export class Loop {
    * public proxy's 12 setsockopt calls per client went here).
    */
   #keepAlive(x: Sock, ms: number): void {
-    this.#setKeepAlive(x.fd, ms);
-    x.keepAliveMs = ms;
     const l = x.listener;
-    if (l !== null && !l.closed && l.keepAliveMs !== ms) {
-      this.#setKeepAlive(l.fd, ms);
+    if (l === null) return this.#keepAlives.add(x, ms, this.#now); // dialled: set in a second
+    this.#setKeepAlive(x, ms);
+    if (!l.closed && l.keepAliveMs !== ms) {
+      setKeepAlive(this.libc, l.fd, ms, this.#int);
       l.keepAliveMs = ms;
     }
   }
 
-  /** SO_KEEPALIVE on `fd` (native/sockopts.ts `setKeepAlive`). */
-  #setKeepAlive(fd: number, ms: number): void {
-    setKeepAlive(this.libc, fd, ms, this.#int);
+  /** The keepalive `ms` on `x` (native/sockopts.ts `setKeepAlive`). */
+  #setKeepAlive(x: Sock, ms: number): void {
+    setKeepAlive(this.libc, x.fd, ms, this.#int);
+    x.keepAliveMs = ms;
   }
 
   #fail(id: SockId, op: SockFailure["op"], code: string): void {
     this.#failures.push({ id, failure: { op, code } });
   }
 
-  /** Updates the epoll interest of `x`; a failure of epoll_ctl fails the socket. */
-  #watch(x: Sock): void {
-    const e = this.socks.watch(x);
-    if (e === 0) return;
-    if (x.released) return this.socks.release(x);
-    x.eof = true;
-    this.#fail(x.id, "read", errnoName(e));
+  /** Applies the interest marked this turn; a failure of epoll_ctl fails the socket. */
+  #apply(): void {
+    this.socks.applyMarked((x, e) => {
+      if (x.released) return this.socks.release(x);
+      x.eof = true;
+      this.#fail(x.id, "read", errnoName(e));
+      this.#settle(); // may mark more
+    });
   }
 
   /** A non-blocking connect to an IP literal; it completes with EPOLLOUT (and SO_ERROR). */
@@ -584,7 +580,7 @@ export class Loop {
       x.eof = true;
       return this.#fail(id, "connect", errnoName(e));
     }
-    this.#watch(x);
+    this.socks.mark(x);
   }
 
   /** Closes every socket, listener and the epoll instance. */

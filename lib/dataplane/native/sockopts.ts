@@ -23,6 +23,7 @@ import {
   TCP_USER_TIMEOUT,
 } from "./libc.ts";
 import { keepAliveBoundMs, keepAliveTimings } from "../keepalive.ts";
+import type { Sock } from "./socks.ts";
 
 export const MAX_EVENTS = 512;
 /** Chunks copied per readiness event of a piped socket before other sockets get their turn. */
@@ -48,10 +49,48 @@ export const POST_GATHER_MS = 2;
 /** Events the control plane acts on at once: posted with their turn. */
 export const URGENT_EVENTS: ReadonlySet<string> = new Set([
   "needDialBack", // a client waits for its notice
-  "connectFailed", // a notice's failure goes back to the public proxy
+  "connectFailed", // a drain counts its set-ups down; the warning is logged at once
   "drained", // a stop waits for it
   "acceptFailed",
 ]);
+/**
+ * How long a dialled socket is spliced before it gets its keepalive (docs/architecture.md, "Idle
+ * splices"): a short connection, most of them, never pays the five setsockopt calls.
+ */
+export const KEEPALIVE_AFTER_MS = 1000;
+/** Dialled sockets spliced lately, each due its keepalive {@linkcode KEEPALIVE_AFTER_MS} later. */
+export class DueKeepAlives {
+  #q: { x: Sock; ms: number; at: number }[] = [];
+  #head = 0;
+
+  /** When the first is due (the loop's wait ends then); Infinity with none. */
+  get next(): number {
+    return this.#q[this.#head]?.at ?? Infinity;
+  }
+
+  add(x: Sock, ms: number, now: number): void {
+    this.#q.push({ x, ms, at: now + KEEPALIVE_AFTER_MS });
+  }
+
+  /** Calls `set` for each one due by `now` that is still open and not set to `ms` already. */
+  due(now: number, set: (x: Sock, ms: number) => void): void {
+    const q = this.#q;
+    let i = this.#head;
+    for (; i < q.length && q[i]!.at <= now; i++) {
+      const { x, ms } = q[i]!;
+      if (!x.closed && x.keepAliveMs !== ms) set(x, ms);
+    }
+    if (i === q.length) {
+      q.length = 0;
+      i = 0;
+    } else if (i > 1024 && i * 2 > q.length) {
+      q.splice(0, i);
+      i = 0;
+    }
+    this.#head = i;
+  }
+}
+
 /** Quiet time after activity before the worker gives back what it no longer uses. */
 export const QUIET_MS = 1000;
 /** Heap growth since the last rest's collection that makes the next rest collect (bytes). */

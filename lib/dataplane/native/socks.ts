@@ -25,6 +25,7 @@ import { LISTEN_BACKLOG, type Port, type SockId } from "../core/io.ts";
 import {
   AF_INET,
   AF_INET6,
+  decodeSockaddr,
   EAGAIN,
   EINTR,
   encodeSockaddr,
@@ -67,6 +68,8 @@ export class Sock {
   readonly kind = "sock";
   /** Events registered with epoll (0: not registered). */
   mask = 0;
+  /** Its interest may have changed this turn: the loop applies it once, before it waits. */
+  dirty = false;
   /** The core wants data, EOF and read errors reported. */
   reading = false;
   /** Piped to this socket: what is read goes there. */
@@ -133,6 +136,10 @@ export class Socks {
   readonly byFd: (Owner | undefined)[] = [];
   /** By the core's socket id. */
   readonly byId = new Map<SockId, Sock>();
+  /** Sockets whose interest is applied at the end of the turn. */
+  readonly #marked: Sock[] = [];
+  readonly #local = new Uint8Array(28);
+  readonly #localLen = new Uint32Array(1);
   /** The shared copy buffer: recv into it, send from it. */
   readonly chunk = new Uint8Array(CHUNK);
   readonly #ev = new Uint8Array(EPOLL_EVENT_BYTES);
@@ -196,6 +203,33 @@ export class Socks {
     return this.ctl(EPOLL_CTL_ADD, fd, w.gen, EPOLLIN);
   }
 
+  /**
+   * Binds a listener for `port` and watches it; what it is bound to. Throws (a clear message) when
+   * it cannot be bound.
+   */
+  listen(
+    at: ListenAt,
+    port: Port,
+  ): { listener: Listener; addr: { hostname: string; port: number } } {
+    const { fd, local } = bindListener(this.libc, at, port === "public");
+    const l = this.addListener(fd, port);
+    const e = this.ctl(EPOLL_CTL_ADD, fd, l.gen, EPOLLIN);
+    if (e !== 0) throw new Error(`Cannot listen on ${at.what}: ${errnoMessage(e)}`);
+    const a = decodeSockaddr(local);
+    if (a.hostname !== "0.0.0.0" && a.hostname !== "::") {
+      l.local = { hostname: a.hostname, port: a.port };
+    }
+    return { listener: l, addr: { hostname: a.hostname, port: a.port } };
+  }
+
+  /** The local address of accepted socket `fd` (a listener on a wildcard address). */
+  localOf(fd: number): { hostname: string; port: number } | undefined {
+    this.#localLen[0] = this.#local.length;
+    if (this.s.getsockname(fd, this.#local, this.#localLen) !== 0) return undefined;
+    const a = decodeSockaddr(this.#local);
+    return { hostname: a.hostname, port: a.port };
+  }
+
   addListener(fd: number, port: Port): Listener {
     const l = new Listener(fd, port, this.nextGen());
     this.byFd[fd] = l;
@@ -209,6 +243,29 @@ export class Socks {
     v.setInt32(EPOLL_DATA_OFFSET, fd, true);
     v.setUint32(EPOLL_DATA_OFFSET + 4, gen, true);
     return this.s.epollCtl(this.ep, op, fd, this.#ev) === 0 ? 0 : this.libc.errno();
+  }
+
+  /**
+   * Marks `x`: its interest may have changed. {@linkcode applyMarked} registers it once, at the end
+   * of the turn, so what a turn turns off and on again (a pooled dial-back taken: its idle watch,
+   * then its answer watch) or a socket closed in the turn it saw EOF costs no epoll_ctl.
+   */
+  mark(x: Sock): void {
+    if (x.dirty || x.closed) return;
+    x.dirty = true;
+    this.#marked.push(x);
+  }
+
+  /** {@linkcode watch} for every marked socket (also those `failed` marks); `failed` per errno. */
+  applyMarked(failed: (x: Sock, errno: number) => void): void {
+    const q = this.#marked;
+    for (let i = 0; i < q.length; i++) {
+      const x = q[i]!;
+      x.dirty = false;
+      const e = this.watch(x);
+      if (e !== 0) failed(x, e);
+    }
+    q.length = 0;
   }
 
   /** Registers `x` for what it waits for now; the errno when epoll_ctl failed, or 0. */

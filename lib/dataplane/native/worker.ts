@@ -4,7 +4,7 @@
  * (synchronous FFI: no promise, no op, no thread hop per event); each wake-up applies the
  * commands the main thread wrote into the ring (before the socket events of the same wake-up),
  * feeds the socket events to the core, fires the core's deadlines, carries out what the core
- * asks for, and posts the turn's events in one message.
+ * asks for, and posts the events (gathered over turns, loop.ts).
  *
  * Inputs are never fed to the core while its outputs are being carried out: a failure found
  * then (a write, a connect, an epoll_ctl) is kept and fed after them.
