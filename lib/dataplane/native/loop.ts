@@ -96,8 +96,7 @@ export class Loop {
   #now = 0;
   #postBy = 0; // when the gathered events are to be posted (0: none gathered)
   #exit = false;
-  /** Something happened since the last rest. */
-  #busy = false;
+  #busy = false; // something happened since the last rest
   /** When something last happened (the core's clock). */
   #lastActive = 0;
   /** The heap's size after the last rest's collection. */
@@ -453,13 +452,19 @@ export class Loop {
         this.#now,
         l.local ?? this.socks.localOf(fd),
       );
-      if (id === null) s.close(fd);
-      else {
-        // TCP_NODELAY and the keepalive options: inherited from the listener
-        const x = this.socks.add(fd, id);
-        x.listener = l;
-        x.keepAliveMs = l.keepAliveMs;
+      if (id === null) {
+        s.close(fd);
+        this.#settle();
+        continue;
       }
+      const x = this.socks.add(fd, id);
+      x.listener = l; // it inherits TCP_NODELAY and the keepalive options
+      x.keepAliveMs = l.keepAliveMs;
+      this.#settle();
+      // its first bytes are most often there (TCP_DEFER_ACCEPT; a dial-back's token): read them
+      // now, not after an epoll_wait (a hello routed to a pooled dial-back needs no epoll_ctl)
+      if (x.peer !== null || !canRead(x)) continue;
+      this.#readOnce(x);
       this.#settle();
     }
   }
@@ -528,8 +533,7 @@ export class Loop {
 
   /**
    * Gives spliced socket `x` the keepalive `ms` (0: none), and its listener too, whose later
-   * sockets then inherit it: an accepted socket needs no setsockopt of its own (W1: 10 of the
-   * public proxy's 12 setsockopt calls per client went here).
+   * sockets inherit it (no setsockopt of their own); a dialled one gets it a second later.
    */
   #keepAlive(x: Sock, ms: number): void {
     const l = x.listener;
