@@ -47,7 +47,7 @@ import {
   ACCEPTS_PER_EVENT,
   BULK_READ,
   BULK_READS,
-  DueKeepAlives,
+  KeepAlives,
   MAX_EVENTS,
   MAX_WAIT_MS,
   openStream,
@@ -55,7 +55,6 @@ import {
   QUIET_MS,
   READS_PER_EVENT,
   REST_GROWTH,
-  setKeepAlive,
   SPLICES_PER_EVENT,
   startConnect,
   URGENT_EVENTS,
@@ -82,7 +81,6 @@ export class Loop {
   readonly #view = new DataView(this.#events.buffer);
   readonly #listeners: Listener[] = [];
   readonly #failures: Failure[] = [];
-  readonly #keepAlives = new DueKeepAlives();
   readonly #int = new Int32Array(1);
   readonly #intLen = new Uint32Array(1);
   readonly #addr = new Uint8Array(28);
@@ -103,6 +101,7 @@ export class Loop {
   #restedHeap = 0;
   /** Bytes one splice into a pipe asks for: its capacity. */
   readonly #spliceLen: bigint;
+  readonly #keepAlives: KeepAlives;
 
   constructor(
     init: WorkerInit,
@@ -114,6 +113,7 @@ export class Loop {
     if (this.ep < 0) throw new Error(`Cannot create an epoll: ${errnoMessage(this.libc.errno())}`);
     const sp = init.splice;
     this.socks = new Socks(this.libc, this.ep, sp?.pipes ?? 0, sp?.pipeBytes ?? 65536);
+    this.#keepAlives = new KeepAlives(this.libc);
     this.#spliceLen = BigInt(sp?.pipeBytes ?? 65536);
     const e = this.socks.addWake(init.wakeFd);
     if (e !== 0) throw new Error(`Cannot watch the wake-up eventfd: ${errnoMessage(e)}`);
@@ -230,7 +230,7 @@ export class Loop {
   /** Fires the core's deadlines that are due and resumes paused listeners. */
   #timers(): void {
     const now = this.#now = this.clock();
-    this.#keepAlives.due(now, (x, ms) => this.#setKeepAlive(x, ms));
+    this.#keepAlives.due(now);
     if (this.engine.nextTimeout() <= now) {
       this.engine.timeout(now);
       this.#settle();
@@ -523,32 +523,12 @@ export class Loop {
         if (a === undefined || b === undefined) return;
         a.peer = b;
         b.peer = a;
-        if (a.keepAliveMs !== o.keepAliveMs) this.#keepAlive(a, o.keepAliveMs);
-        if (b.keepAliveMs !== o.keepAliveMs) this.#keepAlive(b, o.keepAliveMs);
+        if (a.keepAliveMs !== o.keepAliveMs) this.#keepAlives.spliced(a, o.keepAliveMs, this.#now);
+        if (b.keepAliveMs !== o.keepAliveMs) this.#keepAlives.spliced(b, o.keepAliveMs, this.#now);
         this.socks.mark(a);
         return this.socks.mark(b);
       }
     }
-  }
-
-  /**
-   * Gives spliced socket `x` the keepalive `ms` (0: none), and its listener too, whose later
-   * sockets inherit it (no setsockopt of their own); a dialled one gets it a second later.
-   */
-  #keepAlive(x: Sock, ms: number): void {
-    const l = x.listener;
-    if (l === null) return this.#keepAlives.add(x, ms, this.#now); // dialled: set in a second
-    this.#setKeepAlive(x, ms);
-    if (!l.closed && l.keepAliveMs !== ms) {
-      setKeepAlive(this.libc, l.fd, ms, this.#int);
-      l.keepAliveMs = ms;
-    }
-  }
-
-  /** The keepalive `ms` on `x` (native/sockopts.ts `setKeepAlive`). */
-  #setKeepAlive(x: Sock, ms: number): void {
-    setKeepAlive(this.libc, x.fd, ms, this.#int);
-    x.keepAliveMs = ms;
   }
 
   #fail(id: SockId, op: SockFailure["op"], code: string): void {

@@ -58,27 +58,45 @@ export const URGENT_EVENTS: ReadonlySet<string> = new Set([
  * splices"): a short connection, most of them, never pays the five setsockopt calls.
  */
 export const KEEPALIVE_AFTER_MS = 1000;
-/** Dialled sockets spliced lately, each due its keepalive {@linkcode KEEPALIVE_AFTER_MS} later. */
-export class DueKeepAlives {
+/**
+ * The keepalive of spliced sockets (docs/architecture.md, "Idle splices"): an accepted socket's
+ * is its listener's, set once (later sockets inherit it: no setsockopt of their own); a dialled
+ * socket gets its own {@linkcode KEEPALIVE_AFTER_MS} after its splice began, if still open.
+ */
+export class KeepAlives {
+  readonly #int = new Int32Array(1);
+  /** Dialled sockets due their keepalive at `at`, in that order. */
   #q: { x: Sock; ms: number; at: number }[] = [];
   #head = 0;
 
-  /** When the first is due (the loop's wait ends then); Infinity with none. */
+  constructor(readonly libc: Libc) {}
+
+  /** When the first dialled socket is due (the loop's wait ends then); Infinity with none. */
   get next(): number {
     return this.#q[this.#head]?.at ?? Infinity;
   }
 
-  add(x: Sock, ms: number, now: number): void {
-    this.#q.push({ x, ms, at: now + KEEPALIVE_AFTER_MS });
+  /** Spliced socket `x` is to have keepalive `ms` (0: none). */
+  spliced(x: Sock, ms: number, now: number): void {
+    const l = x.listener;
+    if (l === null) {
+      this.#q.push({ x, ms, at: now + KEEPALIVE_AFTER_MS });
+      return;
+    }
+    this.#set(x, ms);
+    if (!l.closed && l.keepAliveMs !== ms) {
+      setKeepAlive(this.libc, l.fd, ms, this.#int);
+      l.keepAliveMs = ms;
+    }
   }
 
-  /** Calls `set` for each one due by `now` that is still open and not set to `ms` already. */
-  due(now: number, set: (x: Sock, ms: number) => void): void {
+  /** Sets the keepalive of the dialled sockets due by `now` that are still open. */
+  due(now: number): void {
     const q = this.#q;
     let i = this.#head;
     for (; i < q.length && q[i]!.at <= now; i++) {
       const { x, ms } = q[i]!;
-      if (!x.closed && x.keepAliveMs !== ms) set(x, ms);
+      if (!x.closed && x.keepAliveMs !== ms) this.#set(x, ms);
     }
     if (i === q.length) {
       q.length = 0;
@@ -88,6 +106,11 @@ export class DueKeepAlives {
       i = 0;
     }
     this.#head = i;
+  }
+
+  #set(x: Sock, ms: number): void {
+    setKeepAlive(this.libc, x.fd, ms, this.#int);
+    x.keepAliveMs = ms;
   }
 }
 
