@@ -207,7 +207,7 @@ export function onPublicEvent(
           detailText: e.detail !== undefined ? ` ${e.detail}` : "",
           then: e.retry === true
             ? "trying another dial-back with its ClientHello"
-            : "no dispatch left (max_dispatches), refused",
+            : "not tried again, refused (the refusal says why)",
         },
       );
       return;

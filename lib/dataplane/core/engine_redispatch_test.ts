@@ -557,6 +557,8 @@ Deno.test("core: back from a closed pooled dial-back, a pending cap or the hello
   assert.deepEqual(refused.map((e) => [e.why, e.conn, e.attempt, e.detail]), [
     ["dial-back-closed", need.conn, 1, "then pending-total"],
   ]);
+  // no retry was made: the event says so (a redispatch it would count did not happen)
+  assert.deepEqual(sim.ofType("poolDropped").map((e) => e.retry), [false]);
   // the deadline: a re-dispatch near its end takes a pooled dial-back that closes after it
   const late = pub({ redispatchAfterMs: 9000 });
   const w = waiting(late);

@@ -236,9 +236,7 @@ export class ClientConn extends Machine {
   #wait(replay: Uint8Array, now: number): void {
     const e = this.engine;
     const domain = this.#domain;
-    const cap = pendingCap(e, this.#operator, domain, this.host);
-    // back from a pooled dial-back that closed: it was routed (and counted) already
-    if (cap !== undefined && this.#unanswered > 0) return this.#closed(now, `then ${cap}`);
+    const cap = pendingCap(e, this.#operator, domain, this.host); // `unanswered` checked it too
     if (cap === "name-pending") {
       const n = e.admission.maxPendingPerName;
       return this.#refuse(cap, ALERT_INTERNAL_ERROR, now, `${n} wait (max_pending_per_name)`);
@@ -306,7 +304,14 @@ export class ClientConn extends Machine {
     this.#unanswered++;
     // stopping, or past the hello's deadline: nothing may serve it any more
     const late = e.stopping || (this.#deadline > 0 && now >= this.#deadline);
-    const retry = !late && this.#dispatches < (e.limits.maxDispatches ?? 1);
+    let retry = !late && this.#dispatches < (e.limits.maxDispatches ?? 1);
+    // another instance's idle one first (the rest of that pool may be closing too), else a
+    // notice, unless a pending cap refuses it: then no retry is made, and the event says so
+    const pooled = retry ? e.takeIdle(this.#operator, this.#domain, t.instance) : undefined;
+    const cap = retry && pooled === undefined
+      ? pendingCap(e, this.#operator, this.#domain, this.host)
+      : undefined;
+    if (cap !== undefined) retry = false;
     e.emit({
       type: "poolDropped",
       operator: this.#operator,
@@ -320,6 +325,7 @@ export class ClientConn extends Machine {
       retry,
     });
     if (!retry) {
+      if (cap !== undefined) return this.#closed(now, `then ${cap}`);
       if (late && !e.stopping) return this.#refuse("expired", ALERT_INTERNAL_ERROR, now);
       const of = t.instance !== undefined ? ` of instance ${t.instance}` : "";
       const what = `${why}${detail !== undefined ? ` ${detail}` : ""}`;
@@ -327,8 +333,6 @@ export class ClientConn extends Machine {
       return this.#closed(now, e.stopping ? `${text}; stopping` : text);
     }
     const replay = t.written.subarray(t.header);
-    // another instance's idle one first: the rest of that pool may be closing too
-    const pooled = e.takeIdle(this.#operator, this.#domain, t.instance);
     if (pooled !== undefined) return this.#try(pooled, replay, now);
     this.#wait(replay, now);
   }
