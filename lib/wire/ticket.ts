@@ -33,7 +33,10 @@ export function decodeTicketId(v: unknown): Uint8Array | null {
   return out;
 }
 
-/** HMAC-SHA256 keyed once per ticket key (the key's inner and outer pads hashed already). */
+/**
+ * HMAC-SHA256 keyed once per ticket key (the key's inner and outer pads hashed already), by the
+ * key array's identity: ticket keys are never changed in place (both sides decode a fresh one).
+ */
 const keyed = new WeakMap<Uint8Array, ReturnType<typeof hmac.create>>();
 
 /**

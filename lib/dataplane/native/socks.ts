@@ -410,6 +410,7 @@ export class Socks {
   release(x: Sock): void {
     if (x.closed) return;
     x.closed = true;
+    x.queue.length = 0; // unsent bytes go with it (a closed Sock may be held a while: KeepAlives)
     this.#unpipe(x);
     this.#dropPipe(x);
     if (this.byFd[x.fd] === x) this.byFd[x.fd] = undefined;
