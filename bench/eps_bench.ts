@@ -1,6 +1,7 @@
 // deno-lint-ignore-file no-console -- console is this script's output
 /**
- * EPS benchmark: `deno run -A bench/eps_bench.ts [OUT.json]`. Bounded (well under 60 s).
+ * EPS benchmark: `deno task bench:eps [OUT.json]` (`deno run -A` with the shipped V8 flags, as the
+ * proxies whose side this process plays run). Bounded (well under 60 s).
  *
  * 1. Calls: two EPS processes (`tls-pass run eps`: cli.ts, or `$TLS_PASS_BIN`) linked on
  *    loopback; two proxy clients in this process; `proxy A → EPS A → EPS B → proxy B` echo calls,
@@ -9,7 +10,10 @@
  *    links are) against a plain TLS connection of the same kind, and a Deno.TlsConn for scale.
  *
  * Call figures include the CPU time (user + system, from /proc on Linux) each EPS process spent
- * per call: the cost the dial-back notice adds to every new client connection.
+ * per call, the cost the dial-back notice adds to every new client connection, and this process's
+ * (both proxies' EPS clients and the callers). The EPS processes run with the shipped V8 flags
+ * (tools/v8_flags.ts, as `deno task bench` runs the roles; `EPS_BENCH_V8_FLAGS=` for V8's
+ * defaults).
  *
  * Prints a Markdown table; writes the figures as JSON to OUT.json when given.
  * @module
@@ -22,6 +26,7 @@ import { connectEps, type EpsClient } from "../lib/eps/client.ts";
 import { Session } from "../lib/eps/session.ts";
 import { connectNodeTls, listenNodeTls } from "../lib/net/node_tls_conn.ts";
 import type { ByteConn } from "../lib/net/conn.ts";
+import { SHIPPED_V8_FLAGS } from "../tools/v8_flags.ts";
 
 const CLI = fileURLToPath(new URL("../cli.ts", import.meta.url));
 const LOOPBACK = { hostname: "127.0.0.1", port: 0 };
@@ -49,7 +54,11 @@ async function spawnEps(settingsDir: string): Promise<Child> {
   const run = ["run", "eps", "--settings", settingsDir, "--log-level", "warning"];
   // e.g. EPS_BENCH_DENO_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the EPS processes
   const flags = (Deno.env.get("EPS_BENCH_DENO_FLAGS") ?? "").split(" ").filter((f) => f !== "");
-  const [cmd, args] = bin ? [bin, run] : [Deno.execPath(), ["run", "-A", ...flags, CLI, ...run]];
+  const v8 = Deno.env.get("EPS_BENCH_V8_FLAGS") ?? SHIPPED_V8_FLAGS;
+  const v8Args = v8 === "" ? [] : [`--v8-flags=${v8}`];
+  const [cmd, args] = bin
+    ? [bin, run]
+    : [Deno.execPath(), ["run", "-A", ...v8Args, ...flags, CLI, ...run]];
   const child = new Deno.Command(cmd, {
     args,
     stdin: "null",
@@ -102,6 +111,8 @@ interface CallFigures {
   p99Ms: number;
   /** CPU µs per call of each EPS process on the path (null where /proc is not readable). */
   epsCpuUsPerCall: (number | null)[];
+  /** CPU µs per call of this process: the two proxies' EPS clients and the callers. */
+  callersCpuUsPerCall: number | null;
 }
 
 /** CPU time (user + system) of a process in µs, from /proc/PID/stat; null when unavailable. */
@@ -123,6 +134,7 @@ async function callLoad(
 ): Promise<CallFigures> {
   const lat: number[] = [];
   const cpu0 = eps.map((c) => cpuUs(c.pid));
+  const own0 = cpuUs(Deno.pid);
   const end = performance.now() + seconds * 1000;
   const t0 = performance.now();
   await Promise.all(
@@ -139,6 +151,7 @@ async function callLoad(
     const [a, b] = [cpu0[i], cpuUs(c.pid)];
     return a === null || a === undefined || b === null ? null : Math.round((b - a) / lat.length);
   });
+  const own1 = cpuUs(Deno.pid);
   lat.sort((a, b) => a - b);
   return {
     concurrency,
@@ -147,6 +160,9 @@ async function callLoad(
     p50Ms: +percentile(lat, 0.5).toFixed(3),
     p99Ms: +percentile(lat, 0.99).toFixed(3),
     epsCpuUsPerCall: cpu,
+    callersCpuUsPerCall: own0 === null || own1 === null
+      ? null
+      : Math.round((own1 - own0) / lat.length),
   };
 }
 
@@ -253,6 +269,16 @@ async function throughput(pki: Pki, bytes: number) {
 
 const step = (what: string) => console.error(`eps bench: ${what}`);
 
+/** The --v8-flags this process was started with ("" when none). */
+function ownV8Flags(): string {
+  try {
+    const argv = Deno.readTextFileSync("/proc/self/cmdline").split("\0");
+    return argv.find((a) => a.startsWith("--v8-flags="))?.slice("--v8-flags=".length) ?? "";
+  } catch {
+    return "";
+  }
+}
+
 async function main() {
   const out = Deno.args[0];
   const dir = await Deno.makeTempDir({ prefix: "tls-pass-eps-bench-" });
@@ -331,6 +357,12 @@ async function main() {
       date: new Date().toISOString(),
       deno: Deno.version.deno,
       machine: { cpus: navigator.hardwareConcurrency, loadavg: Deno.loadavg() },
+      v8Flags: {
+        eps: Deno.env.get("TLS_PASS_BIN")
+          ? "(the binary's)"
+          : Deno.env.get("EPS_BENCH_V8_FLAGS") ?? SHIPPED_V8_FLAGS,
+        callers: Deno.env.get("DENO_V8_FLAGS") ?? (ownV8Flags() || "(V8's defaults)"),
+      },
       path: "proxy A → EPS A → EPS B → proxy B (two EPS processes, one link, loopback)",
       calls: [calls1, calls25],
       callsOneEps: [self1, self25],
@@ -346,15 +378,16 @@ async function main() {
     const row = (path: string) => (c: CallFigures) =>
       `| ${path} | ${c.concurrency} | ${c.calls} | ${c.callsPerSecond} | ${c.p50Ms} | ${c.p99Ms} | ${
         c.epsCpuUsPerCall.map((x) => x ?? "n/a").join(" / ")
-      } |`;
+      } | ${c.callersCpuUsPerCall ?? "n/a"} |`;
     console.log(`## EPS benchmark (${result.date}, Deno ${result.deno})
 
 ${result.machine.cpus} CPUs, load average ${
       result.machine.loadavg.map((x) => x.toFixed(1)).join(" ")
-    } at the end. Calls echo a small JSON object; the proxies are clients in the bench process.
+    } at the end. Calls echo a small JSON object; the proxies are clients in the bench process. V8
+flags: EPS processes ${result.v8Flags.eps}; the bench process ${result.v8Flags.callers}.
 
-| path | concurrent callers | calls | calls/s | p50 ms | p99 ms | CPU µs per call (EPS A / EPS B) |
-|---|---:|---:|---:|---:|---:|---:|
+| path | concurrent callers | calls | calls/s | p50 ms | p99 ms | CPU µs per call (EPS A / EPS B) | CPU µs per call (the proxies' side) |
+|---|---:|---:|---:|---:|---:|---:|---:|
 ${result.calls.map(row("proxy A → EPS A → EPS B → proxy B")).join("\n")}
 ${result.callsOneEps.map(row("proxy A → EPS A → proxy A")).join("\n")}
 
