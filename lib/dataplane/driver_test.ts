@@ -183,6 +183,16 @@ function concat(...parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
+/** A notice's dial-back for the private plane `r`: `endpoint` (the dial-back) and `internal`. */
+function sendDialBack(
+  r: Running,
+  endpoint: HostPort,
+  internal: HostPort,
+  token = randomToken(),
+): void {
+  r.send({ type: "dialBack", operator: "op1", domain: SNI, endpoint, token, internal });
+}
+
 function connect(a: HostPort | undefined): Promise<Deno.TcpConn> {
   assert.ok(a !== undefined);
   return within(Deno.connect({ hostname: a.hostname, port: a.port }), `connect ${a.port}`);
@@ -579,14 +589,7 @@ conformance("dialBack: connects both, presents the token, pipes", async (d) => {
   await withListeners(async (endpoint, internal) => {
     await withPlane(d, "private", privateSnapshot(addrOf(internal)), async (r) => {
       const token = randomToken();
-      r.send({
-        type: "dialBack",
-        operator: "op1",
-        domain: SNI,
-        endpoint: addrOf(endpoint),
-        token,
-        internal: addrOf(internal),
-      });
+      sendDialBack(r, addrOf(endpoint), addrOf(internal), token);
       const dialBack = await within(endpoint.accept(), "accept the dial-back");
       let server: Deno.TcpConn | undefined;
       try {
@@ -616,14 +619,7 @@ conformance("dialBack to a closed port: connectFailed with ECONNREFUSED", async 
     const closed = addrOf(internal);
     internal.close();
     await withPlane(d, "private", privateSnapshot(closed), async (r) => {
-      r.send({
-        type: "dialBack",
-        operator: "op1",
-        domain: SNI,
-        endpoint: addrOf(endpoint),
-        token: randomToken(),
-        internal: closed,
-      });
+      sendDialBack(r, addrOf(endpoint), closed);
       const failed = await r.events.next("connectFailed");
       assert.equal(failed.side, "internal");
       assert.deepEqual(failed.reason, {
@@ -816,14 +812,7 @@ Deno.test({
         privateRoutes: [[SNI, { internal: addrOf(internal) }]],
       };
       await withPlane(DRIVERS[1]!, "private", snapshot, async (r) => {
-        r.send({
-          type: "dialBack",
-          operator: "op1",
-          domain: SNI,
-          endpoint: addrOf(endpoint),
-          token: randomToken(),
-          internal: addrOf(internal),
-        });
+        sendDialBack(r, addrOf(endpoint), addrOf(internal));
         const dialBack = await within(endpoint.accept(), "accept the dial-back");
         let server: Deno.TcpConn | undefined;
         try {
