@@ -219,6 +219,11 @@ export type DataEvent =
      * the public replica it is pooled at (its `openPooled`'s `instance`).
      */
     readonly instance?: string;
+    /**
+     * Private: when it went idle, on the data plane's clock (the control plane's, see "The
+     * drivers"), so that the refill time measured does not include the event's way there.
+     */
+    readonly at?: number;
   }
   /**
    * An idle pooled dial-back ended without a client; or (public, `conn` set) one taken for a

@@ -313,9 +313,11 @@ export class DialPool {
         this.opening--;
         this.idle++;
         this.stats.pooled++;
-        // a moving average of how long one refill takes (call + connect + token)
-        const started = this.#started.shift() ?? now;
-        this.#refillMs = 0.8 * this.#refillMs + 0.2 * (now - started);
+        // a moving average of how long one refill takes (call + connect + token), to when the
+        // data plane saw it idle: the event's own way here (up to 2 ms gathered) is not part of it
+        const at = e.at ?? now;
+        const started = this.#started.shift() ?? at;
+        this.#refillMs = 0.8 * this.#refillMs + 0.2 * Math.max(0, at - started);
         this.#backoff.reset();
         this.#refusedLogged = false;
         return;

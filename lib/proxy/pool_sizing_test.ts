@@ -65,3 +65,20 @@ Deno.test("DialPool: refills by call keep half of a target of 16", async () => {
     await pool.settled();
   }
 });
+
+Deno.test("DialPool: a refill is timed to when the data plane saw it idle, not to its event", async () => {
+  const { pool, asked, ac } = busyPool(true);
+  pool.idle = 0;
+  pool.refill();
+  for (let i = 0; i < 3; i++) await Promise.resolve(); // the tokens are handed to the dial
+  assert.deepEqual(asked, [32]);
+  const at = performance.now();
+  // its event arrives a second after it went idle (gathered, a busy main thread)
+  pool.onEvent({ type: "poolIdle", operator: "op", at }, at + 1000);
+  assert.ok(pool.refillMs < 10, `refill time ${pool.refillMs} ms`);
+  // without the time (an older data plane), its arrival is when it went idle
+  pool.onEvent({ type: "poolIdle", operator: "op" }, performance.now() + 1000);
+  assert.ok(pool.refillMs > 100, `refill time ${pool.refillMs} ms`);
+  ac.abort();
+  await pool.settled();
+});

@@ -111,9 +111,9 @@ Deno.test("core close with idleOf operator@instance drops only those pooled at t
   const b = openPooled(sim, "op1", "b");
   const unbound = openPooled(sim, "op1");
   assert.deepEqual(sim.take(), [
-    { type: "poolIdle", operator: "op1", instance: "a" },
-    { type: "poolIdle", operator: "op1", instance: "b" },
-    { type: "poolIdle", operator: "op1" },
+    { type: "poolIdle", operator: "op1", instance: "a", at: sim.now },
+    { type: "poolIdle", operator: "op1", instance: "b", at: sim.now },
+    { type: "poolIdle", operator: "op1", at: sim.now },
   ]);
   sim.command({ type: "close", conns: [], idleOf: ["op1@a"] });
   assert.deepEqual(sim.take(), [

@@ -55,6 +55,7 @@ function pooled(sim: Sim, idleTimeoutMs = 30_000) {
   assert.deepEqual(sim.take().filter((e) => e.type === "poolIdle"), [{
     type: "poolIdle",
     operator: "op1",
+    at: sim.now, // when it went idle, on the data plane's clock
   }]);
   return { db: db!.id, raw: t.raw };
 }
@@ -183,7 +184,8 @@ Deno.test("core opens pooled dial-backs: connect, token, poolIdle; a failed dial
   assert.deepEqual(sim.written(b!), toks[1]!.raw);
   sim.connectFailed(a!);
   sim.advance(1000);
-  assert.deepEqual(sim.ofType("poolIdle"), [{ type: "poolIdle", operator: "op1" }]);
+  // idle when its connect completed, before the second the timeout took
+  assert.deepEqual(sim.ofType("poolIdle"), [{ type: "poolIdle", operator: "op1", at: 1000 }]);
   assert.deepEqual(sim.ofType("poolDropped").map((e) => [e.why, e.detail]), [
     ["failed", "connect failed: ECONNREFUSED"],
     ["failed", "connect timed out"],

@@ -225,7 +225,7 @@ export class PooledDialBack implements SockOwner {
       e.out({ op: "write", sock, bytes: token });
       e.out({ op: "read", sock, on: true });
       e.timers.arm(this, now + this.cmd.idleTimeoutMs + IDLE_SLACK_MS);
-      e.emit({ type: "poolIdle", operator: this.cmd.operator, ...this.#instance() });
+      e.emit({ type: "poolIdle", operator: this.cmd.operator, ...this.#instance(), at: now });
       return;
     }
     // the internal server: the ClientHello (and whatever came with it) first, then the pipe
