@@ -32,6 +32,9 @@ const CLI = fileURLToPath(new URL("../cli.ts", import.meta.url));
 const LOOPBACK = { hostname: "127.0.0.1", port: 0 };
 const ALPN = ["tls-pass-eps/1"];
 
+/** The EPS processes' V8 flags: the shipped ones unless EPS_BENCH_V8_FLAGS says ("": V8's defaults). */
+const EPS_V8_FLAGS = Deno.env.get("EPS_BENCH_V8_FLAGS") ?? SHIPPED_V8_FLAGS;
+
 /** Every EPS process started, so that the watchdog and Ctrl-C can stop them too. */
 const started: Deno.ChildProcess[] = [];
 
@@ -54,8 +57,7 @@ async function spawnEps(settingsDir: string): Promise<Child> {
   const run = ["run", "eps", "--settings", settingsDir, "--log-level", "warning"];
   // e.g. EPS_BENCH_DENO_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the EPS processes
   const flags = (Deno.env.get("EPS_BENCH_DENO_FLAGS") ?? "").split(" ").filter((f) => f !== "");
-  const v8 = Deno.env.get("EPS_BENCH_V8_FLAGS") ?? SHIPPED_V8_FLAGS;
-  const v8Args = v8 === "" ? [] : [`--v8-flags=${v8}`];
+  const v8Args = EPS_V8_FLAGS === "" ? [] : [`--v8-flags=${EPS_V8_FLAGS}`];
   const [cmd, args] = bin
     ? [bin, run]
     : [Deno.execPath(), ["run", "-A", ...v8Args, ...flags, CLI, ...run]];
@@ -358,9 +360,7 @@ async function main() {
       deno: Deno.version.deno,
       machine: { cpus: navigator.hardwareConcurrency, loadavg: Deno.loadavg() },
       v8Flags: {
-        eps: Deno.env.get("TLS_PASS_BIN")
-          ? "(the binary's)"
-          : Deno.env.get("EPS_BENCH_V8_FLAGS") ?? SHIPPED_V8_FLAGS,
+        eps: Deno.env.get("TLS_PASS_BIN") ? "(the binary's)" : EPS_V8_FLAGS || "(V8's defaults)",
         callers: Deno.env.get("DENO_V8_FLAGS") ?? (ownV8Flags() || "(V8's defaults)"),
       },
       path: "proxy A → EPS A → EPS B → proxy B (two EPS processes, one link, loopback)",
