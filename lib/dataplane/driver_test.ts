@@ -732,15 +732,22 @@ const F_GETPIPE_SZ = 1032;
 function pipeFds(): number {
   const libc = Libc.get();
   let n = 0;
+  for (const fd of ownFds("pipe:")) {
+    if (libc.sym.fcntl(fd, F_GETPIPE_SZ, 0) === SPLICE_PIPE_BYTES) n++;
+  }
+  return n;
+}
+
+/** This process's descriptors open now whose /proc link starts with `kind` ("pipe:", "socket:"). */
+function* ownFds(kind: string): Generator<number> {
   for (const e of Deno.readDirSync("/proc/self/fd")) {
     try {
-      if (!Deno.readLinkSync(`/proc/self/fd/${e.name}`).startsWith("pipe:")) continue;
+      if (!Deno.readLinkSync(`/proc/self/fd/${e.name}`).startsWith(kind)) continue;
     } catch {
       continue; // closed meanwhile (the readDir's own descriptor)
     }
-    if (libc.sym.fcntl(Number(e.name), F_GETPIPE_SZ, 0) === SPLICE_PIPE_BYTES) n++;
+    yield Number(e.name);
   }
-  return n;
 }
 
 /**
@@ -783,13 +790,7 @@ function sockOpt(port: number, level: number, name: number): number | undefined 
   const len = new Uint32Array(1);
   const v = new Int32Array(1);
   const vLen = new Uint32Array(1);
-  for (const e of Deno.readDirSync("/proc/self/fd")) {
-    const fd = Number(e.name);
-    try {
-      if (!Deno.readLinkSync(`/proc/self/fd/${e.name}`).startsWith("socket:")) continue;
-    } catch {
-      continue;
-    }
+  for (const fd of ownFds("socket:")) {
     len[0] = sa.length;
     if (libc.sym.getsockname(fd, sa, len) !== 0 || len[0] !== 16) continue;
     if (decodeSockaddr(sa.subarray(0, 16)).port !== port) continue;
