@@ -22,6 +22,12 @@ const CHROMIUM_ARGS = [
 ];
 /** Every playwright wait (navigation, locator, launch) is bounded by this. */
 const WAIT_MS = 10_000;
+/**
+ * Chromium's start: on a 2-core machine running the other test modules in parallel, a cold first
+ * launch took over 10 s once (a fresh clone's CI run); the page's own waits stay at WAIT_MS.
+ */
+const LAUNCH_MS = 60_000;
+
 /** The page refreshes every 2 s: a change shows within a few refreshes. */
 const REFRESH_WAIT_MS = 15_000;
 
@@ -41,7 +47,11 @@ async function launchChromium(): Promise<Browser> {
       }): the status page test needs it; install Debian's "chromium" package`,
     );
   }
-  return await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: WAIT_MS });
+  return await chromium.launch({
+    executablePath: CHROMIUM,
+    args: CHROMIUM_ARGS,
+    timeout: LAUNCH_MS,
+  });
 }
 
 /** Opens the status page of `admin` and collects the page's script errors into `errors`. */
