@@ -6,10 +6,27 @@
 
 /** The 4 bytes of a dotted IPv4 literal, or null when `s` is not one. */
 export function ipv4Bytes(s: string): Uint8Array | null {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
-  if (!m) return null;
-  const b = m.slice(1).map(Number);
-  return b.every((x) => x <= 255) ? Uint8Array.from(b) : null;
+  // by hand, not a regex: the native driver parses an address per connect and per pool header
+  const n = s.length;
+  if (n < 7 || n > 15) return null;
+  const out = new Uint8Array(4);
+  let part = 0;
+  let v = 0;
+  let digits = 0;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x30 && c <= 0x39) {
+      if (++digits > 3) return null;
+      v = v * 10 + c - 0x30;
+    } else if (c === 0x2e && digits > 0 && part < 3 && v <= 255) {
+      out[part++] = v;
+      v = 0;
+      digits = 0;
+    } else return null;
+  }
+  if (part !== 3 || digits === 0 || v > 255) return null;
+  out[3] = v;
+  return out;
 }
 
 /** The 16 bytes of an IPv6 literal (no brackets, no zone; `::` and a dotted tail allowed), or null. */

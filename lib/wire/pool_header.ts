@@ -63,13 +63,20 @@ export function parseAddressText(s: string): HostPort | null {
   const colon = s.lastIndexOf(":");
   if (colon < 1) return null;
   let host = s.slice(0, colon);
-  const port = s.slice(colon + 1);
-  if (!/^\d{1,5}$/.test(port) || Number(port) > 65_535) return null;
+  const digits = s.length - colon - 1;
+  if (digits < 1 || digits > 5) return null;
+  let port = 0;
+  for (let i = colon + 1; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return null;
+    port = port * 10 + c - 0x30;
+  }
+  if (port > 65_535) return null;
   if (host.startsWith("[") && host.endsWith("]")) {
     host = host.slice(1, -1);
     if (ipv6Bytes(host) === null) return null;
   } else if (ipv4Bytes(host) === null) return null;
-  return { hostname: host, port: Number(port) };
+  return { hostname: host, port };
 }
 
 /** A decoded header and its length on the wire. */
@@ -77,74 +84,80 @@ export interface DecodedPoolHeader extends PoolHeader {
   readonly length: number;
 }
 
-/** The bytes of an ASCII field value (`what` names it in the error). */
-function ascii(value: string, what: string): Uint8Array {
-  const bytes = new TextEncoder().encode(value);
-  if (bytes.length < 1 || bytes.length > 255 || bytes.length !== value.length) {
+/** `value`'s length on the wire: an ASCII field of 1 to 255 bytes (`what` names it in the error). */
+function asciiLength(value: string, what: string): number {
+  let ok = value.length >= 1 && value.length <= 255;
+  for (let i = 0; ok && i < value.length; i++) ok = value.charCodeAt(i) < 0x80;
+  if (!ok) {
     throw new RangeError(
       `Cannot encode pool header: ${what} "${value}" is not 1 to 255 ASCII bytes`,
     );
   }
-  return bytes;
+  return value.length;
+}
+
+/** Writes the field `tag` with the ASCII `value` at `out[off]`; the offset after it. */
+function putField(out: Uint8Array, off: number, tag: number, value: string): number {
+  out[off] = tag;
+  out[off + 1] = value.length;
+  for (let i = 0; i < value.length; i++) out[off + 2 + i] = value.charCodeAt(i);
+  return off + 2 + value.length;
 }
 
 /**
  * The type 2 pool header for a client with SNI `name` (a normalised host name, ≤ 253 ASCII bytes),
  * connection id `conn`, and its address `source` and the one it connected to `destination`.
+ * Written straight into one buffer (the public proxy's worker writes one per pooled client).
  */
 export function encodePoolHeader(
   name: string,
   conn?: string,
   addresses?: { readonly source: HostPort; readonly destination: HostPort },
 ): Uint8Array {
-  const fields: [number, Uint8Array][] = [[PoolField.Name, ascii(name, "name")]];
+  let n = 2 + asciiLength(name, "name");
   if (conn !== undefined) {
     if (!isConnId(conn)) {
       throw new RangeError(`Cannot encode pool header: connection id "${conn}" is not valid`);
     }
-    fields.push([PoolField.Conn, ascii(conn, "connection id")]);
+    n += 2 + asciiLength(conn, "connection id");
   }
+  let source = "";
+  let destination = "";
   if (addresses !== undefined) {
-    fields.push([PoolField.Source, ascii(addressText(addresses.source), "source")]);
-    fields.push([PoolField.Destination, ascii(addressText(addresses.destination), "destination")]);
+    source = addressText(addresses.source);
+    destination = addressText(addresses.destination);
+    n += 4 + asciiLength(source, "source") + asciiLength(destination, "destination");
   }
-  let n = 0;
-  for (const [, v] of fields) n += 2 + v.length;
   const out = new Uint8Array(3 + n);
   out[0] = POOL_HEADER_V2;
   out[1] = n >> 8;
   out[2] = n & 0xff;
-  let off = 3;
-  for (const [tag, v] of fields) {
-    out[off] = tag;
-    out[off + 1] = v.length;
-    out.set(v, off + 2);
-    off += 2 + v.length;
+  let off = putField(out, 3, PoolField.Name, name);
+  if (conn !== undefined) off = putField(out, off, PoolField.Conn, conn);
+  if (addresses !== undefined) {
+    off = putField(out, off, PoolField.Source, source);
+    putField(out, off, PoolField.Destination, destination);
   }
   return out;
 }
 
 /** The type 1 pool header (what a peer from before connection ids writes; for tests). */
 export function encodePoolHeaderV1(name: string): Uint8Array {
-  const bytes = ascii(name, "name");
-  const out = new Uint8Array(2 + bytes.length);
-  out[0] = POOL_HEADER_V1;
-  out[1] = bytes.length;
-  out.set(bytes, 2);
+  const out = new Uint8Array(2 + asciiLength(name, "name"));
+  putField(out, 0, POOL_HEADER_V1, name); // the same layout: type, length, the name
   return out;
 }
 
 /** Printable ASCII without space, or a ProtocolError naming `what`. */
 function text(bytes: Uint8Array, from: number, to: number, what: string): string {
-  let s = "";
   for (let i = from; i < to; i++) {
     const b = bytes[i]!;
     if (b < 0x21 || b > 0x7e) {
       throw new ProtocolError(`Cannot decode pool header: byte ${b} in the ${what} is not ASCII`);
     }
-    s += String.fromCharCode(b);
   }
-  return s;
+  // one string at once (a field is at most 255 bytes), not one concatenation per byte
+  return String.fromCharCode.apply(null, bytes.subarray(from, to) as unknown as number[]);
 }
 
 /**

@@ -9,19 +9,16 @@ export const TOKEN_BYTES = 32;
 
 /** Standard base64 of bytes. */
 export function tokenText(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += String.fromCharCode(b);
-  return btoa(s);
+  return bytes.toBase64(); // native: a string built byte by byte and btoa cost a few µs per token
 }
 
 /** The raw bytes of a base64 token, or null when it is not {@linkcode TOKEN_BYTES} of base64. */
 export function decodeToken(v: unknown): Uint8Array | null {
   if (typeof v !== "string") return null;
   try {
-    const s = atob(v);
-    if (s.length !== TOKEN_BYTES) return null;
-    return Uint8Array.from(s, (c) => c.charCodeAt(0));
+    const bytes = Uint8Array.fromBase64(v);
+    return bytes.length === TOKEN_BYTES ? bytes : null;
   } catch {
-    return null;
+    return null; // not base64 (SyntaxError)
   }
 }

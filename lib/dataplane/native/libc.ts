@@ -306,18 +306,25 @@ export function encodeSockaddr(ip: string, port: number): Uint8Array | null {
   return null;
 }
 
-/** Decodes a `sockaddr_in`/`sockaddr_in6` into a Deno.NetAddr. */
+/** "0" to "255": a dotted address is four lookups, not four number-to-string conversions. */
+const BYTE_TEXT: readonly string[] = Array.from({ length: 256 }, (_, i) => String(i));
+
+/** The dotted text of the 4 bytes at `sa[at]`. */
+function dotted(sa: Uint8Array, at: number): string {
+  const t = BYTE_TEXT;
+  return `${t[sa[at]!]}.${t[sa[at + 1]!]}.${t[sa[at + 2]!]}.${t[sa[at + 3]!]}`;
+}
+
+/** Decodes a `sockaddr_in`/`sockaddr_in6` into a Deno.NetAddr (once per accepted connection). */
 export function decodeSockaddr(sa: Uint8Array): Deno.NetAddr {
-  const dv = new DataView(sa.buffer, sa.byteOffset, sa.byteLength);
-  const family = dv.getUint16(0, true);
-  const port = dv.getUint16(2, false);
-  if (family === AF_INET) {
-    return { transport: "tcp", hostname: Array.from(sa.subarray(4, 8)).join("."), port };
-  }
+  const family = sa[0]! | (sa[1]! << 8);
+  const port = (sa[2]! << 8) | sa[3]!;
+  if (family === AF_INET) return { transport: "tcp", hostname: dotted(sa, 4), port };
   if (family === AF_INET6) {
+    const dv = new DataView(sa.buffer, sa.byteOffset, sa.byteLength);
     if (sa.subarray(8, 18).every((b) => b === 0) && dv.getUint16(18, false) === 0xffff) {
       // v4-mapped, written as Deno.Conn (Rust's Ipv6Addr) writes it: `::ffff:127.0.0.1`
-      return { transport: "tcp", hostname: `::ffff:${sa.subarray(20, 24).join(".")}`, port };
+      return { transport: "tcp", hostname: `::ffff:${dotted(sa, 20)}`, port };
     }
     const words: string[] = [];
     for (let i = 0; i < 8; i++) words.push(dv.getUint16(8 + 2 * i, false).toString(16));
