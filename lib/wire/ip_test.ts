@@ -1,7 +1,5 @@
 import assert from "node:assert/strict";
 import { ipv4Bytes, ipv6Bytes } from "./ip.ts";
-import { parseAddressText } from "./pool_header.ts";
-import { decodeToken, TOKEN_BYTES, tokenText } from "./token.ts";
 
 /** What a dotted IPv4 literal is (the regex the hand parser replaced): the reference. */
 function ipv4Reference(s: string): number[] | null {
@@ -49,38 +47,4 @@ Deno.test("ipv4Bytes() agrees with the dotted-quad grammar on edge cases and ran
     assert.deepEqual(got === null ? null : [...got], ipv4Reference(s), JSON.stringify(s));
   }
   assert.deepEqual([...ipv6Bytes("::ffff:10.1.2.3")!].slice(12), [10, 1, 2, 3]);
-});
-
-Deno.test("parseAddressText() takes 1 to 5 digits of port up to 65535, nothing else", () => {
-  assert.deepEqual(parseAddressText("10.0.0.1:443"), { hostname: "10.0.0.1", port: 443 });
-  assert.deepEqual(parseAddressText("[::1]:65535"), { hostname: "::1", port: 65535 });
-  assert.deepEqual(parseAddressText("10.0.0.1:0"), { hostname: "10.0.0.1", port: 0 });
-  for (
-    const bad of [
-      "10.0.0.1:",
-      "10.0.0.1:65536",
-      "10.0.0.1:123456",
-      "10.0.0.1:+1",
-      "10.0.0.1:1e3",
-      ":80",
-      "x:80",
-      "[1.2.3.4]:80",
-      "10.0.0.1: 80",
-    ]
-  ) {
-    assert.equal(parseAddressText(bad), null, bad);
-  }
-});
-
-Deno.test("tokenText() and decodeToken() are standard base64 of exactly TOKEN_BYTES", () => {
-  const raw = Uint8Array.from({ length: TOKEN_BYTES }, (_, i) => (i * 37 + 251) & 0xff);
-  const text = tokenText(raw);
-  assert.equal(text, btoa(String.fromCharCode(...raw)));
-  assert.deepEqual(decodeToken(text), raw);
-  assert.equal(decodeToken(text.slice(4)), null); // 29 bytes
-  assert.equal(decodeToken(tokenText(new Uint8Array(33))), null);
-  assert.equal(decodeToken(text.replace(/.$/, "!")), null); // not base64
-  assert.equal(decodeToken(text.replaceAll("+", "-").replaceAll("/", "_") + "-_"), null); // url alphabet
-  assert.equal(decodeToken(42), null);
-  assert.equal(decodeToken(undefined), null);
 });

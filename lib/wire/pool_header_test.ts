@@ -5,6 +5,7 @@ import {
   encodePoolHeader,
   encodePoolHeaderV1,
   MAX_POOL_FIELDS_BYTES,
+  parseAddressText,
   PoolField,
 } from "./pool_header.ts";
 import { connIdOf, connIdPrefix, isConnId } from "./conn_id.ts";
@@ -179,3 +180,24 @@ for (const [what, source, destination] of addressed) {
     });
   });
 }
+
+Deno.test("parseAddressText() takes 1 to 5 digits of port up to 65535, nothing else", () => {
+  assert.deepEqual(parseAddressText("10.0.0.1:443"), { hostname: "10.0.0.1", port: 443 });
+  assert.deepEqual(parseAddressText("[::1]:65535"), { hostname: "::1", port: 65535 });
+  assert.deepEqual(parseAddressText("10.0.0.1:0"), { hostname: "10.0.0.1", port: 0 });
+  for (
+    const bad of [
+      "10.0.0.1:",
+      "10.0.0.1:65536",
+      "10.0.0.1:123456",
+      "10.0.0.1:+1",
+      "10.0.0.1:1e3",
+      ":80",
+      "x:80",
+      "[1.2.3.4]:80",
+      "10.0.0.1: 80",
+    ]
+  ) {
+    assert.equal(parseAddressText(bad), null, bad);
+  }
+});
